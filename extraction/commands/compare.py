@@ -1,0 +1,78 @@
+"""``compare``: every padding strategy against single-sample extraction, with verdicts."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..cli import CliError, add_model_arguments, load_model_from_args, progress_bar, write_json_atomic
+
+ORDER = 0
+
+
+def add_parser(subparsers) -> None:
+    from ..strategies import DEFAULT_BATCH_SIZE, STRATEGIES
+
+    parser = subparsers.add_parser("compare", help="compare every padding strategy with single-sample extraction")
+    add_model_arguments(parser)
+    parser.add_argument(
+        "--texts", required=True, help="texts file: .txt (one a line), .jsonl (text field), .csv (text column)"
+    )
+    parser.add_argument("--strategies", default="all", help=f"comma-separated, or all: {','.join(STRATEGIES)}")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument("--json", dest="json_out", help="write the results as JSON to this file")
+    parser.set_defaults(run=run)
+
+
+def format_compare_table(report) -> str:
+    """The readable table ``compare`` prints."""
+    columns = f"{'min cos':>10} {'mean cos':>10} {'top-1':>6} {'pad %':>6} {'tok/s':>8}"
+    header = f"{'strategy':<13} {'verdict':<10} {columns}  cause"
+    lines = [header, "-" * len(header)]
+    for name, comp in report.strategies.items():
+        ext = comp.extraction
+        lines.append(
+            f"{name:<13} {comp.verdict:<10} {comp.min_cosine:>10.6f} {comp.mean_cosine:>10.6f} "
+            f"{100 * comp.top1_agreement:>5.0f}% {100 * ext.pad_fraction:>5.0f}% "
+            f"{ext.tokens_per_second:>8.0f}  {comp.cause}"
+        )
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..compare import compare_strategies
+    from ..strategies import parse_strategy_names
+    from ..texts import read_texts, tokenize_texts
+
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
+    names = parse_strategy_names(args.strategies)
+    texts = read_texts(args.texts)
+    loaded = load_model_from_args(args)
+    tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
+    bars: dict[str, object] = {}
+
+    def progress(name: str, number: int, count: int, done: int, total: int) -> None:
+        if name not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[name] = progress_bar(f"[{number}/{count}] {name}", total)
+        bars[name].n = done
+        bars[name].refresh()
+
+    try:
+        report = compare_strategies(loaded, tokenized, names, batch_size=args.batch_size, progress=progress)
+    finally:
+        for bar in bars.values():
+            bar.close()
+    print(f"model: {loaded.description}")
+    for note in report.notes:
+        print(f"note: {note}")
+    print(
+        f"{len(tokenized)} texts, {sum(tokenized.lengths)} tokens, batch size {args.batch_size}; "
+        f"thresholds: exact >= 0.9999 min cosine and same top-1, drift >= 0.99"
+    )
+    print(format_compare_table(report))
+    if args.json_out:
+        write_json_atomic(args.json_out, report.to_json_dict())
+        print(f"wrote {args.json_out}")
+    return 0

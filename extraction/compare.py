@@ -1,0 +1,424 @@
+"""Compare every strategy with single-sample extraction and give each a verdict.
+
+Thresholds (also used by the audit):
+
+* ``exact``: min cosine >= :data:`EXACT_COSINE` over all texts and layers, and the
+  same top-1 next token as the single-sample model for every text (a near-tie within
+  float tolerance counts as the same);
+* ``drift``: min cosine >= :data:`DRIFT_COSINE`, but not exact;
+* ``corrupted``: anything else, or any NaN/inf.
+
+The cause sentence is derived from what was measured (which texts differ, from which
+layer on) and from what the batch layout did to those texts (which token was read, at
+which position id, whether it could see other texts or padding), not from a fixed
+table keyed by strategy name.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal
+
+import pandas as pd
+import torch
+
+from . import metrics
+from .extract import ExtractionResult, extract_states
+from .strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, REFERENCE, STRATEGIES, parse_strategy_names
+from .texts import TokenizedTexts, tokenize_texts
+
+if TYPE_CHECKING:
+    from .models import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+Verdict = Literal["exact", "drift", "corrupted"]
+VERDICTS: tuple[Verdict, ...] = ("exact", "drift", "corrupted")
+EXACT_COSINE = 0.9999
+DRIFT_COSINE = 0.99
+
+#: ``progress(strategy_name, strategy_number, strategy_count, done_texts, total_texts)``
+CompareProgress = Callable[[str, int, int, int, int], None]
+
+
+def verdict_for(min_cosine: float, all_top1_same: bool, any_nonfinite: bool = False) -> Verdict:
+    """The verdict rule above, as a pure function."""
+    if any_nonfinite or not min_cosine == min_cosine:  # NaN never passes
+        return "corrupted"
+    if min_cosine >= EXACT_COSINE and all_top1_same:
+        return "exact"
+    if min_cosine >= DRIFT_COSINE:
+        return "drift"
+    return "corrupted"
+
+
+def _logit_tolerance(dtype: torch.dtype) -> tuple[float, float]:
+    """(atol, rtol) for comparing logits computed in ``dtype``."""
+    return (1e-4, 1e-5) if dtype == torch.float32 else (5e-2, 1e-2)
+
+
+def apply_lm_head(loaded: LoadedModel, states: torch.Tensor, final_norm: bool) -> torch.Tensor:
+    """``lm_head(states)`` (optionally after the final norm) in the model's dtype: (..., d) -> (..., V) float32."""
+    with torch.inference_mode():
+        x = states.to(device=loaded.device, dtype=loaded.dtype)
+        if final_norm and loaded.final_norm is not None:
+            x = loaded.final_norm(x)
+        return loaded.lm_head(x).float().cpu()
+
+
+@dataclass
+class StrategyComparison:
+    """One strategy measured against ``single`` (N texts, L = num_layers hidden states)."""
+
+    name: str
+    extraction: ExtractionResult
+    cosine: torch.Tensor  # (N, L) cosine similarity to single, per text and layer
+    relative_l2: torch.Tensor  # (N, L) |h - h_single| / |h_single|
+    max_abs: torch.Tensor  # (N, L) max_i |h_i - h_single_i|
+    top1_same: torch.Tensor  # (N,) bool: lm_head(extracted final state) top-1 == single model's top-1 (near-tie counts)
+    kl: torch.Tensor  # (N,) KL(single || strategy) of the next-token distributions, nats
+    lm_head_reproduces: torch.Tensor  # (N,) bool: lm_head(extracted final state) matches this strategy's own logits
+    logit_lens_agreement: torch.Tensor  # (L,) fraction of texts whose logit-lens top-1 matches single's at that layer
+    nonfinite: int  # NaN/inf entries in this strategy's states and logits
+    verdict: Verdict = "exact"
+    cause: str = ""
+    first_divergent_layer: int | None = None  # first layer with some cosine < EXACT_COSINE
+
+    @property
+    def min_cosine(self) -> float:
+        return float(self.cosine.min()) if not torch.isnan(self.cosine).any() else float("nan")
+
+    @property
+    def mean_cosine(self) -> float:
+        return float(self.cosine.mean())
+
+    @property
+    def per_layer_min_cosine(self) -> list[float]:
+        return self.cosine.min(0).values.tolist()
+
+    @property
+    def per_layer_mean_cosine(self) -> list[float]:
+        return self.cosine.mean(0).tolist()
+
+    @property
+    def per_text_min_cosine(self) -> list[float]:
+        return self.cosine.min(1).values.tolist()
+
+    @property
+    def top1_agreement(self) -> float:
+        return float(self.top1_same.float().mean())
+
+    def to_dict(self) -> dict:
+        """JSON-ready summary (the ``compare --json`` per-strategy record)."""
+
+        def clean(x: float) -> float | None:
+            return None if x != x else x
+
+        return {
+            "verdict": self.verdict,
+            "cause": self.cause,
+            "min_cosine": clean(self.min_cosine),
+            "mean_cosine": clean(self.mean_cosine),
+            "per_layer_min_cosine": [clean(x) for x in self.per_layer_min_cosine],
+            "per_layer_mean_cosine": [clean(x) for x in self.per_layer_mean_cosine],
+            "top1_agreement": self.top1_agreement,
+            "mean_kl": clean(float(self.kl.mean())),
+            "lm_head_reproduces_logits": float(self.lm_head_reproduces.float().mean()),
+            "logit_lens_agreement": self.logit_lens_agreement.tolist(),
+            "first_divergent_layer": self.first_divergent_layer,
+            "nonfinite_values": self.nonfinite,
+            "per_text_min_cosine": [clean(x) for x in self.per_text_min_cosine],
+            "pad_fraction": self.extraction.pad_fraction,
+            "forward_passes": self.extraction.forward_passes,
+            "seconds": self.extraction.seconds,
+            "tokens_per_second": self.extraction.tokens_per_second,
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        """Long table: one row per (text, layer) with cosine, relative L2 and max abs difference."""
+        n, num_layers = self.cosine.shape
+        return pd.DataFrame(
+            {
+                "strategy": self.name,
+                "text": torch.arange(n).repeat_interleave(num_layers).numpy(),
+                "layer": torch.arange(num_layers).repeat(n).numpy(),
+                "cosine": self.cosine.flatten().numpy(),
+                "relative_l2": self.relative_l2.flatten().numpy(),
+                "max_abs_diff": self.max_abs.flatten().numpy(),
+            }
+        )
+
+
+@dataclass
+class ModelFacts:
+    """What the cause sentences need to know about the model."""
+
+    name: str
+    dtype: str
+    uses_absolute_positions: bool
+    attn_implementation: str
+    pad_token_id: int
+    is_random: bool
+
+    @classmethod
+    def from_loaded(cls, loaded: LoadedModel) -> ModelFacts:
+        return cls(
+            loaded.name,
+            str(loaded.dtype).removeprefix("torch."),
+            loaded.uses_absolute_positions,
+            loaded.attn_implementation,
+            loaded.pad_token_id,
+            loaded.is_random,
+        )
+
+
+def _count(mask: torch.Tensor) -> int:
+    return int(mask.sum())
+
+
+def diagnose(comparison: StrategyComparison, reference: ExtractionResult, facts: ModelFacts) -> str:
+    """One sentence on why ``comparison`` differs from ``reference`` (or why it does not)."""
+    ext = comparison.extraction
+    n = comparison.cosine.shape[0]
+    per_text_min = comparison.cosine.nan_to_num(-1.0).min(1).values  # (N,)
+    affected = (per_text_min < EXACT_COSINE) | ~comparison.top1_same  # (N,)
+    wrong_token = ext.read_token_ids != reference.read_token_ids
+    shifted = ext.read_position_ids != reference.read_position_ids
+    layer0_differs = comparison.cosine[:, 0].nan_to_num(-1.0) < EXACT_COSINE
+    worst = comparison.min_cosine
+    if comparison.nonfinite:
+        bad_layers = (~torch.isfinite(ext.hidden)).any(-1).any(0).nonzero().flatten().tolist()
+        where = f"first at layer {bad_layers[0]}" if bad_layers else "in the logits"
+        return f"NaN or inf values appeared ({comparison.nonfinite} entries, {where}); the states are unusable."
+    if not affected.any():
+        if shifted.any():
+            return (
+                f"Matches single-sample extraction (min cosine {worst:.6f}): the position ids of {_count(shifted)} "
+                f"of {n} texts were shifted, but this model's position encoding is relative (no absolute position "
+                "embeddings), so the shift changes nothing."
+            )
+        return f"Matches single-sample extraction at every layer (min cosine {worst:.6f})."
+    k = _count(affected)
+    layer_note = (
+        f" from layer {comparison.first_divergent_layer} on" if comparison.first_divergent_layer is not None else ""
+    )
+    if (affected & wrong_token).sum() >= max(1, k // 2):
+        pads = affected & wrong_token & (ext.read_token_ids == facts.pad_token_id)
+        what = "a pad token's state was read" if pads.any() else "another token's state was read"
+        return (
+            f"For {_count(affected & wrong_token)} of {n} texts {what} instead of the last real token "
+            "(the read index ignores where the text ends)."
+        )
+    if (affected & shifted & layer0_differs).sum() >= max(1, k // 2) and facts.uses_absolute_positions:
+        example = int((affected & shifted).nonzero()[0])
+        return (
+            f"Positions shifted by left padding: the last token of text {example + 1} sat at position "
+            f"{int(ext.read_position_ids[example])} instead of {int(reference.read_position_ids[example])}, and this "
+            f"model adds absolute position embeddings, so {_count(affected & shifted)} of {n} texts differ from the "
+            "embeddings (layer 0) on."
+        )
+    if (affected & ext.saw_other_text).sum() >= max(1, k // 2) and not (affected & ~ext.saw_other_text).any():
+        clean_alone = _count(~ext.saw_other_text)
+        return (
+            f"Texts attended to each other: the {_count(affected)} of {n} texts that differ are exactly those that "
+            f"could see another text's tokens; the {clean_alone} with nothing before them match."
+        )
+    if (affected & ext.saw_padding).sum() >= max(1, k // 2) and not (affected & ~ext.saw_padding).any():
+        return (
+            f"Real tokens attended to padding: the {_count(affected)} texts that differ could see pad positions"
+            f"{layer_note}."
+        )
+    if facts.dtype != "float32" and worst >= DRIFT_COSINE:
+        return (
+            f"Reduced-precision ({facts.dtype}) rounding: batched and single-sample kernels round differently "
+            f"(min cosine {worst:.6f}); the layout itself is sound."
+        )
+    return (
+        f"{k} of {n} texts differ from single-sample extraction{layer_note} (min cosine {worst:.4f}); "
+        "no known padding defect explains it."
+    )
+
+
+def logit_lens_agreement(
+    loaded: LoadedModel, reference_hidden: torch.Tensor, hidden_by_name: dict[str, torch.Tensor]
+) -> dict[str, torch.Tensor]:
+    """Per layer, the fraction of texts whose logit-lens top-1 matches the reference's.
+
+    Logit lens: ``lm_head(final_norm(h))`` for every layer but the last, which the model
+    returns already normed (``lm_head(h)``). Inputs (N, L, d); outputs (L,) per name.
+    One layer's reference logits (N, V) are held at a time.
+    """
+    atol, rtol = _logit_tolerance(loaded.dtype)
+    num_states = reference_hidden.shape[1]
+    agreement = {name: torch.empty(num_states) for name in hidden_by_name}
+    for layer in range(num_states):
+        normed = layer < num_states - 1
+        ref_logits = apply_lm_head(loaded, reference_hidden[:, layer], final_norm=normed)  # (N, V)
+        for name, hidden in hidden_by_name.items():
+            lens_logits = apply_lm_head(loaded, hidden[:, layer], final_norm=normed)
+            agreement[name][layer] = metrics.top1_agrees(lens_logits, ref_logits, atol, rtol).float().mean()
+    return agreement
+
+
+def compare_extractions(
+    loaded: LoadedModel,
+    reference: ExtractionResult,
+    extraction: ExtractionResult,
+    lens_agreement: torch.Tensor | None = None,
+) -> StrategyComparison:
+    """Measure ``extraction`` against ``reference`` (both with every layer and logits)."""
+    atol, rtol = _logit_tolerance(loaded.dtype)
+    cosine = metrics.cosine_similarity(extraction.hidden, reference.hidden).float()  # (N, L)
+    relative_l2 = metrics.relative_l2_error(extraction.hidden, reference.hidden).float()
+    max_abs = metrics.max_abs_diff(extraction.hidden, reference.hidden).float()
+    final_logits = apply_lm_head(loaded, extraction.hidden[:, -1], final_norm=False)  # (N, V)
+    top1_same = metrics.top1_agrees(final_logits, reference.logits, atol, rtol)
+    kl = metrics.kl_divergence(reference.logits, extraction.logits).float()
+    reproduces_gap = metrics.max_abs_diff(final_logits, extraction.logits)
+    reproduces = reproduces_gap <= atol * 10 + rtol * 100 * extraction.logits.abs().amax(-1).double()
+    if lens_agreement is None:
+        lens_agreement = logit_lens_agreement(loaded, reference.hidden, {extraction.strategy: extraction.hidden})[
+            extraction.strategy
+        ]
+    nonfinite = metrics.nonfinite_count(extraction.hidden) + metrics.nonfinite_count(extraction.logits)
+    divergent = (cosine.nan_to_num(-1.0) < EXACT_COSINE).any(0).nonzero().flatten()
+    comparison = StrategyComparison(
+        name=extraction.strategy,
+        extraction=extraction,
+        cosine=cosine,
+        relative_l2=relative_l2,
+        max_abs=max_abs,
+        top1_same=top1_same,
+        kl=kl,
+        lm_head_reproduces=reproduces,
+        logit_lens_agreement=lens_agreement,
+        nonfinite=nonfinite,
+        first_divergent_layer=int(divergent[0]) if len(divergent) else None,
+    )
+    comparison.verdict = verdict_for(comparison.min_cosine, bool(top1_same.all()), nonfinite > 0)
+    comparison.cause = diagnose(comparison, reference, ModelFacts.from_loaded(loaded))
+    return comparison
+
+
+@dataclass
+class ComparisonReport:
+    """Every strategy compared with ``single`` on the same texts."""
+
+    model: str
+    model_description: str
+    dtype: str
+    attn_implementation: str
+    is_random: bool
+    uses_absolute_positions: bool
+    batch_size: int
+    tokenized: TokenizedTexts
+    reference: ExtractionResult
+    strategies: dict[str, StrategyComparison]
+    notes: list[str] = field(default_factory=list)  # pad-token choice, truncation, ...
+
+    @property
+    def num_layers(self) -> int:
+        """Entries of ``per_layer_min_cosine``: the embeddings plus one per block."""
+        return self.reference.hidden.shape[1]
+
+    @property
+    def texts(self) -> list[str]:
+        return self.tokenized.texts
+
+    def summary_frame(self) -> pd.DataFrame:
+        """One row per strategy: verdict, cause and headline numbers."""
+        rows = []
+        for name, comp in self.strategies.items():
+            rows.append(
+                {
+                    "strategy": name,
+                    "verdict": comp.verdict,
+                    "min_cosine": comp.min_cosine,
+                    "mean_cosine": comp.mean_cosine,
+                    "top1_agreement": comp.top1_agreement,
+                    "mean_kl": float(comp.kl.mean()),
+                    "pad_fraction": comp.extraction.pad_fraction,
+                    "tokens_per_second": comp.extraction.tokens_per_second,
+                    "cause": comp.cause,
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def layers_frame(self) -> pd.DataFrame:
+        """Long table over strategies, texts and layers (see :meth:`StrategyComparison.to_frame`)."""
+        return pd.concat([comp.to_frame() for comp in self.strategies.values()], ignore_index=True)
+
+    def to_json_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "dtype": self.dtype,
+            "num_layers": self.num_layers,
+            "attn_implementation": self.attn_implementation,
+            "random_weights": self.is_random,
+            "batch_size": self.batch_size,
+            "num_texts": len(self.tokenized),
+            "thresholds": {"exact_min_cosine": EXACT_COSINE, "drift_min_cosine": DRIFT_COSINE},
+            "notes": self.notes,
+            "strategies": {name: comp.to_dict() for name, comp in self.strategies.items()},
+        }
+
+
+def compare_strategies(
+    loaded: LoadedModel,
+    texts: Sequence[str] | TokenizedTexts,
+    strategies: str | Sequence[str] | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
+    progress: CompareProgress | None = None,
+) -> ComparisonReport:
+    """Extract with ``single`` and each of ``strategies`` (default all) and compare."""
+    names = parse_strategy_names(strategies)
+    tokenized = (
+        texts
+        if isinstance(texts, TokenizedTexts)
+        else tokenize_texts(loaded.tokenizer, list(texts), max_tokens=loaded.context_length)
+    )
+    notes = [note for note in (loaded.pad_token_note, tokenized.truncation_note) if note]
+    if loaded.is_random:
+        notes.insert(0, f"{loaded.name} has random weights: its predictions mean nothing, only agreement does.")
+    extractions: dict[str, ExtractionResult] = {}
+    for number, name in enumerate(names, start=1):
+
+        def report(done: int, total: int, name: str = name, number: int = number) -> None:
+            if progress is not None:
+                progress(name, number, len(names), done, total)
+
+        report(0, len(tokenized))
+        extractions[name] = extract_states(loaded, tokenized, name, batch_size, max_batch_tokens, progress=report)
+    reference = extractions[REFERENCE]
+    lens = logit_lens_agreement(loaded, reference.hidden, {name: ext.hidden for name, ext in extractions.items()})
+    comparisons = {name: compare_extractions(loaded, reference, extractions[name], lens[name]) for name in names}
+    return ComparisonReport(
+        model=loaded.name,
+        model_description=loaded.description,
+        dtype=str(loaded.dtype).removeprefix("torch."),
+        attn_implementation=loaded.attn_implementation,
+        is_random=loaded.is_random,
+        uses_absolute_positions=loaded.uses_absolute_positions,
+        batch_size=batch_size,
+        tokenized=tokenized,
+        reference=reference,
+        strategies=comparisons,
+        notes=notes,
+    )
+
+
+__all__ = [
+    "DRIFT_COSINE",
+    "EXACT_COSINE",
+    "VERDICTS",
+    "ComparisonReport",
+    "StrategyComparison",
+    "compare_extractions",
+    "compare_strategies",
+    "diagnose",
+    "verdict_for",
+    "STRATEGIES",
+]

@@ -1,0 +1,75 @@
+"""Pure metric functions comparing extracted hidden states and logits.
+
+Every function takes tensors and returns tensors; none touches a model. Comparisons
+are computed in float64 so that the metric itself adds no rounding of its own.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def _as_f64(x: torch.Tensor) -> torch.Tensor:
+    return x.detach().to(device="cpu", dtype=torch.float64)
+
+
+def cosine_similarity(a: torch.Tensor, b: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:
+    """Cosine similarity along ``dim``: ``a.b / max(|a| |b|, eps)``.
+
+    NaN or inf in either input gives NaN in the output (never silently 0 or 1).
+    """
+    a64, b64 = _as_f64(a), _as_f64(b)
+    dot = (a64 * b64).sum(dim)
+    norms = a64.norm(dim=dim) * b64.norm(dim=dim)
+    out = dot / norms.clamp(min=eps)
+    bad = ~(torch.isfinite(a64).all(dim) & torch.isfinite(b64).all(dim))
+    return out.masked_fill(bad, float("nan"))
+
+
+def relative_l2_error(
+    estimate: torch.Tensor, reference: torch.Tensor, dim: int = -1, eps: float = 1e-12
+) -> torch.Tensor:
+    """Relative L2 error along ``dim``: ``|estimate - reference| / max(|reference|, eps)``."""
+    est, ref = _as_f64(estimate), _as_f64(reference)
+    return (est - ref).norm(dim=dim) / ref.norm(dim=dim).clamp(min=eps)
+
+
+def max_abs_diff(a: torch.Tensor, b: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Largest absolute elementwise difference along ``dim``: ``max_i |a_i - b_i|``."""
+    return (_as_f64(a) - _as_f64(b)).abs().amax(dim)
+
+
+def kl_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """KL(p || q) in nats, with ``p = softmax(logits_p)`` and ``q = softmax(logits_q)``.
+
+    ``sum_i p_i (log p_i - log q_i)``, computed from log-softmax for stability.
+    """
+    log_p = torch.log_softmax(_as_f64(logits_p), dim=dim)
+    log_q = torch.log_softmax(_as_f64(logits_q), dim=dim)
+    return (log_p.exp() * (log_p - log_q)).sum(dim)
+
+
+def top1_agrees(
+    logits: torch.Tensor, reference_logits: torch.Tensor, atol: float = 1e-4, rtol: float = 1e-5
+) -> torch.Tensor:
+    """Whether ``argmax(logits)`` is the reference's top-1 token, a near-tie counting as agreement.
+
+    A token ``t = argmax(logits)`` agrees when, in the reference, its logit is within
+    ``atol + rtol * |max(reference)|`` of the reference maximum: then the two
+    distributions differ only by which of two (numerically) tied tokens is ranked first.
+    Random models have near-uniform logits, where exact argmax equality would be noise.
+    Rows with NaN/inf in either input never agree. Shapes: ``(..., V) -> (...)`` bool.
+    """
+    logits64, ref64 = _as_f64(logits), _as_f64(reference_logits)
+    chosen = logits64.argmax(-1, keepdim=True)  # (..., 1)
+    ref_max = ref64.amax(-1)
+    ref_at_chosen = ref64.gather(-1, chosen).squeeze(-1)
+    tolerance = atol + rtol * ref_max.abs()
+    agree = (ref_max - ref_at_chosen) <= tolerance
+    finite = torch.isfinite(logits64).all(-1) & torch.isfinite(ref64).all(-1)
+    return agree & finite
+
+
+def nonfinite_count(x: torch.Tensor) -> int:
+    """Number of NaN or +-inf entries in ``x``."""
+    return int((~torch.isfinite(x)).sum().item())
