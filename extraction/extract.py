@@ -1,9 +1,24 @@
 """Run a strategy over tokenized texts and keep only the last-real-token rows.
 
 For every text this keeps the hidden state at every layer (the ``hidden_states``
-convention: the embeddings, then the output of each block, the last one as the model
-returns it, i.e. after the final norm) and the next-token logits at the position read.
-Full per-position states of a batch live only for the duration of its forward pass.
+convention: index 0 is the embeddings output, i.e. the input of the first block, index
+i the output of block i, and the last index the state the model feeds to ``lm_head``,
+i.e. after the final norm) and the next-token logits at the position read.
+
+Two ways of capturing those rows give the same numbers:
+
+* ``"hooks"`` (the default where it applies): a forward pre-hook on every block keeps
+  only the read rows of the block's input, ``(K, d)`` instead of ``(B, T, d)``, and a
+  pre-hook on ``lm_head`` keeps the read rows of its input (the final state) and hands
+  ``lm_head`` only those rows, so the vocabulary projection runs for ``K`` positions
+  and not for every column of every row. No full per-position state outlives its block.
+* ``"hidden-states"``: ``output_hidden_states=True``, every layer's ``(B, T, d)`` kept
+  for the whole forward pass, then indexed; logits limited with ``logits_to_keep``.
+
+``capture="auto"`` checks once per model, on a two-text probe batch, that the hooks
+give what ``output_hidden_states`` gives, and falls back to it where they do not
+(a model whose blocks cannot be found, or that transforms the final state before
+``lm_head``).
 """
 
 from __future__ import annotations
@@ -11,13 +26,15 @@ from __future__ import annotations
 import inspect
 import logging
 import time
-from collections.abc import Callable, Sequence
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import torch
 
-from .strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, Strategy, get_strategy
+from .strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, BatchLayout, Strategy, get_strategy
 from .texts import TokenizedTexts
 
 if TYPE_CHECKING:
@@ -27,6 +44,10 @@ logger = logging.getLogger(__name__)
 
 #: ``progress(done_texts, total_texts)``, called after every forward pass.
 ProgressCallback = Callable[[int, int], None]
+
+CaptureMode = Literal["auto", "hooks", "hidden-states"]
+CAPTURE_MODES: tuple[CaptureMode, ...] = ("auto", "hooks", "hidden-states")
+_BLOCK_LIST_NAMES = ("layers", "h", "blocks", "layer", "decoder_layers")
 
 
 @dataclass
@@ -45,6 +66,7 @@ class ExtractionResult:
     real_tokens: int  # tokens of the texts themselves
     computed_positions: int  # positions the model computed, padding included
     seconds: float
+    capture: str = "hidden-states"  # how the rows were captured: "hooks" or "hidden-states"
 
     @property
     def pad_fraction(self) -> float:
@@ -60,6 +82,144 @@ def _supports_logits_to_keep(model: torch.nn.Module) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
+def find_blocks(model: torch.nn.Module, num_layers: int) -> torch.nn.ModuleList | None:
+    """The model's list of transformer blocks: the ``ModuleList`` of ``num_layers`` entries
+    (Llama ``model.layers``, GPT-2 ``transformer.h``), or None if there is no single one."""
+    candidates = [
+        (name, module)
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.ModuleList) and len(module) == num_layers
+    ]
+    if len(candidates) > 1:
+        candidates = [(n, m) for n, m in candidates if n.rsplit(".", 1)[-1] in _BLOCK_LIST_NAMES]
+    return candidates[0][1] if len(candidates) == 1 else None
+
+
+class _ReadRowRecorder:
+    """Forward hooks that keep the read rows of each block's input and of ``lm_head``'s input.
+
+    ``hidden_states[i]`` for ``i < L`` is the input of block ``i``; ``hidden_states[L]``
+    is the input of ``lm_head`` (the final state after the norm). The ``lm_head`` hook
+    replaces its input ``(B, C, d)`` by the read rows ``(1, K, d)``, so the model's
+    logits come back as ``(1, K, V)``, one row per text read, in the group's order.
+    """
+
+    def __init__(self, blocks: torch.nn.ModuleList, lm_head: torch.nn.Module, layers: Sequence[int]):
+        self.blocks, self.lm_head = blocks, lm_head
+        self.layers = list(layers)
+        self.rows: torch.Tensor | None = None  # (K,) long
+        self.cols: torch.Tensor | None = None  # (K,) long
+        self.captured: dict[int, torch.Tensor] = {}  # hidden_states index -> (K, d)
+        self.lm_head_calls = 0
+
+    def _keep(self, index: int, states: torch.Tensor) -> torch.Tensor:
+        picked = states[self.rows, self.cols]  # (K, d)
+        if index in self.layers:
+            self.captured[index] = picked
+        return picked
+
+    def _block_hook(self, index: int):
+        def hook(module, args, kwargs):
+            states = args[0] if args else kwargs["hidden_states"]  # (B, T, d)
+            self._keep(index, states)
+
+        return hook
+
+    def _lm_head_hook(self, module, args):
+        (states, *rest) = args  # (B, C, d): every column when logits_to_keep is not passed
+        self.lm_head_calls += 1
+        picked = self._keep(len(self.blocks), states)  # (K, d)
+        return (picked[None], *rest)  # (1, K, d)
+
+    @contextmanager
+    def attached(self) -> Iterator[_ReadRowRecorder]:
+        handles = [
+            block.register_forward_pre_hook(self._block_hook(i), with_kwargs=True)
+            for i, block in enumerate(self.blocks)
+            if i in self.layers
+        ]
+        handles.append(self.lm_head.register_forward_pre_hook(self._lm_head_hook))
+        try:
+            yield self
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def run(self, model: torch.nn.Module, layout: BatchLayout, inputs: dict[str, torch.Tensor]):
+        """One forward pass; returns ``(states (K, L, d), logits (K, V))`` in the group's order."""
+        self.rows, self.cols = (
+            layout.read_rows.to(inputs["input_ids"].device),
+            layout.read_cols.to(inputs["input_ids"].device),
+        )
+        self.captured, calls = {}, self.lm_head_calls
+        output = model(**inputs, use_cache=False)
+        if self.lm_head_calls != calls + 1 or len(self.captured) != len(self.layers):
+            raise RuntimeError("the extraction hooks did not fire as expected")
+        states = torch.stack([self.captured[layer] for layer in self.layers], dim=1)  # (K, L, d)
+        return states, output.logits[0]  # (K, L, d), (K, V)
+
+
+def _run_hidden_states(
+    model: torch.nn.Module, layout: BatchLayout, inputs: dict[str, torch.Tensor], layers: Sequence[int]
+):
+    """One forward pass with ``output_hidden_states``; returns ``(states (K, L, d), logits (K, V))``."""
+    device = inputs["input_ids"].device
+    rows, cols = layout.read_rows.to(device), layout.read_cols.to(device)
+    kwargs = {}
+    use_logits_to_keep = _supports_logits_to_keep(model)
+    if use_logits_to_keep:
+        # Only the read columns go through lm_head: (B, C, V) with C distinct columns.
+        keep_cols, col_index = torch.unique(layout.read_cols, return_inverse=True)
+        kwargs["logits_to_keep"] = keep_cols.to(device)
+    output = model(**inputs, output_hidden_states=True, use_cache=False, **kwargs)
+    all_states = output.hidden_states  # tuple of L+1 tensors (B, T, d)
+    states = torch.stack([all_states[layer][rows, cols] for layer in layers], dim=1)  # (K, L, d)
+    logit_cols = col_index.to(device) if use_logits_to_keep else cols
+    return states, output.logits[rows, logit_cols]  # (K, L, d), (K, V)
+
+
+# model -> whether the hooks reproduce output_hidden_states (checked once per model).
+_HOOKS_VERIFIED: weakref.WeakKeyDictionary[torch.nn.Module, bool] = weakref.WeakKeyDictionary()
+
+
+def hooks_reproduce_hidden_states(loaded: LoadedModel) -> bool:
+    """Whether hook capture gives the ``output_hidden_states`` rows and logits for this model.
+
+    Checked once per model (the answer is remembered) on a probe batch of two right-padded
+    texts of 5 and 3 tokens, every layer: equal within ``1e-5 + 1e-4 |x|`` in float32
+    (``1e-2 + 1e-2 |x|`` in 16-bit dtypes; the computation is the same, only the
+    ``lm_head`` call's shape differs). A wrong convention (an off-by-one layer, a state
+    before the final norm) differs by far more than that.
+    """
+    model = loaded.model
+    if model in _HOOKS_VERIFIED:
+        return _HOOKS_VERIFIED[model]
+    verdict = False
+    blocks, lm_head = find_blocks(model, loaded.num_hidden_layers), loaded.lm_head
+    if blocks is not None and lm_head is not None:
+        vocab = loaded.vocab_size
+        probe = [[(7 * k + 3) % vocab for k in range(5)], [(11 * k + 5) % vocab for k in range(3)]]
+        layout = get_strategy("right").layout(probe, loaded.pad_token_id)
+        inputs = layout.model_inputs(loaded.dtype, loaded.device)
+        layers = list(range(loaded.num_hidden_layers + 1))
+        atol, rtol = (1e-5, 1e-4) if loaded.dtype == torch.float32 else (1e-2, 1e-2)
+        try:
+            with torch.inference_mode():
+                with _ReadRowRecorder(blocks, lm_head, layers).attached() as recorder:
+                    hooked = recorder.run(model, layout, inputs)
+                reference = _run_hidden_states(model, layout, inputs, layers)
+            verdict = all(
+                a.shape == b.shape and torch.allclose(a.float(), b.float(), atol=atol, rtol=rtol)
+                for a, b in zip(hooked, reference, strict=True)
+            )
+        except Exception as exc:  # any failure means: use the plain path
+            logger.info("hook capture unavailable for %s (%s)", loaded.name, exc)
+    if not verdict:
+        logger.info("%s: hooks do not reproduce output_hidden_states; using output_hidden_states", loaded.name)
+    _HOOKS_VERIFIED[model] = verdict
+    return verdict
+
+
 def extract_states(
     loaded: LoadedModel,
     tokenized: TokenizedTexts,
@@ -69,21 +229,30 @@ def extract_states(
     layers: Sequence[int] | None = None,
     keep_logits: bool = True,
     progress: ProgressCallback | None = None,
+    capture: CaptureMode = "auto",
 ) -> ExtractionResult:
     """Extract last-real-token states of every text with ``strategy``.
 
     ``layers`` selects ``hidden_states`` indices to keep (default all, ``0..num_layers``).
+    ``capture`` picks how the rows are taken (see the module docstring): ``"auto"``
+    (hooks where verified for this model), ``"hooks"`` (raises ``ValueError`` where they
+    do not apply) or ``"hidden-states"``.
     """
     if isinstance(strategy, str):
         strategy = get_strategy(strategy)
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    if capture not in CAPTURE_MODES:
+        raise ValueError(f"unknown capture {capture!r}; valid: {', '.join(CAPTURE_MODES)}")
     model = loaded.model
     num_states = loaded.num_hidden_layers + 1
     layers = list(range(num_states)) if layers is None else list(layers)
     for layer in layers:
         if not 0 <= layer < num_states:
             raise ValueError(f"layer {layer} out of range: this model has hidden_states 0..{num_states - 1}")
+    use_hooks = capture != "hidden-states" and hooks_reproduce_hidden_states(loaded)
+    if capture == "hooks" and not use_hooks:
+        raise ValueError(f"hook capture does not reproduce output_hidden_states on {loaded.name}; use 'hidden-states'")
     n, width = len(tokenized), loaded.hidden_size
     hidden = torch.empty(n, len(layers), width, dtype=torch.float32)  # (N, L, d)
     logits: torch.Tensor | None = None  # (N, V), allocated once the vocabulary width is known
@@ -96,34 +265,26 @@ def extract_states(
             ("saw_padding", torch.bool),
         )
     }
-    use_logits_to_keep = _supports_logits_to_keep(model)
     groups = strategy.plan(tokenized.lengths, batch_size, max_batch_tokens)
     computed = done = 0
     start = time.perf_counter()
-    with torch.inference_mode():
+    recorder = (
+        _ReadRowRecorder(find_blocks(model, loaded.num_hidden_layers), loaded.lm_head, layers) if use_hooks else None
+    )
+    with torch.inference_mode(), recorder.attached() if recorder else _nothing():
         for group in groups:
             layout = strategy.layout([tokenized.token_ids[i] for i in group], loaded.pad_token_id)
             computed += layout.input_ids.numel()
-            rows, cols = layout.read_rows.to(loaded.device), layout.read_cols.to(loaded.device)
-            kwargs = {}
-            if use_logits_to_keep:
-                # Only the read columns go through lm_head: (B, C, V) with C distinct columns.
-                keep_cols, col_index = torch.unique(layout.read_cols, return_inverse=True)
-                kwargs["logits_to_keep"] = keep_cols.to(loaded.device)
-            output = model(
-                **layout.model_inputs(loaded.dtype, loaded.device),
-                output_hidden_states=True,
-                use_cache=False,
-                **kwargs,
-            )
-            states = output.hidden_states  # tuple of L+1 tensors (B, T, d)
-            picked = torch.stack([states[layer][rows, cols] for layer in layers], dim=1)  # (K, L, d)
-            hidden[group] = picked.float().cpu()
+            inputs = layout.model_inputs(loaded.dtype, loaded.device)
+            if recorder is not None:
+                states, group_logits = recorder.run(model, layout, inputs)  # (K, L, d), (K, V)
+            else:
+                states, group_logits = _run_hidden_states(model, layout, inputs, layers)
+            hidden[group] = states.float().cpu()
             if keep_logits:
                 if logits is None:
-                    logits = torch.empty(n, output.logits.shape[-1], dtype=torch.float32)
-                logit_cols = col_index.to(loaded.device) if use_logits_to_keep else cols
-                logits[group] = output.logits[rows, logit_cols].float().cpu()  # (K, V)
+                    logits = torch.empty(n, group_logits.shape[-1], dtype=torch.float32)
+                logits[group] = group_logits.float().cpu()
             for key, value in layout.read_facts().items():
                 facts[key][group] = value
             done += len(group)
@@ -143,13 +304,20 @@ def extract_states(
         real_tokens=sum(tokenized.lengths),
         computed_positions=computed,
         seconds=seconds,
+        capture="hooks" if use_hooks else "hidden-states",
     )
     logger.info(
-        "%s: %d texts, %d passes, %.1f tokens/s, %.0f%% padding",
+        "%s: %d texts, %d passes, %.1f tokens/s, %.0f%% padding (%s)",
         strategy.name,
         n,
         len(groups),
         result.tokens_per_second,
         100 * result.pad_fraction,
+        result.capture,
     )
     return result
+
+
+@contextmanager
+def _nothing() -> Iterator[None]:
+    yield None
