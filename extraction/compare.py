@@ -38,6 +38,8 @@ Verdict = Literal["exact", "drift", "corrupted"]
 VERDICTS: tuple[Verdict, ...] = ("exact", "drift", "corrupted")
 EXACT_COSINE = 0.9999
 DRIFT_COSINE = 0.99
+#: Rows of logits (texts x strategies) computed together in the logit lens.
+_LENS_ROWS = 256
 
 #: ``progress(strategy_name, strategy_number, strategy_count, done_texts, total_texts)``
 CompareProgress = Callable[[str, int, int, int, int], None]
@@ -200,36 +202,44 @@ def diagnose(comparison: StrategyComparison, reference: ExtractionResult, facts:
                 "embeddings), so the shift changes nothing."
             )
         return f"Matches single-sample extraction at every layer (min cosine {worst:.6f})."
-    k = _count(affected)
+    # Structural defects show as large errors; reduced precision adds small ones to every
+    # text. Explain the clearly wrong texts when there are any, else every affected one.
+    severe = per_text_min < DRIFT_COSINE
+    target = severe if severe.any() else affected  # (N,) the texts a cause must explain
+    k = _count(target)
+    majority = max(1, k // 2)
+    rounding = (
+        f"; the others drift by {facts.dtype} rounding"
+        if facts.dtype != "float32" and (affected & ~target).any()
+        else ""
+    )
     layer_note = (
         f" from layer {comparison.first_divergent_layer} on" if comparison.first_divergent_layer is not None else ""
     )
-    if (affected & wrong_token).sum() >= max(1, k // 2):
-        pads = affected & wrong_token & (ext.read_token_ids == facts.pad_token_id)
+    if (target & wrong_token).sum() >= majority:
+        pads = target & wrong_token & (ext.read_token_ids == facts.pad_token_id)
         what = "a pad token's state was read" if pads.any() else "another token's state was read"
         return (
-            f"For {_count(affected & wrong_token)} of {n} texts {what} instead of the last real token "
-            "(the read index ignores where the text ends)."
+            f"For {_count(target & wrong_token)} of {n} texts {what} instead of the last real token "
+            f"(the read index ignores where the text ends){rounding}."
         )
-    if (affected & shifted & layer0_differs).sum() >= max(1, k // 2) and facts.uses_absolute_positions:
-        example = int((affected & shifted).nonzero()[0])
+    if (target & shifted & layer0_differs).sum() >= majority and facts.uses_absolute_positions:
+        example = int((target & shifted).nonzero()[0])
         return (
             f"Positions shifted by left padding: the last token of text {example + 1} sat at position "
             f"{int(ext.read_position_ids[example])} instead of {int(reference.read_position_ids[example])}, and this "
-            f"model adds absolute position embeddings, so {_count(affected & shifted)} of {n} texts differ from the "
-            "embeddings (layer 0) on."
+            f"model adds absolute position embeddings, so {_count(target & shifted)} of {n} texts differ from the "
+            f"embeddings (layer 0) on{rounding}."
         )
-    if (affected & ext.saw_other_text).sum() >= max(1, k // 2) and not (affected & ~ext.saw_other_text).any():
-        clean_alone = _count(~ext.saw_other_text)
+    if (target & ext.saw_other_text).sum() >= majority and not (target & ~ext.saw_other_text).any():
+        alone = _count(~ext.saw_other_text)
         return (
-            f"Texts attended to each other: the {_count(affected)} of {n} texts that differ are exactly those that "
-            f"could see another text's tokens; the {clean_alone} with nothing before them match."
+            f"Texts attended to each other: the {k} of {n} texts that differ are exactly those that could see "
+            f"another text's tokens; the {alone} with nothing before them "
+            f"{'match' if not rounding else 'only drift'}{rounding}."
         )
-    if (affected & ext.saw_padding).sum() >= max(1, k // 2) and not (affected & ~ext.saw_padding).any():
-        return (
-            f"Real tokens attended to padding: the {_count(affected)} texts that differ could see pad positions"
-            f"{layer_note}."
-        )
+    if (target & ext.saw_padding).sum() >= majority and not (target & ~ext.saw_padding).any():
+        return f"Real tokens attended to padding: the {k} texts that differ could see pad positions{layer_note}."
     if facts.dtype != "float32" and worst >= DRIFT_COSINE:
         return (
             f"Reduced-precision ({facts.dtype}) rounding: batched and single-sample kernels round differently "
@@ -248,18 +258,27 @@ def logit_lens_agreement(
 
     Logit lens: ``lm_head(final_norm(h))`` for every layer but the last, which the model
     returns already normed (``lm_head(h)``). Inputs (N, L, d); outputs (L,) per name.
-    One layer's reference logits (N, V) are held at a time.
+    The reference and every strategy go through ``lm_head`` together, one block of texts
+    at a time (about :data:`_LENS_ROWS` rows of V logits are held at once), so the
+    vocabulary matrix is read once per layer and block instead of once per strategy.
     """
     atol, rtol = _logit_tolerance(loaded.dtype)
-    num_states = reference_hidden.shape[1]
-    agreement = {name: torch.empty(num_states) for name in hidden_by_name}
-    for layer in range(num_states):
-        normed = layer < num_states - 1
-        ref_logits = apply_lm_head(loaded, reference_hidden[:, layer], final_norm=normed)  # (N, V)
-        for name, hidden in hidden_by_name.items():
-            lens_logits = apply_lm_head(loaded, hidden[:, layer], final_norm=normed)
-            agreement[name][layer] = metrics.top1_agrees(lens_logits, ref_logits, atol, rtol).float().mean()
-    return agreement
+    names = list(hidden_by_name)
+    n, num_states = reference_hidden.shape[:2]
+    agrees = {name: torch.zeros(n, num_states, dtype=torch.bool) for name in names}
+    texts_per_block = max(1, _LENS_ROWS // (len(names) + 1))
+    for start in range(0, n, texts_per_block):
+        block = slice(start, start + texts_per_block)
+        for layer in range(num_states):
+            normed = layer < num_states - 1
+            stacked = torch.stack(
+                [reference_hidden[block, layer]] + [hidden_by_name[name][block, layer] for name in names]
+            )  # (1 + S, n_block, d)
+            logits = apply_lm_head(loaded, stacked, final_norm=normed)  # (1 + S, n_block, V)
+            same = metrics.top1_agrees(logits[1:], logits[:1].expand_as(logits[1:]), atol, rtol)  # (S, n_block)
+            for k, name in enumerate(names):
+                agrees[name][block, layer] = same[k]
+    return {name: agrees[name].float().mean(0) for name in names}
 
 
 def compare_extractions(

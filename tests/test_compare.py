@@ -116,3 +116,11 @@ def test_nan_is_reported_not_averaged(monkeypatch):
     assert "NaN" in comp.cause and "layer 2" in comp.cause
     assert report.to_json_dict()["strategies"]["right"]["min_cosine"] is None
     assert torch.isnan(comp.cosine[0, 2])
+
+
+def test_bfloat16_packing_without_mask_is_still_blamed_on_cross_attention():
+    loaded = load_model("tiny-random-llama", dtype="bfloat16")
+    report = compare_strategies(loaded, SAMPLE_TEXTS, strategies="packed-naive", batch_size=4)
+    comp = report.strategies["packed-naive"]
+    assert comp.verdict == "corrupted"
+    assert "attended to each other" in comp.cause
