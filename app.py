@@ -1,10 +1,15 @@
-"""Home page of the padding-audit dashboard: choose a model and texts, run, read the verdicts.
+"""Entry point of the padding-audit dashboard, and its Home page.
 
-Run with ``streamlit run app.py`` (or ``make run``). The results of a run are kept in the
-session and read by the other pages (Layers, Predictions, How it works).
+Run with ``streamlit run app.py`` (or ``make run``). Home: choose a model and texts, run,
+read one verdict per strategy. The results of a run are kept in the session and read by
+the other pages, which are the files ``pages/<number>_<Name>.py`` (found automatically,
+in number order, so a new page is a new file there).
 """
 
 from __future__ import annotations
+
+import re
+from pathlib import Path
 
 import streamlit as st
 
@@ -13,7 +18,7 @@ from extraction.samples import SAMPLE_TEXTS
 from extraction.strategies import REFERENCE, STRATEGIES
 from extraction.texts import TEXT_SUFFIXES, TextsError, decode_bytes, parse_texts
 
-st.set_page_config(page_title="padding-audit", page_icon="🧪", layout="wide")
+PAGES_DIR = Path(__file__).resolve().parent / "pages"
 
 KEY_STRATEGIES = "home.strategies"
 KEY_BATCH_SIZE = "home.batch_size"
@@ -54,174 +59,195 @@ def texts_from_inputs(text_box: str, upload) -> tuple[list[str], str]:
     return texts, "text box"
 
 
-settings = ui.sidebar_model_picker()
+def home() -> None:
+    """The home page: inputs, the run, then one verdict card per strategy."""
+    st.set_page_config(page_title="padding-audit", page_icon="🧪", layout="wide")
+    settings = ui.sidebar_model_picker()
 
-st.title("Are your extracted hidden states the ones the model computes?")
-st.markdown(
-    "Hidden states extracted in padded batches can differ from what the model computes on each text "
-    "alone: a pad token's state read instead of the last word, positions shifted, packed texts "
-    "attending to each other. A probe trained on them learns the corruption. This page extracts the "
-    "last-token state of every layer with each **padding strategy** and compares it with "
-    "**single-sample extraction** (one text per forward pass, the ground truth)."
-)
-
-preset_column, preset_note = st.columns([1, 3], vertical_alignment="center")
-preset_column.button(
-    "🐞 Show me the bug",
-    on_click=apply_bug_preset,
-    type="primary",
-    key="home.preset",
-    help="Runs the three classic mistakes next to their fixes on a tiny GPT-2 (a few seconds).",
-)
-preset_note.caption(
-    "One click: right padding read at position -1, left padding without position ids, and packing "
-    "without a mask, each next to its fix, on a tiny GPT-2 with random weights (seconds). "
-    "Pick `smollm2-135m` in the sidebar to see the same on a real model."
-)
-
-st.subheader("Run a comparison")
-st.session_state.setdefault(KEY_STRATEGIES, STRATEGY_CHOICES)
-st.session_state.setdefault(KEY_BATCH_SIZE, DEFAULT_BATCH_SIZE)
-st.session_state.setdefault(KEY_TEXTS, "\n".join(SAMPLE_TEXTS))
-options_column, texts_column = st.columns([1, 2])
-with options_column:
-    strategies = st.multiselect(
-        "Strategies (each is compared with `single`)",
-        STRATEGY_CHOICES,
-        key=KEY_STRATEGIES,
-        persist_state="session",
-        help="\n\n".join(f"**{name}**: {STRATEGIES[name].summary}" for name in STRATEGY_CHOICES),
-    )
-    batch_size = st.number_input(
-        "Batch size",
-        min_value=1,
-        max_value=64,
-        step=1,
-        key=KEY_BATCH_SIZE,
-        persist_state="session",
-        help="Texts per forward pass. Padding bugs need texts of different lengths in one batch.",
-    )
-with texts_column:
-    text_box = st.text_area(
-        f"Texts, one per line (at most {ui.MAX_INTERACTIVE_TEXTS})",
-        key=KEY_TEXTS,
-        height=220,
-        persist_state="session",
-    )
-    upload = st.file_uploader(
-        "…or upload a texts file (replaces the box above)",
-        type=[suffix.lstrip(".") for suffix in TEXT_SUFFIXES],
-        key=KEY_UPLOAD,
-        help=".txt: one text a line; .jsonl: a 'text' field per line; .csv: a 'text' column.",
+    st.title("Are your extracted hidden states the ones the model computes?")
+    st.markdown(
+        "Hidden states extracted in padded batches can differ from what the model computes on each text "
+        "alone: a pad token's state read instead of the last word, positions shifted, packed texts "
+        "attending to each other. A probe trained on them learns the corruption. This page extracts the "
+        "last-token state of every layer with each **padding strategy** and compares it with "
+        "**single-sample extraction** (one text per forward pass, the ground truth)."
     )
 
-run_clicked = st.button("Run", type="primary", key="home.run", icon="▶️")
-if run_clicked or st.session_state.pop(KEY_RUN_REQUESTED, False):
-    try:
-        texts, source = texts_from_inputs(text_box, upload)
-        if not strategies:
-            raise TextsError("no strategy chosen: pick at least one strategy to compare with single")
-    except TextsError as error:
-        ui.show_error(error)
-    else:
-        if len(texts) > ui.MAX_INTERACTIVE_TEXTS:
-            st.warning(
-                f"{len(texts)} texts given: the dashboard runs the first {ui.MAX_INTERACTIVE_TEXTS}. "
-                "For more, use the command line: `python -m extraction compare --texts FILE --json out.json`."
-            )
-        loaded = ui.load_model_or_error(settings)
-        if loaded is not None:
-            try:
-                run = ui.run_comparison(loaded, texts, strategies, int(batch_size), settings, source)
-            except ValueError as error:  # TextsError included
-                ui.show_error(error, prefix="The run failed")
-            except Exception as error:  # noqa: BLE001 - the app stays usable after any failure
-                ui.logger.exception("run failed")
-                ui.show_error(error, prefix="The run failed")
-            else:
-                ui.store_run(run)
+    preset_column, preset_note = st.columns([1, 3], vertical_alignment="center")
+    preset_column.button(
+        "Show me the bug",
+        on_click=apply_bug_preset,
+        type="primary",
+        key="home.preset",
+        help="Runs the three classic mistakes next to their fixes on a tiny GPT-2 (a few seconds).",
+        icon=":material/bug_report:",
+    )
+    preset_note.caption(
+        "One click: right padding read at position -1, left padding without position ids, and packing "
+        "without a mask, each next to its fix, on a tiny GPT-2 with random weights (seconds). "
+        "Pick `smollm2-135m` in the sidebar to see the same on a real model."
+    )
 
-run = ui.get_run()
-if run is None:
-    st.info("Choose a model in the sidebar, then click **Run** (or **Show me the bug**).")
-    st.stop()
+    st.subheader("Run a comparison")
+    st.session_state.setdefault(KEY_STRATEGIES, STRATEGY_CHOICES)
+    st.session_state.setdefault(KEY_BATCH_SIZE, DEFAULT_BATCH_SIZE)
+    st.session_state.setdefault(KEY_TEXTS, "\n".join(SAMPLE_TEXTS))
+    options_column, texts_column = st.columns([1, 2])
+    with options_column:
+        strategies = st.multiselect(
+            "Strategies (each is compared with `single`)",
+            STRATEGY_CHOICES,
+            key=KEY_STRATEGIES,
+            persist_state="session",
+            help="\n\n".join(f"**{name}**: {STRATEGIES[name].summary}" for name in STRATEGY_CHOICES),
+        )
+        batch_size = st.number_input(
+            "Batch size",
+            min_value=1,
+            max_value=64,
+            step=1,
+            key=KEY_BATCH_SIZE,
+            persist_state="session",
+            help="Texts per forward pass. Padding bugs need texts of different lengths in one batch.",
+        )
+    with texts_column:
+        text_box = st.text_area(
+            f"Texts, one per line (at most {ui.MAX_INTERACTIVE_TEXTS})",
+            key=KEY_TEXTS,
+            height=220,
+            persist_state="session",
+        )
+        upload = st.file_uploader(
+            "…or upload a texts file (replaces the box above)",
+            type=[suffix.lstrip(".") for suffix in TEXT_SUFFIXES],
+            key=KEY_UPLOAD,
+            help=".txt: one text a line; .jsonl: a 'text' field per line; .csv: a 'text' column.",
+        )
 
-report = run.report
-ui.sidebar_run_summary(run)
-st.divider()
-st.header("Verdicts")
-st.markdown(
-    f"**Model:** {run.model_description}. **{len(report.tokenized)} texts** from the {run.source}, "
-    f"batch size {report.batch_size}; computed in {run.seconds:.1f} s."
-)
-for note in report.notes:
-    st.warning(note, icon="⚠️")
-if run.texts_dropped:
-    st.warning(f"{run.texts_dropped} texts beyond the first {ui.MAX_INTERACTIVE_TEXTS} were not run.", icon="⚠️")
-st.caption(
-    f"**exact**: min cosine ≥ {ui.EXACT_COSINE} over all texts and layers and the same top-1 next token for every "
-    f"text; **drift**: min cosine ≥ {ui.DRIFT_COSINE}; **corrupted**: anything else, or NaN/inf. "
-    "`single` is the reference."
-)
+    run_clicked = st.button("Run", type="primary", key="home.run", icon=":material/play_arrow:")
+    if run_clicked or st.session_state.pop(KEY_RUN_REQUESTED, False):
+        try:
+            texts, source = texts_from_inputs(text_box, upload)
+            if not strategies:
+                raise TextsError("no strategy chosen: pick at least one strategy to compare with single")
+        except TextsError as error:
+            ui.show_error(error)
+        else:
+            if len(texts) > ui.MAX_INTERACTIVE_TEXTS:
+                st.warning(
+                    f"{len(texts)} texts given: the dashboard runs the first {ui.MAX_INTERACTIVE_TEXTS}. "
+                    "For more, use the command line: `python -m extraction compare --texts FILE --json out.json`."
+                )
+            loaded = ui.load_model_or_error(settings)
+            if loaded is not None:
+                try:
+                    run = ui.run_comparison(loaded, texts, strategies, int(batch_size), settings, source)
+                except ValueError as error:  # TextsError included
+                    ui.show_error(error, prefix="The run failed")
+                except Exception as error:  # noqa: BLE001 - the app stays usable after any failure
+                    ui.logger.exception("run failed")
+                    ui.show_error(error, prefix="The run failed")
+                else:
+                    ui.store_run(run)
 
-compared = [name for name in report.strategies if name != REFERENCE]
-columns_per_row = 3
-for start in range(0, len(compared), columns_per_row):
-    row = st.columns(columns_per_row)
-    for column, name in zip(row, compared[start : start + columns_per_row], strict=False):
-        comparison = report.strategies[name]
-        with column.container(border=True, key=f"home.card.{name}"):
-            st.markdown(
-                f"{ui.strategy_chip(name)} &nbsp; {ui.verdict_badge(comparison.verdict)}",
-                unsafe_allow_html=True,
-            )
-            st.caption(STRATEGIES[name].summary)
-            metric_left, metric_right = st.columns(2)
-            metric_left.metric("min cosine", f"{comparison.min_cosine:.6f}")
-            metric_right.metric("top-1 agreement", f"{comparison.top1_agreement:.0%}")
-            st.markdown(comparison.cause)
+    run = ui.get_run()
+    if run is None:
+        st.info("Choose a model in the sidebar, then click **Run** (or **Show me the bug**).")
+        return
 
-st.subheader("Summary")
-summary = report.summary_frame()
-st.dataframe(
-    summary,
-    hide_index=True,
-    column_config={
-        "min_cosine": st.column_config.NumberColumn("min cosine", format="%.6f"),
-        "mean_cosine": st.column_config.NumberColumn("mean cosine", format="%.6f"),
-        "top1_agreement": st.column_config.NumberColumn("top-1 agreement", format="percent"),
-        "mean_kl": st.column_config.NumberColumn("mean KL (nats)", format="%.2e"),
-        "pad_fraction": st.column_config.NumberColumn("padding", format="percent"),
-        "tokens_per_second": st.column_config.NumberColumn("tokens/s", format="%.0f"),
-        "cause": st.column_config.TextColumn("cause", width="large"),
-    },
-    key="home.summary",
-)
-st.caption("Per-layer details: **Layers**; next-token predictions: **Predictions**; batch pictures: **How it works**.")
+    report = run.report
+    ui.sidebar_run_summary(run)
+    st.divider()
+    st.header("Verdicts")
+    st.markdown(
+        f"**Model:** {run.model_description}. **{len(report.tokenized)} texts** from the {run.source}, "
+        f"batch size {report.batch_size}; computed in {run.seconds:.1f} s."
+    )
+    for note in report.notes:
+        st.warning(note, icon="⚠️")
+    if run.texts_dropped:
+        st.warning(f"{run.texts_dropped} texts beyond the first {ui.MAX_INTERACTIVE_TEXTS} were not run.", icon="⚠️")
+    st.caption(
+        f"**exact**: min cosine ≥ {ui.EXACT_COSINE} over all texts and layers and the same top-1 next token for every "
+        f"text; **drift**: min cosine ≥ {ui.DRIFT_COSINE}; **corrupted**: anything else, or NaN/inf. "
+        "`single` is the reference."
+    )
 
-st.subheader("Downloads")
-download_columns = st.columns(3)
-download_columns[0].download_button(
-    "Summary (CSV)",
-    data=lambda: summary.to_csv(index=False),
-    file_name="padding-audit-summary.csv",
-    mime="text/csv",
-    on_click="ignore",
-    key="home.download.summary",
-)
-download_columns[1].download_button(
-    "Per text and layer (CSV)",
-    data=lambda: report.layers_frame().to_csv(index=False),
-    file_name="padding-audit-layers.csv",
-    mime="text/csv",
-    on_click="ignore",
-    key="home.download.layers",
-)
-download_columns[2].download_button(
-    "Full report (JSON)",
-    data=lambda: ui.report_json(report),
-    file_name="padding-audit-report.json",
-    mime="application/json",
-    on_click="ignore",
-    key="home.download.json",
-)
+    compared = [name for name in report.strategies if name != REFERENCE]
+    columns_per_row = 3
+    for start in range(0, len(compared), columns_per_row):
+        row = st.columns(columns_per_row)
+        for column, name in zip(row, compared[start : start + columns_per_row], strict=False):
+            comparison = report.strategies[name]
+            with column.container(border=True, key=f"home.card.{name}"):
+                st.markdown(
+                    f"{ui.strategy_chip(name)} &nbsp; {ui.verdict_badge(comparison.verdict)}",
+                    unsafe_allow_html=True,
+                )
+                st.caption(STRATEGIES[name].summary)
+                metric_left, metric_right = st.columns(2)
+                metric_left.metric("min cosine", f"{comparison.min_cosine:.6f}")
+                metric_right.metric("top-1 agreement", f"{comparison.top1_agreement:.0%}")
+                st.markdown(comparison.cause)
+
+    st.subheader("Summary")
+    summary = report.summary_frame()
+    st.dataframe(
+        summary,
+        hide_index=True,
+        column_config={
+            "min_cosine": st.column_config.NumberColumn("min cosine", format="%.6f"),
+            "mean_cosine": st.column_config.NumberColumn("mean cosine", format="%.6f"),
+            "top1_agreement": st.column_config.NumberColumn("top-1 agreement", format="percent"),
+            "mean_kl": st.column_config.NumberColumn("mean KL (nats)", format="%.2e"),
+            "pad_fraction": st.column_config.NumberColumn("padding", format="percent"),
+            "tokens_per_second": st.column_config.NumberColumn("tokens/s", format="%.0f"),
+            "cause": st.column_config.TextColumn("cause", width="large"),
+        },
+        key="home.summary",
+    )
+    st.caption(
+        "Per-layer details: **Layers**; next-token predictions: **Predictions**; batch pictures: **How it works**."
+    )
+
+    st.subheader("Downloads")
+    download_columns = st.columns(3)
+    download_columns[0].download_button(
+        "Summary (CSV)",
+        data=lambda: summary.to_csv(index=False),
+        file_name="padding-audit-summary.csv",
+        mime="text/csv",
+        on_click="ignore",
+        key="home.download.summary",
+    )
+    download_columns[1].download_button(
+        "Per text and layer (CSV)",
+        data=lambda: report.layers_frame().to_csv(index=False),
+        file_name="padding-audit-layers.csv",
+        mime="text/csv",
+        on_click="ignore",
+        key="home.download.layers",
+    )
+    download_columns[2].download_button(
+        "Full report (JSON)",
+        data=lambda: ui.report_json(report),
+        file_name="padding-audit-report.json",
+        mime="application/json",
+        on_click="ignore",
+        key="home.download.json",
+    )
+
+
+def page_files() -> list[Path]:
+    """The other pages: ``pages/<number>_<Name>.py`` in number order; a new file there is a new page."""
+    numbered = []
+    for path in PAGES_DIR.glob("*.py"):
+        match = re.fullmatch(r"(\d+)_\w+\.py", path.name)
+        if match:
+            numbered.append((int(match.group(1)), path.name, path))
+    return [path for _, _, path in sorted(numbered)]
+
+
+home_page = st.Page(home, title="Home", icon=":material/home:", default=True)
+ui.register_home_page(home_page)
+st.navigation([home_page, *(st.Page(str(path)) for path in page_files())]).run()

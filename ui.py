@@ -57,6 +57,7 @@ __all__ = [
     "get_loaded_model",
     "get_run",
     "load_model_or_error",
+    "register_home_page",
     "require_run",
     "report_json",
     "run_comparison",
@@ -64,6 +65,7 @@ __all__ = [
     "sidebar_model_picker",
     "sidebar_run_summary",
     "store_run",
+    "strategy_cause_line",
     "strategy_chip",
     "strategy_color",
     "verdict_badge",
@@ -239,12 +241,30 @@ def verdict_badge(verdict: str) -> str:
     )
 
 
+def strategy_cause_line(report: ComparisonReport, name: str) -> str:
+    """``"name: verdict. cause"`` for captions."""
+    comparison = report.strategies[name]
+    return f"**{name}**: {comparison.verdict}. {comparison.cause}"
+
+
 def strategy_chip(name: str) -> str:
     """HTML: the strategy name with its colour swatch (for ``st.markdown(..., unsafe_allow_html=True)``)."""
     return (
         f'<span style="display:inline-block;width:0.8em;height:0.8em;border-radius:0.2em;'
         f'background:{strategy_color(name)};margin-right:0.35em"></span><code>{name}</code>'
     )
+
+
+# --- navigation ---
+
+
+_home_page = None
+
+
+def register_home_page(page) -> None:
+    """Called by app.py with its ``st.Page`` for Home, so pages can link back to it."""
+    global _home_page
+    _home_page = page
 
 
 # --- runs ---------------------------------------------------------------------------------
@@ -264,7 +284,8 @@ def require_run() -> RunResult:
     run = get_run()
     if run is None:
         st.info("No results yet: run a comparison on the **Home** page first (or click *Show me the bug* there).")
-        st.page_link("app.py", label="Go to Home", icon="🏠")
+        if _home_page is not None:
+            st.page_link(_home_page, label="Go to Home", icon=":material/home:")
         st.stop()
     return run
 

@@ -14,18 +14,22 @@ scale; the UI also writes the verdict word and an icon, never colour alone.
 
 from __future__ import annotations
 
+import html
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import torch
+from plotly.subplots import make_subplots
 
-from .compare import VERDICTS
-from .strategies import REFERENCE
+from .compare import DRIFT_COSINE, EXACT_COSINE, VERDICTS
+from .strategies import REFERENCE, BatchLayout
 
 if TYPE_CHECKING:
-    from .compare import ComparisonReport
+    from .compare import ComparisonReport, StrategyComparison
 
 logger = logging.getLogger(__name__)
 
@@ -110,3 +114,522 @@ def top_k_frame(report: ComparisonReport, decode: Callable[[int], str], k: int =
                     }
                 )
     return pd.DataFrame(rows, columns=["strategy", "text", "rank", "token_id", "token", "probability"])
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    """``#RRGGBB`` -> ``rgba(r,g,b,alpha)``."""
+    red, green, blue = (int(hex_color[i : i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({red},{green},{blue},{alpha})"
+
+
+def _chosen(report: ComparisonReport, strategies: Sequence[str] | None, include_reference: bool) -> list[str]:
+    """Strategy names of ``report`` to draw, in report order; unknown names raise ``ValueError``."""
+    available = list(report.strategies)
+    if strategies is None:
+        names = available
+    else:
+        unknown = [name for name in strategies if name not in report.strategies]
+        if unknown:
+            raise ValueError(f"strategies not in this report: {', '.join(unknown)}; available: {', '.join(available)}")
+        names = [name for name in available if name in strategies]
+    return [name for name in names if include_reference or name != REFERENCE]
+
+
+def text_label(index: int, text: str, width: int = 36) -> str:
+    """``"3: Once upon a time…"``: a 1-based text number and the start of the text."""
+    flat = " ".join(text.split())
+    return f"{index + 1}: {flat if len(flat) <= width else flat[: width - 1] + '…'}"
+
+
+def _layer_axis(figure: go.Figure, num_layers: int, row: int | None = None, col: int | None = None) -> None:
+    figure.update_xaxes(
+        title_text="layer (hidden_states index; 0 = embeddings)",
+        range=[-0.5, num_layers - 0.5],
+        dtick=1 if num_layers <= 16 else 2,
+        row=row,
+        col=col,
+    )
+
+
+def _finish(figure: go.Figure, title: str, height: int = 460, subtitle: str | None = None) -> go.Figure:
+    heading: dict = {"text": title, "x": 0, "xanchor": "left"}
+    if subtitle:
+        heading["subtitle"] = {"text": subtitle, "font": {"size": 12, "color": "#555555"}}
+    figure.update_layout(
+        title=heading,
+        template="plotly_white",
+        height=height,
+        legend={"title": {"text": "strategy"}},
+        margin={"l": 70, "r": 30, "t": 100 if subtitle else 70, "b": 60},
+        hovermode="closest",
+    )
+    return figure
+
+
+def figure_html(figure: go.Figure) -> str:
+    """A standalone HTML page of ``figure`` (plotly.js embedded: it opens offline)."""
+    return figure.to_html(include_plotlyjs=True, full_html=True)
+
+
+# --- layers ----------------------------------------------------------------------------------
+
+
+def cosine_by_layer_figure(
+    report: ComparisonReport, strategies: Sequence[str] | None = None, include_reference: bool = False
+) -> go.Figure:
+    """Cosine similarity to single-sample extraction per layer: one line per strategy (mean
+    over texts) with a shaded band down to the minimum over texts.
+
+    ``cos(h, h_single) = h . h_single / (|h| |h_single|)`` for each text's last-token state.
+    """
+    figure = go.Figure()
+    layers = list(range(report.num_layers))
+    for name in _chosen(report, strategies, include_reference):
+        comparison = report.strategies[name]
+        color = strategy_color(name)
+        minimum = comparison.per_layer_min_cosine
+        mean = comparison.per_layer_mean_cosine
+        figure.add_trace(
+            go.Scatter(
+                x=layers,
+                y=minimum,
+                mode="lines",
+                line={"width": 0.5, "color": color},
+                legendgroup=name,
+                showlegend=False,
+                name=f"{name} (min)",
+                hovertemplate=f"{name}<br>layer %{{x}}<br>min cosine %{{y:.6f}}<extra></extra>",
+            )
+        )
+        figure.add_trace(
+            go.Scatter(
+                x=layers,
+                y=mean,
+                mode="lines+markers",
+                line={"color": color, "dash": strategy_dash(name), "width": 2.5},
+                marker={"size": 5},
+                fill="tonexty",
+                fillcolor=_rgba(color, 0.15),
+                legendgroup=name,
+                name=name,
+                hovertemplate=f"{name}<br>layer %{{x}}<br>mean cosine %{{y:.6f}}<extra></extra>",
+            )
+        )
+    figure.update_yaxes(title_text="cosine similarity to single (1 = identical)")
+    _layer_axis(figure, report.num_layers)
+    return _finish(
+        figure,
+        "Cosine similarity to single-sample extraction, per layer",
+        subtitle="Line: mean over texts; shaded band: down to the minimum over texts. 1 = identical.",
+    )
+
+
+def one_minus_cosine_figure(
+    report: ComparisonReport, strategies: Sequence[str] | None = None, include_reference: bool = False
+) -> go.Figure:
+    """``1 - min cosine`` over texts per layer, on a log scale, with the verdict thresholds.
+
+    Drift of 1e-6 and corruption of 0.5 are both readable. Values below
+    :data:`LOG_FLOOR` (exact agreement gives 0, or a rounding-level negative) are drawn
+    at the floor.
+    """
+    figure = go.Figure()
+    layers = list(range(report.num_layers))
+    for name in _chosen(report, strategies, include_reference):
+        worst = 1.0 - report.strategies[name].cosine.nan_to_num(-1.0).min(0).values.double()  # (L,)
+        figure.add_trace(
+            go.Scatter(
+                x=layers,
+                y=worst.clamp(min=LOG_FLOOR).tolist(),
+                customdata=worst.tolist(),
+                mode="lines+markers",
+                line={"color": strategy_color(name), "dash": strategy_dash(name), "width": 2.5},
+                marker={"size": 5},
+                name=name,
+                hovertemplate=f"{name}<br>layer %{{x}}<br>1 - min cosine %{{customdata:.3e}}<extra></extra>",
+            )
+        )
+    thresholds = (
+        (1 - EXACT_COSINE, f"exact below this line (cosine ≥ {EXACT_COSINE})"),
+        (1 - DRIFT_COSINE, f"corrupted above this line (cosine < {DRIFT_COSINE})"),
+    )
+    for threshold, label in thresholds:
+        figure.add_hline(y=threshold, line={"color": "#555555", "dash": "dot", "width": 1})
+        # On a log axis, an annotation's y is the log10 of the value.
+        figure.add_annotation(
+            x=0,
+            xref="paper",
+            xanchor="left",
+            y=np.log10(threshold),
+            yanchor="bottom",
+            text=label,
+            showarrow=False,
+            font={"size": 11, "color": "#555555"},
+        )
+    figure.update_yaxes(
+        type="log",
+        title_text="1 - min cosine over texts (log scale)",
+        exponentformat="power",
+        range=[np.log10(LOG_FLOOR) - 0.5, 0.5],
+    )
+    _layer_axis(figure, report.num_layers)
+    return _finish(
+        figure,
+        "Distance from single-sample extraction: 1 - cosine of the worst text, per layer (log scale)",
+        subtitle=f"Identical states give 0, drawn at {LOG_FLOOR:.0e}: the lines of exact strategies overlap there.",
+    )
+
+
+def cosine_heatmap_figure(comparison: StrategyComparison, texts: Sequence[str], log_scale: bool = False) -> go.Figure:
+    """Text-by-layer heatmap of one strategy's cosine similarity to single.
+
+    With ``log_scale`` the colour is ``log10(max(1 - cosine, LOG_FLOOR))`` instead.
+    """
+    cosine = comparison.cosine.double()  # (N, L)
+    n, num_layers = cosine.shape
+    if len(texts) != n:
+        raise ValueError(f"{len(texts)} texts given for a comparison of {n} texts")
+    labels = [text_label(i, text) for i, text in enumerate(texts)]
+    if log_scale:
+        z = torch.log10((1.0 - cosine).clamp(min=LOG_FLOOR)).tolist()
+        colorbar = {"title": {"text": "log10(1 - cos)"}}
+        zmin, zmax = np.log10(LOG_FLOOR), 0.0
+        colorscale = "Cividis"
+    else:
+        z = cosine.tolist()
+        colorbar = {"title": {"text": "cosine"}}
+        finite = cosine[torch.isfinite(cosine)]
+        zmin = min(float(finite.min()) if finite.numel() else 0.0, 0.99)
+        zmax = 1.0
+        colorscale = "Cividis"
+    figure = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=list(range(num_layers)),
+            y=list(range(n)),
+            customdata=cosine.tolist(),
+            colorscale=colorscale,
+            zmin=zmin,
+            zmax=zmax,
+            colorbar=colorbar,
+            xgap=1,
+            ygap=1,
+            hovertemplate="text %{y}<br>layer %{x}<br>cosine %{customdata:.6f}<extra></extra>",
+        )
+    )
+    figure.update_yaxes(
+        title_text="text", tickvals=list(range(n)), ticktext=labels, autorange="reversed", tickfont={"size": 11}
+    )
+    _layer_axis(figure, num_layers)
+    scale = "log10(1 - cosine)" if log_scale else "cosine similarity"
+    return _finish(figure, f"{comparison.name}: {scale} to single, per text and layer", height=max(320, 120 + 26 * n))
+
+
+def relative_l2_figure(
+    report: ComparisonReport, strategies: Sequence[str] | None = None, include_reference: bool = False
+) -> go.Figure:
+    """Relative L2 error ``|h - h_single| / |h_single|`` per layer: the worst text, log scale."""
+    figure = go.Figure()
+    layers = list(range(report.num_layers))
+    for name in _chosen(report, strategies, include_reference):
+        worst = report.strategies[name].relative_l2.double().nan_to_num(float("inf")).max(0).values  # (L,)
+        figure.add_trace(
+            go.Scatter(
+                x=layers,
+                y=worst.clamp(min=LOG_FLOOR).tolist(),
+                customdata=worst.tolist(),
+                mode="lines+markers",
+                line={"color": strategy_color(name), "dash": strategy_dash(name), "width": 2.5},
+                marker={"size": 5},
+                name=name,
+                hovertemplate=f"{name}<br>layer %{{x}}<br>max relative L2 %{{customdata:.3e}}<extra></extra>",
+            )
+        )
+    figure.update_yaxes(type="log", title_text="max relative L2 error over texts (log scale)", exponentformat="power")
+    _layer_axis(figure, report.num_layers)
+    return _finish(figure, "Relative L2 error |h - h_single| / |h_single| of the worst text, per layer")
+
+
+# --- predictions -----------------------------------------------------------------------------
+
+
+def top1_kl_figure(
+    report: ComparisonReport, strategies: Sequence[str] | None = None, include_reference: bool = False
+) -> go.Figure:
+    """Two bar charts per strategy: top-1 agreement of ``lm_head`` on the extracted final
+    state with the single-sample model (percent of texts), and the mean
+    ``KL(p_single || p_strategy)`` of the next-token distributions (nats, log scale)."""
+    names = _chosen(report, strategies, include_reference)
+    figure = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=("lm_head top-1 = model's top-1 (% of texts)", "mean KL(single || strategy), nats"),
+        horizontal_spacing=0.12,
+    )
+    colors = [strategy_color(name) for name in names]
+    agreement = [100 * report.strategies[name].top1_agreement for name in names]
+    kl = [float(report.strategies[name].kl.double().mean()) for name in names]
+    figure.add_trace(
+        go.Bar(
+            x=names,
+            y=agreement,
+            marker_color=colors,
+            text=[f"{value:.0f}%" for value in agreement],
+            textposition="outside",
+            showlegend=False,
+            hovertemplate="%{x}<br>top-1 agreement %{y:.1f}%<extra></extra>",
+        ),
+        row=1,
+        col=1,
+    )
+    figure.add_trace(
+        go.Bar(
+            x=names,
+            y=[max(value, LOG_FLOOR) if value == value else None for value in kl],
+            customdata=kl,
+            marker_color=colors,
+            text=[f"{value:.1e}" for value in kl],
+            textposition="outside",
+            showlegend=False,
+            hovertemplate="%{x}<br>mean KL %{customdata:.3e} nats<extra></extra>",
+        ),
+        row=1,
+        col=2,
+    )
+    figure.update_yaxes(title_text="agreement (%)", range=[0, 115], row=1, col=1)
+    figure.update_yaxes(
+        title_text="KL (nats, log scale)",
+        type="log",
+        exponentformat="power",
+        range=[np.log10(LOG_FLOOR) - 0.5, max(0.5, np.log10(max([v for v in kl if v == v] + [1.0])) + 1)],
+        row=1,
+        col=2,
+    )
+    figure.update_xaxes(title_text="strategy", tickangle=-30)
+    return _finish(figure, "Next-token predictions from the extracted states vs the single-sample model")
+
+
+def logit_lens_figure(
+    report: ComparisonReport, strategies: Sequence[str] | None = None, include_reference: bool = False
+) -> go.Figure:
+    """Logit-lens agreement per layer: the share of texts whose top-1 token of
+    ``lm_head(final_norm(h))`` (the last layer without the extra norm) equals single's."""
+    figure = go.Figure()
+    layers = list(range(report.num_layers))
+    for name in _chosen(report, strategies, include_reference):
+        agreement = (100 * report.strategies[name].logit_lens_agreement.double()).tolist()
+        figure.add_trace(
+            go.Scatter(
+                x=layers,
+                y=agreement,
+                mode="lines+markers",
+                line={"color": strategy_color(name), "dash": strategy_dash(name), "width": 2.5},
+                marker={"size": 5},
+                name=name,
+                hovertemplate=f"{name}<br>layer %{{x}}<br>agreement %{{y:.0f}}%<extra></extra>",
+            )
+        )
+    figure.update_yaxes(title_text="texts whose logit-lens top-1 = single's (%)", range=[-5, 105])
+    _layer_axis(figure, report.num_layers)
+    return _finish(figure, "Logit lens: does each layer's state predict the same token as single's? (per layer)")
+
+
+# --- batch layouts ---------------------------------------------------------------------------
+
+#: Background colours of the texts in a layout picture (light, so the token text stays readable).
+_SEGMENT_COLORS = ("#A6CEE3", "#FDBF6F", "#B2DF8A", "#CAB2D6", "#FFFF99", "#FB9A99", "#8DD3C7", "#D9D9D9")
+_PAD_COLOR = "#FFFFFF"
+#: Attention picture categories: (label, colour).
+ATTENTION_CATEGORIES: tuple[tuple[str, str], ...] = (
+    ("hidden (masked or in the future)", "#FFFFFF"),
+    ("sees its own text", "#0072B2"),
+    ("sees ANOTHER text", "#D55E00"),
+    ("sees padding", "#999999"),
+)
+#: Above this many columns the tokens are not written inside the cells.
+MAX_LABELLED_COLUMNS = 32
+
+
+def plan_layouts(
+    strategy: str, token_ids: Sequence[Sequence[int]], pad_id: int, batch_size: int
+) -> list[tuple[list[int], BatchLayout]]:
+    """The forward passes ``strategy`` makes on these texts: ``(text indices, layout)`` per pass."""
+    from .strategies import get_strategy
+
+    chosen = get_strategy(strategy)
+    lengths = [len(ids) for ids in token_ids]
+    groups = chosen.plan(lengths, batch_size)
+    return [(group, chosen.layout([token_ids[i] for i in group], pad_id)) for group in groups]
+
+
+def _display_token(token: str) -> str:
+    """A token as a short, safe cell label: spaces made visible, HTML escaped."""
+    shown = token.replace("\n", "⏎").replace(" ", "·") or "∅"
+    return html.escape(shown if len(shown) <= 10 else shown[:9] + "…")
+
+
+def batch_layout_figure(
+    layout: BatchLayout, token_strings: Sequence[Sequence[str]], text_indices: Sequence[int], title: str
+) -> go.Figure:
+    """One forward pass as a grid: rows are batch rows, columns positions; each text has its
+    own colour, padding is white with ``pad``; the small number under each token is the
+    position id the model uses; a black frame marks the position read for each text.
+
+    ``token_strings[i]`` are the decoded tokens of text ``text_indices[k]`` for segment k.
+    """
+    rows, cols = layout.shape
+    segments = layout.segment_ids  # (B, T)
+    positions = layout.effective_position_ids()  # (B, T)
+    offsets = torch.zeros(len(text_indices), dtype=torch.long)
+    labels, hover = [], []
+    for row in range(rows):
+        row_labels, row_hover = [], []
+        for col in range(cols):
+            segment = int(segments[row, col])
+            position = int(positions[row, col])
+            if segment < 0:
+                token, who = "pad", "padding"
+            else:
+                strings = token_strings[text_indices[segment]]
+                token = strings[int(offsets[segment])] if int(offsets[segment]) < len(strings) else "?"
+                offsets[segment] += 1
+                who = f"text {text_indices[segment] + 1}"
+            row_labels.append(f"{_display_token(token)}<br><sub>{position}</sub>")
+            row_hover.append(f"{who}<br>token {html.escape(repr(token))}<br>position id {position}")
+        labels.append(row_labels)
+        hover.append(row_hover)
+    count = len(text_indices) + 1  # padding + one category per text
+    palette = [_PAD_COLOR] + [_SEGMENT_COLORS[k % len(_SEGMENT_COLORS)] for k in range(len(text_indices))]
+    colorscale = []
+    for index, color in enumerate(palette):
+        colorscale += [[index / count, color], [(index + 1) / count, color]]
+    figure = go.Figure(
+        go.Heatmap(
+            z=(segments + 1).tolist(),
+            text=labels if cols <= MAX_LABELLED_COLUMNS else None,
+            texttemplate="%{text}" if cols <= MAX_LABELLED_COLUMNS else None,
+            textfont={"size": 11},
+            hovertext=hover,
+            hovertemplate="%{hovertext}<extra></extra>",
+            colorscale=colorscale,
+            zmin=-0.5,
+            zmax=count - 0.5,
+            showscale=False,
+            xgap=2,
+            ygap=2,
+        )
+    )
+    for k, text_index in enumerate(text_indices):
+        figure.add_trace(
+            go.Scatter(
+                x=[int(layout.read_cols[k])],
+                y=[int(layout.read_rows[k])],
+                mode="markers",
+                marker={"symbol": "square-open", "size": 30, "color": "#000000", "line": {"width": 3}},
+                name="position read" if k == 0 else None,
+                showlegend=k == 0,
+                hovertemplate=f"text {text_index + 1} is read here<extra></extra>",
+            )
+        )
+    figure.update_xaxes(
+        title_text="column in the batch (small number in a cell: position id)", dtick=1 if cols <= 40 else None
+    )
+    figure.update_yaxes(
+        title_text="batch row",
+        tickvals=list(range(rows)),
+        ticktext=[f"row {r}" for r in range(rows)],
+        autorange="reversed",
+    )
+    figure.update_layout(legend={"orientation": "h", "y": 1.02, "x": 1, "xanchor": "right", "yanchor": "bottom"})
+    figure = _finish(figure, title, height=max(220, 140 + 48 * rows))
+    figure.update_layout(legend={"title": {"text": ""}})
+    return figure
+
+
+def attention_categories(layout: BatchLayout, row: int) -> torch.Tensor:
+    """(T, T) long: for batch ``row``, what query position i sees at key j (index into
+    :data:`ATTENTION_CATEGORIES`): 0 hidden, 1 its own text, 2 another text, 3 padding."""
+    rows, _ = layout.shape
+    if not 0 <= row < rows:
+        raise ValueError(f"row {row} out of range: this layout has rows 0..{rows - 1}")
+    visible = layout.visibility()[row]  # (T, T)
+    segments = layout.segment_ids[row]  # (T,)
+    query, key = segments[:, None], segments[None, :]  # (T, 1), (1, T)
+    category = torch.where(key < 0, 3, torch.where(key == query, 1, 2))  # (T, T)
+    # A pad query (segment -1) seeing a real token sees "another text" only if it is a text at all.
+    return torch.where(visible, category, torch.zeros_like(category))
+
+
+def attention_figure(
+    layout: BatchLayout, row: int, token_strings: Sequence[Sequence[str]], text_indices: Sequence[int], title: str
+) -> go.Figure:
+    """Which positions of batch ``row`` can attend to which: query positions down, key
+    positions across; red cells are a text attending to another text (a leak), grey ones
+    to padding. Rows marked with an arrow are the positions read."""
+    categories = attention_categories(layout, row)  # (T, T)
+    cols = categories.shape[0]
+    segments = layout.segment_ids[row]
+    offsets: dict[int, int] = {}
+    ticks = []
+    for col in range(cols):
+        segment = int(segments[col])
+        if segment < 0:
+            ticks.append("pad")
+            continue
+        strings = token_strings[text_indices[segment]]
+        offset = offsets.get(segment, 0)
+        offsets[segment] = offset + 1
+        ticks.append(_display_token(strings[offset]) if offset < len(strings) else "?")
+    count = len(ATTENTION_CATEGORIES)
+    colorscale = []
+    for index, (_, color) in enumerate(ATTENTION_CATEGORIES):
+        colorscale += [[index / count, color], [(index + 1) / count, color]]
+    labels = [label for label, _ in ATTENTION_CATEGORIES]
+    figure = go.Figure(
+        go.Heatmap(
+            z=categories.tolist(),
+            customdata=[[labels[c] for c in line] for line in categories.tolist()],
+            colorscale=colorscale,
+            zmin=-0.5,
+            zmax=count - 0.5,
+            showscale=False,
+            xgap=1,
+            ygap=1,
+            hovertemplate="query position %{y}<br>key position %{x}<br>%{customdata}<extra></extra>",
+        )
+    )
+    for index, (label, color) in enumerate(ATTENTION_CATEGORIES):
+        # Legend entries for the categories (the heatmap itself has no legend).
+        figure.add_trace(
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="markers",
+                marker={"symbol": "square", "size": 12, "color": color, "line": {"width": 1, "color": "#555555"}},
+                name=label,
+                showlegend=index > 0,
+            )
+        )
+    read_here = [int(c) for r, c in zip(layout.read_rows.tolist(), layout.read_cols.tolist(), strict=True) if r == row]
+    if read_here:
+        figure.add_trace(
+            go.Scatter(
+                x=[-1.2] * len(read_here),
+                y=read_here,
+                mode="markers",
+                marker={"symbol": "triangle-right", "size": 12, "color": "#000000"},
+                name="position read",
+                hovertemplate="read position %{y}<extra></extra>",
+            )
+        )
+    show_ticks = cols <= MAX_LABELLED_COLUMNS
+    axis = {"tickvals": list(range(cols)) if show_ticks else None, "ticktext": ticks if show_ticks else None}
+    figure.update_xaxes(title_text="key position (attended to)", tickangle=-60, range=[-1.8, cols - 0.5], **axis)
+    figure.update_yaxes(title_text="query position (attending)", autorange="reversed", **axis)
+    side = max(360, min(720, 160 + 18 * cols))
+    figure = _finish(figure, title, height=side)
+    figure.update_layout(legend={"title": {"text": ""}})
+    return figure

@@ -1,0 +1,95 @@
+"""How it works: each strategy's batch layout, drawn from the real tokenization of the run's texts."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+import ui
+from extraction import figures
+from extraction.strategies import STRATEGIES
+
+st.set_page_config(page_title="How it works · padding-audit", page_icon="🧪", layout="wide")
+run = ui.require_run()
+ui.sidebar_run_summary(run)
+report = run.report
+
+#: Pictures stay readable up to this many texts laid out together.
+MAX_PICTURE_TEXTS = 6
+#: Passes drawn per strategy (single and bucketed make one pass per text or length).
+MAX_PASSES_DRAWN = 4
+
+st.title("How it works")
+st.markdown(
+    "A model given a batch sees a rectangle of tokens: shorter texts are filled with **padding**, "
+    "an **attention mask** says which positions each token may look at, and **position ids** say "
+    "where each token sits. Each strategy fills that rectangle differently and reads each text's "
+    "state at one position. The pictures below lay out the texts you ran, with their real tokens."
+)
+st.markdown(
+    "- **Layout**: one row per batch row; colour = which text; white `pad` = padding; the small "
+    "number under each token is its position id; a black frame marks the position read.\n"
+    "- **Attention**: for one batch row, which positions (down) can attend to which (across). "
+    "**Red** means a text attends to another text (a leak); grey means it attends to padding."
+)
+
+texts = report.texts
+lengths = report.tokenized.lengths
+short_first = sorted(range(len(texts)), key=lambda i: (lengths[i] > 24, i))
+default_texts = sorted(short_first[: min(4, len(texts))])
+chosen = st.multiselect(
+    f"Texts to lay out (up to {MAX_PICTURE_TEXTS})",
+    list(range(len(texts))),
+    default=default_texts,
+    max_selections=MAX_PICTURE_TEXTS,
+    format_func=lambda i: f"{figures.text_label(i, texts[i])} ({lengths[i]} tokens)",
+    key="how.texts",
+)
+if not chosen:
+    st.info("Pick at least one text to lay out.")
+    st.stop()
+chosen = sorted(chosen)
+st.caption(
+    f"Laid out as one batch of {len(chosen)} (the run itself used batch size {report.batch_size}). "
+    f"Padding uses the pad token {run.pad_token!r} (id {run.pad_token_id})."
+)
+
+token_ids = [report.tokenized.token_ids[i] for i in chosen]
+names = list(report.strategies)
+tabs = st.tabs(names)
+for tab, name in zip(tabs, names, strict=True):
+    strategy = STRATEGIES[name]
+    comparison = report.strategies[name]
+    with tab:
+        st.markdown(
+            f"{ui.strategy_chip(name)} &nbsp; {ui.verdict_badge(comparison.verdict)} &nbsp; in your run",
+            unsafe_allow_html=True,
+        )
+        st.markdown(f"**What it does.** {strategy.summary} **When it breaks.** {strategy.breaks_when}")
+        passes = figures.plan_layouts(name, token_ids, run.pad_token_id, batch_size=len(chosen))
+        if len(passes) > 1:
+            st.caption(
+                f"{len(passes)} forward passes for these {len(chosen)} texts"
+                + (f"; the first {MAX_PASSES_DRAWN} are drawn." if len(passes) > MAX_PASSES_DRAWN else ".")
+            )
+        for number, (group, layout) in enumerate(passes[:MAX_PASSES_DRAWN], start=1):
+            group_texts = [chosen[k] for k in group]
+            layout_column, attention_column = st.columns([3, 2])
+            layout_column.plotly_chart(
+                figures.batch_layout_figure(
+                    layout,
+                    run.token_strings,
+                    group_texts,
+                    title=f"{name}: forward pass {number} of {len(passes)}, {layout.shape[0]} x {layout.shape[1]}",
+                ),
+                key=f"how.layout.{name}.{number}",
+            )
+            # The row worth looking at: the one with the most padding (or the packed row).
+            padding_per_row = layout.is_pad.sum(-1)
+            row = int(padding_per_row.argmax())
+            attention_column.plotly_chart(
+                figures.attention_figure(
+                    layout, row, run.token_strings, group_texts, title=f"{name}: who sees whom in row {row}"
+                ),
+                key=f"how.attention.{name}.{number}",
+            )
+        st.caption(ui.strategy_cause_line(report, name))

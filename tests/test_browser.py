@@ -1,0 +1,177 @@
+"""The dashboard in a real browser: headless Chromium (Debian's) driven by Playwright.
+
+Starts ``streamlit run app.py`` on a free local port in its own process group, clicks
+"Show me the bug" (tiny random GPT-2: seconds), waits for the verdict cards and charts,
+visits every page through the sidebar (a new URL would start a new session without
+results), and saves a screenshot of each page under ``test-artifacts/``.
+
+Without chromium the test is skipped, except under CI (``CI`` set), where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parent.parent
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+STARTUP_SECONDS = 120
+#: Generous: the run loads a model and extracts with 7 strategies on a shared 2-core machine.
+RUN_TIMEOUT_MS = 240_000
+PAGE_TIMEOUT_MS = 60_000
+#: Pages after Home, as the sidebar names them, with a heading each must show.
+PAGES = [("Layers", "Layers"), ("Predictions", "Predictions"), ("How it works", "How it works")]
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium")
+    if path is None:
+        message = "chromium is not installed (apt-get install -y chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(f"{message}; the browser test must run under CI")
+        pytest.skip(message)
+    return path
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def app_url():
+    """The app served on a free 127.0.0.1 port; stopped (its whole process group) afterwards."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    port = _free_port()
+    log = (ARTIFACTS / "streamlit-server.log").open("w")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.headless",
+            "true",
+            "--server.address",
+            "127.0.0.1",
+            "--server.port",
+            str(port),
+            "--browser.gatherUsageStats",
+            "false",
+            "--server.fileWatcherType",
+            "none",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # its own process group, killed as a whole below
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while not _healthy(url):
+            if process.poll() is not None:
+                pytest.fail(f"streamlit exited with code {process.returncode}; see {log.name}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not answer on {url} within {STARTUP_SECONDS} s; see {log.name}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+            process.wait(timeout=15)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=15)
+        log.close()
+
+
+@pytest.fixture(scope="module")
+def browser_page():
+    executable = _chromium()
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        try:
+            context = browser.new_context(viewport={"width": 1280, "height": 1400})
+            page = context.new_page()
+            page.set_default_timeout(PAGE_TIMEOUT_MS)
+            yield page
+        finally:
+            browser.close()
+
+
+def _screenshot(page, name: str) -> Path:
+    """Save the page; the tall viewport holds most of it (Streamlit scrolls inside its main area)."""
+    path = ARTIFACTS / f"{name}.png"
+    page.wait_for_timeout(800)  # let plotly finish drawing after the element appears
+    page.screenshot(path=str(path))
+    return path
+
+
+def _no_exception(page) -> None:
+    exceptions = page.locator('[data-testid="stException"]')
+    assert exceptions.count() == 0, exceptions.first.inner_text()
+
+
+def test_bug_preset_and_every_page(app_url, browser_page):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    page = browser_page
+    page.goto(app_url)
+    page.get_by_role("button", name="Show me the bug").click()
+
+    cards = page.locator('[class*="st-key-home-card-"]')
+    cards.first.wait_for(timeout=RUN_TIMEOUT_MS)
+    page.get_by_role("heading", name="Downloads").wait_for()  # the last section of the page
+    _no_exception(page)
+    # The preset runs three naive strategies and their fixes on GPT-2 (absolute positions).
+    assert cards.count() == 6
+    expect = sync_api.expect
+    expect(page.locator(".st-key-home-card-right-naive")).to_contain_text("corrupted")
+    expect(page.locator(".st-key-home-card-right")).to_contain_text("exact")
+    expect(page.locator(".st-key-home-card-right")).not_to_contain_text("corrupted")
+    page.locator('[data-testid="stDataFrame"]').first.wait_for()
+    _screenshot(page, "01-home")
+
+    for number, (link, heading) in enumerate(PAGES, start=2):
+        page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=link).click()
+        page.get_by_role("heading", name=heading, exact=True).wait_for()
+        page.locator(".js-plotly-plot").first.wait_for()
+        _no_exception(page)
+        assert "No results yet" not in page.locator('[data-testid="stMain"]').inner_text()
+        _screenshot(page, f"{number:02d}-{link.lower().replace(' ', '-')}")
