@@ -49,7 +49,26 @@ def write_json_atomic(path: str | Path, payload: dict) -> None:
             f.close()
             tmp.unlink(missing_ok=True)
             raise
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def check_output_path(path: str | Path, option: str = "--json") -> None:
+    """Refuse, before any work is done, an output path that cannot be written: an existing
+    folder, or a folder part that is a file."""
+    path = Path(path)
+    if path.is_dir():
+        raise CliError(f"{option} {path}: is a folder; give a file name")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CliError(f"{option} {path}: {parent} is a file, not a folder")
+            if not os.access(parent, os.W_OK):
+                raise CliError(f"{option} {path}: cannot write in {parent}")
+            break
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
@@ -124,6 +143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    if not args.verbose:
+        # huggingface_hub logs every retry of an unreachable hub; the error line says it all.
+        logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
     try:
         return args.run(args)
     except KeyboardInterrupt:

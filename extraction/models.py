@@ -644,6 +644,11 @@ def _describe_failure(name: str, what: str, exc: BaseException) -> str:
             f"could not load '{name}': it needs remote code (Python files shipped with the model), "
             "and trust_remote_code is off by default; turn it on only for a source you trust"
         )
+    if _hub_offline() is None and _hub_unreachable(exc):
+        return (
+            f"could not load '{name}' ({what}): it is not in the local Hugging Face cache and the hub cannot be "
+            "reached (no network?); download it once where there is a network, or pass a local folder or .gguf file"
+        )
     not_found = isinstance(exc, OSError) or type(exc).__name__ in (
         "HFValidationError",
         "RepositoryNotFoundError",
@@ -656,6 +661,21 @@ def _describe_failure(name: str, what: str, exc: BaseException) -> str:
             return f"could not load '{name}': not found locally and the hub is offline ({offline})"
         return f"could not load '{name}': not a file, a folder, or a model on the Hugging Face hub ({_one_line(exc)})"
     return f"could not load '{name}' ({what}): {type(exc).__name__}: {_one_line(exc)}"
+
+
+_CONNECTION_ERRORS = ("ConnectError", "ConnectTimeout", "NetworkError", "gaierror", "ConnectionError")
+
+
+def _hub_unreachable(exc: BaseException) -> bool:
+    """True when ``exc`` (or an exception it was raised from) says the hub could not be reached."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if "couldn't connect" in str(current) or type(current).__name__ in _CONNECTION_ERRORS:
+            return True
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _attn_checked(name: str, attn_implementation: str, build: Callable[[], PreTrainedModel]) -> PreTrainedModel:

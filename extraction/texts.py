@@ -3,67 +3,164 @@
 Texts files: ``.txt`` (one text a line, blank lines skipped), ``.jsonl`` (a ``text``
 field on each line) and ``.csv`` (a ``text`` column). Anything else, or a malformed
 file, raises :class:`TextsError` with a message naming the file and what is wrong.
+
+What counts as text: UTF-8 (a BOM is allowed) or UTF-16 with a byte-order mark. A file
+in which more than :data:`BINARY_CONTROL_FRACTION` of the bytes are control bytes other
+than tab, newline, carriage return, form feed and vertical tab is binary and refused; a
+few stray NUL bytes in otherwise textual content are removed from the texts (with a
+warning naming the texts), since no tokenizer or pipeline means anything by them. Other
+characters (emoji, CJK, right-to-left marks, zero-width and combining characters,
+escape sequences) are kept exactly: they are part of what the model reads. Lines end at
+``\n``, ``\r\n`` or ``\r`` only, not at the other characters ``str.splitlines`` breaks
+on (form feed, U+2028, ...), so a text keeps them.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
 TEXT_SUFFIXES = (".txt", ".jsonl", ".csv")
+#: A file with more control bytes than this (as a fraction of its bytes) is binary.
+BINARY_CONTROL_FRACTION = 0.05
+# C0 control bytes and DEL, less the whitespace ones text files do contain.
+_CONTROL_BYTES = bytes([*range(0x20), 0x7F]).translate(None, b"\t\n\r\f\v")
+_LINE_BREAK = re.compile(r"\r\n|\n|\r")
 
 
 class TextsError(ValueError):
     """A texts file or a list of texts cannot be used; the message says why."""
 
 
+def split_lines(content: str) -> list[str]:
+    """Lines of ``content``, broken at ``\\n``, ``\\r\\n`` or ``\\r`` only (a final line break
+    adds no empty line). Unlike ``str.splitlines`` this keeps form feeds, U+2028 and the
+    other characters that are line breaks to Unicode but not to a texts file."""
+    lines = _LINE_BREAK.split(content)
+    if lines and lines[-1] == "":
+        lines.pop()
+    return lines
+
+
 def parse_texts(content: str, suffix: str, source: str = "input") -> list[str]:
-    """Parse the decoded content of a texts file of type ``suffix`` into texts."""
+    """Parse the decoded content of a texts file of type ``suffix`` into texts.
+
+    NUL characters are removed from the texts (a warning names the texts); a text left
+    blank by that is dropped like a blank line.
+    """
     suffix = suffix.lower()
     if suffix == ".txt":
-        texts = [line.strip("\r") for line in content.splitlines()]
-        texts = [t for t in texts if t.strip()]
+        texts = [line for line in split_lines(content) if line.replace("\x00", "").strip()]
     elif suffix == ".jsonl":
         texts = []
-        for number, line in enumerate(content.splitlines(), start=1):
+        for number, line in enumerate(split_lines(content), start=1):
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
+                # strict=False: raw tabs and other control characters inside strings are text.
+                record = json.loads(line, strict=False)
             except json.JSONDecodeError as error:
-                raise TextsError(f"{source}: line {number} is not valid JSON ({error.msg})") from None
+                raise TextsError(
+                    f"{source}: line {number} is not valid JSON ({error.msg} at column {error.colno})"
+                ) from None
             if not isinstance(record, dict) or "text" not in record:
                 raise TextsError(f"{source}: line {number} has no 'text' field")
             if not isinstance(record["text"], str):
                 raise TextsError(f"{source}: line {number}: 'text' is not a string")
+            if not record["text"].replace("\x00", "").strip():
+                raise TextsError(f"{source}: line {number}: 'text' is empty")
+            problem = unicode_problem(record["text"])
+            if problem:
+                raise TextsError(f"{source}: line {number}: 'text' {problem}")
             texts.append(record["text"])
     elif suffix == ".csv":
-        reader = csv.DictReader(io.StringIO(content))
-        if reader.fieldnames is None or "text" not in reader.fieldnames:
-            found = ", ".join(reader.fieldnames or []) or "none"
-            raise TextsError(f"{source}: no 'text' column (columns found: {found})")
-        texts = [row["text"] for row in reader if row.get("text") and row["text"].strip()]
+        try:
+            reader = csv.DictReader(io.StringIO(content, newline=""))
+            if reader.fieldnames is None or "text" not in reader.fieldnames:
+                found = ", ".join(reader.fieldnames or []) or "none"
+                raise TextsError(f"{source}: no 'text' column (columns found: {found})")
+            rows = list(reader)
+        except csv.Error as error:
+            raise TextsError(f"{source}: is not valid CSV near line {reader.line_num} ({error})") from None
+        texts = [row["text"] for row in rows if row.get("text") and row["text"].replace("\x00", "").strip()]
     else:
         raise TextsError(f"{source}: unsupported file type '{suffix}' (use one of {', '.join(TEXT_SUFFIXES)})")
+    texts = _without_nul(texts, source)
     if not texts:
         raise TextsError(f"{source}: contains no texts")
     return texts
 
 
+def _without_nul(texts: list[str], source: str) -> list[str]:
+    """``texts`` with NUL characters removed; a warning names the texts that had some."""
+    had_nul = [number for number, text in enumerate(texts, start=1) if "\x00" in text]
+    if not had_nul:
+        return texts
+    shown = ", ".join(str(number) for number in had_nul[:10]) + (" ..." if len(had_nul) > 10 else "")
+    logger.warning("%s: removed NUL bytes from %d text(s): text %s", source, len(had_nul), shown)
+    return [text.replace("\x00", "") for text in texts]
+
+
+def unicode_problem(text: str) -> str | None:
+    """Why ``text`` cannot be encoded (an unpaired surrogate, e.g. from a JSON ``\\ud800``
+    escape), or None when it is valid Unicode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return (
+            f"holds an unpaired surrogate U+{ord(text[error.start]):04X} at character {error.start + 1}, "
+            "which is not a character (a broken \\u escape?)"
+        )
+    return None
+
+
 def decode_bytes(data: bytes, source: str = "input") -> str:
-    """Decode file bytes as UTF-8 (a BOM is allowed); binary or other encodings are refused."""
-    if b"\x00" in data[:8192] and not data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        raise TextsError(f"{source}: looks like a binary file, not text")
+    """Decode file bytes as UTF-8 (a BOM is allowed) or BOM-marked UTF-16.
+
+    Raises :class:`TextsError` for a binary file (more than :data:`BINARY_CONTROL_FRACTION`
+    of its bytes are control bytes; UTF-16 without a byte-order mark is recognised and
+    named) and for any other encoding.
+    """
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-16")
+        except UnicodeDecodeError as error:
+            raise TextsError(
+                f"{source}: starts with a UTF-16 byte-order mark but is not valid UTF-16 "
+                f"(bad bytes at offset {error.start})"
+            ) from None
+    if data:
+        controls = len(data) - len(data.translate(None, _CONTROL_BYTES))
+        if controls / len(data) > BINARY_CONTROL_FRACTION:
+            if _looks_like_utf16_without_bom(data):
+                raise TextsError(f"{source}: looks like UTF-16 text without a byte-order mark; save it as UTF-8")
+            raise TextsError(
+                f"{source}: looks like a binary file, not text ({100 * controls / len(data):.0f}% control bytes)"
+            )
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise TextsError(f"{source}: is not UTF-8 text (bad byte at offset {error.start})") from None
+        raise TextsError(
+            f"{source}: is not UTF-8 text (bad byte 0x{data[error.start]:02x} at offset {error.start}); "
+            "save it as UTF-8"
+        ) from None
+
+
+def _looks_like_utf16_without_bom(data: bytes) -> bool:
+    """True when nearly every other byte is NUL and the bytes between are not, as in
+    UTF-16 of mostly Latin text."""
+    sample = data[:8192]
+    half = len(sample) // 2
+    nuls = sorted((sample[0::2].count(0), sample[1::2].count(0)))  # (fewer, more)
+    return half >= 2 and nuls[1] >= 0.9 * half and nuls[0] <= 0.1 * half
 
 
 def read_texts(path: str | Path) -> list[str]:
@@ -73,7 +170,10 @@ def read_texts(path: str | Path) -> list[str]:
         raise TextsError(f"{path}: no such file")
     if path.suffix.lower() not in TEXT_SUFFIXES:
         raise TextsError(f"{path}: unsupported file type '{path.suffix}' (use one of {', '.join(TEXT_SUFFIXES)})")
-    return parse_texts(decode_bytes(path.read_bytes(), str(path)), path.suffix, str(path))
+    data = path.read_bytes()
+    if not data:
+        raise TextsError(f"{path}: the file is empty, it contains no texts")
+    return parse_texts(decode_bytes(data, str(path)), path.suffix, str(path))
 
 
 @dataclass
@@ -109,13 +209,19 @@ class TokenizedTexts:
 def tokenize_texts(tokenizer, texts: list[str], max_tokens: int | None = None) -> TokenizedTexts:
     """Tokenize each text on its own; cut texts longer than ``max_tokens``.
 
-    Raises :class:`TextsError` if there are no texts or a text has no tokens at all.
+    Raises :class:`TextsError` if there are no texts, or a text is not a string, is not
+    valid Unicode (an unpaired surrogate) or has no tokens at all (the empty string).
     """
     if not texts:
         raise TextsError("no texts given")
     token_ids: list[list[int]] = []
     truncated: list[tuple[int, int]] = []
     for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise TextsError(f"text {index + 1} is a {type(text).__name__}, not a string")
+        problem = unicode_problem(text)
+        if problem:
+            raise TextsError(f"text {index + 1} {problem}")
         ids = list(tokenizer(text, add_special_tokens=True)["input_ids"])
         if not ids:
             raise TextsError(f"text {index + 1} ({text[:30]!r}) has no tokens after tokenization")

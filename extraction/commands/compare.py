@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from ..cli import CliError, add_model_arguments, load_model_from_args, progress_bar, write_json_atomic
+from ..cli import (
+    CliError,
+    add_model_arguments,
+    check_output_path,
+    load_model_from_args,
+    progress_bar,
+    write_json_atomic,
+)
 
 ORDER = 0
 
 
 def add_parser(subparsers) -> None:
-    from ..strategies import DEFAULT_BATCH_SIZE, STRATEGIES
+    from ..strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, STRATEGIES
 
     parser = subparsers.add_parser("compare", help="compare every padding strategy with single-sample extraction")
     add_model_arguments(parser)
@@ -19,6 +27,13 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--strategies", default="all", help=f"comma-separated, or all: {','.join(STRATEGIES)}")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument(
+        "--max-batch-tokens",
+        type=int,
+        default=DEFAULT_MAX_BATCH_TOKENS,
+        help="at most this many positions (texts x longest, padding included) in one forward pass; "
+        f"a longer text runs alone (default {DEFAULT_MAX_BATCH_TOKENS})",
+    )
     parser.add_argument("--json", dest="json_out", help="write the results as JSON to this file")
     parser.set_defaults(run=run)
 
@@ -45,8 +60,14 @@ def run(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.max_batch_tokens < 1:
+        raise CliError(f"--max-batch-tokens must be at least 1, got {args.max_batch_tokens}")
     names = parse_strategy_names(args.strategies)
     texts = read_texts(args.texts)
+    if args.json_out:
+        check_output_path(args.json_out)
+        if Path(args.json_out).resolve() == Path(args.texts).resolve():
+            raise CliError(f"--json {args.json_out}: is the texts file; give another file name")
     loaded = load_model_from_args(args)
     tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
     bars: dict[str, object] = {}
@@ -60,7 +81,14 @@ def run(args: argparse.Namespace) -> int:
         bars[name].refresh()
 
     try:
-        report = compare_strategies(loaded, tokenized, names, batch_size=args.batch_size, progress=progress)
+        report = compare_strategies(
+            loaded,
+            tokenized,
+            names,
+            batch_size=args.batch_size,
+            max_batch_tokens=args.max_batch_tokens,
+            progress=progress,
+        )
     finally:
         for bar in bars.values():
             bar.close()
@@ -68,11 +96,14 @@ def run(args: argparse.Namespace) -> int:
     for note in report.notes:
         print(f"note: {note}")
     print(
-        f"{len(tokenized)} texts, {sum(tokenized.lengths)} tokens, batch size {args.batch_size}; "
+        f"{len(tokenized)} texts, {sum(tokenized.lengths)} tokens, batch size {args.batch_size} "
+        f"(at most {args.max_batch_tokens} positions a pass); "
         f"thresholds: exact >= 0.9999 min cosine and same top-1, drift >= 0.99"
     )
     print(format_compare_table(report))
     if args.json_out:
-        write_json_atomic(args.json_out, report.to_json_dict())
+        payload = report.to_json_dict()
+        payload["max_batch_tokens"] = args.max_batch_tokens
+        write_json_atomic(args.json_out, payload)
         print(f"wrote {args.json_out}")
     return 0

@@ -1,0 +1,141 @@
+"""Property tests (hypothesis) on the tiny random models.
+
+For random texts, odd characters included, and random batch sizes and token budgets:
+
+* every strategy whose verdict on that model is exact agrees with ``single`` within
+  tolerance (cosine >= EXACT_COSINE at every layer, for every text);
+* ``right-naive`` differs for exactly the texts that are shorter than the longest text
+  in their batch (they read a pad token's state) and agrees for the others;
+* a text that tokenizes to zero tokens is refused with a :class:`TextsError` naming it.
+
+Each tiny model is loaded once per module; ``extract_states`` is called directly.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from extraction.compare import EXACT_COSINE
+from extraction.extract import extract_states
+from extraction.metrics import cosine_similarity
+from extraction.models import LoadedModel, load_model
+from extraction.strategies import REFERENCE, STRATEGIES, get_strategy
+from extraction.texts import TextsError, tokenize_texts
+
+#: Strategies that are not exact in float32, per model (the rest must match ``single``).
+NOT_EXACT = {
+    "tiny-random-llama": {"right-naive", "packed-naive"},
+    "tiny-random-gpt2": {"right-naive", "packed-naive", "left-naive"},  # absolute positions
+}
+
+ODD_CHARACTERS = [
+    "🙂",
+    "👍🏽",
+    "👨\u200d👩\u200d👧",  # zero-width joiners
+    "日本語",
+    "中文",
+    "مرحبا",  # right-to-left
+    "שלום",
+    "\u200f",  # right-to-left mark
+    "\u202e",  # right-to-left override
+    "\u200b",  # zero-width space
+    "\ufeff",  # zero-width no-break space (BOM)
+    "e\u0301",  # combining acute
+    "\u0308",  # a lone combining diaeresis
+    "\x00",
+    "\x07",
+    "\x1b[0m",
+    "\t",
+    "\r\n",
+    "\x0c",
+    "\u2028",
+    " ",
+]
+
+# Text pieces: ordinary words, odd characters, and any characters at all (no surrogates:
+# a str holding one cannot be encoded; texts.unicode_problem refuses those).
+pieces = st.one_of(
+    st.sampled_from(["the", "cat", "sat", "on", "a", "mat", "padding", "."]),
+    st.sampled_from(ODD_CHARACTERS),
+    st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=4),
+)
+texts_strategy = st.lists(st.lists(pieces, min_size=1, max_size=12).map("".join), min_size=2, max_size=7)
+batch_sizes = st.integers(min_value=1, max_value=8)
+budgets = st.sampled_from([None, 24, 64, 8192])
+
+PROPERTY_SETTINGS = settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+
+
+@pytest.fixture(scope="module", params=sorted(NOT_EXACT))
+def tiny(request: pytest.FixtureRequest) -> LoadedModel:
+    return load_model(request.param, device="cpu")
+
+
+def last_token_states(loaded: LoadedModel, tokenized, name: str, batch_size: int, budget) -> torch.Tensor:
+    """(N, L, d) last-real-token states of every layer."""
+    return extract_states(loaded, tokenized, name, batch_size, budget, keep_logits=False).hidden
+
+
+@PROPERTY_SETTINGS
+@given(texts=texts_strategy, batch_size=batch_sizes, budget=budgets)
+def test_exact_strategies_agree_with_single(tiny: LoadedModel, texts, batch_size, budget):
+    tokenized = tokenize_texts(tiny.tokenizer, texts, max_tokens=tiny.context_length)
+    reference = last_token_states(tiny, tokenized, REFERENCE, 1, budget)  # (N, L, d)
+    assert torch.isfinite(reference).all()
+    for name in STRATEGIES:
+        if name == REFERENCE or name in NOT_EXACT[tiny.name]:
+            continue
+        cosine = cosine_similarity(last_token_states(tiny, tokenized, name, batch_size, budget), reference)  # (N, L)
+        assert cosine.min() >= EXACT_COSINE, (name, cosine.min(1).values.tolist())
+
+
+@PROPERTY_SETTINGS
+@given(texts=texts_strategy, batch_size=batch_sizes, budget=budgets)
+def test_right_naive_differs_exactly_for_the_shorter_texts_of_a_batch(tiny: LoadedModel, texts, batch_size, budget):
+    tokenized = tokenize_texts(tiny.tokenizer, texts, max_tokens=tiny.context_length)
+    lengths = tokenized.lengths
+    reference = last_token_states(tiny, tokenized, REFERENCE, 1, budget)
+    naive = last_token_states(tiny, tokenized, "right-naive", batch_size, budget)
+    per_text_min = cosine_similarity(naive, reference).min(1).values  # (N,)
+    for group in get_strategy("right-naive").plan(lengths, batch_size, budget):
+        longest = max(lengths[i] for i in group)
+        for i in group:
+            if lengths[i] < longest:  # position -1 of this row is a pad token
+                assert per_text_min[i] < EXACT_COSINE, (i, lengths, group)
+            else:
+                assert per_text_min[i] >= EXACT_COSINE, (i, lengths, group)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(texts=texts_strategy, data=st.data())
+def test_a_text_with_no_tokens_is_refused_by_number(tiny: LoadedModel, texts, data):
+    position = data.draw(st.integers(min_value=0, max_value=len(texts)))
+    with_empty = [*texts[:position], "", *texts[position:]]
+    with pytest.raises(TextsError, match=f"^text {position + 1} \\(''\\) has no tokens"):
+        tokenize_texts(tiny.tokenizer, with_empty)
+    # Every non-empty text, however odd, has at least one token.
+    assert min(tokenize_texts(tiny.tokenizer, texts).lengths) >= 1
+
+
+@settings(max_examples=25, deadline=None)
+@given(text=st.text(min_size=1, max_size=20))
+def test_unpaired_surrogates_are_refused_not_crashed_on(text):
+    # Any str, surrogates included: either it tokenizes or TextsError says why; no other error.
+    class Utf8Tokenizer:
+        def __call__(self, text, add_special_tokens=True):
+            return {"input_ids": list(text.encode("utf-8"))}
+
+    try:
+        tokenized = tokenize_texts(Utf8Tokenizer(), [text])
+    except TextsError as error:
+        assert "unpaired surrogate" in str(error)
+        assert any(0xD800 <= ord(c) <= 0xDFFF for c in text)
+    else:
+        assert tokenized.lengths[0] >= 1
