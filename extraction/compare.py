@@ -40,8 +40,6 @@ EXACT_COSINE = 0.9999
 DRIFT_COSINE = 0.99
 #: Rows of logits (texts x strategies) computed together in the logit lens.
 _LENS_ROWS = 256
-#: Rows of logits (texts x strategies) computed together in the logit lens.
-_LENS_ROWS = 256
 
 #: ``progress(strategy_name, strategy_number, strategy_count, done_texts, total_texts)``
 CompareProgress = Callable[[str, int, int, int, int], None]
