@@ -1,0 +1,545 @@
+"""Probe impact: what a probe trained on one strategy's states scores at inference time.
+
+A researcher extracts hidden states in padded batches, trains a linear probe on them and
+validates it on a held-out split extracted the same way. At inference time states come
+one text at a time (``single``). If the batched states were corrupted, the probe learned
+the corruption: its validation accuracy overstates what inference will see.
+
+For each strategy :func:`run_probe`:
+
+1. extracts the last-real-token state of every text at one layer (``hidden_states``
+   index, default the last);
+2. splits the texts train/test, stratified by label, with a fixed seed (the same split
+   for every strategy);
+3. trains a standardized logistic-regression probe on the strategy's train features;
+4. scores it on (a) the strategy's own test features, ``accuracy_same`` (what the
+   researcher sees), and (b) the ``single`` test features, ``accuracy_single`` (what
+   inference sees); ``gap = accuracy_same - accuracy_single``;
+5. when every label is exactly one token of the vocabulary, applies ``lm_head`` to the
+   strategy's final-layer test states and predicts the label whose token has the
+   highest logit: the zero-shot ``lm_head_accuracy``.
+
+The train/score step, :func:`fit_and_score`, is a pure function of feature arrays.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from . import metrics
+from .compare import EXACT_COSINE, apply_lm_head
+from .extract import extract_states
+from .strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, REFERENCE, parse_strategy_names
+from .texts import decode_bytes, tokenize_texts
+
+if TYPE_CHECKING:
+    from .models import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TEST_FRACTION = 0.25
+DEFAULT_SEED = 0
+DEFAULT_C = 1.0  # inverse L2 strength of the logistic regression (scikit-learn's default)
+MAX_ITER = 5000  # lbfgs iterations; standardized features converge well before this
+#: Each class needs this many rows: at least one in the test split and several to train on.
+MIN_ROWS_PER_CLASS = 4
+BUILTIN_DATASET = "sentiment_demo.csv"
+BUILTIN_DESCRIPTION = (
+    "200 short product, movie and restaurant reviews written for this project, ending in "
+    "' Sentiment:', labelled ' positive' / ' negative' (balanced, 6 to 77 tokens)"
+)
+
+#: ``progress(strategy_name, strategy_number, strategy_count, done_texts, total_texts)``
+ProbeProgress = Callable[[str, int, int, int, int], None]
+
+
+# --- labelled data -----------------------------------------------------------------------
+
+
+@dataclass
+class LabelledTexts:
+    """Texts with one label each (``N`` rows). Labels are kept exactly as written, leading
+    spaces included: ``" positive"`` is the token a model predicts after ``"Sentiment:"``."""
+
+    texts: list[str]
+    labels: list[str]
+    source: str = "input"
+
+    def __post_init__(self) -> None:
+        if len(self.texts) != len(self.labels):
+            raise ValueError(f"{self.source}: {len(self.texts)} texts but {len(self.labels)} labels")
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def classes(self) -> list[str]:
+        """The distinct labels, sorted: class ``k`` of the probe is ``classes[k]``."""
+        return sorted(set(self.labels))
+
+    @property
+    def label_indices(self) -> np.ndarray:
+        """(N,) int: the class index of every row."""
+        index = {label: k for k, label in enumerate(self.classes)}
+        return np.array([index[label] for label in self.labels], dtype=np.int64)
+
+    def class_counts(self) -> dict[str, int]:
+        return {label: self.labels.count(label) for label in self.classes}
+
+    def to_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"text": self.texts, "label": self.labels})
+
+
+def parse_labelled_csv(content: str, source: str = "input") -> LabelledTexts:
+    """Parse CSV text with ``text`` and ``label`` columns (other columns are ignored).
+
+    Raises ``ValueError`` when a column is missing, a row has an empty text or label, or
+    there are no rows; see :func:`check_labelled` for the checks on the classes.
+    """
+    reader = csv.DictReader(io.StringIO(content))
+    columns = reader.fieldnames or []
+    missing = [name for name in ("text", "label") if name not in columns]
+    if missing:
+        found = ", ".join(repr(c) for c in columns) or "none"
+        raise ValueError(
+            f"{source}: missing column(s) {', '.join(missing)}; a labelled CSV needs 'text' and 'label' "
+            f"columns (found: {found})"
+        )
+    texts: list[str] = []
+    labels: list[str] = []
+    for number, row in enumerate(reader, start=2):  # line 1 is the header
+        text, label = row.get("text"), row.get("label")
+        if text is None or not text.strip():
+            raise ValueError(f"{source}: row {number} has an empty text")
+        if label is None or not label.strip():
+            raise ValueError(f"{source}: row {number} has an empty label")
+        texts.append(text)
+        labels.append(label)
+    if not texts:
+        raise ValueError(f"{source}: has a header but no rows")
+    return LabelledTexts(texts, labels, source)
+
+
+def read_labelled_csv(path: str | Path) -> LabelledTexts:
+    """Read a labelled ``.csv`` file (UTF-8); see :func:`parse_labelled_csv`."""
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: no such file")
+    if path.suffix.lower() != ".csv":
+        raise ValueError(f"{path}: a labelled data set must be a .csv file with text and label columns")
+    return parse_labelled_csv(decode_bytes(path.read_bytes(), str(path)), str(path))
+
+
+def builtin_dataset() -> LabelledTexts:
+    """The labelled demo set shipped in ``extraction/data`` (see ``generate_sentiment_demo.py``)."""
+    content = resources.files(__package__).joinpath("data", BUILTIN_DATASET).read_text(encoding="utf-8")
+    return parse_labelled_csv(content, f"built-in {BUILTIN_DATASET}")
+
+
+def check_labelled(data: LabelledTexts, test_fraction: float = DEFAULT_TEST_FRACTION) -> None:
+    """``ValueError`` unless ``data`` can be split for a probe: at least two classes, and every
+    class with at least :data:`MIN_ROWS_PER_CLASS` rows."""
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test fraction must be between 0 and 1 (exclusive), got {test_fraction}")
+    counts = data.class_counts()
+    if len(counts) < 2:
+        only = next(iter(counts), "")
+        raise ValueError(f"{data.source}: only one class ({only!r}); a probe needs at least two different labels")
+    small = {label: n for label, n in counts.items() if n < MIN_ROWS_PER_CLASS}
+    if small:
+        listed = ", ".join(f"{label!r}: {n}" for label, n in small.items())
+        raise ValueError(
+            f"{data.source}: too few rows for a stratified train/test split ({listed}); every class needs at "
+            f"least {MIN_ROWS_PER_CLASS}"
+        )
+
+
+def stratified_split(
+    labels: Sequence[int] | np.ndarray, test_fraction: float = DEFAULT_TEST_FRACTION, seed: int = DEFAULT_SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """(train_indices, test_indices), both sorted, disjoint and covering every row.
+
+    Per class with ``n`` rows, ``round(n * test_fraction)`` of them (at least 1 and at most
+    ``n - 1``) go to the test split, chosen by a permutation from ``numpy``'s generator
+    seeded with ``seed``: the same labels and seed always give the same split.
+    """
+    labels = np.asarray(labels)
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test fraction must be between 0 and 1 (exclusive), got {test_fraction}")
+    rng = np.random.default_rng(seed)
+    test: list[np.ndarray] = []
+    for label in np.unique(labels):
+        members = np.flatnonzero(labels == label)
+        if len(members) < 2:
+            raise ValueError(f"class {label!r} has {len(members)} row(s); a stratified split needs at least 2")
+        take = min(max(1, round(len(members) * test_fraction)), len(members) - 1)
+        test.append(rng.permutation(members)[:take])
+    test_indices = np.sort(np.concatenate(test))
+    train_indices = np.setdiff1d(np.arange(len(labels)), test_indices)
+    return train_indices, test_indices
+
+
+# --- the probe (pure) ------------------------------------------------------------------
+
+
+def make_probe(seed: int = DEFAULT_SEED, C: float = DEFAULT_C) -> Pipeline:
+    """A standardized logistic regression: ``StandardScaler`` then ``LogisticRegression``
+    (L2, lbfgs). Standardizing matters: hidden-state dimensions differ in scale by orders
+    of magnitude (a few "massive activation" dimensions dominate raw features)."""
+    return Pipeline(
+        [
+            ("scale", StandardScaler()),
+            ("logistic", LogisticRegression(C=C, max_iter=MAX_ITER, random_state=seed)),
+        ]
+    )
+
+
+def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
+    """``mean(predictions == labels)``."""
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    if predictions.shape != labels.shape or predictions.size == 0:
+        raise ValueError(f"need equal, non-empty shapes, got {predictions.shape} and {labels.shape}")
+    return float(np.mean(predictions == labels))
+
+
+@dataclass
+class ProbeScores:
+    """A probe fitted on train features and scored on two versions of the same test rows."""
+
+    probe: Pipeline = field(repr=False)  # the fitted StandardScaler + LogisticRegression
+    train_accuracy: float  # on its own training features
+    accuracy_same: float  # on the test features extracted like the training ones
+    accuracy_single: float  # on the single-sample test features of the same texts
+    predictions_same: np.ndarray = field(repr=False)  # (n_test,) class index
+    predictions_single: np.ndarray = field(repr=False)  # (n_test,) class index
+
+    @property
+    def gap(self) -> float:
+        """``accuracy_same - accuracy_single``: how much validation overstates inference."""
+        return self.accuracy_same - self.accuracy_single
+
+    @property
+    def prediction_flips(self) -> float:
+        """Fraction of test texts whose prediction changes between the two feature sets."""
+        return float(np.mean(self.predictions_same != self.predictions_single))
+
+
+def fit_and_score(
+    train_features: np.ndarray,
+    train_labels: np.ndarray,
+    test_features_same: np.ndarray,
+    test_features_single: np.ndarray,
+    test_labels: np.ndarray,
+    seed: int = DEFAULT_SEED,
+    C: float = DEFAULT_C,
+) -> ProbeScores:
+    """Fit :func:`make_probe` on ``(train_features (n_train, d), train_labels (n_train,))``, then
+    score it on ``test_features_same (n_test, d)`` and ``test_features_single (n_test, d)``
+    against ``test_labels (n_test,)``. Pure: no model involved, same inputs -> same scores."""
+    train_features = np.asarray(train_features, dtype=np.float64)
+    same = np.asarray(test_features_same, dtype=np.float64)
+    single = np.asarray(test_features_single, dtype=np.float64)
+    if same.shape != single.shape or same.shape[1:] != train_features.shape[1:]:
+        raise ValueError(
+            f"feature shapes disagree: train {train_features.shape}, same {same.shape}, single {single.shape}"
+        )
+    for name, array in (("train", train_features), ("same", same), ("single", single)):
+        if not np.isfinite(array).all():
+            raise ValueError(f"{name} features contain NaN or inf; a probe cannot be trained or scored on them")
+    probe = make_probe(seed, C)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        probe.fit(train_features, train_labels)
+    if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+        logger.warning("the probe's logistic regression did not converge in %d iterations", MAX_ITER)
+    predictions_same = probe.predict(same)
+    predictions_single = probe.predict(single)
+    return ProbeScores(
+        probe=probe,
+        train_accuracy=accuracy(probe.predict(train_features), np.asarray(train_labels)),
+        accuracy_same=accuracy(predictions_same, np.asarray(test_labels)),
+        accuracy_single=accuracy(predictions_single, np.asarray(test_labels)),
+        predictions_same=predictions_same,
+        predictions_single=predictions_single,
+    )
+
+
+# --- zero-shot lm_head ---------------------------------------------------------------------
+
+
+def label_token_ids(tokenizer, classes: Sequence[str]) -> tuple[list[int] | None, str | None]:
+    """(token id per class, None) when every label is exactly one token of the vocabulary
+    (encoded as written, without special tokens), else (None, the reason)."""
+    ids: list[int] = []
+    for label in classes:
+        encoded = list(tokenizer(label, add_special_tokens=False)["input_ids"])
+        if len(encoded) != 1:
+            return None, (
+                f"label {label!r} is {len(encoded)} tokens, not one, so lm_head cannot score it as a next token "
+                "(labels are tokenized as written: ' positive' with its leading space is one token in many "
+                "vocabularies, 'positive' may not be)"
+            )
+        ids.append(encoded[0])
+    if len(set(ids)) != len(ids):
+        return None, "two labels map to the same token, so lm_head cannot tell them apart"
+    return ids, None
+
+
+def label_predictions(label_logits: torch.Tensor) -> np.ndarray:
+    """(N, C) logits of the label tokens -> (N,) class index, ``argmax_k logits[:, k]``."""
+    return label_logits.argmax(-1).cpu().numpy()
+
+
+# --- the report ----------------------------------------------------------------------------
+
+
+@dataclass
+class StrategyProbe:
+    """One strategy's probe and zero-shot numbers (``n_test`` test texts, width ``d``)."""
+
+    name: str
+    scores: ProbeScores
+    features: np.ndarray = field(repr=False)  # (N, d) float32: every text's state at the probed layer
+    corrupted_test_fraction: float  # test texts whose features have cosine < EXACT_COSINE to single's
+    lm_head_accuracy: float | None  # zero-shot, on final-layer test states; None if labels are not single tokens
+    lm_head_predictions: np.ndarray | None = field(default=None, repr=False)  # (n_test,) class index
+
+    @property
+    def accuracy_same(self) -> float:
+        return self.scores.accuracy_same
+
+    @property
+    def accuracy_single(self) -> float:
+        return self.scores.accuracy_single
+
+    @property
+    def gap(self) -> float:
+        return self.scores.gap
+
+    def to_dict(self) -> dict:
+        return {
+            "accuracy_same": self.accuracy_same,
+            "accuracy_single": self.accuracy_single,
+            "gap": self.gap,
+            "train_accuracy": self.scores.train_accuracy,
+            "prediction_flips": self.scores.prediction_flips,
+            "corrupted_test_fraction": self.corrupted_test_fraction,
+            **({"lm_head_accuracy": self.lm_head_accuracy} if self.lm_head_accuracy is not None else {}),
+        }
+
+
+@dataclass
+class ProbeReport:
+    """Probes trained on each strategy's features, all scored on the same test texts."""
+
+    model: str
+    model_description: str
+    is_random: bool
+    layer: int  # hidden_states index probed (0 = embeddings, num_layers = the last, post-norm)
+    num_layers: int  # transformer blocks of the model
+    data_source: str
+    classes: list[str]
+    num_texts: int
+    train_indices: np.ndarray = field(repr=False)  # (n_train,) row indices
+    test_indices: np.ndarray = field(repr=False)  # (n_test,) row indices
+    test_labels: np.ndarray = field(repr=False)  # (n_test,) class index
+    seed: int
+    test_fraction: float
+    batch_size: int
+    strategies: dict[str, StrategyProbe]
+    lm_head_note: str | None = None  # why there is no lm_head accuracy, if there is none
+    notes: list[str] = field(default_factory=list)
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per strategy: accuracy_same, accuracy_single, gap, lm_head_accuracy (NaN
+        when labels are not single tokens), prediction_flips, corrupted_test_fraction."""
+        rows = []
+        for name, result in self.strategies.items():
+            rows.append(
+                {
+                    "strategy": name,
+                    "accuracy_same": result.accuracy_same,
+                    "accuracy_single": result.accuracy_single,
+                    "gap": result.gap,
+                    "lm_head_accuracy": np.nan if result.lm_head_accuracy is None else result.lm_head_accuracy,
+                    "prediction_flips": result.scores.prediction_flips,
+                    "corrupted_test_fraction": result.corrupted_test_fraction,
+                }
+            )
+        return pd.DataFrame(rows)
+
+    def to_dict(self) -> dict:
+        """JSON-ready (the ``probe --json`` output)."""
+        return {
+            "model": self.model,
+            "random_weights": self.is_random,
+            "layer": self.layer,
+            "num_layers": self.num_layers,
+            "data": self.data_source,
+            "classes": self.classes,
+            "num_texts": self.num_texts,
+            "num_train": int(len(self.train_indices)),
+            "num_test": int(len(self.test_indices)),
+            "seed": self.seed,
+            "test_fraction": self.test_fraction,
+            "batch_size": self.batch_size,
+            "lm_head_note": self.lm_head_note,
+            "notes": self.notes,
+            "strategies": {name: result.to_dict() for name, result in self.strategies.items()},
+        }
+
+
+def resolve_layer(layer: int | None, num_layers: int) -> int:
+    """A ``hidden_states`` index in ``0..num_layers``; None or negative counts from the end
+    (``-1`` = ``num_layers``, the last)."""
+    if layer is None:
+        return num_layers
+    resolved = layer + num_layers + 1 if layer < 0 else layer
+    if not 0 <= resolved <= num_layers:
+        raise ValueError(
+            f"layer {layer} out of range: this model has hidden_states 0..{num_layers} (or -1..-{num_layers + 1})"
+        )
+    return resolved
+
+
+def run_probe(
+    loaded: LoadedModel,
+    data: LabelledTexts,
+    strategies: str | Sequence[str] | None = None,
+    layer: int | None = None,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    seed: int = DEFAULT_SEED,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
+    progress: ProbeProgress | None = None,
+) -> ProbeReport:
+    """Train and score a probe per strategy (``single`` is always included); see the module docstring."""
+    names = parse_strategy_names(strategies)
+    check_labelled(data, test_fraction)
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    num_layers = loaded.num_hidden_layers
+    layer = resolve_layer(layer, num_layers)
+    kept_layers = sorted({layer, num_layers})  # the probed layer and the final one for lm_head
+    classes = data.classes
+    labels = data.label_indices
+    train_indices, test_indices = stratified_split(labels, test_fraction, seed)
+    tokenized = tokenize_texts(loaded.tokenizer, data.texts, max_tokens=loaded.context_length)
+    token_ids, lm_head_note = label_token_ids(loaded.tokenizer, classes)
+    notes = [note for note in (loaded.pad_token_note, tokenized.truncation_note) if note]
+    if loaded.is_random:
+        notes.insert(0, f"{loaded.name} has random weights: accuracies only show whether strategies agree.")
+
+    features: dict[str, np.ndarray] = {}
+    final_states: dict[str, torch.Tensor] = {}
+    for number, name in enumerate(names, start=1):
+
+        def report(done: int, total: int, name: str = name, number: int = number) -> None:
+            if progress is not None:
+                progress(name, number, len(names), done, total)
+
+        report(0, len(tokenized))
+        extraction = extract_states(
+            loaded,
+            tokenized,
+            name,
+            batch_size,
+            max_batch_tokens,
+            layers=kept_layers,
+            keep_logits=False,
+            progress=report,
+        )
+        features[name] = extraction.hidden[:, kept_layers.index(layer)].numpy()  # (N, d)
+        final_states[name] = extraction.hidden[test_indices, kept_layers.index(num_layers)]  # (n_test, d)
+
+    test_labels = labels[test_indices]
+    reference_test = features[REFERENCE][test_indices]  # (n_test, d)
+    results: dict[str, StrategyProbe] = {}
+    for name in names:
+        scores = fit_and_score(
+            features[name][train_indices],
+            labels[train_indices],
+            features[name][test_indices],
+            reference_test,
+            test_labels,
+            seed=seed,
+        )
+        cosine = metrics.cosine_similarity(
+            torch.from_numpy(features[name][test_indices]), torch.from_numpy(reference_test)
+        )
+        lm_head_accuracy = lm_head_predictions = None
+        if token_ids is not None:
+            # hidden_states[-1] is already after the final norm: lm_head alone gives the logits.
+            logits = apply_lm_head(loaded, final_states[name], final_norm=False)  # (n_test, V)
+            lm_head_predictions = label_predictions(logits[:, token_ids])  # (n_test,)
+            lm_head_accuracy = accuracy(lm_head_predictions, test_labels)
+        results[name] = StrategyProbe(
+            name=name,
+            scores=scores,
+            features=features[name],
+            corrupted_test_fraction=float((cosine.nan_to_num(-1.0) < EXACT_COSINE).double().mean()),
+            lm_head_accuracy=lm_head_accuracy,
+            lm_head_predictions=lm_head_predictions,
+        )
+        logger.info(
+            "%s: probe %.3f on its own test features, %.3f on single's",
+            name,
+            scores.accuracy_same,
+            scores.accuracy_single,
+        )
+    return ProbeReport(
+        model=loaded.name,
+        model_description=loaded.description,
+        is_random=loaded.is_random,
+        layer=layer,
+        num_layers=num_layers,
+        data_source=data.source,
+        classes=classes,
+        num_texts=len(data),
+        train_indices=train_indices,
+        test_indices=test_indices,
+        test_labels=test_labels,
+        seed=seed,
+        test_fraction=test_fraction,
+        batch_size=batch_size,
+        strategies=results,
+        lm_head_note=lm_head_note,
+        notes=notes,
+    )
+
+
+__all__ = [
+    "BUILTIN_DATASET",
+    "DEFAULT_SEED",
+    "DEFAULT_TEST_FRACTION",
+    "MIN_ROWS_PER_CLASS",
+    "LabelledTexts",
+    "ProbeReport",
+    "ProbeScores",
+    "StrategyProbe",
+    "builtin_dataset",
+    "check_labelled",
+    "fit_and_score",
+    "label_token_ids",
+    "parse_labelled_csv",
+    "read_labelled_csv",
+    "resolve_layer",
+    "run_probe",
+    "stratified_split",
+]

@@ -1,0 +1,376 @@
+"""Probe impact: the pure train/score step on hand-built features, the split, the CSV checks,
+the built-in set, run_probe on a tiny model, and the ``probe`` command."""
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from extraction.cli import main
+from extraction.extract import extract_states
+from extraction.models import load_model
+from extraction.probe import (
+    MIN_ROWS_PER_CLASS,
+    LabelledTexts,
+    builtin_dataset,
+    check_labelled,
+    fit_and_score,
+    label_token_ids,
+    parse_labelled_csv,
+    read_labelled_csv,
+    resolve_layer,
+    run_probe,
+    stratified_split,
+)
+from extraction.texts import tokenize_texts
+
+# --- the pure train/score step -------------------------------------------------------------
+
+
+def test_fit_and_score_on_hand_built_features():
+    # One feature, classes symmetric about 0: the fitted boundary is x = 0 (by symmetry), and
+    # every test point sits at |x| >= 1, far from it.
+    train = np.array([[-3.0], [-2.0], [-1.5], [1.5], [2.0], [3.0]])
+    train_labels = np.array([0, 0, 0, 1, 1, 1])
+    test_labels = np.array([0, 1, 0, 1])
+    same = np.array([[-2.0], [2.0], [-1.0], [1.0]])  # all on their class's side: 4/4
+    single = np.array([[-2.0], [2.0], [1.0], [-1.0]])  # the last two crossed over: 2/4
+    scores = fit_and_score(train, train_labels, same, single, test_labels)
+    assert scores.predictions_same.tolist() == [0, 1, 0, 1]
+    assert scores.predictions_single.tolist() == [0, 1, 1, 0]
+    assert scores.accuracy_same == 1.0
+    assert scores.accuracy_single == 0.5
+    assert scores.gap == 0.5
+    assert scores.prediction_flips == 0.5
+    assert scores.train_accuracy == 1.0
+
+
+def test_scores_come_from_the_fitted_probe():
+    rng = np.random.default_rng(3)
+    train = rng.normal(size=(40, 5))
+    train_labels = (train[:, 0] + 0.3 * rng.normal(size=40) > 0).astype(int)
+    same, single = rng.normal(size=(20, 5)), rng.normal(size=(20, 5))
+    test_labels = (same[:, 0] > 0).astype(int)
+    scores = fit_and_score(train, train_labels, same, single, test_labels)
+    assert scores.accuracy_same == np.mean(scores.probe.predict(same) == test_labels)
+    assert scores.accuracy_single == np.mean(scores.probe.predict(single) == test_labels)
+    # standardization is part of the probe: the scaler's mean is the training features' mean
+    np.testing.assert_allclose(scores.probe.named_steps["scale"].mean_, train.mean(0))
+    again = fit_and_score(train, train_labels, same, single, test_labels)
+    assert (again.predictions_single == scores.predictions_single).all()
+
+
+def test_identical_feature_sets_score_identically():
+    rng = np.random.default_rng(0)
+    train, test = rng.normal(size=(30, 4)), rng.normal(size=(12, 4))
+    scores = fit_and_score(train, rng.integers(0, 2, 30), test, test.copy(), rng.integers(0, 2, 12))
+    assert scores.accuracy_same == scores.accuracy_single and scores.prediction_flips == 0.0
+
+
+@pytest.mark.parametrize(
+    ("same", "single", "message"),
+    [
+        (np.zeros((2, 1)), np.zeros((3, 1)), "shapes disagree"),
+        (np.zeros((2, 2)), np.zeros((2, 2)), "shapes disagree"),
+        (np.array([[np.nan], [0.0]]), np.zeros((2, 1)), "NaN or inf"),
+    ],
+)
+def test_fit_and_score_refuses_bad_features(same, single, message):
+    with pytest.raises(ValueError, match=message):
+        fit_and_score(np.array([[-1.0], [1.0]]), np.array([0, 1]), same, single, np.array([0, 1]))
+
+
+# --- split and input checks ----------------------------------------------------------------
+
+
+def test_stratified_split_is_disjoint_stratified_and_seeded():
+    labels = np.array([0] * 20 + [1] * 12 + [2] * 8)
+    train, test = stratified_split(labels, test_fraction=0.25, seed=7)
+    assert len(np.intersect1d(train, test)) == 0
+    assert sorted(np.concatenate([train, test]).tolist()) == list(range(len(labels)))
+    assert np.bincount(labels[test]).tolist() == [5, 3, 2]  # round(n * 0.25) per class
+    again_train, again_test = stratified_split(labels, test_fraction=0.25, seed=7)
+    assert (again_test == test).all() and (again_train == train).all()
+    other = [stratified_split(labels, 0.25, seed)[1] for seed in range(5)]
+    assert any(not np.array_equal(test, o) for o in other)
+
+
+def test_stratified_split_keeps_one_of_each_class_on_both_sides():
+    train, test = stratified_split(np.array([0, 0, 1, 1, 1, 1, 1, 1]), test_fraction=0.05)
+    assert len(test) == 2 and len(train) == 6
+    train, test = stratified_split(np.array([0, 0, 1, 1]), test_fraction=0.9)
+    assert len(test) == 2 and len(train) == 2
+    with pytest.raises(ValueError, match="at least 2"):
+        stratified_split(np.array([0, 1, 1]))
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("text,score\nhello,1\n", "missing column.*label"),
+        ("sentence,label\nhello,a\n", "missing column.*text"),
+        ("text,label\n", "no rows"),
+        ("text,label\nhello,a\n   ,b\n", "row 3 has an empty text"),
+        ("text,label\nhello,a\nworld,\n", "row 3 has an empty label"),
+    ],
+)
+def test_parse_labelled_csv_errors(content, message):
+    with pytest.raises(ValueError, match=message):
+        parse_labelled_csv(content, "upload.csv")
+
+
+def test_labels_keep_their_leading_space_and_extra_columns_are_ignored():
+    data = parse_labelled_csv('id,text,label\n1,"Good, really."," positive"\n2,Bad.,negative\n')
+    assert data.texts == ["Good, really.", "Bad."]
+    assert data.labels == [" positive", "negative"]
+    assert data.classes == [" positive", "negative"]
+    assert data.label_indices.tolist() == [0, 1]
+
+
+def test_check_labelled_needs_two_classes_with_enough_rows():
+    with pytest.raises(ValueError, match="only one class"):
+        check_labelled(LabelledTexts(["a", "b", "c", "d", "e"], ["x"] * 5))
+    small = MIN_ROWS_PER_CLASS - 1
+    data = LabelledTexts([f"t{i}" for i in range(10 + small)], ["x"] * 10 + ["y"] * small, "small.csv")
+    with pytest.raises(ValueError, match=rf"small.csv: too few rows.*'y': {small}.*at least {MIN_ROWS_PER_CLASS}"):
+        check_labelled(data)
+    with pytest.raises(ValueError, match="test fraction"):
+        check_labelled(LabelledTexts(["a"] * 8, ["x", "y"] * 4), test_fraction=1.0)
+    check_labelled(LabelledTexts(["a"] * 8, ["x", "y"] * 4))
+
+
+def test_read_labelled_csv_file_errors(tmp_path):
+    with pytest.raises(ValueError, match="no such file"):
+        read_labelled_csv(tmp_path / "missing.csv")
+    texts = tmp_path / "data.txt"
+    texts.write_text("hello\n")
+    with pytest.raises(ValueError, match=r"must be a \.csv"):
+        read_labelled_csv(texts)
+
+
+def test_resolve_layer():
+    assert resolve_layer(None, 4) == 4
+    assert resolve_layer(-1, 4) == 4
+    assert resolve_layer(-5, 4) == 0
+    assert resolve_layer(2, 4) == 2
+    for bad in (5, -6):
+        with pytest.raises(ValueError, match=r"out of range.*0\.\.4"):
+            resolve_layer(bad, 4)
+
+
+# --- the built-in set ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_llama():
+    return load_model("tiny-random-llama")
+
+
+def test_builtin_set_is_balanced_labelled_reviews_of_varied_length(tiny_llama):
+    data = builtin_dataset()
+    assert len(data) >= 200
+    assert data.class_counts() == {" negative": len(data) // 2, " positive": len(data) // 2}
+    assert len(set(data.texts)) == len(data)
+    assert all(text.endswith(" Sentiment:") for text in data.texts)
+    lengths = tokenize_texts(tiny_llama.tokenizer, data.texts).lengths
+    assert max(lengths) >= 4 * min(lengths)  # padding matters: lengths vary widely
+    ids, note = label_token_ids(tiny_llama.tokenizer, data.classes)
+    assert note is None and len(ids) == 2
+
+
+def test_builtin_csv_is_what_its_generator_writes():
+    import importlib.util
+    from importlib import resources
+
+    folder = resources.files("extraction").joinpath("data")
+    spec = importlib.util.spec_from_file_location("generate_sentiment_demo", folder / "generate_sentiment_demo.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    shipped = (folder / "sentiment_demo.csv").read_text(encoding="utf-8")
+    assert shipped == generator.to_csv(generator.generate())
+
+
+def test_label_token_ids_explains_multi_token_labels(tiny_llama):
+    ids, note = label_token_ids(tiny_llama.tokenizer, [" positive", " negative"])
+    assert note is None
+    assert ids == [
+        tiny_llama.tokenizer(" positive", add_special_tokens=False)["input_ids"][0],
+        tiny_llama.tokenizer(" negative", add_special_tokens=False)["input_ids"][0],
+    ]
+    ids, note = label_token_ids(tiny_llama.tokenizer, [" positive", "very negative"])
+    assert ids is None and "'very negative' is 2 tokens" in note
+
+
+# --- run_probe on a tiny model -------------------------------------------------------------
+
+WORDS = "the a cat dog sat ran over under blue green quickly slowly house river song light".split()
+
+
+def ending_word_data(count: int = 40, endings=(" apple", " stone"), seed: int = 0) -> LabelledTexts:
+    """Texts of 1 to 24 random words ending in one of ``endings``; the label is the ending."""
+    rng = random.Random(seed)
+    texts, labels = [], []
+    for i in range(count):
+        ending = endings[i % 2]
+        texts.append(" ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 24))) + ending)
+        labels.append(ending)
+    return LabelledTexts(texts, labels, "ending words")
+
+
+@pytest.fixture(scope="module")
+def tiny_report(tiny_llama):
+    # Layer 0 (the embeddings): the last token's embedding is the label, so the features separate
+    # the classes. (On this random model the blocks scramble it: deeper layers score 0.6-0.8.)
+    return run_probe(tiny_llama, ending_word_data(), "right-naive,right", layer=0, batch_size=4)
+
+
+def test_single_probe_scores_the_same_on_both_test_sets(tiny_report):
+    single = tiny_report.strategies["single"]
+    assert single.accuracy_same == single.accuracy_single
+    assert (single.scores.predictions_same == single.scores.predictions_single).all()
+    assert single.gap == 0.0 and single.corrupted_test_fraction == 0.0
+    assert single.accuracy_single == 1.0  # two distinct embedding vectors, one per class
+
+
+def test_report_numbers_come_from_the_trained_probes(tiny_report):
+    test, train = tiny_report.test_indices, tiny_report.train_indices
+    labels = tiny_report.test_labels
+    single_test = tiny_report.strategies["single"].features[test]
+    all_labels = ending_word_data().label_indices
+    for result in tiny_report.strategies.values():
+        own_test = result.features[test]
+        assert result.accuracy_same == np.mean(result.scores.probe.predict(own_test) == labels)
+        assert result.accuracy_single == np.mean(result.scores.probe.predict(single_test) == labels)
+        refit = fit_and_score(result.features[train], all_labels[train], own_test, single_test, labels)
+        assert (refit.accuracy_same, refit.accuracy_single) == (result.accuracy_same, result.accuracy_single)
+    frame = tiny_report.to_frame()
+    assert list(frame["strategy"]) == ["single", "right-naive", "right"]
+    np.testing.assert_allclose(frame["gap"], frame["accuracy_same"] - frame["accuracy_single"])
+
+
+def test_corruption_is_measured_on_the_test_features(tiny_report):
+    assert tiny_report.strategies["right"].corrupted_test_fraction == 0.0
+    # right-naive reads a pad token for every text shorter than its batch's longest
+    assert tiny_report.strategies["right-naive"].corrupted_test_fraction > 0.0
+    assert tiny_report.strategies["right-naive"].scores.prediction_flips >= 0.0
+
+
+def test_lm_head_accuracy_matches_the_models_own_logits(tiny_llama, tiny_report):
+    data = ending_word_data()
+    tokenized = tokenize_texts(tiny_llama.tokenizer, data.texts)
+    own = extract_states(tiny_llama, tokenized, "single", layers=[0, tiny_llama.num_hidden_layers])
+    ids, _ = label_token_ids(tiny_llama.tokenizer, tiny_report.classes)
+    test = tiny_report.test_indices
+    expected = float((own.logits[test][:, ids].argmax(-1).numpy() == tiny_report.test_labels).mean())
+    assert tiny_report.strategies["single"].lm_head_accuracy == pytest.approx(expected)
+    assert tiny_report.lm_head_note is None
+    for result in tiny_report.strategies.values():
+        assert result.lm_head_predictions.shape == test.shape
+    # the probed layer's features are the extracted states
+    torch.testing.assert_close(torch.from_numpy(tiny_report.strategies["single"].features), own.hidden[:, 0])
+
+
+def test_report_to_dict(tiny_report):
+    data = tiny_report.to_dict()
+    assert (data["layer"], data["num_layers"]) == (0, 4)
+    assert data["num_train"] + data["num_test"] == data["num_texts"] == 40
+    assert data["classes"] == [" apple", " stone"]
+    for record in data["strategies"].values():
+        assert {"accuracy_same", "accuracy_single", "gap", "lm_head_accuracy"} <= set(record)
+    json.dumps(data, allow_nan=False)
+
+
+def test_probe_at_the_default_last_layer_without_lm_head(tiny_llama):
+    data = ending_word_data(16, endings=(" red fox", " blue whale"))
+    report = run_probe(tiny_llama, data, "single", batch_size=4)
+    assert list(report.strategies) == ["single"] and report.layer == tiny_llama.num_hidden_layers
+    tokenized = tokenize_texts(tiny_llama.tokenizer, data.texts)
+    own = extract_states(tiny_llama, tokenized, "single", layers=[report.layer], keep_logits=False)
+    np.testing.assert_array_equal(report.strategies["single"].features, own.hidden[:, 0].numpy())
+    assert report.strategies["single"].lm_head_accuracy is None
+    assert "' blue whale' is 2 tokens" in report.lm_head_note
+    assert "lm_head_accuracy" not in report.to_dict()["strategies"]["single"]
+
+
+# --- the command ---------------------------------------------------------------------------
+
+
+def write_csv(path, data: LabelledTexts):
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["text", "label"])
+        writer.writerows(zip(data.texts, data.labels, strict=True))
+    return path
+
+
+def test_probe_command_prints_table_and_writes_json(tmp_path, capsys):
+    data_file = write_csv(tmp_path / "data.csv", ending_word_data(24))
+    out = tmp_path / "out" / "probe.json"
+    code = main(
+        [
+            "probe",
+            "--model",
+            "tiny-random-llama",
+            "--data",
+            str(data_file),
+            "--strategies",
+            "right-naive",
+            "--batch-size",
+            "4",
+            "--json",
+            str(out),
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "RANDOM WEIGHTS" in printed and "acc single" in printed
+    assert any(line.startswith("right-naive") for line in printed.splitlines())
+    report = json.loads(out.read_text())
+    assert set(report["strategies"]) == {"single", "right-naive"}
+    for record in report["strategies"].values():
+        assert 0.0 <= record["accuracy_same"] <= 1.0 and 0.0 <= record["accuracy_single"] <= 1.0
+        assert 0.0 <= record["lm_head_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("text,label\n" + "".join(f"t{i},same\n" for i in range(8)), "only one class"),
+        ("text,label\n" + "".join(f"t{i},{'ab'[i % 2]}\n" for i in range(4)), "too few rows"),
+        ("words,label\nhello,a\n", "missing column"),
+    ],
+)
+def test_probe_command_input_errors(tmp_path, capsys, content, message):
+    data_file = tmp_path / "bad.csv"
+    data_file.write_text(content)
+    out = tmp_path / "probe.json"
+    code = main(["probe", "--model", "tiny-random-llama", "--data", str(data_file), "--json", str(out)])
+    assert code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and message in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_probe_command_bad_layer(tmp_path, capsys):
+    data_file = write_csv(tmp_path / "data.csv", ending_word_data(16))
+    assert main(["probe", "--model", "tiny-random-llama", "--data", str(data_file), "--layer", "9"]) == 2
+    assert "layer 9 out of range" in capsys.readouterr().err
+
+
+# --- the embedded model ------------------------------------------------------------------
+
+
+@pytest.mark.integration
+def test_smollm2_right_padding_read_correctly_changes_no_prediction():
+    loaded = load_model("smollm2-135m")
+    data = builtin_dataset()
+    subset = LabelledTexts(data.texts[:48], data.labels[:48], "built-in, first 48")
+    report = run_probe(loaded, subset, "right,right-naive", batch_size=8)
+    right, naive = report.strategies["right"], report.strategies["right-naive"]
+    assert right.corrupted_test_fraction == 0.0 and right.scores.prediction_flips == 0.0
+    assert naive.corrupted_test_fraction > 0.0
+    assert report.strategies["single"].lm_head_accuracy is not None
