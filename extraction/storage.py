@@ -176,7 +176,7 @@ def _read_numpy(data: bytes, source: str, key: str | None, suffix: str) -> tuple
                 f"{source}: holds pickled Python objects, which are not loaded (allow_pickle=False)"
             ) from None
         raise ValueError(f"{source}: cannot read it as {suffix} ({error}); is it truncated or corrupt?") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as error:
+    except (OSError, EOFError, MemoryError, zipfile.BadZipFile) as error:
         raise ValueError(f"{source}: cannot read it as {suffix} ({error}); is it truncated or corrupt?") from None
     if isinstance(loaded, np.ndarray):
         if suffix != ".npy":
@@ -187,7 +187,8 @@ def _read_numpy(data: bytes, source: str, key: str | None, suffix: str) -> tuple
     try:
         with loaded:
             arrays = {name: loaded[name] for name in loaded.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as error:  # damage shows up on access
+    # Damage shows up on access; a header claiming a huge shape shows up as MemoryError.
+    except (ValueError, OSError, EOFError, MemoryError, zipfile.BadZipFile, zlib.error) as error:
         raise ValueError(f"{source}: cannot read it as .npz ({error}); is it truncated or corrupt?") from None
     return _pick(arrays, key, source)
 

@@ -20,6 +20,9 @@ import socket
 from pathlib import Path
 
 import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from transformers import ViTConfig
 
 from extraction import cli, compare, models
@@ -567,3 +570,124 @@ def test_streamlit_config_keeps_xsrf_on_and_caps_uploads():
     assert server.get("enableCORS", True) is True
     assert 1 <= server["maxUploadSize"] <= 200
     assert config.get("browser", {}).get("gatherUsageStats") is False
+
+
+# --- stored states: files that must never run code or crash the reader ----------------
+
+
+class _CreatesFile:
+    """Pickled, its ``__reduce__`` makes unpickling call ``open(path, "w")``: if the marker
+    file exists afterwards, the reader ran code from the file."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def _malicious_files(folder: Path, marker: Path) -> dict[str, Path]:
+    import pickle
+
+    import numpy as np
+
+    payload = _CreatesFile(marker)
+    rows = torch.zeros(2, 8)
+    files = {
+        "pt-zip": folder / "zip.pt",
+        "pt-legacy": folder / "legacy.pt",
+        "pt-plain-pickle": folder / "plain.pth",
+        "npy-object": folder / "objects.npy",
+        "npz-object": folder / "objects.npz",
+    }
+    torch.save({"hidden": rows, "extra": payload}, files["pt-zip"])
+    torch.save({"hidden": rows, "extra": payload}, files["pt-legacy"], _use_new_zipfile_serialization=False)
+    files["pt-plain-pickle"].write_bytes(pickle.dumps(payload))
+    np.save(files["npy-object"], np.array([payload, 1.0], dtype=object), allow_pickle=True)
+    np.savez(files["npz-object"], hidden=np.array([payload], dtype=object))
+    return files
+
+
+@pytest.mark.parametrize("kind", ["pt-zip", "pt-legacy", "pt-plain-pickle", "npy-object", "npz-object"])
+def test_pickled_code_in_stored_states_never_runs(tmp_path, kind):
+    from extraction.storage import read_states
+
+    marker = tmp_path / "code-ran"
+    path = _malicious_files(tmp_path, marker)[kind]
+    assert not marker.exists()
+    with pytest.raises(ValueError, match=re.escape(str(path)) + r": (holds|cannot read)"):
+        read_states(path)
+    with pytest.raises(ValueError):
+        read_states(path.read_bytes(), name=path.name)  # the app's upload path
+    assert not marker.exists()
+
+
+def test_the_marker_payload_would_run_if_unpickled(tmp_path):
+    # The check above can fail: plain pickle.loads runs the payload.
+    import pickle
+
+    marker = tmp_path / "code-ran"
+    pickle.loads(pickle.dumps(_CreatesFile(marker)))
+    assert marker.exists()
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".npz"])
+def test_a_tiny_file_claiming_a_huge_shape_is_refused(tmp_path, suffix):
+    import zipfile
+
+    import numpy.lib.format as npy_format
+
+    from extraction.storage import read_states
+
+    header = io.BytesIO()
+    npy_format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**12, 8)})
+    content = header.getvalue() + bytes(64)  # claims 32 TB, holds 64 bytes
+    path = tmp_path / f"huge{suffix}"
+    if suffix == ".npy":
+        path.write_bytes(content)
+    else:
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("hidden.npy", content)
+    assert path.stat().st_size < 1024
+    with pytest.raises(ValueError, match=f"huge{re.escape(suffix)}: cannot read it as {re.escape(suffix)}"):
+        read_states(path)
+
+
+@pytest.fixture(scope="module")
+def valid_state_files(tmp_path_factory) -> dict[str, bytes]:
+    import numpy as np
+    from safetensors.torch import save_file
+
+    folder = tmp_path_factory.mktemp("states")
+    rows = torch.randn(3, 2, 8, generator=torch.Generator().manual_seed(0))
+    save_file({"hidden": rows}, folder / "s.safetensors", metadata={"layers": "[0, 1]"})
+    np.save(folder / "s.npy", rows.numpy())
+    np.savez(folder / "s.npz", hidden=rows.numpy())
+    torch.save(rows, folder / "s.pt")
+    return {path.suffix: path.read_bytes() for path in folder.iterdir()}
+
+
+@settings(max_examples=60, deadline=None)
+@given(suffix=st.sampled_from([".safetensors", ".npy", ".npz", ".pt"]), data=st.data())
+def test_damaged_state_files_give_a_value_error_or_valid_states(valid_state_files, suffix, data):
+    """Any byte damage (cut, flipped bytes, garbage) ends in states or a ValueError, never another error."""
+    from extraction.storage import read_states
+
+    original = valid_state_files[suffix]
+    damage = data.draw(st.sampled_from(["cut", "flip", "garbage"]))
+    if damage == "cut":
+        content = original[: data.draw(st.integers(0, len(original) - 1))]
+    elif damage == "flip":
+        content = bytearray(original)
+        for _ in range(data.draw(st.integers(1, 8))):
+            index = data.draw(st.integers(0, len(content) - 1))
+            content[index] = data.draw(st.integers(0, 255))
+        content = bytes(content)
+    else:
+        content = data.draw(st.binary(min_size=0, max_size=512))
+    try:
+        stored = read_states(content, name=f"damaged{suffix}")
+    except ValueError as error:
+        assert str(error).startswith(f"damaged{suffix}: ")
+    else:
+        assert stored.tensor.dtype == torch.float32
