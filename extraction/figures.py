@@ -551,15 +551,16 @@ def batch_layout_figure(
 
 def attention_categories(layout: BatchLayout, row: int) -> torch.Tensor:
     """(T, T) long: for batch ``row``, what query position i sees at key j (index into
-    :data:`ATTENTION_CATEGORIES`): 0 hidden, 1 its own text, 2 another text, 3 padding."""
+    :data:`ATTENTION_CATEGORIES`): 0 hidden, 1 its own text, 2 another text, 3 padding.
+    A padding query counts the real tokens of its row as its own text."""
     rows, _ = layout.shape
     if not 0 <= row < rows:
         raise ValueError(f"row {row} out of range: this layout has rows 0..{rows - 1}")
     visible = layout.visibility()[row]  # (T, T)
     segments = layout.segment_ids[row]  # (T,)
     query, key = segments[:, None], segments[None, :]  # (T, 1), (1, T)
-    category = torch.where(key < 0, 3, torch.where(key == query, 1, 2))  # (T, T)
-    # A pad query (segment -1) seeing a real token sees "another text" only if it is a text at all.
+    # A pad query (segment -1) belongs to no text: the real tokens it sees are its row's own.
+    category = torch.where(key < 0, 3, torch.where((key == query) | (query < 0), 1, 2))  # (T, T)
     return torch.where(visible, category, torch.zeros_like(category))
 
 
@@ -632,4 +633,93 @@ def attention_figure(
     side = max(360, min(720, 160 + 18 * cols))
     figure = _finish(figure, title, height=side)
     figure.update_layout(legend={"title": {"text": ""}})
+    return figure
+
+
+# --- probe impact ------------------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from .probe import ProbeReport
+
+#: The two bars of each strategy on the probe figure: blue (solid) and orange (hatched), a
+#: colour-blind-safe pair that the hatching also tells apart in grey scale.
+PROBE_SAME_COLOR = "#4477AA"
+PROBE_SINGLE_COLOR = "#EE7733"
+PROBE_LM_HEAD_COLOR = "#000000"
+
+
+def probe_accuracy_figure(report: ProbeReport) -> go.Figure:
+    """Grouped bars per strategy: the probe's accuracy on the strategy's own test states (what
+    validation shows) next to its accuracy on single-sample test states (what inference sees),
+    with the zero-shot ``lm_head`` accuracy as a diamond where the labels are single tokens and
+    the majority-class rate of the test split as a dotted line."""
+    frame = report.to_frame()
+    names = list(frame["strategy"])
+    same = frame["accuracy_same"].to_numpy()
+    single = frame["accuracy_single"].to_numpy()
+    gap = frame["gap"].to_numpy()
+    customdata = np.stack([gap * 100, frame["corrupted_test_fraction"].to_numpy() * 100], axis=-1)  # (S, 2)
+    hover = (
+        "<b>%{x}</b><br>%{fullData.name}: %{y:.1%}<br>gap (same - single): %{customdata[0]:+.1f} points"
+        "<br>corrupted test states: %{customdata[1]:.0f}%<extra></extra>"
+    )
+    figure = go.Figure()
+    figure.add_trace(
+        go.Bar(
+            x=names,
+            y=same,
+            name="same strategy's test states (validation)",
+            marker={"color": PROBE_SAME_COLOR},
+            text=[f"{value:.0%}" for value in same],
+            textposition="outside",
+            customdata=customdata,
+            hovertemplate=hover,
+        )
+    )
+    figure.add_trace(
+        go.Bar(
+            x=names,
+            y=single,
+            name="single-sample test states (inference)",
+            marker={"color": PROBE_SINGLE_COLOR, "pattern": {"shape": "/", "fgcolor": "#FFFFFF", "solidity": 0.3}},
+            text=[f"{value:.0%}" for value in single],
+            textposition="outside",
+            customdata=customdata,
+            hovertemplate=hover,
+        )
+    )
+    lm_head = frame["lm_head_accuracy"].to_numpy(dtype=float)
+    if np.isfinite(lm_head).any():
+        figure.add_trace(
+            go.Scatter(
+                x=names,
+                y=lm_head,
+                mode="markers",
+                name="zero-shot lm_head on the strategy's final states",
+                marker={
+                    "symbol": "diamond",
+                    "size": 11,
+                    "color": PROBE_LM_HEAD_COLOR,
+                    "line": {"color": "#FFFFFF", "width": 1},
+                },
+                hovertemplate="<b>%{x}</b><br>zero-shot lm_head: %{y:.1%}<extra></extra>",
+            )
+        )
+    counts = np.bincount(report.test_labels)
+    majority = float(counts.max() / counts.sum()) if counts.sum() else 0.0
+    figure.add_hline(
+        y=majority,
+        line={"dash": "dot", "color": "#777777"},
+        annotation_text=f"majority class {majority:.0%}",
+        annotation_position="bottom right",
+    )
+    figure.update_layout(barmode="group", bargap=0.25, bargroupgap=0.05)
+    figure.update_xaxes(title_text="strategy the probe's training states were extracted with")
+    figure.update_yaxes(title_text="test accuracy", range=[0, 1.12], tickformat=".0%")
+    subtitle = (
+        f"{report.model}, layer {report.layer} of {report.num_layers}; {len(report.test_indices)} test texts "
+        f"of {report.num_texts} ({report.data_source})"
+    )
+    figure = _finish(figure, "Probe accuracy: validation vs inference", height=480, subtitle=subtitle)
+    figure.update_layout(legend={"title": {"text": ""}, "orientation": "h", "y": -0.25, "x": 0})
     return figure

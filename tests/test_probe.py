@@ -292,6 +292,24 @@ def test_probe_at_the_default_last_layer_without_lm_head(tiny_llama):
     assert report.strategies["single"].lm_head_accuracy is None
     assert "' blue whale' is 2 tokens" in report.lm_head_note
     assert "lm_head_accuracy" not in report.to_dict()["strategies"]["single"]
+    from extraction.figures import probe_accuracy_figure
+
+    assert [trace.type for trace in probe_accuracy_figure(report).data] == ["bar", "bar"]  # no lm_head diamonds
+
+
+def test_probe_figure_draws_the_report(tiny_report):
+    from extraction.figures import probe_accuracy_figure
+
+    figure = probe_accuracy_figure(tiny_report)
+    bars = [trace for trace in figure.data if trace.type == "bar"]
+    assert len(bars) == 2 and figure.layout.barmode == "group"
+    frame = tiny_report.to_frame()
+    assert list(bars[0].x) == list(bars[1].x) == list(frame["strategy"])
+    np.testing.assert_allclose(bars[0].y, frame["accuracy_same"])
+    np.testing.assert_allclose(bars[1].y, frame["accuracy_single"])
+    (diamonds,) = [trace for trace in figure.data if trace.type == "scatter"]
+    np.testing.assert_allclose(diamonds.y, frame["lm_head_accuracy"])
+    assert "validation" in bars[0].name and "inference" in bars[1].name
 
 
 # --- the command ---------------------------------------------------------------------------
