@@ -16,7 +16,7 @@ import streamlit as st
 import ui
 from extraction.samples import SAMPLE_TEXTS
 from extraction.strategies import REFERENCE, STRATEGIES
-from extraction.texts import TEXT_SUFFIXES, TextsError, decode_bytes, parse_texts
+from extraction.texts import TEXT_SUFFIXES, TextsError
 
 PAGES_DIR = Path(__file__).resolve().parent / "pages"
 
@@ -46,17 +46,6 @@ def apply_bug_preset() -> None:
     for key, value in BUG_PRESET.items():
         st.session_state[key] = value
     st.session_state[KEY_RUN_REQUESTED] = True
-
-
-def texts_from_inputs(text_box: str, upload) -> tuple[list[str], str]:
-    """(texts, source): from the uploaded file when there is one, else the text box (one text a line)."""
-    if upload is not None:
-        suffix = "." + upload.name.rsplit(".", 1)[-1].lower() if "." in upload.name else ""
-        return parse_texts(decode_bytes(upload.getvalue(), upload.name), suffix, upload.name), upload.name
-    texts = [line.strip() for line in text_box.splitlines() if line.strip()]
-    if not texts:
-        raise TextsError("no texts: type at least one text (one per line) or upload a file")
-    return texts, "text box"
 
 
 def home() -> None:
@@ -127,7 +116,7 @@ def home() -> None:
     run_clicked = st.button("Run", type="primary", key="home.run", icon=":material/play_arrow:")
     if run_clicked or st.session_state.pop(KEY_RUN_REQUESTED, False):
         try:
-            texts, source = texts_from_inputs(text_box, upload)
+            texts, source = ui.texts_from_inputs(text_box, upload)
             if not strategies:
                 raise TextsError("no strategy chosen: pick at least one strategy to compare with single")
         except TextsError as error:

@@ -44,7 +44,7 @@ from extraction.figures import (
     top_k_frame,
 )
 from extraction.models import ATTN_IMPLEMENTATIONS, DEFAULT_MODEL, DTYPES, MODEL_PRESETS, LoadedModel, load_model
-from extraction.texts import tokenize_texts
+from extraction.texts import TextsError, decode_bytes, parse_texts, tokenize_texts
 
 logger = logging.getLogger(__name__)
 
@@ -65,6 +65,7 @@ __all__ = [
     "sidebar_model_picker",
     "sidebar_run_summary",
     "store_run",
+    "texts_from_inputs",
     "strategy_cause_line",
     "strategy_chip",
     "strategy_color",
@@ -202,7 +203,7 @@ def get_loaded_model(settings: ModelSettings) -> LoadedModel:
     Raises ``ValueError`` (including :class:`~extraction.models.ModelLoadError`) when it
     cannot be loaded. The returned model is shared: do not mutate it.
     """
-    if not settings.name:
+    if not settings.name.strip():
         raise ValueError("no model named: choose a preset or type a model id, folder or .gguf path")
     return _load_cached(settings.name, settings.dtype, settings.attn_implementation, settings.device)
 
@@ -305,6 +306,19 @@ def sidebar_run_summary(run: RunResult | None = None) -> None:
         )
         if report.is_random:
             st.caption("⚠️ Random weights: only agreement between strategies means something.")
+
+
+def texts_from_inputs(text_box: str, upload=None) -> tuple[list[str], str]:
+    """(texts, source): from an uploaded file (``.name``, ``.getvalue()``) when there is one,
+    else the text box, one text a line. Raises :class:`TextsError` when there is none."""
+    if upload is not None:
+        name = str(upload.name)
+        suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
+        return parse_texts(decode_bytes(upload.getvalue(), name), suffix, name), name
+    texts = [line.strip() for line in text_box.splitlines() if line.strip()]
+    if not texts:
+        raise TextsError("no texts: type at least one text (one per line) or upload a file")
+    return texts, "text box"
 
 
 def run_comparison(
