@@ -691,3 +691,147 @@ def test_damaged_state_files_give_a_value_error_or_valid_states(valid_state_file
         assert str(error).startswith(f"damaged{suffix}: ")
     else:
         assert stored.tensor.dtype == torch.float32
+
+
+# --- the app after failures --------------------------------------------------------------
+
+
+def test_app_survives_several_failed_loads_then_runs(tmp_path, monkeypatch):
+    """Each failed load shows its reason in an error box; nothing is cached or run; then a
+    good model works in the same session. The app never turns remote code on."""
+    from streamlit.testing.v1 import AppTest
+
+    import ui
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "remote").mkdir()
+    bad_models = {
+        "padding-audit-tests/no-such-model": "not found locally and the hub is offline",
+        fake_gguf(tmp_path): "not a GGUF file",
+        remote_code_folder(tmp_path / "remote"): "needs remote code",
+    }
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    at.selectbox(key=ui.KEY_MODEL_CHOICE).set_value(ui.OTHER_MODEL).run()
+    at.multiselect(key="home.strategies").set_value(["right", "right-naive"])
+    at.text_area(key="home.texts").input("a short text\na somewhat longer text than that")
+    for name, reason in bad_models.items():
+        at.text_input(key=ui.KEY_MODEL_CUSTOM).input(name)
+        at.button(key="home.run").click().run()
+        assert not at.exception, [e.value for e in at.exception]
+        errors = [error.value for error in at.error]
+        assert len(errors) == 1 and "Could not load the model" in errors[0] and reason in errors[0], errors
+        assert ui.KEY_RUN not in at.session_state
+    assert not (tmp_path / "remote" / "remote-code-ran").exists()
+
+    at.selectbox(key=ui.KEY_MODEL_CHOICE).set_value("tiny-random-llama")
+    at.button(key="home.run").click().run()
+    assert not at.exception and not at.error
+    report = at.session_state[ui.KEY_RUN].report
+    assert report.model == "tiny-random-llama"
+    assert report.strategies["right"].verdict == "exact" and report.strategies["right-naive"].verdict == "corrupted"
+
+
+# --- the served app: upload cap and XSRF (a real server; the cap check in a real browser) --
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def served_app(tmp_path_factory):
+    """``streamlit run app.py`` on a free 127.0.0.1 port with the repository's config;
+    its process group is stopped afterwards."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    log_path = tmp_path_factory.mktemp("streamlit") / "server.log"
+    log = log_path.open("w")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true"]
+        + ["--server.address", "127.0.0.1", "--server.port", str(port), "--server.fileWatcherType", "none"],
+        cwd=REPO,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not start on {url}: {log_path.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=15)
+        log.close()
+
+
+@pytest.mark.browser
+def test_served_app_refuses_uploads_without_an_xsrf_token(served_app):
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(
+        f"{served_app}/_stcore/upload_file/some-session/some-file", data=b"x" * 100, method="PUT"
+    )
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(request, timeout=10)
+    assert error.value.code == 403
+
+
+@pytest.mark.browser
+def test_upload_over_the_cap_is_refused_and_the_app_stays_usable(served_app, tmp_path):
+    import shutil
+    import tomllib
+
+    playwright = pytest.importorskip("playwright.sync_api")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("chromium is not installed (apt-get install -y chromium)")
+    cap_mb = tomllib.loads((REPO / ".streamlit" / "config.toml").read_text())["server"]["maxUploadSize"]
+    big = tmp_path / "big.txt"
+    line = b"a perfectly ordinary line of text, repeated until the file is over the cap\n"
+    with big.open("wb") as handle:
+        handle.write(line * ((cap_mb * 1024 * 1024) // len(line) + 2000))
+    assert big.stat().st_size > cap_mb * 1024 * 1024
+    small = write(tmp_path, "small.txt", "a small text\nanother one\n")
+
+    args = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic", "--no-first-run"]
+    args += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=args)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            page.goto(served_app, timeout=120_000)
+            dropzone = page.locator('[data-testid="stFileUploaderDropzoneInput"]')
+            dropzone.wait_for(state="attached", timeout=120_000)
+            dropzone.set_input_files(str(big))
+            refusal = page.get_by_text(re.compile(rf"File must be {cap_mb}(\.0)?\s*MB or smaller"))
+            refusal.first.wait_for(timeout=60_000)
+            # The app is still usable: a small file goes through and nothing raised.
+            dropzone.set_input_files(str(small))
+            page.get_by_text("small.txt").first.wait_for(timeout=60_000)
+            assert page.locator('[data-testid="stException"]').count() == 0
+        finally:
+            browser.close()
