@@ -65,8 +65,20 @@ BUILTIN_DESCRIPTION = (
     "' Sentiment:', labelled ' positive' / ' negative' (balanced, 6 to 77 tokens)"
 )
 
+#: What the gap means, for UIs and the command line.
+GAP_EXPLANATION = (
+    "gap = accuracy_same - accuracy_single. A probe is validated on test states extracted the same way "
+    "as its training states (accuracy_same), but at inference states are extracted one text at a time "
+    "(accuracy_single). A positive gap is accuracy that exists only on corrupted states: the probe learned "
+    "the corruption, and validation overstates what it will do in use. With exact states the two "
+    "test sets are the same and the gap is 0."
+)
+
 #: ``progress(strategy_name, strategy_number, strategy_count, done_texts, total_texts)``
 ProbeProgress = Callable[[str, int, int, int, int], None]
+#: Extracted states kept between runs, keyed by (strategy, batch size, max batch tokens, layers):
+#: ``(features (N, d), final-layer states (N, d))``. Valid for one model and one data set only.
+FeatureCache = dict[tuple[str, int, int | None, tuple[int, ...]], tuple[np.ndarray, torch.Tensor]]
 
 
 # --- labelled data -----------------------------------------------------------------------
@@ -332,6 +344,33 @@ class StrategyProbe:
     def gap(self) -> float:
         return self.scores.gap
 
+    def summary(self) -> str:
+        """One or two sentences on what this strategy's states did to its probe."""
+        same, single, gap = self.accuracy_same, self.accuracy_single, 100 * self.gap
+        flips = self.scores.prediction_flips
+        if self.name == REFERENCE:
+            return (
+                f"The reference: trained and tested on single-sample states, so both accuracies are the same "
+                f"by construction ({same:.1%})."
+            )
+        if self.corrupted_test_fraction == 0.0 and flips == 0.0:
+            return (
+                f"Its test states match single-sample extraction, so the probe makes the same predictions on "
+                f"both ({same:.1%})."
+            )
+        text = (
+            f"{self.corrupted_test_fraction:.0%} of its test states differ from single-sample extraction. "
+            f"Validation on them says {same:.1%}; on single-sample states, as at inference, the same probe "
+            f"gets {single:.1%} (gap {gap:+.1f} points), and {flips:.0%} of its test predictions change"
+        )
+        if gap > 0:
+            return f"{text}: validation overstates what inference will see."
+        if gap < 0:
+            return f"{text}: it happens to do better at inference here, but it was trained on the wrong states."
+        if flips > 0:
+            return f"{text}: the changes cancel out in the accuracy, not in the predictions."
+        return f"{text}."
+
     def to_dict(self) -> dict:
         return {
             "accuracy_same": self.accuracy_same,
@@ -428,8 +467,14 @@ def run_probe(
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
     progress: ProbeProgress | None = None,
+    feature_cache: FeatureCache | None = None,
 ) -> ProbeReport:
-    """Train and score a probe per strategy (``single`` is always included); see the module docstring."""
+    """Train and score a probe per strategy (``single`` is always included); see the module docstring.
+
+    ``feature_cache``: a dict this function reads and fills, so that a later run on the same
+    model and data extracts only strategies (or layers, batch sizes) it has not seen. The
+    caller must use one dict per (model, data set): the keys do not name them.
+    """
     names = parse_strategy_names(strategies)
     check_labelled(data, test_fraction)
     if batch_size < 1:
@@ -448,25 +493,33 @@ def run_probe(
 
     features: dict[str, np.ndarray] = {}
     final_states: dict[str, torch.Tensor] = {}
+    cache = feature_cache if feature_cache is not None else {}
     for number, name in enumerate(names, start=1):
 
         def report(done: int, total: int, name: str = name, number: int = number) -> None:
             if progress is not None:
                 progress(name, number, len(names), done, total)
 
-        report(0, len(tokenized))
-        extraction = extract_states(
-            loaded,
-            tokenized,
-            name,
-            batch_size,
-            max_batch_tokens,
-            layers=kept_layers,
-            keep_logits=False,
-            progress=report,
-        )
-        features[name] = extraction.hidden[:, kept_layers.index(layer)].numpy()  # (N, d)
-        final_states[name] = extraction.hidden[test_indices, kept_layers.index(num_layers)]  # (n_test, d)
+        key = (name, batch_size, max_batch_tokens, tuple(kept_layers))
+        if key not in cache:
+            report(0, len(tokenized))
+            extraction = extract_states(
+                loaded,
+                tokenized,
+                name,
+                batch_size,
+                max_batch_tokens,
+                layers=kept_layers,
+                keep_logits=False,
+                progress=report,
+            )
+            cache[key] = (
+                extraction.hidden[:, kept_layers.index(layer)].numpy(),  # (N, d)
+                extraction.hidden[:, kept_layers.index(num_layers)],  # (N, d)
+            )
+        report(len(tokenized), len(tokenized))
+        features[name], final = cache[key]
+        final_states[name] = final[test_indices]  # (n_test, d)
 
     test_labels = labels[test_indices]
     reference_test = features[REFERENCE][test_indices]  # (n_test, d)
@@ -527,6 +580,8 @@ def run_probe(
 __all__ = [
     "BUILTIN_DATASET",
     "DEFAULT_SEED",
+    "GAP_EXPLANATION",
+    "FeatureCache",
     "DEFAULT_TEST_FRACTION",
     "MIN_ROWS_PER_CLASS",
     "LabelledTexts",

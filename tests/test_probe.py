@@ -297,6 +297,35 @@ def test_probe_at_the_default_last_layer_without_lm_head(tiny_llama):
     assert [trace.type for trace in probe_accuracy_figure(report).data] == ["bar", "bar"]  # no lm_head diamonds
 
 
+def test_summaries_follow_the_numbers(tiny_report):
+    assert "reference" in tiny_report.strategies["single"].summary()
+    assert "match single-sample extraction" in tiny_report.strategies["right"].summary()
+    naive = tiny_report.strategies["right-naive"]
+    assert f"{naive.corrupted_test_fraction:.0%} of its test states differ" in naive.summary()
+    assert f"gap {100 * naive.gap:+.1f} points" in naive.summary()
+
+
+def test_feature_cache_extracts_each_strategy_once(tiny_llama, monkeypatch):
+    import extraction.probe as probe_module
+
+    calls = []
+    real_extract = probe_module.extract_states
+
+    def counting_extract(loaded, tokenized, strategy, *args, **kwargs):
+        calls.append(strategy)
+        return real_extract(loaded, tokenized, strategy, *args, **kwargs)
+
+    monkeypatch.setattr(probe_module, "extract_states", counting_extract)
+    data, cache = ending_word_data(16), {}
+    first = run_probe(tiny_llama, data, "right-naive", layer=0, batch_size=4, feature_cache=cache)
+    assert calls == ["single", "right-naive"]
+    second = run_probe(tiny_llama, data, "right-naive,packed-naive", layer=0, batch_size=4, feature_cache=cache)
+    assert calls == ["single", "right-naive", "packed-naive"]
+    assert second.strategies["right-naive"].accuracy_same == first.strategies["right-naive"].accuracy_same
+    run_probe(tiny_llama, data, "right-naive", layer=0, batch_size=2, feature_cache=cache)
+    assert calls[3:] == ["single", "right-naive"]  # another batch size is another extraction
+
+
 def test_probe_figure_draws_the_report(tiny_report):
     from extraction.figures import probe_accuracy_figure
 
