@@ -1,0 +1,130 @@
+"""Smoke test of the benchmark's code paths on tiny-random-llama: structure, never timings."""
+
+import json
+
+import pytest
+import torch
+
+import bench
+from bench.__main__ import main
+from extraction.models import load_model
+from extraction.strategies import STRATEGIES
+from extraction.texts import tokenize_texts
+
+MODEL = "tiny-random-llama"
+CORRUPTED_ON_LLAMA = {"right-naive", "packed-naive"}
+
+
+@pytest.fixture(scope="module")
+def loaded():
+    return load_model(MODEL)
+
+
+@pytest.fixture(scope="module")
+def tokenized(loaded):
+    return tokenize_texts(loaded.tokenizer, bench.benchmark_texts(loaded.tokenizer, 12, 5, 40, seed=3))
+
+
+def test_texts_are_seeded_and_within_the_token_range(loaded):
+    texts = bench.benchmark_texts(loaded.tokenizer, 20, 5, 60, seed=1)
+    assert texts == bench.benchmark_texts(loaded.tokenizer, 20, 5, 60, seed=1)
+    assert texts != bench.benchmark_texts(loaded.tokenizer, 20, 5, 60, seed=2)
+    lengths = tokenize_texts(loaded.tokenizer, texts).lengths
+    assert min(lengths) >= 5 and max(lengths) <= 60
+    assert len(set(lengths)) > 5  # spread, not one length
+    with pytest.raises(ValueError, match="min_tokens"):
+        bench.benchmark_texts(loaded.tokenizer, 3, 10, 5)
+
+
+def test_spread_subset_keeps_the_extremes():
+    lengths = [7, 3, 9, 1, 5, 8, 2]
+    rows = bench.spread_subset(lengths, 3)
+    assert rows == sorted(set(rows)) and len(rows) == 3
+    assert lengths.index(1) in rows and lengths.index(9) in rows
+    assert bench.spread_subset(lengths, 10) == list(range(7))
+
+
+def test_body_parameters_match_the_llama_formula(loaded):
+    c = loaded.config
+    d, inner, kv = (
+        c.hidden_size,
+        c.intermediate_size,
+        c.num_key_value_heads * (d_head := c.hidden_size // c.num_attention_heads),
+    )
+    attention = d * c.num_attention_heads * d_head * 2 + d * kv * 2  # q, o and k, v projections (no bias)
+    per_layer = attention + 3 * d * inner + 2 * d  # gate, up, down, two norms
+    assert bench.body_parameters(loaded.model) == c.num_hidden_layers * per_layer + d  # + the final norm
+    flops = bench.useful_flops(10, 4, 100, real_tokens=7, num_texts=2)
+    assert flops == 2 * 10 * 7 + 2 * 4 * 100 * 2
+
+
+def test_sgemm_rate_is_positive():
+    assert bench.sgemm_gflops(size=64, repeats=2) > 0
+
+
+def test_time_strategies_times_the_exact_ones_only(loaded, tokenized):
+    timings, not_timed = bench.time_strategies(
+        loaded, tokenized, list(STRATEGIES), sgemm=100.0, batch_size=4, single_texts=5, check_texts=4
+    )
+    names = [t.name for t in timings]
+    assert names[0] == "single" and timings[0].texts == 5 and timings[0].ratio_to_single == 1.0
+    assert set(not_timed) == CORRUPTED_ON_LLAMA
+    assert set(names) == set(STRATEGIES) - CORRUPTED_ON_LLAMA
+    for timing in timings[1:]:
+        assert timing.texts == len(tokenized) and timing.real_tokens == sum(tokenized.lengths)
+        assert timing.exact and timing.min_cosine_vs_single >= bench.BENCH_EXACT_COSINE
+        assert 0 <= timing.pad_fraction < 1 and timing.computed_positions >= timing.real_tokens
+        assert timing.sgemm_fraction == pytest.approx(timing.useful_gflops / 100.0)
+    by_name = {t.name: t for t in timings}
+    assert by_name["bucketed"].pad_fraction == 0 and by_name["packed"].pad_fraction == 0
+    assert by_name["sorted"].pad_fraction <= by_name["right"].pad_fraction
+
+
+def test_child_processes_report_time_and_memory(loaded, tmp_path):
+    cold = bench.cold_start(MODEL, cache=True, repeats=1)
+    assert "error" not in cold, cold
+    assert len(cold["runs"]) == 1 and cold["load_seconds"] > 0 and cold["process_seconds"] >= cold["ready_seconds"]
+    texts = bench.benchmark_texts(loaded.tokenizer, 6, 5, 30)
+    memory = bench.measure_extract_memory(MODEL, texts, "sorted", batch_size=4, workdir=tmp_path)
+    assert "error" not in memory, memory
+    assert memory["texts"] == 6 and memory["peak_rss_bytes"] > 0
+    failed = bench.measure_extract_memory("no-such-model-here", texts, "sorted", batch_size=4, workdir=tmp_path)
+    assert "failed" in failed["error"]
+
+
+def test_run_benchmark_report_and_cli_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    code = main(
+        [
+            "--model", MODEL, "--texts", "10", "--max-tokens", "40", "--single-texts", "4", "--check-texts", "3",
+            "--batch-size", "4", "--sgemm-size", "64", "--skip", "cold-start,memory", "--json", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "tokens/s" in printed and "targets:" in printed and "app comparison" in printed
+    data = json.loads(out.read_text())
+    assert data["texts"]["count"] == 10 and data["texts"]["max_tokens"] <= 40
+    assert [t["name"] for t in data["timings"]][0] == "single"
+    assert data["best"] in {t["name"] for t in data["timings"]} - {"single"}
+    assert set(data["app_comparison"]["verdicts"]) == set(STRATEGIES)
+    assert data["app_comparison"]["extraction_seconds"] <= data["app_comparison"]["seconds"]
+    assert data["targets"]["app_comparison_seconds"]["met"] in (True, False)
+    assert data["targets"]["ready_seconds_with_cache"]["met"] is None  # skipped: not measured
+    assert data["cold_start"] == {} and data["memory"] == {}
+
+
+def test_cli_rejects_bad_options_in_one_line(capsys):
+    assert main(["--model", MODEL, "--texts", "0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--texts" in err[0]
+    with pytest.raises(SystemExit):
+        main(["--skip", "everything"])
+
+
+def test_min_cosine_is_over_texts_and_layers():
+    reference = torch.ones(2, 3, 4)
+    rows = reference.clone()
+    rows[1, 2] = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    assert bench.min_cosine(rows, reference) == pytest.approx(0.0)
+    assert bench.min_cosine(reference, reference) == pytest.approx(1.0)
