@@ -77,8 +77,9 @@ GAP_EXPLANATION = (
 #: ``progress(strategy_name, strategy_number, strategy_count, done_texts, total_texts)``
 ProbeProgress = Callable[[str, int, int, int, int], None]
 #: Extracted states kept between runs, keyed by (strategy, batch size, max batch tokens, layers):
-#: ``(features (N, d), final-layer states (N, d))``. Valid for one model and one data set only.
-FeatureCache = dict[tuple[str, int, int | None, tuple[int, ...]], tuple[np.ndarray, torch.Tensor]]
+#: ``(features (N, d), final-layer states (N, d), extraction seconds)``. Valid for one model and
+#: one data set only.
+FeatureCache = dict[tuple[str, int, int | None, tuple[int, ...]], tuple[np.ndarray, torch.Tensor, float]]
 
 
 # --- labelled data -----------------------------------------------------------------------
@@ -331,6 +332,8 @@ class StrategyProbe:
     corrupted_test_fraction: float  # test texts whose features have cosine < EXACT_COSINE to single's
     lm_head_accuracy: float | None  # zero-shot, on final-layer test states; None if labels are not single tokens
     lm_head_predictions: np.ndarray | None = field(default=None, repr=False)  # (n_test,) class index
+    extraction_seconds: float = 0.0  # wall-clock time of this strategy's extraction
+    from_cache: bool = False  # the states came from a feature cache (extracted by an earlier run)
 
     @property
     def accuracy_same(self) -> float:
@@ -379,6 +382,7 @@ class StrategyProbe:
             "train_accuracy": self.scores.train_accuracy,
             "prediction_flips": self.scores.prediction_flips,
             "corrupted_test_fraction": self.corrupted_test_fraction,
+            "extraction_seconds": self.extraction_seconds,
             **({"lm_head_accuracy": self.lm_head_accuracy} if self.lm_head_accuracy is not None else {}),
         }
 
@@ -407,7 +411,8 @@ class ProbeReport:
 
     def to_frame(self) -> pd.DataFrame:
         """One row per strategy: accuracy_same, accuracy_single, gap, lm_head_accuracy (NaN
-        when labels are not single tokens), prediction_flips, corrupted_test_fraction."""
+        when labels are not single tokens), prediction_flips, corrupted_test_fraction,
+        extraction_seconds."""
         rows = []
         for name, result in self.strategies.items():
             rows.append(
@@ -419,6 +424,7 @@ class ProbeReport:
                     "lm_head_accuracy": np.nan if result.lm_head_accuracy is None else result.lm_head_accuracy,
                     "prediction_flips": result.scores.prediction_flips,
                     "corrupted_test_fraction": result.corrupted_test_fraction,
+                    "extraction_seconds": result.extraction_seconds,
                 }
             )
         return pd.DataFrame(rows)
@@ -494,6 +500,8 @@ def run_probe(
     features: dict[str, np.ndarray] = {}
     final_states: dict[str, torch.Tensor] = {}
     cache = feature_cache if feature_cache is not None else {}
+    seconds: dict[str, float] = {}
+    from_cache: set[str] = set()
     for number, name in enumerate(names, start=1):
 
         def report(done: int, total: int, name: str = name, number: int = number) -> None:
@@ -516,9 +524,12 @@ def run_probe(
             cache[key] = (
                 extraction.hidden[:, kept_layers.index(layer)].numpy(),  # (N, d)
                 extraction.hidden[:, kept_layers.index(num_layers)],  # (N, d)
+                extraction.seconds,
             )
+        else:
+            from_cache.add(name)
         report(len(tokenized), len(tokenized))
-        features[name], final = cache[key]
+        features[name], final, seconds[name] = cache[key]
         final_states[name] = final[test_indices]  # (n_test, d)
 
     test_labels = labels[test_indices]
@@ -549,6 +560,8 @@ def run_probe(
             corrupted_test_fraction=float((cosine.nan_to_num(-1.0) < EXACT_COSINE).double().mean()),
             lm_head_accuracy=lm_head_accuracy,
             lm_head_predictions=lm_head_predictions,
+            extraction_seconds=seconds[name],
+            from_cache=name in from_cache,
         )
         logger.info(
             "%s: probe %.3f on its own test features, %.3f on single's",

@@ -322,6 +322,8 @@ def test_feature_cache_extracts_each_strategy_once(tiny_llama, monkeypatch):
     second = run_probe(tiny_llama, data, "right-naive,packed-naive", layer=0, batch_size=4, feature_cache=cache)
     assert calls == ["single", "right-naive", "packed-naive"]
     assert second.strategies["right-naive"].accuracy_same == first.strategies["right-naive"].accuracy_same
+    assert second.strategies["right-naive"].from_cache and not second.strategies["packed-naive"].from_cache
+    assert not first.strategies["right-naive"].from_cache
     run_probe(tiny_llama, data, "right-naive", layer=0, batch_size=2, feature_cache=cache)
     assert calls[3:] == ["single", "right-naive"]  # another batch size is another extraction
 
