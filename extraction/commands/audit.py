@@ -1,0 +1,121 @@
+"""``audit``: check stored hidden states against single-sample extraction, and find the defect."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..cli import CliError, add_model_arguments, load_model_from_args, progress_bar, write_json_atomic
+
+ORDER = 10
+
+EXIT_NOT_CLEAN = 1
+
+
+def add_parser(subparsers) -> None:
+    from ..audit import FORENSIC_ROWS
+
+    parser = subparsers.add_parser(
+        "audit", help="check stored hidden states against single-sample extraction and name the likely defect"
+    )
+    add_model_arguments(parser)
+    parser.add_argument("--texts", required=True, help="the texts, in row order: .txt, .jsonl (text field), .csv")
+    parser.add_argument(
+        "--states", required=True, help="stored states: .safetensors, .npy, .npz or .pt (loaded with weights_only)"
+    )
+    parser.add_argument("--key", help="the tensor to read in a file that holds several")
+    parser.add_argument(
+        "--layer", type=int, help="hidden_states index of an (N, d) file (default the last; negative from the end)"
+    )
+    parser.add_argument(
+        "--layers", help="hidden_states indices of an (N, L, d) file, comma-separated (default all, or its metadata)"
+    )
+    parser.add_argument("--sample", type=int, help="re-extract at most this many random texts (default all)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random sample")
+    parser.add_argument(
+        "--forensic-rows", type=int, default=FORENSIC_ROWS, help="worst rows used to test each hypothesis"
+    )
+    parser.add_argument("--no-forensics", action="store_true", help="skip the search for the cause")
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 unless the verdict is clean")
+    parser.add_argument("--json", dest="json_out", help="write the report as JSON to this file")
+    parser.set_defaults(run=run)
+
+
+def format_report(report) -> str:
+    """The readable summary ``audit`` prints."""
+    from ..export import describe_layers
+
+    layer_text = describe_layers(report.layers)
+    lines = [
+        f"model: {report.model_description}",
+        f"states: {report.states_source}, shape {tuple(report.states_shape)} {report.states_dtype}, {layer_text}",
+        f"{report.n_texts} texts, {report.n_checked} re-extracted one at a time",
+    ]
+    lines += [f"note: {note}" for note in report.notes]
+    lines += [
+        "",
+        f"verdict: {report.verdict}   (clean: min cosine >= 0.9999 and same top-1; drift: >= 0.99)",
+        f"likely cause: {report.likely_cause or '-'}",
+        f"  {report.cause}",
+        f"min cosine {report.min_cosine:.6f}, mean cosine {report.mean_cosine:.6f}, "
+        f"rows below 0.99: {100 * report.fraction_corrupted:.0f}%",
+        f"lm_head top-1 = the model's own prediction: stored {100 * report.lm_head_accuracy_stored:.0f}%, "
+        f"fresh {100 * report.lm_head_accuracy_fresh:.0f}%  ({report.lm_head_note})",
+    ]
+    if report.hypotheses:
+        lines += ["", f"{'hypothesis':<13} {'status':<15} {'repro cos':>10} {'fresh cos':>10} {'rows':>5}  evidence"]
+        for h in report.hypotheses:
+            repro = f"{h.reproduction_cosine:.6f}" if h.reproduction_cosine is not None else "-"
+            fresh = f"{h.fresh_cosine:.6f}" if h.fresh_cosine is not None else "-"
+            rows = f"{len(h.rows_reproduced)}/{len(h.rows_tested)}"
+            lines.append(f"{h.name:<13} {h.status:<15} {repro:>10} {fresh:>10} {rows:>5}  {h.detail}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..audit import audit_states
+    from ..export import parse_layers
+    from ..storage import read_states
+    from ..texts import read_texts, tokenize_texts
+
+    if args.sample is not None and args.sample < 1:
+        raise CliError(f"--sample must be at least 1, got {args.sample}")
+    if args.forensic_rows < 1:
+        raise CliError(f"--forensic-rows must be at least 1, got {args.forensic_rows}")
+    if args.layer is not None and args.layers:
+        raise CliError("give --layer (an (N, d) file) or --layers (an (N, L, d) file), not both")
+    texts = read_texts(args.texts)
+    states = read_states(args.states, key=args.key)
+    loaded = load_model_from_args(args)
+    tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
+    layers = parse_layers(args.layers, loaded.num_hidden_layers + 1) if args.layers else None
+    bars: dict[str, object] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[stage] = progress_bar(stage, total)
+        bars[stage].n = done
+        bars[stage].refresh()
+
+    try:
+        report = audit_states(
+            loaded,
+            tokenized,
+            states,
+            layer=args.layer,
+            layers=layers,
+            sample=args.sample,
+            seed=args.seed,
+            forensics=not args.no_forensics,
+            forensic_rows=args.forensic_rows,
+            progress=progress,
+        )
+    finally:
+        for bar in bars.values():
+            bar.close()
+    print(format_report(report))
+    if args.json_out:
+        write_json_atomic(args.json_out, report.to_dict())
+        print(f"wrote {args.json_out}")
+    return EXIT_NOT_CLEAN if args.strict and report.verdict != "clean" else 0

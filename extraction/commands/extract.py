@@ -1,0 +1,129 @@
+"""``extract``: hidden states extracted correctly, to a safetensors file with metadata."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..cli import EXIT_FAILURE, CliError, add_model_arguments, load_model_from_args, progress_bar
+
+ORDER = 11
+
+
+def add_parser(subparsers) -> None:
+    from ..export import AUTO_SAMPLE, DEFAULT_VERIFY
+    from ..storage import STORE_DTYPES
+    from ..strategies import DEFAULT_BATCH_SIZE, STRATEGIES
+
+    parser = subparsers.add_parser(
+        "extract", help="extract last-token hidden states with an exact strategy to a .safetensors file"
+    )
+    add_model_arguments(parser)
+    parser.add_argument("--texts", required=True, help="texts file: .txt (one a line), .jsonl (text field), .csv")
+    parser.add_argument("--out", required=True, help="output .safetensors file (tensor 'hidden_states', (N, L, d))")
+    parser.add_argument("--layers", default="all", help="hidden_states indices, comma-separated, or all (default)")
+    parser.add_argument(
+        "--strategy",
+        default="auto",
+        help=f"auto (the fastest strategy that is exact on this model, measured on a sample) or one of: "
+        f"{', '.join(STRATEGIES)}",
+    )
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    parser.add_argument(
+        "--store-dtype", default="float32", choices=list(STORE_DTYPES), help="dtype of the stored tensor"
+    )
+    parser.add_argument(
+        "--verify",
+        type=int,
+        default=DEFAULT_VERIFY,
+        help=f"re-extract this many random texts one at a time and fail if they differ (default {DEFAULT_VERIFY}; "
+        "0 skips)",
+    )
+    parser.add_argument("--auto-sample", type=int, default=AUTO_SAMPLE, help="texts compared when --strategy auto")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the auto sample and the verified texts")
+    parser.add_argument("--force", action="store_true", help="replace the output file if it exists")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..export import VerificationError, describe_layers, extract_to_file
+    from ..strategies import get_strategy
+    from ..texts import read_texts, tokenize_texts
+
+    out = Path(args.out)
+    if out.suffix != ".safetensors":
+        raise CliError(f"--out must end in .safetensors, got {out.name}")
+    if out.exists() and not args.force:
+        raise CliError(f"{out} already exists; pass --force to replace it")
+    if out.is_dir():
+        raise CliError(f"{out} is a folder")
+    if args.batch_size < 1:
+        raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.verify < 0:
+        raise CliError(f"--verify must be 0 (skip) or more, got {args.verify}")
+    if args.auto_sample < 1:
+        raise CliError(f"--auto-sample must be at least 1, got {args.auto_sample}")
+    if args.strategy != "auto":
+        get_strategy(args.strategy)
+    texts = read_texts(args.texts)
+    loaded = load_model_from_args(args)
+    tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
+    bars: dict[str, object] = {}
+    labels = {"choosing": "auto: strategies compared", "extracting": "extracting", "verifying": "verifying"}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[stage] = progress_bar(labels.get(stage, stage), total)
+            if stage == "choosing":
+                bars[stage].unit = "strategy"
+        bars[stage].n = done
+        bars[stage].refresh()
+
+    try:
+        result = extract_to_file(
+            loaded,
+            tokenized,
+            out,
+            layers=args.layers,
+            strategy=args.strategy,
+            batch_size=args.batch_size,
+            store_dtype=args.store_dtype,
+            verify=args.verify,
+            overwrite=args.force,
+            seed=args.seed,
+            auto_sample=args.auto_sample,
+            progress=progress,
+        )
+    except VerificationError as error:
+        raise CliError(str(error), EXIT_FAILURE) from None
+    except FileExistsError as error:
+        raise CliError(str(error)) from None
+    finally:
+        for bar in bars.values():
+            bar.close()
+    print(f"model: {loaded.description}")
+    if result.choice is not None:
+        print(f"auto: compared on {len(result.choice.sample_rows)} texts (batch size {args.batch_size}):")
+        for c in result.choice.candidates:
+            mark = "*" if c["name"] == result.strategy else " "
+            print(
+                f" {mark} {c['name']:<10} {c['verdict']:<10} min cos {c['min_cosine']:.6f} "
+                f"{c['tokens_per_second']:>8.0f} tokens/s"
+            )
+    print(f"strategy: {result.strategy}")
+    n, num_layers, width = result.shape
+    print(
+        f"wrote {result.path}: hidden_states ({n}, {num_layers}, {width}) {result.store_dtype}, "
+        f"{describe_layers(result.layers)}, {result.seconds:.1f} s, {result.texts_per_second:.1f} texts/s"
+    )
+    if result.verification is not None:
+        v = result.verification
+        print(
+            f"verified {len(v.rows)} texts one at a time: {v.verdict} (min cosine {v.min_cosine:.6f}, "
+            f"top-1 agreement {100 * v.top1_same:.0f}%)"
+        )
+    else:
+        print("not verified (--verify 0)")
+    return 0

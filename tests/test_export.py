@@ -1,0 +1,170 @@
+"""Correct extraction to a file: the auto choice, the metadata, verification, atomicity, and
+that the output passes its own audit."""
+
+import json
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from extraction.audit import audit_states
+from extraction.cli import main
+from extraction.export import (
+    AUTO_EXCLUDED,
+    VerificationError,
+    auto_sample_rows,
+    extract_to_file,
+    parse_layers,
+    texts_sha256,
+)
+from extraction.extract import extract_states
+from extraction.models import load_model
+from extraction.samples import SAMPLE_TEXTS
+from extraction.storage import read_states
+from extraction.texts import tokenize_texts
+
+TEXTS = SAMPLE_TEXTS + [text + " and then some more words" for text in SAMPLE_TEXTS[:4]]
+
+
+@pytest.fixture(scope="module", params=["tiny-random-llama", "tiny-random-gpt2"])
+def loaded(request):
+    return load_model(request.param)
+
+
+@pytest.fixture(scope="module")
+def gpt2():
+    return load_model("tiny-random-gpt2")
+
+
+def _leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_auto_output_is_exact_documented_and_passes_its_own_audit(loaded, tmp_path):
+    path = tmp_path / "states.safetensors"
+    result = extract_to_file(loaded, TEXTS, path, batch_size=4, verify=4)
+    num_states = loaded.num_hidden_layers + 1
+    assert result.shape == (len(TEXTS), num_states, loaded.hidden_size)
+    # auto: the fastest measured candidate among the exact ones, never a known-buggy layout.
+    candidates = {c["name"]: c for c in result.choice.candidates}
+    assert set(candidates).isdisjoint(AUTO_EXCLUDED) and "single" in candidates
+    exact = [c for c in candidates.values() if c["verdict"] == "exact"]
+    assert result.strategy == max(exact, key=lambda c: c["tokens_per_second"])["name"]
+    assert result.verification.passed and len(result.verification.rows) == 4
+    with safe_open(path, "pt") as handle:
+        assert handle.keys() == ["hidden_states"]
+        meta = handle.metadata()
+        stored = handle.get_tensor("hidden_states")
+    assert stored.dtype == torch.float32 and stored.shape == result.shape
+    assert meta["model"] == loaded.name and meta["strategy"] == result.strategy and meta["dtype"] == "float32"
+    assert json.loads(meta["layers"]) == list(range(num_states))
+    assert meta["texts_sha256"] == texts_sha256(TEXTS)
+    assert set(json.loads(meta["versions"])) >= {"torch", "transformers", "safetensors"}
+    assert json.loads(meta["verification"])["passed"] is True
+    report = audit_states(loaded, TEXTS, read_states(path))
+    assert report.verdict == "clean", report.cause
+    assert not any("texts differ" in note for note in report.notes)
+    shuffled = audit_states(loaded, TEXTS[::-1], read_states(path), sample=2, forensics=False)
+    assert any("texts differ" in note for note in shuffled.notes)
+
+
+def test_chosen_layers_and_chunks_give_the_single_sample_rows(gpt2, tmp_path):
+    path = tmp_path / "two.safetensors"
+    result = extract_to_file(gpt2, TEXTS, path, layers="1,-1", strategy="sorted", chunk_texts=3, verify=0)
+    assert result.layers == [1, 4]
+    stored = read_states(path)
+    assert stored.tensor.shape == (len(TEXTS), 2, gpt2.hidden_size)
+    tokenized = tokenize_texts(gpt2.tokenizer, TEXTS)
+    single = extract_states(gpt2, tokenized, "single", layers=[1, 4], keep_logits=False).hidden
+    assert torch.allclose(stored.tensor, single, atol=1e-5)
+    assert json.loads(stored.metadata["verification"]) == {"skipped": True}
+    report = audit_states(gpt2, TEXTS, stored)  # layers come from the file's metadata
+    assert report.layers == [1, 4] and report.verdict == "clean"
+
+
+def test_a_defective_strategy_fails_verification_and_leaves_no_file(gpt2, tmp_path):
+    path = tmp_path / "bad.safetensors"
+    with pytest.raises(VerificationError, match="verification failed.*right-naive"):
+        extract_to_file(gpt2, TEXTS, path, strategy="right-naive", batch_size=4, verify=len(TEXTS))
+    assert not path.exists() and _leftovers(tmp_path) == []
+    # Without verification it is written, and the audit finds the defect from the vectors.
+    extract_to_file(gpt2, TEXTS, path, strategy="right-naive", batch_size=4, verify=0)
+    report = audit_states(gpt2, TEXTS, read_states(path))
+    assert report.verdict == "corrupted" and report.likely_cause == "right-naive"
+
+
+def test_interrupted_run_leaves_nothing_and_existing_files_are_kept(gpt2, tmp_path):
+    path = tmp_path / "states.safetensors"
+
+    def interrupt(stage, done, total):
+        if stage == "extracting" and done >= 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        extract_to_file(gpt2, TEXTS, path, strategy="single", chunk_texts=2, verify=0, progress=interrupt)
+    assert list(tmp_path.iterdir()) == []
+    path.write_bytes(b"precious")
+    with pytest.raises(FileExistsError, match="already exists"):
+        extract_to_file(gpt2, TEXTS, path, strategy="single", verify=0)
+    assert path.read_bytes() == b"precious"
+    extract_to_file(gpt2, TEXTS, path, strategy="single", verify=0, overwrite=True)
+    assert read_states(path).tensor.shape[0] == len(TEXTS)
+    assert _leftovers(tmp_path) == []
+
+
+def test_reduced_storage_dtype(gpt2, tmp_path):
+    path = tmp_path / "bf16.safetensors"
+    extract_to_file(gpt2, TEXTS, path, strategy="single", store_dtype="bfloat16", verify=0)
+    stored = read_states(path)
+    assert stored.stored_dtype == "bfloat16"
+    tokenized = tokenize_texts(gpt2.tokenizer, TEXTS)
+    single = extract_states(gpt2, tokenized, "single", keep_logits=False).hidden
+    assert torch.equal(stored.tensor, single.to(torch.bfloat16).float())
+
+
+def test_parse_layers_sample_rows_and_hash():
+    assert parse_layers("all", 5) == [0, 1, 2, 3, 4]
+    assert parse_layers("4, 0,-1", 5) == [4, 0]
+    for bad, message in (("5", "out of range"), ("a,b", "comma-separated integers"), (",", "no layer")):
+        with pytest.raises(ValueError, match=message):
+            parse_layers(bad, 5)
+    lengths = [5, 1, 9, 3, 3, 7, 2, 8]
+    rows = auto_sample_rows(lengths, 4, seed=0)
+    assert len(rows) == 4 and 1 in rows and 2 in rows  # the shortest and the longest
+    assert auto_sample_rows(lengths, 20) == list(range(8))
+    assert texts_sha256(["a", "b"]) == texts_sha256(["a", "b"]) != texts_sha256(["b", "a"])
+    assert texts_sha256(["a\nb"]) != texts_sha256(["a", "b"])
+
+
+def test_extract_command(tmp_path, capsys):
+    texts_file = tmp_path / "texts.txt"
+    texts_file.write_text("\n".join(TEXTS) + "\n")
+    out = tmp_path / "out.safetensors"
+    args = ["extract", "--model", "tiny-random-gpt2", "--texts", str(texts_file), "--out", str(out)]
+    assert main(args + ["--strategy", "sorted", "--layers", "2,4", "--verify", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "strategy: sorted" in printed and "verified 3 texts" in printed and "clean" in printed
+    assert read_states(out).tensor.shape == (len(TEXTS), 2, 64)
+    assert main(args) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert main(args[:-1] + [str(tmp_path / "out.npy")]) == 2
+    assert ".safetensors" in capsys.readouterr().err
+    assert main(args + ["--force", "--strategy", "right-naive", "--batch-size", "4", "--verify", "14"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: verification failed") and "\n" not in err
+    assert read_states(out).tensor.shape == (len(TEXTS), 2, 64)  # the earlier file is untouched
+    assert _leftovers(tmp_path) == []
+
+
+@pytest.mark.integration
+def test_embedded_model_right_naive_file_is_diagnosed(tmp_path):
+    """The closing-note scenario: 16 texts extracted with right-naive, batch 4, on SmolLM2."""
+    loaded = load_model("smollm2-135m")
+    texts = TEXTS + SAMPLE_TEXTS[4:6]
+    path = tmp_path / "bad.safetensors"
+    extract_to_file(loaded, texts, path, strategy="right-naive", batch_size=4, verify=0)
+    report = audit_states(loaded, texts, read_states(path))
+    assert report.verdict == "corrupted"
+    assert report.likely_cause == "right-naive", report.cause
+    assert 4 in report.best_hypothesis.evidence["consistent_batch_sizes"]["input order"]
+    assert report.lm_head_accuracy_fresh == 1.0 > report.lm_head_accuracy_stored
