@@ -835,3 +835,117 @@ def test_upload_over_the_cap_is_refused_and_the_app_stays_usable(served_app, tmp
             assert page.locator('[data-testid="stException"]').count() == 0
         finally:
             browser.close()
+
+
+# --- stored states through the command line (audit) and an interrupted extract ---------
+
+STATE_TEXTS = ["a short text", "a somewhat longer text than the first one", "three", "and a fourth text here"]
+
+
+def _state_file(tmp_path: Path, case: str) -> tuple[Path, list[str]]:
+    """(a stored-states file with one defect, extra audit arguments) for tiny-random-llama (hidden 64)."""
+    import numpy as np
+    from safetensors.torch import save_file
+
+    n, width = len(STATE_TEXTS), 64
+    good = torch.randn(n, width, generator=torch.Generator().manual_seed(0))  # (N, d)
+    path = tmp_path / f"{case}.safetensors"
+    if case == "wrong-rank":
+        save_file({"h": good.flatten()}, path)
+    elif case == "row-count":
+        save_file({"h": torch.randn(n + 1, width)}, path)
+    elif case == "hidden-size":
+        save_file({"h": torch.randn(n, 32)}, path)
+    elif case == "nan":
+        bad = good.clone()
+        bad[1, 5] = float("nan")
+        save_file({"h": bad}, path)
+    elif case == "inf":
+        bad = good.clone()
+        bad[2, 0] = float("inf")
+        save_file({"h": bad}, path)
+    elif case == "integer":
+        save_file({"h": torch.arange(n * width, dtype=torch.int32).reshape(n, width)}, path)
+    elif case == "several-no-key":
+        save_file({"h": good, "other": good.clone()}, path)
+    elif case == "bad-key":
+        save_file({"h": good, "other": good.clone()}, path)
+        return path, ["--key", "hidden"]
+    elif case == "truncated":
+        save_file({"h": good}, path)
+        path.write_bytes(path.read_bytes()[:-100])
+    elif case == "corrupt":
+        path.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage" + bytes(100))
+    elif case == "pickled-code":
+        path = tmp_path / "evil.pt"
+        torch.save({"h": good, "x": _CreatesFile(tmp_path / "code-ran")}, path)
+    elif case == "npy-objects":
+        path = tmp_path / "evil.npy"
+        np.save(path, np.array([_CreatesFile(tmp_path / "code-ran")], dtype=object), allow_pickle=True)
+    elif case == "wrong-type":
+        path = tmp_path / "states.txt"
+        path.write_text("1 2 3\n")
+    return path, []
+
+
+STATE_CASES = {
+    "wrong-rank": r"shape \(256,\): expected \(N, d\)",
+    "row-count": "5 rows but 4 texts",
+    "hidden-size": "width 32 but the model's hidden size is 64",
+    "nan": "NaN/inf values in 1 rows",
+    "inf": "NaN/inf values in 1 rows",
+    "integer": "int32 values; hidden states must be floating point",
+    "several-no-key": "holds several tensors .* choose one with --key",
+    "bad-key": "no tensor named 'hidden'",
+    "truncated": "truncated or corrupt",
+    "corrupt": "truncated or corrupt",
+    "pickled-code": "refuses to unpickle",
+    "npy-objects": "pickled Python objects",
+    "wrong-type": r"unsupported file type '\.txt'",
+}
+
+
+@pytest.mark.parametrize("case", list(STATE_CASES))
+def test_audit_bad_states_is_one_line_exit_2_and_no_output(tmp_path, capsys, case):
+    texts = write(tmp_path, "t.txt", "\n".join(STATE_TEXTS) + "\n")
+    states, extra = _state_file(tmp_path, case)
+    out = tmp_path / "report.json"
+    argv = ["audit", "--model", "tiny-random-llama", "--texts", str(texts), "--states", str(states), *extra]
+    assert main([*argv, "--json", str(out)]) == 2
+    line = one_error_line(capsys)
+    assert line.startswith("error: ") and re.search(STATE_CASES[case], line), line
+    assert not out.exists()
+    assert not (tmp_path / "code-ran").exists()
+
+
+@pytest.mark.parametrize("stage", ["extracting", "verifying", "committing"])
+def test_ctrl_c_during_extract_leaves_no_output_file(tmp_path, capsys, monkeypatch, stage):
+    from extraction import export, storage
+
+    texts = write(tmp_path, "t.txt", "\n".join(SAMPLE_TEXTS) + "\n")
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    (out_dir / "keep.txt").write_text("an unrelated file")
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    real_extract = export.extract_states
+
+    def extract_then_interrupt(*args, **kwargs):
+        real_extract(*args, **kwargs)  # the rows are computed, the temporary file is open
+        raise KeyboardInterrupt
+
+    if stage == "extracting":
+        monkeypatch.setattr(export, "extract_states", extract_then_interrupt)
+    elif stage == "verifying":
+        monkeypatch.setattr(export, "_verify", interrupt)
+    else:
+        monkeypatch.setattr(storage.os, "replace", interrupt)
+    argv = ["extract", "--model", "tiny-random-llama", "--texts", str(texts), "--out", str(out_dir / "s.safetensors")]
+    argv += ["--strategy", "right", "--batch-size", "2"]
+    if stage == "extracting":
+        argv += ["--verify", "0"]
+    assert main(argv) == 130
+    assert one_error_line(capsys) == "interrupted: no output was written"
+    assert [p.name for p in out_dir.iterdir()] == ["keep.txt"]
