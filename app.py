@@ -174,9 +174,7 @@ def home() -> None:
                     unsafe_allow_html=True,
                 )
                 st.caption(STRATEGIES[name].summary)
-                metric_left, metric_right = st.columns(2)
-                metric_left.metric("min cosine", f"{comparison.min_cosine:.6f}")
-                metric_right.metric("top-1 agreement", f"{comparison.top1_agreement:.0%}")
+                st.markdown(ui.card_numbers(comparison.min_cosine, comparison.top1_agreement), unsafe_allow_html=True)
                 st.markdown(comparison.cause)
 
     st.subheader("Summary")

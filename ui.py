@@ -54,6 +54,7 @@ __all__ = [
     "MAX_INTERACTIVE_TEXTS",
     "ModelSettings",
     "RunResult",
+    "card_numbers",
     "get_loaded_model",
     "get_run",
     "load_model_or_error",
@@ -239,6 +240,24 @@ def verdict_badge(verdict: str) -> str:
     return (
         f'<span style="background:{background};color:{color};padding:0.15em 0.6em;'
         f'border-radius:0.4em;font-weight:600">{icon} {verdict}</span>'
+    )
+
+
+def card_numbers(min_cosine: float, top1_agreement: float) -> str:
+    """HTML: the two headline numbers of a verdict card, side by side, sized to fit a narrow card."""
+
+    def cell(label: str, value: str, help_text: str) -> str:
+        return (
+            f'<div title="{help_text}"><div style="font-size:0.85rem;color:#555">{label}</div>'
+            f'<div style="font-size:1.45rem;font-variant-numeric:tabular-nums;line-height:1.3">{value}</div></div>'
+        )
+
+    cosine_text = "NaN" if min_cosine != min_cosine else f"{min_cosine:.6f}"
+    return (
+        '<div style="display:flex;gap:1.5rem;flex-wrap:wrap;margin:0.2rem 0 0.6rem 0">'
+        + cell("min cosine", cosine_text, "lowest cosine similarity to single over all texts and layers")
+        + cell("top-1 agreement", f"{top1_agreement:.0%}", "texts whose lm_head top-1 token equals single's")
+        + "</div>"
     )
 
 

@@ -54,8 +54,10 @@ VERDICT_COLORS: dict[str, str] = {"exact": "#004488", "drift": "#DDAA33", "corru
 VERDICT_TEXT_COLORS: dict[str, str] = {"exact": "#FFFFFF", "drift": "#000000", "corrupted": "#FFFFFF"}
 VERDICT_ICONS: dict[str, str] = {"exact": "✔", "drift": "≈", "corrupted": "✘"}
 
-#: 1 - cosine values below this are drawn at this floor on log scales (exact fp32 gives 0).
-LOG_FLOOR = 1e-12
+#: Values below this are drawn at this floor on log scales. Identical states give
+#: 1 - cosine = 0 (or a rounding-level negative); fp32 noise of relative size 1e-6 gives
+#: 1 - cosine of about 5e-13 (it is quadratic in small errors), which stays visible.
+LOG_FLOOR = 1e-16
 
 
 def strategy_color(name: str) -> str:
@@ -449,8 +451,8 @@ ATTENTION_CATEGORIES: tuple[tuple[str, str], ...] = (
     ("sees ANOTHER text", "#D55E00"),
     ("sees padding", "#999999"),
 )
-#: Above this many columns the tokens are not written inside the cells.
-MAX_LABELLED_COLUMNS = 32
+#: Above this many columns the tokens are not written inside the cells (only hover shows them).
+MAX_LABELLED_COLUMNS = 24
 
 
 def plan_layouts(
@@ -497,7 +499,8 @@ def batch_layout_figure(
                 token = strings[int(offsets[segment])] if int(offsets[segment]) < len(strings) else "?"
                 offsets[segment] += 1
                 who = f"text {text_indices[segment] + 1}"
-            row_labels.append(f"{_display_token(token)}<br><sub>{position}</sub>")
+            # The token over its position id, smaller and grey.
+            row_labels.append(f"{_display_token(token)}<br><span style='font-size:10px;color:#333'>{position}</span>")
             row_hover.append(f"{who}<br>token {html.escape(repr(token))}<br>position id {position}")
         labels.append(row_labels)
         hover.append(row_hover)
@@ -511,7 +514,7 @@ def batch_layout_figure(
             z=(segments + 1).tolist(),
             text=labels if cols <= MAX_LABELLED_COLUMNS else None,
             texttemplate="%{text}" if cols <= MAX_LABELLED_COLUMNS else None,
-            textfont={"size": 11},
+            textfont={"size": 12},
             hovertext=hover,
             hovertemplate="%{hovertext}<extra></extra>",
             colorscale=colorscale,
@@ -629,11 +632,47 @@ def attention_figure(
     show_ticks = cols <= MAX_LABELLED_COLUMNS
     axis = {"tickvals": list(range(cols)) if show_ticks else None, "ticktext": ticks if show_ticks else None}
     figure.update_xaxes(title_text="key position (attended to)", tickangle=-60, range=[-1.8, cols - 0.5], **axis)
-    figure.update_yaxes(title_text="query position (attending)", autorange="reversed", **axis)
-    side = max(360, min(720, 160 + 18 * cols))
-    figure = _finish(figure, title, height=side)
+    figure.update_yaxes(title_text="query position (attending)", range=[cols - 0.5, -0.5], **axis)
+    figure = _finish(figure, title, height=max(380, min(760, 200 + 20 * cols)))
     figure.update_layout(legend={"title": {"text": ""}})
     return figure
+
+
+def read_descriptions(
+    layout: BatchLayout, token_strings: Sequence[Sequence[str]], text_indices: Sequence[int]
+) -> list[str]:
+    """One sentence per text of the pass: where it is read and what that position could see."""
+    facts = layout.read_facts()
+    segments = layout.segment_ids
+    sentences = []
+    for k, text_index in enumerate(text_indices):
+        row, col = int(layout.read_rows[k]), int(layout.read_cols[k])
+        own = segments[row] == k  # (T,)
+        last_real = int(own.nonzero().max()) if own.any() else -1
+        if int(segments[row, col]) < 0:
+            token = "a pad token"
+        else:
+            offset = int(own[: col + 1].sum()) - 1
+            strings = token_strings[text_index]
+            token = f"'{strings[offset]}'" if 0 <= offset < len(strings) else "a token"
+        position = int(facts["position_ids"][k])
+        where = f"Text {text_index + 1} is read in row {row}, column {col} ({token}, position id {position})"
+        alone = len(token_strings[text_index]) - 1  # the position id of its last token when run alone
+        if int(segments[row, col]) != k:
+            what = f"that is not its last real token (column {last_real}): the wrong state is read"
+        elif bool(facts["saw_other_text"][k]):
+            what = "that position attends to another text's tokens: a contaminated state"
+        elif bool(facts["saw_padding"][k]):
+            what = "that position attends to padding"
+        elif position != alone:
+            what = (
+                f"its position id is {position} where it would be {alone} alone, which changes the state on "
+                "models with absolute position embeddings"
+            )
+        else:
+            what = "it sees only its own tokens, at their own positions"
+        sentences.append(f"{where}: {what}.")
+    return sentences
 
 
 # --- probe impact ------------------------------------------------------------------------------
@@ -723,3 +762,61 @@ def probe_accuracy_figure(report: ProbeReport) -> go.Figure:
     figure = _finish(figure, "Probe accuracy: validation vs inference", height=480, subtitle=subtitle)
     figure.update_layout(legend={"title": {"text": ""}, "orientation": "h", "y": -0.25, "x": 0})
     return figure
+
+
+# --- audit of a stored dataset ------------------------------------------------------------------
+
+if TYPE_CHECKING:
+    from .audit import AuditReport
+
+#: Bin edges of the audit histogram: wide where states are plainly wrong, fine near 1,
+#: where drift (0.99 <= cos < 0.9999) and rounding-level differences live.
+AUDIT_COSINE_EDGES = (-1.0, 0.0, 0.5, 0.9, 0.99, 0.999, 0.9999, 0.99999, 1.0)
+#: The audit's clean / drift / corrupted in the verdict colours (clean is compare's exact).
+AUDIT_VERDICT_COLORS = {
+    "clean": VERDICT_COLORS["exact"],
+    "drift": VERDICT_COLORS["drift"],
+    "corrupted": VERDICT_COLORS["corrupted"],
+}
+
+
+def audit_cosine_histogram(report: AuditReport) -> go.Figure:
+    """Histogram of the stored rows' cosine similarity to fresh single-sample states (the
+    worst stored layer of each checked text), over bins of :data:`AUDIT_COSINE_EDGES`,
+    each bar coloured by the verdict its range implies, with the texts listed on hover."""
+    values = np.asarray(report.per_row_min_cosine, dtype=float)  # (n_checked,)
+    edges = AUDIT_COSINE_EDGES
+    labels, counts, colors, hovers = [], [], [], []
+    for number, (low, high) in enumerate(zip(edges[:-1], edges[1:], strict=True)):
+        last = number == len(edges) - 2
+        inside = (values >= low) & ((values <= high) if last else (values < high))
+        if number == 0:
+            inside |= values < low  # rounding below -1
+        if last:
+            inside |= values > high  # rounding above 1
+        rows = [report.checked[k] + 1 for k in np.flatnonzero(inside)]
+        labels.append(f"[{low:g}, {high:g}]" if last else f"[{low:g}, {high:g})")
+        counts.append(len(rows))
+        verdict = "clean" if low >= EXACT_COSINE else "drift" if low >= DRIFT_COSINE else "corrupted"
+        colors.append(AUDIT_VERDICT_COLORS[verdict])
+        listed = ", ".join(map(str, rows[:20])) + (" …" if len(rows) > 20 else "")
+        hovers.append(f"{verdict} range<br>texts: {listed}" if rows else f"{verdict} range<br>no text")
+    figure = go.Figure(
+        go.Bar(
+            x=labels,
+            y=counts,
+            marker={"color": colors},
+            text=[str(c) if c else "" for c in counts],
+            textposition="outside",
+            customdata=hovers,
+            hovertemplate="cosine %{x}: %{y} texts<br>%{customdata}<extra></extra>",
+            showlegend=False,
+        )
+    )
+    figure.update_xaxes(title_text="cosine similarity to single-sample extraction (worst stored layer per text)")
+    figure.update_yaxes(title_text="texts", rangemode="tozero")
+    subtitle = (
+        f"{report.n_checked} of {report.n_texts} texts re-extracted; colours: corrupted < {DRIFT_COSINE} "
+        f"<= drift < {EXACT_COSINE} <= clean"
+    )
+    return _finish(figure, f"Stored states vs fresh: {report.verdict}", height=420, subtitle=subtitle)

@@ -34,8 +34,12 @@ st.markdown(
 
 texts = report.texts
 lengths = report.tokenized.lengths
-short_first = sorted(range(len(texts)), key=lambda i: (lengths[i] > 24, i))
-default_texts = sorted(short_first[: min(4, len(texts))])
+# Default: a few short texts of different lengths (padding needs different lengths), so the
+# pictures stay readable; the first text of each distinct length, shortest first.
+first_of_length: dict[int, int] = {}
+for index in sorted(range(len(texts)), key=lambda i: (lengths[i], i)):
+    first_of_length.setdefault(lengths[index], index)
+default_texts = sorted(list(first_of_length.values())[:3]) or [0]
 chosen = st.multiselect(
     f"Texts to lay out (up to {MAX_PICTURE_TEXTS})",
     list(range(len(texts))),
@@ -55,7 +59,9 @@ st.caption(
 
 token_ids = [report.tokenized.token_ids[i] for i in chosen]
 names = list(report.strategies)
-tabs = st.tabs(names)
+# Open on the worst strategy of the run: the picture that explains a corrupted verdict.
+worst = min(names, key=lambda name: float(report.strategies[name].cosine.nan_to_num(-2.0).min()))
+tabs = st.tabs(names, default=worst, key="how.tabs")
 for tab, name in zip(tabs, names, strict=True):
     strategy = STRATEGIES[name]
     comparison = report.strategies[name]
@@ -73,8 +79,7 @@ for tab, name in zip(tabs, names, strict=True):
             )
         for number, (group, layout) in enumerate(passes[:MAX_PASSES_DRAWN], start=1):
             group_texts = [chosen[k] for k in group]
-            layout_column, attention_column = st.columns([3, 2])
-            layout_column.plotly_chart(
+            st.plotly_chart(
                 figures.batch_layout_figure(
                     layout,
                     run.token_strings,
@@ -84,12 +89,17 @@ for tab, name in zip(tabs, names, strict=True):
                 key=f"how.layout.{name}.{number}",
             )
             # The row worth looking at: the one with the most padding (or the packed row).
-            padding_per_row = layout.is_pad.sum(-1)
-            row = int(padding_per_row.argmax())
+            row = int(layout.is_pad.sum(-1).argmax())
+            attention_column, words_column = st.columns([3, 2], vertical_alignment="center")
             attention_column.plotly_chart(
                 figures.attention_figure(
                     layout, row, run.token_strings, group_texts, title=f"{name}: who sees whom in row {row}"
                 ),
                 key=f"how.attention.{name}.{number}",
+            )
+            words_column.markdown(
+                "\n".join(
+                    f"- {sentence}" for sentence in figures.read_descriptions(layout, run.token_strings, group_texts)
+                )
             )
         st.caption(ui.strategy_cause_line(report, name))

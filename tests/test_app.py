@@ -99,9 +99,9 @@ def test_run_shows_cards_with_expected_verdicts(ran):
     for name in NAIVE + FIXED:
         assert f"<code>{name}</code>" in shown
         assert ui.verdict_badge(verdicts[name]) in shown
-    metric_labels = [metric.label for metric in ran.metric]
-    assert metric_labels.count("min cosine") == len(NAIVE + FIXED)
-    assert metric_labels.count("top-1 agreement") == len(NAIVE + FIXED)
+    for name in NAIVE + FIXED:
+        comparison = run.report.strategies[name]
+        assert ui.card_numbers(comparison.min_cosine, comparison.top1_agreement) in shown
     assert len(ran.dataframe) == 1  # the summary table
     notes = " ".join(warning.value for warning in ran.warning)
     assert "random weights" in notes  # report.notes are shown
@@ -224,3 +224,9 @@ def test_verdict_badge_says_the_word():
         badge = ui.verdict_badge(verdict)
         assert verdict in badge and "background:" in badge
     assert len({ui.verdict_badge(v) for v in ("exact", "drift", "corrupted")}) == 3
+
+
+def test_card_numbers_show_both_headline_values():
+    html = ui.card_numbers(-0.82923, 0.3)
+    assert "-0.829230" in html and "30%" in html and "min cosine" in html and "top-1 agreement" in html
+    assert "NaN" in ui.card_numbers(float("nan"), 0.0)

@@ -171,7 +171,7 @@ def test_bug_preset_and_every_page(app_url, browser_page):
     for number, (link, heading) in enumerate(PAGES, start=2):
         page.locator('[data-testid="stSidebarNav"]').get_by_role("link", name=link).click()
         page.get_by_role("heading", name=heading, exact=True).wait_for()
-        page.locator(".js-plotly-plot").first.wait_for()
+        page.locator(".js-plotly-plot >> visible=true").first.wait_for()
         _no_exception(page)
         assert "No results yet" not in page.locator('[data-testid="stMain"]').inner_text()
         _screenshot(page, f"{number:02d}-{link.lower().replace(' ', '-')}")

@@ -186,7 +186,7 @@ def test_batch_layout_marks_padding_tokens_and_read_positions():
     (group, layout), *_ = figures.plan_layouts("left", TOKENS, PAD, batch_size=3)
     figure = figures.batch_layout_figure(layout, STRINGS, group, title="left")
     # Left padding with position ids from the mask: the real tokens of text 1 sit at 0 and 1.
-    assert figure.data[0].text[0][2].endswith("<sub>0</sub>") and figure.data[0].text[0][3].endswith("<sub>1</sub>")
+    assert figure.data[0].text[0][2].endswith(">0</span>") and figure.data[0].text[0][3].endswith(">1</span>")
 
 
 def test_attention_categories_by_hand():
@@ -209,3 +209,18 @@ def test_attention_figure_draws_every_category_in_the_legend():
     assert "sees ANOTHER text" in legend and "position read" in legend
     assert torch.tensor(figure.data[0].z).eq(2).any()
     assert get_strategy("packed-naive").name in figure.layout.title.text
+
+
+def test_read_descriptions_name_what_went_wrong():
+    (group, naive), *_ = figures.plan_layouts("right-naive", TOKENS, PAD, batch_size=3)
+    sentences = figures.read_descriptions(naive, STRINGS, group)
+    assert len(sentences) == 3
+    assert "a pad token" in sentences[0] and "not its last real token (column 1)" in sentences[0]
+    assert "'f'" in sentences[1] and "only its own tokens" in sentences[1]  # the longest text is fine
+    (group, shifted), *_ = figures.plan_layouts("left-naive", TOKENS, PAD, batch_size=3)
+    assert "position id is 3 where it would be 1 alone" in figures.read_descriptions(shifted, STRINGS, group)[0]
+    (group, packed), *_ = figures.plan_layouts("packed-naive", TOKENS, PAD, batch_size=3)
+    sentences = figures.read_descriptions(packed, STRINGS, group)
+    assert "only its own tokens" in sentences[0] and "another text" in sentences[1]
+    (group, fixed), *_ = figures.plan_layouts("left", TOKENS, PAD, batch_size=3)
+    assert all("only its own tokens" in sentence for sentence in figures.read_descriptions(fixed, STRINGS, group))
