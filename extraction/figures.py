@@ -746,11 +746,16 @@ def probe_accuracy_figure(report: ProbeReport) -> go.Figure:
         )
     counts = np.bincount(report.test_labels)
     majority = float(counts.max() / counts.sum()) if counts.sum() else 0.0
-    figure.add_hline(
-        y=majority,
-        line={"dash": "dot", "color": "#777777"},
-        annotation_text=f"majority class {majority:.0%}",
-        annotation_position="bottom right",
+    figure.add_hline(y=majority, line={"dash": "dot", "color": "#777777"})
+    # Named in the legend rather than annotated on the plot, where it would cover the bars.
+    figure.add_trace(
+        go.Scatter(
+            x=[None],
+            y=[None],
+            mode="lines",
+            line={"dash": "dot", "color": "#777777"},
+            name=f"majority class of the test split ({majority:.0%})",
+        )
     )
     figure.update_layout(barmode="group", bargap=0.25, bargroupgap=0.05)
     figure.update_xaxes(title_text="strategy the probe's training states were extracted with")

@@ -294,7 +294,9 @@ def test_probe_at_the_default_last_layer_without_lm_head(tiny_llama):
     assert "lm_head_accuracy" not in report.to_dict()["strategies"]["single"]
     from extraction.figures import probe_accuracy_figure
 
-    assert [trace.type for trace in probe_accuracy_figure(report).data] == ["bar", "bar"]  # no lm_head diamonds
+    traces = probe_accuracy_figure(report).data
+    assert [trace.type for trace in traces if trace.type == "bar"] == ["bar", "bar"]
+    assert not any("lm_head" in trace.name for trace in traces)  # no diamonds without single-token labels
 
 
 def test_summaries_follow_the_numbers(tiny_report):
@@ -338,7 +340,7 @@ def test_probe_figure_draws_the_report(tiny_report):
     assert list(bars[0].x) == list(bars[1].x) == list(frame["strategy"])
     np.testing.assert_allclose(bars[0].y, frame["accuracy_same"])
     np.testing.assert_allclose(bars[1].y, frame["accuracy_single"])
-    (diamonds,) = [trace for trace in figure.data if trace.type == "scatter"]
+    (diamonds,) = [trace for trace in figure.data if trace.type == "scatter" and trace.mode == "markers"]
     np.testing.assert_allclose(diamonds.y, frame["lm_head_accuracy"])
     assert "validation" in bars[0].name and "inference" in bars[1].name
 
