@@ -125,7 +125,7 @@ def home() -> None:
             if len(texts) > ui.MAX_INTERACTIVE_TEXTS:
                 st.warning(
                     f"{len(texts)} texts given: the dashboard runs the first {ui.MAX_INTERACTIVE_TEXTS}. "
-                    "For more, use the command line: `python -m extraction compare --texts FILE --json out.json`."
+                    + ui.MORE_TEXTS_HINT
                 )
             loaded = ui.load_model_or_error(settings)
             if loaded is not None:
@@ -155,7 +155,11 @@ def home() -> None:
     for note in report.notes:
         st.warning(note, icon="⚠️")
     if run.texts_dropped:
-        st.warning(f"{run.texts_dropped} texts beyond the first {ui.MAX_INTERACTIVE_TEXTS} were not run.", icon="⚠️")
+        st.warning(
+            f"{run.texts_dropped} texts beyond the first {ui.MAX_INTERACTIVE_TEXTS} were not run. "
+            + ui.MORE_TEXTS_HINT,
+            icon="⚠️",
+        )
     st.caption(
         f"**exact**: min cosine ≥ {ui.EXACT_COSINE} over all texts and layers and the same top-1 next token for every "
         f"text; **drift**: min cosine ≥ {ui.DRIFT_COSINE}; **corrupted**: anything else, or NaN/inf. "

@@ -52,6 +52,7 @@ __all__ = [
     "DRIFT_COSINE",
     "EXACT_COSINE",
     "MAX_INTERACTIVE_TEXTS",
+    "MORE_TEXTS_HINT",
     "ModelSettings",
     "RunResult",
     "card_numbers",
@@ -75,6 +76,11 @@ __all__ = [
 
 #: More texts than this are refused interactively: the command line handles any number.
 MAX_INTERACTIVE_TEXTS = 64
+#: Where to go for more texts than the dashboard runs.
+MORE_TEXTS_HINT = (
+    "For more, use the command line: `python -m extraction compare --texts FILE` checks the strategies, "
+    "`python -m extraction extract --texts FILE --out states.safetensors` extracts the states correctly."
+)
 #: Top next tokens kept per text and strategy for the Predictions page.
 TOP_K = 5
 

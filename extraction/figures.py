@@ -54,10 +54,13 @@ VERDICT_COLORS: dict[str, str] = {"exact": "#004488", "drift": "#DDAA33", "corru
 VERDICT_TEXT_COLORS: dict[str, str] = {"exact": "#FFFFFF", "drift": "#000000", "corrupted": "#FFFFFF"}
 VERDICT_ICONS: dict[str, str] = {"exact": "✔", "drift": "≈", "corrupted": "✘"}
 
-#: Values below this are drawn at this floor on log scales. Identical states give
-#: 1 - cosine = 0 (or a rounding-level negative); fp32 noise of relative size 1e-6 gives
-#: 1 - cosine of about 5e-13 (it is quadratic in small errors), which stays visible.
-LOG_FLOOR = 1e-16
+#: Floor of ``1 - cosine`` on log scales. Cosines are stored in float32, whose spacing
+#: just below 1 is 6e-8: ``1 - cosine`` is either 0 (identical to that precision, drawn
+#: here) or at least 6e-8. (fp32 noise of relative size 1e-6 gives 1 - cosine of about
+#: 5e-13, below that resolution: the relative L2 figure shows it.)
+COSINE_LOG_FLOOR = 1e-9
+#: Floor of other log-scaled values (relative L2 error, KL), which are exactly 0 when identical.
+LOG_FLOOR = 1e-15
 
 
 def strategy_color(name: str) -> str:
@@ -235,7 +238,7 @@ def one_minus_cosine_figure(
     """``1 - min cosine`` over texts per layer, on a log scale, with the verdict thresholds.
 
     Drift of 1e-6 and corruption of 0.5 are both readable. Values below
-    :data:`LOG_FLOOR` (exact agreement gives 0, or a rounding-level negative) are drawn
+    :data:`COSINE_LOG_FLOOR` (exact agreement gives 0, or a rounding-level negative) are drawn
     at the floor.
     """
     figure = go.Figure()
@@ -245,7 +248,7 @@ def one_minus_cosine_figure(
         figure.add_trace(
             go.Scatter(
                 x=layers,
-                y=worst.clamp(min=LOG_FLOOR).tolist(),
+                y=worst.clamp(min=COSINE_LOG_FLOOR).tolist(),
                 customdata=worst.tolist(),
                 mode="lines+markers",
                 line={"color": strategy_color(name), "dash": strategy_dash(name), "width": 2.5},
@@ -275,20 +278,23 @@ def one_minus_cosine_figure(
         type="log",
         title_text="1 - min cosine over texts (log scale)",
         exponentformat="power",
-        range=[np.log10(LOG_FLOOR) - 0.5, 0.5],
+        range=[np.log10(COSINE_LOG_FLOOR) - 0.5, 0.5],
     )
     _layer_axis(figure, report.num_layers)
     return _finish(
         figure,
         "Distance from single-sample extraction: 1 - cosine of the worst text, per layer (log scale)",
-        subtitle=f"Identical states give 0, drawn at {LOG_FLOOR:.0e}: the lines of exact strategies overlap there.",
+        subtitle=(
+            f"Identical states (to float32 precision) give 0, drawn at {COSINE_LOG_FLOOR:.0e}: "
+            "the lines of exact strategies overlap there."
+        ),
     )
 
 
 def cosine_heatmap_figure(comparison: StrategyComparison, texts: Sequence[str], log_scale: bool = False) -> go.Figure:
     """Text-by-layer heatmap of one strategy's cosine similarity to single.
 
-    With ``log_scale`` the colour is ``log10(max(1 - cosine, LOG_FLOOR))`` instead.
+    With ``log_scale`` the colour is ``log10(max(1 - cosine, COSINE_LOG_FLOOR))`` instead.
     """
     cosine = comparison.cosine.double()  # (N, L)
     n, num_layers = cosine.shape
@@ -296,9 +302,9 @@ def cosine_heatmap_figure(comparison: StrategyComparison, texts: Sequence[str], 
         raise ValueError(f"{len(texts)} texts given for a comparison of {n} texts")
     labels = [text_label(i, text) for i, text in enumerate(texts)]
     if log_scale:
-        z = torch.log10((1.0 - cosine).clamp(min=LOG_FLOOR)).tolist()
+        z = torch.log10((1.0 - cosine).clamp(min=COSINE_LOG_FLOOR)).tolist()
         colorbar = {"title": {"text": "log10(1 - cos)"}}
-        zmin, zmax = np.log10(LOG_FLOOR), 0.0
+        zmin, zmax = np.log10(COSINE_LOG_FLOOR), 0.0
         colorscale = "Cividis"
     else:
         z = cosine.tolist()

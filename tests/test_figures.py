@@ -78,7 +78,7 @@ def test_one_minus_cosine_is_log_scaled_and_floored(report):
     for trace in figure.data:
         worst = 1 - report.strategies[trace.name].cosine.double().min(0).values
         assert list(trace.customdata) == pytest.approx(worst.tolist())
-        assert list(trace.y) == pytest.approx(worst.clamp(min=figures.LOG_FLOOR).tolist())
+        assert list(trace.y) == pytest.approx(worst.clamp(min=figures.COSINE_LOG_FLOOR).tolist())
     # right padding read at -1 is far off on texts shorter than the longest.
     assert max(_traces_named(figure, "right-naive")[0].y) > 1e-2
     assert "1 - min cosine" in figure.layout.yaxis.title.text
@@ -97,7 +97,7 @@ def test_heatmap_is_texts_by_layers(report):
     assert list(heatmap.y) == list(range(len(TEXTS)))
     assert figure.layout.yaxis.ticktext[1] == "2: Hello"
     log_figure = figures.cosine_heatmap_figure(comparison, report.texts, log_scale=True)
-    expected = torch.log10((1 - comparison.cosine.double()).clamp(min=figures.LOG_FLOOR))
+    expected = torch.log10((1 - comparison.cosine.double()).clamp(min=figures.COSINE_LOG_FLOOR))
     assert torch.tensor(log_figure.data[0].z).double() == pytest.approx(expected)
     with pytest.raises(ValueError, match="3 texts given for a comparison of 4"):
         figures.cosine_heatmap_figure(comparison, report.texts[:3])
