@@ -3,7 +3,8 @@
 Starts ``streamlit run app.py`` on a free local port in its own process group, clicks
 "Show me the bug" (tiny random GPT-2: seconds), waits for the verdict cards and charts,
 visits every page through the sidebar (a new URL would start a new session without
-results), and saves a screenshot of each page under ``test-artifacts/``.
+results; pages added later only need to load without an exception), and saves a
+screenshot of each page under ``test-artifacts/``.
 
 Without chromium the test is skipped, except under CI (``CI`` set), where it fails.
 """
@@ -175,3 +176,22 @@ def test_bug_preset_and_every_page(app_url, browser_page):
         _no_exception(page)
         assert "No results yet" not in page.locator('[data-testid="stMain"]').inner_text()
         _screenshot(page, f"{number:02d}-{link.lower().replace(' ', '-')}")
+
+    # Pages added later (found by app.py in pages/) must at least load without an exception.
+    nav = page.locator('[data-testid="stSidebarNav"]')
+    known = {"Home", *(link for link, _ in PAGES)}
+    # A link's text may start with its icon's ligature name ("home\n\nHome"): the label is the last line.
+    labels = [text.strip().splitlines()[-1].strip() for text in nav.get_by_role("link").all_inner_texts()]
+    others = [label for label in labels if label not in known]
+    for number, link in enumerate(others, start=len(PAGES) + 2):
+        nav.get_by_role("link", name=link, exact=True).click()
+        page.locator('[data-testid="stMain"] h1').first.wait_for()
+        _wait_until_idle(page)
+        _no_exception(page)
+        _screenshot(page, f"{number:02d}-{link.lower().replace(' ', '-')}")
+
+
+def _wait_until_idle(page) -> None:
+    """Wait until the script run is over (Streamlit shows a status widget while running)."""
+    page.wait_for_timeout(1000)
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=RUN_TIMEOUT_MS)
