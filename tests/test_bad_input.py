@@ -949,3 +949,95 @@ def test_ctrl_c_during_extract_leaves_no_output_file(tmp_path, capsys, monkeypat
     assert main(argv) == 130
     assert one_error_line(capsys) == "interrupted: no output was written"
     assert [p.name for p in out_dir.iterdir()] == ["keep.txt"]
+
+
+# --- bad uploads in the app: one error box each, then a good run in the same session --------
+
+#: Odd characters for the home page's text box (no character that is a line break to Unicode).
+BOX_TEXTS = [*ODD_TEXTS[:5], "control: tab\there, escape \x1b[31mred\x1b[0m, bell \x07, DEL \x7f"]
+PAGE_STATE_CASES = ["wrong-rank", "hidden-size", "nan", "integer", "several-no-key", "pickled-code", "npy-objects"]
+
+
+def test_audit_page_refuses_each_bad_states_upload_then_audits_a_good_one(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    import ui
+    from extraction.extract import extract_states
+    from extraction.texts import tokenize_texts
+
+    page = REPO / "pages" / "4_Audit.py"
+    if not page.is_file():
+        pytest.skip("the Audit page is not there yet")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = AppTest.from_file(str(page), default_timeout=300).run()
+    at.selectbox(key=ui.KEY_MODEL_CHOICE).set_value("tiny-random-llama")
+    at.file_uploader(key="audit.texts").set_value(("t.txt", ("\n".join(STATE_TEXTS) + "\n").encode(), "text/plain"))
+    for case in PAGE_STATE_CASES:
+        path, _ = _state_file(tmp_path, case)
+        at.file_uploader(key="audit.states").set_value((path.name, path.read_bytes(), "application/octet-stream"))
+        at.button(key="audit.run").click().run()
+        assert not at.exception, (case, [e.value for e in at.exception])
+        errors = [error.value for error in at.error]
+        assert len(errors) == 1 and re.search(STATE_CASES[case], errors[0]), (case, errors)
+        assert "audit.result" not in at.session_state
+    assert not (tmp_path / "code-ran").exists()
+
+    # The same session then audits a correct file: single-sample states of the last layer.
+    from safetensors.torch import save
+
+    loaded = load_model("tiny-random-llama", device="cpu")
+    tokenized = tokenize_texts(loaded.tokenizer, STATE_TEXTS)
+    good = extract_states(loaded, tokenized, "single", layers=[loaded.num_hidden_layers], keep_logits=False)
+    at.file_uploader(key="audit.states").set_value(("good.safetensors", save({"h": good.hidden[:, 0]}), "x"))
+    at.button(key="audit.run").click().run()
+    assert not at.exception and not at.error
+    assert at.session_state["audit.result"]["report"].verdict == "clean"
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("bin.txt", bytes(range(256)), "binary file"),
+        ("latin.txt", "caf\xe9\n".encode("latin-1"), "not UTF-8"),
+        ("t.jsonl", b'{"text": "a"}\n{"text": }\n', "line 2 is not valid JSON"),
+        ("t.csv", b"id,body\n1,x\n", "no 'text' column"),
+    ],
+)
+def test_home_page_bad_texts_upload_is_one_error_then_the_text_box_runs(monkeypatch, name, content, message):
+    from streamlit.testing.v1 import AppTest
+
+    import ui
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120).run()
+    at.selectbox(key=ui.KEY_MODEL_CHOICE).set_value("tiny-random-llama")
+    at.multiselect(key="home.strategies").set_value(["right"])
+    at.text_area(key="home.texts").input("\n".join(BOX_TEXTS))
+    at.file_uploader(key="home.upload").set_value((name, content, "application/octet-stream"))
+    at.button(key="home.run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [error.value for error in at.error]
+    assert len(errors) == 1 and message in errors[0], errors
+    assert ui.KEY_RUN not in at.session_state
+
+    at.file_uploader(key="home.upload").set_value(None)  # back to the text box, odd characters and all
+    at.button(key="home.run").click().run()
+    assert not at.exception and not at.error
+    report = at.session_state[ui.KEY_RUN].report
+    assert report.texts == BOX_TEXTS
+    assert report.strategies["right"].verdict == "exact"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ui.texts_from_inputs splits the text box with str.splitlines, which also breaks at form feed, "
+    "U+0085, U+2028 and U+2029, so one pasted text becomes two (files use texts.split_lines)",
+)
+def test_text_box_breaks_lines_only_where_files_do():
+    import ui
+
+    box = "one text with a line\u2028separator\nanother with a form\x0cfeed\n"
+    assert ui.texts_from_inputs(box) == (
+        ["one text with a line\u2028separator", "another with a form\x0cfeed"],
+        "text box",
+    )
