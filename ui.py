@@ -12,7 +12,9 @@ Model (the sidebar picker is shared by every page that needs a model):
     ``ValueError``/:class:`ModelLoadError`. The model is cached once per process with
     ``st.cache_resource(max_entries=1)``, every argument that changes it in the cache
     key; the cached model is shared, so **never mutate it** (no ``.to()``, no ``.train()``,
-    no hooks left behind).
+    no hooks left behind). Wrap every forward pass in ``with model_in_use():``: sessions
+    run in threads and share the cached model, and extraction registers forward hooks on
+    it for the duration of a pass, so two sessions must not run it at the same time.
 
 Results of the home page's run (computed once, read by every page):
     ``run = get_run()`` -> :class:`RunResult` or None; ``run = require_run()`` shows an
@@ -28,8 +30,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pandas as pd
@@ -59,6 +63,7 @@ __all__ = [
     "get_loaded_model",
     "get_run",
     "load_model_or_error",
+    "model_in_use",
     "register_home_page",
     "require_run",
     "report_json",
@@ -227,6 +232,27 @@ def load_model_or_error(settings: ModelSettings) -> LoadedModel | None:
     return None
 
 
+#: One forward user of the shared cached model at a time (see :func:`model_in_use`).
+_MODEL_LOCK = threading.Lock()
+
+
+@contextmanager
+def model_in_use() -> Iterator[None]:
+    """Hold the cached model for this session's forward passes; other sessions wait.
+
+    Extraction registers forward hooks on the model for the duration of a pass, and the
+    model is shared by every session of the process, so concurrent runs would capture
+    each other's rows. On a CPU, running one at a time costs no throughput either.
+    """
+    if not _MODEL_LOCK.acquire(blocking=False):
+        with st.spinner("Another session is running the model: waiting for it to finish…"):
+            _MODEL_LOCK.acquire()
+    try:
+        yield
+    finally:
+        _MODEL_LOCK.release()
+
+
 # --- messages ---------------------------------------------------------------------------
 
 
@@ -373,7 +399,8 @@ def run_comparison(
         )
 
     start = time.perf_counter()
-    report = compare_strategies(loaded, tokenized, strategies, batch_size=batch_size, progress=progress)
+    with model_in_use():
+        report = compare_strategies(loaded, tokenized, strategies, batch_size=batch_size, progress=progress)
     bar.progress(1.0, text="Comparing with single-sample extraction…")
     tokenizer = loaded.tokenizer
     token_strings = [[tokenizer.decode([token]) for token in ids] for ids in tokenized.token_ids]

@@ -8,6 +8,7 @@ naive strategies break) through the home page, never the embedded SmolLM2.
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 
 import pytest
@@ -230,3 +231,22 @@ def test_card_numbers_show_both_headline_values():
     html = ui.card_numbers(-0.82923, 0.3)
     assert "-0.829230" in html and "30%" in html and "min cosine" in html and "top-1 agreement" in html
     assert "NaN" in ui.card_numbers(float("nan"), 0.0)
+
+
+def test_model_in_use_lets_one_session_run_the_model_at_a_time():
+    entered, release = threading.Event(), threading.Event()
+
+    def other_session():
+        with ui.model_in_use():
+            entered.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=other_session)
+    thread.start()
+    assert entered.wait(30)
+    assert not ui._MODEL_LOCK.acquire(blocking=False)  # held by the other session
+    release.set()
+    thread.join(30)
+    with ui.model_in_use():
+        assert ui._MODEL_LOCK.locked()
+    assert not ui._MODEL_LOCK.locked()

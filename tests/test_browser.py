@@ -150,7 +150,7 @@ def _no_exception(page) -> None:
     assert exceptions.count() == 0, exceptions.first.inner_text()
 
 
-def test_bug_preset_and_every_page(app_url, browser_page):
+def test_bug_preset_and_every_page(browser_page, app_url):  # chromium is checked before the server starts
     sync_api = pytest.importorskip("playwright.sync_api")
     page = browser_page
     page.goto(app_url)
