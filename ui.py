@@ -48,7 +48,7 @@ from extraction.figures import (
     top_k_frame,
 )
 from extraction.models import ATTN_IMPLEMENTATIONS, DEFAULT_MODEL, DTYPES, MODEL_PRESETS, LoadedModel, load_model
-from extraction.texts import TextsError, decode_bytes, parse_texts, tokenize_texts
+from extraction.texts import TextsError, decode_bytes, parse_texts, split_lines, tokenize_texts
 
 logger = logging.getLogger(__name__)
 
@@ -366,7 +366,8 @@ def texts_from_inputs(text_box: str, upload=None) -> tuple[list[str], str]:
         name = str(upload.name)
         suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
         return parse_texts(decode_bytes(upload.getvalue(), name), suffix, name), name
-    texts = [line.strip() for line in text_box.splitlines() if line.strip()]
+    # Lines break where a texts file's do (\n, \r\n, \r), not at U+2028 or form feeds.
+    texts = [line.strip() for line in split_lines(text_box) if line.strip()]
     if not texts:
         raise TextsError("no texts: type at least one text (one per line) or upload a file")
     return texts, "text box"

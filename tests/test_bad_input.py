@@ -1028,11 +1028,6 @@ def test_home_page_bad_texts_upload_is_one_error_then_the_text_box_runs(monkeypa
     assert report.strategies["right"].verdict == "exact"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ui.texts_from_inputs splits the text box with str.splitlines, which also breaks at form feed, "
-    "U+0085, U+2028 and U+2029, so one pasted text becomes two (files use texts.split_lines)",
-)
 def test_text_box_breaks_lines_only_where_files_do():
     import ui
 
