@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
+    from extraction.extract import ExtractionResult
     from extraction.models import LoadedModel
     from extraction.texts import TokenizedTexts
 
@@ -64,10 +65,13 @@ DEFAULT_SINGLE_TEXTS = 48
 #: Texts the exactness pre-check runs on (spread over the lengths).
 CHECK_TEXTS = 16
 DEFAULT_BATCH_SIZE = 64
-DEFAULT_MAX_BATCH_TOKENS = 2048
+DEFAULT_MAX_BATCH_TOKENS = 1024
 MEMORY_TEXT_COUNTS = (500, 2000)
 #: Texts in the memory run that stands for "the model plus one batch".
 MEMORY_BASELINE_TEXTS = 64
+#: Longest text of the memory runs: the rows, not the text lengths, grow with N; shorter
+#: texts keep the 2,000-text run to minutes.
+MEMORY_MAX_TOKENS = 64
 
 _WORDS_SOURCE_EXTRA = (
     "a probe reads the hidden state of the last token and learns a direction that separates the classes, "
@@ -93,6 +97,7 @@ class StrategyTiming:
     min_cosine_vs_single: float | None = None  # over the texts single was timed on, every layer
     exact: bool | None = None  # min_cosine_vs_single >= BENCH_EXACT_COSINE
     capture: str = ""
+    load_average: float | None = None  # 1-minute load average when the run ended (other work on the machine)
 
 
 @dataclass
@@ -253,6 +258,7 @@ def _timing(name, result, body_params, loaded, sgemm) -> StrategyTiming:
         useful_gflops=gflops,
         sgemm_fraction=gflops / sgemm,
         capture=result.capture,
+        load_average=os.getloadavg()[0],
     )
 
 
@@ -262,6 +268,17 @@ def _subset(tokenized: TokenizedTexts, rows: Sequence[int]) -> TokenizedTexts:
     return TokenizedTexts(
         [tokenized.texts[i] for i in rows], [tokenized.token_ids[i] for i in rows], [], tokenized.max_tokens
     )
+
+
+def _fastest(repeats: int, run: Callable[[], ExtractionResult]) -> ExtractionResult:
+    """The run with the fewest seconds out of ``repeats``; all must agree bit for bit."""
+    best = run()
+    for _ in range(repeats - 1):
+        again = run()
+        if not torch.equal(again.hidden, best.hidden):
+            raise RuntimeError(f"{best.strategy}: two runs of the same extraction gave different states")
+        best = min(best, again, key=lambda result: result.seconds)
+    return best
 
 
 def time_strategies(
@@ -274,11 +291,13 @@ def time_strategies(
     single_texts: int = DEFAULT_SINGLE_TEXTS,
     check_texts: int = CHECK_TEXTS,
     say: Callable[[str], None] = logger.info,
+    repeats: int = 1,
 ) -> tuple[list[StrategyTiming], dict[str, str]]:
     """Time ``single`` on a spread subset of ``single_texts`` texts, then every other strategy
     in ``strategies`` that is exact on a ``check_texts`` sample of that subset, on all texts.
 
-    Every timed run keeps all layers (``keep_logits=False``); its rows on the ``single``
+    Each timing is the fastest of ``repeats`` runs (other work on a shared machine only
+    ever slows a run down). Every timed run keeps all layers (``keep_logits=False``); its rows on the ``single``
     subset are compared with ``single``'s. Returns the timings (``single`` first) and, for
     the strategies not timed, why.
     """
@@ -294,7 +313,7 @@ def time_strategies(
     extract_states(loaded, _subset(tokenized, [0]), "single", keep_logits=False)
 
     say(f"timing single on {len(single_set)} texts ({sum(single_set.lengths)} tokens)")
-    reference = extract_states(loaded, single_set, "single", keep_logits=False)
+    reference = _fastest(repeats, lambda: extract_states(loaded, single_set, "single", keep_logits=False))
     single = _timing("single", reference, body, loaded, sgemm)
     single.ratio_to_single, single.min_cosine_vs_single, single.exact = 1.0, 1.0, True
     timings, not_timed = [single], {}
@@ -308,7 +327,10 @@ def time_strategies(
             say(f"{name}: {not_timed[name]}; not timed")
             continue
         say(f"timing {name} on {len(tokenized)} texts ({sum(tokenized.lengths)} tokens)")
-        result = extract_states(loaded, tokenized, name, batch_size, max_batch_tokens, keep_logits=False)
+        result = _fastest(
+            repeats,
+            lambda name=name: extract_states(loaded, tokenized, name, batch_size, max_batch_tokens, keep_logits=False),
+        )
         timing = _timing(name, result, body, loaded, sgemm)
         timing.ratio_to_single = timing.tokens_per_second / single.tokens_per_second
         timing.min_cosine_vs_single = min_cosine(result.hidden[single_rows], reference.hidden)
@@ -476,6 +498,7 @@ def memory_report(
     baseline_texts: int = MEMORY_BASELINE_TEXTS,
     dtype: str = "float32",
     seed: int = 0,
+    max_tokens: int = MEMORY_MAX_TOKENS,
 ) -> dict:
     """Peak RSS of extraction on ``counts`` texts against ``model + one batch + rows``.
 
@@ -483,11 +506,17 @@ def memory_report(
     texts (at least one full batch). Rows are ``N (L+1) d`` float32 values. The estimate
     for N texts is ``peak(baseline) + rows(N) - rows(baseline)``.
     """
-    texts = benchmark_texts(tokenizer, max(counts + (baseline_texts,)), seed=seed + 1)
+    texts = benchmark_texts(tokenizer, max((*counts, baseline_texts)), DEFAULT_MIN_TOKENS, max_tokens, seed=seed + 1)
     row_bytes = (num_layers + 1) * hidden_size * 4
 
     baseline = measure_extract_memory(model, texts[:baseline_texts], strategy, batch_size, dtype)
-    report = {"strategy": strategy, "batch_size": batch_size, "row_bytes": row_bytes, "baseline": baseline}
+    report = {
+        "strategy": strategy,
+        "batch_size": batch_size,
+        "text_tokens": [DEFAULT_MIN_TOKENS, max_tokens],
+        "row_bytes": row_bytes,
+        "baseline": baseline,
+    }
     if "error" in baseline:
         return report
     runs = []
@@ -570,11 +599,13 @@ class BenchmarkSettings:
     batch_size: int = DEFAULT_BATCH_SIZE
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
     sgemm_size: int = 2048
+    repeats: int = 1
     cold_start: bool = True
     cold_start_without_cache: bool = True
     memory: bool = True
     memory_counts: tuple[int, ...] = MEMORY_TEXT_COUNTS
     memory_baseline_texts: int = MEMORY_BASELINE_TEXTS
+    memory_max_tokens: int = MEMORY_MAX_TOKENS
     app_comparison: bool = True
     app_batch_size: int = 4
 
@@ -656,6 +687,7 @@ def run_benchmark(settings: BenchmarkSettings, say: Callable[[str], None] = logg
         settings.single_texts,
         settings.check_texts,
         say,
+        settings.repeats,
     )
     report.environment["sgemm_gflops_end"] = sgemm_gflops(settings.sgemm_size)
     if settings.app_comparison:
@@ -676,6 +708,7 @@ def run_benchmark(settings: BenchmarkSettings, say: Callable[[str], None] = logg
             settings.memory_baseline_texts,
             settings.dtype,
             settings.seed,
+            settings.memory_max_tokens,
         )
     report.environment["load_average_end"] = list(os.getloadavg())
     report.targets = check_targets(report)
@@ -701,16 +734,18 @@ def format_report(report: BenchmarkReport) -> str:
         f"mean {texts['mean_tokens']:.1f}, {texts['total_tokens']} tokens in all",
         f"sgemm: {report.sgemm_gflops:.1f} GFLOP/s at the start, {env.get('sgemm_gflops_end', float('nan')):.1f} at "
         f"the end; body parameters {report.body_parameters / 1e6:.1f} M",
-        f"batch size {report.settings['batch_size']}, at most {report.settings['max_batch_tokens']} positions a pass",
+        f"batch size {report.settings['batch_size']}, at most {report.settings['max_batch_tokens']} positions a pass; "
+        f"each time the best of {report.settings['repeats']} run(s)",
         "",
         f"{'strategy':<12} {'texts':>5} {'tokens/s':>9} {'x single':>8} {'padded':>7} {'GFLOP/s':>8} "
-        f"{'of sgemm':>8} {'passes':>6} {'min cos vs single':>18}",
+        f"{'of sgemm':>8} {'passes':>6} {'min cos vs single':>18} {'load':>5}",
     ]
     for t in report.timings:
         lines.append(
             f"{t.name:<12} {t.texts:>5} {t.tokens_per_second:>9.1f} {t.ratio_to_single:>7.1f}x "
             f"{100 * t.pad_fraction:>6.1f}% {t.useful_gflops:>8.1f} {100 * t.sgemm_fraction:>7.1f}% "
-            f"{t.forward_passes:>6} {t.min_cosine_vs_single:>18.7f}{'' if t.exact else '  NOT EXACT'}"
+            f"{t.forward_passes:>6} {t.min_cosine_vs_single:>18.7f} {t.load_average:>5.1f}"
+            f"{'' if t.exact else '  NOT EXACT'}"
         )
     for name, why in report.not_timed.items():
         lines.append(f"{name:<12} not timed: {why}")
@@ -742,7 +777,8 @@ def format_report(report: BenchmarkReport) -> str:
             lines.append(f"memory: {base['error']}")
         else:
             lines.append(
-                f"memory ({base['how']}, {memory['strategy']}): {base['texts']} texts (model + one batch) peak "
+                f"memory ({base['how']}, {memory['strategy']}, texts of {memory['text_tokens'][0]}-"
+                f"{memory['text_tokens'][1]} tokens): {base['texts']} texts (model + one batch) peak "
                 f"{_mib(base['peak_rss_bytes'])}"
             )
             for run in memory.get("runs", []):

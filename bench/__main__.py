@@ -14,6 +14,7 @@ from . import (
     DEFAULT_SINGLE_TEXTS,
     DEFAULT_TEXTS,
     MEMORY_BASELINE_TEXTS,
+    MEMORY_MAX_TOKENS,
     MEMORY_TEXT_COUNTS,
     BenchmarkSettings,
     format_report,
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-batch-tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS, help="positions a pass at most"
     )
+    parser.add_argument("--repeats", type=int, default=1, help="time each strategy this many times, keep the best")
     parser.add_argument("--sgemm-size", type=int, default=2048, help="matrix size of the sgemm measurement")
     parser.add_argument(
         "--memory-texts",
@@ -76,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="text counts of the peak-memory runs (default 500,2000)",
     )
     parser.add_argument("--memory-baseline-texts", type=int, default=MEMORY_BASELINE_TEXTS)
+    parser.add_argument(
+        "--memory-max-tokens", type=int, default=MEMORY_MAX_TOKENS, help="longest text of the memory runs"
+    )
     parser.add_argument(
         "--app-batch-size", type=int, default=4, help="batch size of the app comparison (app default 4)"
     )
@@ -104,8 +109,10 @@ def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
         "batch_size": args.batch_size,
         "max_batch_tokens": args.max_batch_tokens,
         "sgemm_size": args.sgemm_size,
+        "repeats": args.repeats,
         "memory_counts": args.memory_texts,
         "memory_baseline_texts": args.memory_baseline_texts,
+        "memory_max_tokens": args.memory_max_tokens,
         "app_batch_size": args.app_batch_size,
         "cold_start": "cold-start" not in args.skip,
         "cold_start_without_cache": "cold-start-no-cache" not in args.skip and not args.quick,
@@ -114,7 +121,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
     }
     if args.quick:
         values.update(QUICK)
-    for key in ("texts", "single_texts", "check_texts", "batch_size", "max_batch_tokens", "app_batch_size"):
+    for key in ("texts", "repeats", "single_texts", "check_texts", "batch_size", "max_batch_tokens", "app_batch_size"):
         if values[key] < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {values[key]}")
     if not 1 <= values["min_tokens"] <= values["max_tokens"]:
