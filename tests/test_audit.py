@@ -253,3 +253,19 @@ def test_audit_command_errors_are_one_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert err.startswith("error:") and "\n" not in err and "truncated or corrupt" in err
+
+
+def test_histogram_figure_counts_every_checked_text(gpt2):
+    from extraction.figures import AUDIT_COSINE_EDGES, AUDIT_VERDICT_COLORS, audit_cosine_histogram
+
+    loaded, tokenized = gpt2
+    stored = extract_states(loaded, tokenized, "right-naive", batch_size=BATCH, keep_logits=False).hidden
+    report = audit_states(loaded, tokenized, stored, forensics=False)
+    (bars,) = audit_cosine_histogram(report).data
+    assert len(bars.y) == len(AUDIT_COSINE_EDGES) - 1
+    assert sum(bars.y) == report.n_checked
+    per_row = torch.tensor(report.per_row_min_cosine)
+    assert bars.y[-1] == int((per_row >= AUDIT_COSINE_EDGES[-2]).sum())  # the clean texts: longest of their batch
+    assert bars.y[0] == int((per_row < 0).sum())
+    assert bars.marker.color[0] == AUDIT_VERDICT_COLORS["corrupted"]
+    assert bars.marker.color[-1] == AUDIT_VERDICT_COLORS["clean"]

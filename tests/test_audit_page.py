@@ -1,0 +1,98 @@
+"""The Audit page under Streamlit's AppTest, on the tiny random models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from safetensors.torch import save
+from streamlit.testing.v1 import AppTest
+
+import ui
+from extraction.extract import extract_states
+from extraction.models import load_model
+from extraction.samples import SAMPLE_TEXTS
+from extraction.texts import tokenize_texts
+
+PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "4_Audit.py")
+TIMEOUT = 300
+
+
+@pytest.fixture(autouse=True)
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def _page(model: str) -> AppTest:
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT)
+    at.run()
+    at.selectbox(key=ui.KEY_MODEL_CHOICE).set_value(model)
+    return at
+
+
+def _assert_no_exception(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+
+
+def _texts_file() -> tuple[str, bytes, str]:
+    return ("texts.txt", ("\n".join(SAMPLE_TEXTS) + "\n").encode(), "text/plain")
+
+
+def test_page_loads_and_asks_for_files():
+    at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
+    _assert_no_exception(at)
+    assert any("Upload the stored states" in info.value for info in at.info)
+    assert not at.get("plotly_chart")
+
+
+def test_example_is_diagnosed_with_histogram_and_evidence():
+    at = _page("tiny-random-gpt2")
+    at.button(key="audit.example").click()
+    at.run()
+    _assert_no_exception(at)
+    assert "corrupted" in at.markdown[[m.value.startswith("## Verdict") for m in at.markdown].index(True)].value
+    assert any("right-naive" in error.value and "batch size 4" in error.value for error in at.error)
+    assert len(at.get("plotly_chart")) == 1
+    hypotheses_table, per_text_table = at.dataframe  # in page order
+    hypotheses = hypotheses_table.value
+    reproduced = hypotheses[hypotheses["status"] == "reproduced"]["hypothesis"].tolist()
+    assert "right-naive" in reproduced
+    assert len(per_text_table.value) == len(SAMPLE_TEXTS) + 6
+
+
+def test_uploaded_clean_file_is_clean():
+    loaded = load_model("tiny-random-llama")
+    tokenized = tokenize_texts(loaded.tokenizer, SAMPLE_TEXTS)
+    hidden = extract_states(loaded, tokenized, "sorted", batch_size=4, keep_logits=False).hidden  # (N, L, d)
+    at = _page("tiny-random-llama")
+    at.file_uploader(key="audit.states").set_value(
+        ("states.safetensors", save({"hidden_states": hidden}), "application/octet-stream")
+    )
+    at.file_uploader(key="audit.texts").set_value(_texts_file())
+    at.button(key="audit.run").click()
+    at.run()
+    _assert_no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    assert any("match single-sample extraction" in s.value for s in at.success)
+    (per_text_table,) = at.dataframe  # no hypotheses table when clean
+    assert len(per_text_table.value) == len(SAMPLE_TEXTS)
+
+
+def test_bad_uploads_give_one_error_and_no_traceback():
+    at = _page("tiny-random-gpt2")
+    at.button(key="audit.run").click()
+    at.run()
+    _assert_no_exception(at)
+    assert any("upload both" in e.value for e in at.error)
+    at.file_uploader(key="audit.states").set_value(("s.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{", "x"))
+    at.file_uploader(key="audit.texts").set_value(_texts_file())
+    at.button(key="audit.run").click()
+    at.run()
+    _assert_no_exception(at)
+    assert any("truncated or corrupt" in e.value for e in at.error)
+    wrong_rows = save({"h": load_model("tiny-random-gpt2").model.transformer.wte.weight[:3].detach().clone()})
+    at.file_uploader(key="audit.states").set_value(("s.safetensors", wrong_rows, "x"))
+    at.button(key="audit.run").click()
+    at.run()
+    _assert_no_exception(at)
+    assert any("3 rows but 10 texts" in e.value for e in at.error)
