@@ -50,10 +50,17 @@ def write_json_atomic(path: str | Path, payload: dict) -> None:
             tmp.unlink(missing_ok=True)
             raise
     try:
+        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes it owner-only; give it a normal file's mode
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def check_output_path(path: str | Path, option: str = "--json") -> None:

@@ -16,12 +16,14 @@ def _as_f64(x: torch.Tensor) -> torch.Tensor:
 def cosine_similarity(a: torch.Tensor, b: torch.Tensor, dim: int = -1, eps: float = 1e-12) -> torch.Tensor:
     """Cosine similarity along ``dim``: ``a.b / max(|a| |b|, eps)``.
 
-    NaN or inf in either input gives NaN in the output (never silently 0 or 1).
+    Two identical vectors give 1, the zero vector included (``0/0`` would otherwise
+    read as 0, "unrelated"). NaN or inf in either input gives NaN (never silently 0 or 1).
     """
     a64, b64 = _as_f64(a), _as_f64(b)
     dot = (a64 * b64).sum(dim)
     norms = a64.norm(dim=dim) * b64.norm(dim=dim)
     out = dot / norms.clamp(min=eps)
+    out = out.masked_fill((a64 == b64).all(dim), 1.0)
     bad = ~(torch.isfinite(a64).all(dim) & torch.isfinite(b64).all(dim))
     return out.masked_fill(bad, float("nan"))
 

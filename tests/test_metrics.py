@@ -66,3 +66,9 @@ def test_top1_never_agrees_on_nonfinite():
 
 def test_nonfinite_count():
     assert metrics.nonfinite_count(torch.tensor([1.0, float("nan"), float("inf"), -float("inf")])) == 3
+
+
+def test_cosine_of_identical_zero_vectors_is_one_but_zero_against_nonzero_is_zero():
+    zero, one = torch.zeros(2, 4), torch.ones(2, 4)
+    assert metrics.cosine_similarity(zero, zero).tolist() == [1.0, 1.0]
+    assert metrics.cosine_similarity(zero, one).tolist() == [0.0, 0.0]
