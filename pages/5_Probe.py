@@ -173,16 +173,17 @@ if st.button("Train the probes", type="primary", key="probe.run", icon=":materia
 
             start = time.perf_counter()
             try:
-                report = run_probe(
-                    loaded,
-                    data,
-                    strategies,
-                    layer=int(layer),
-                    seed=int(seed),
-                    batch_size=int(batch_size),
-                    progress=progress,
-                    feature_cache=feature_cache,
-                )
+                with ui.model_in_use():  # sessions share the model: extraction hooks into it, so they take turns
+                    report = run_probe(
+                        loaded,
+                        data,
+                        strategies,
+                        layer=int(layer),
+                        seed=int(seed),
+                        batch_size=int(batch_size),
+                        progress=progress,
+                        feature_cache=feature_cache,
+                    )
             except ValueError as error:
                 ui.show_error(error, prefix="The probe run failed")
             except Exception as error:  # noqa: BLE001 - the page stays usable after any failure
