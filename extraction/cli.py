@@ -11,6 +11,7 @@ line on stderr and exit code 2, never a traceback; ``--debug`` shows the traceba
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import json
 import logging
@@ -112,6 +113,27 @@ def progress_bar(desc: str, total: int):
     from tqdm import tqdm
 
     return tqdm(total=total, desc=desc, unit="text", file=sys.stderr, disable=None, leave=False)
+
+
+@contextlib.contextmanager
+def strategy_progress_bars():
+    """A progress callback ``(name, number, count, done, total)`` showing one bar per
+    strategy in turn on stderr; every bar is closed on leaving the block."""
+    bars: dict[str, object] = {}
+
+    def progress(name: str, number: int, count: int, done: int, total: int) -> None:
+        if name not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[name] = progress_bar(f"[{number}/{count}] {name}", total)
+        bars[name].n = done
+        bars[name].refresh()
+
+    try:
+        yield progress
+    finally:
+        for bar in bars.values():
+            bar.close()
 
 
 # --- entry point -----------------------------------------------------------------------

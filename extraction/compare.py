@@ -236,7 +236,7 @@ def diagnose(comparison: StrategyComparison, reference: ExtractionResult, facts:
         return (
             f"Texts attended to each other: the {k} of {n} texts that differ are exactly those that could see "
             f"another text's tokens; the {alone} with nothing before them "
-            f"{'match' if not rounding else 'only drift'}{rounding}."
+            f"{f'only drift by {facts.dtype} rounding' if rounding else 'match'}."
         )
     if (target & ext.saw_padding).sum() >= majority and not (target & ~ext.saw_padding).any():
         return f"Real tokens attended to padding: the {k} texts that differ could see pad positions{layer_note}."

@@ -10,7 +10,7 @@ from ..cli import (
     add_model_arguments,
     check_output_path,
     load_model_from_args,
-    progress_bar,
+    strategy_progress_bars,
     write_json_atomic,
 )
 
@@ -70,17 +70,7 @@ def run(args: argparse.Namespace) -> int:
             raise CliError(f"--json {args.json_out}: is the texts file; give another file name")
     loaded = load_model_from_args(args)
     tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
-    bars: dict[str, object] = {}
-
-    def progress(name: str, number: int, count: int, done: int, total: int) -> None:
-        if name not in bars:
-            for bar in bars.values():
-                bar.close()
-            bars[name] = progress_bar(f"[{number}/{count}] {name}", total)
-        bars[name].n = done
-        bars[name].refresh()
-
-    try:
+    with strategy_progress_bars() as progress:
         report = compare_strategies(
             loaded,
             tokenized,
@@ -89,9 +79,6 @@ def run(args: argparse.Namespace) -> int:
             max_batch_tokens=args.max_batch_tokens,
             progress=progress,
         )
-    finally:
-        for bar in bars.values():
-            bar.close()
     print(f"model: {loaded.description}")
     for note in report.notes:
         print(f"note: {note}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import CliError, add_model_arguments, load_model_from_args, progress_bar, write_json_atomic
+from ..cli import CliError, add_model_arguments, load_model_from_args, strategy_progress_bars, write_json_atomic
 
 ORDER = 20
 
@@ -71,17 +71,7 @@ def run(args: argparse.Namespace) -> int:
     data = read_labelled_csv(args.data) if args.data else builtin_dataset()
     check_labelled(data, args.test_fraction)  # before the model load: input mistakes fail fast
     loaded = load_model_from_args(args)
-    bars: dict[str, object] = {}
-
-    def progress(name: str, number: int, count: int, done: int, total: int) -> None:
-        if name not in bars:
-            for bar in bars.values():
-                bar.close()
-            bars[name] = progress_bar(f"[{number}/{count}] {name}", total)
-        bars[name].n = done
-        bars[name].refresh()
-
-    try:
+    with strategy_progress_bars() as progress:
         report = run_probe(
             loaded,
             data,
@@ -92,9 +82,6 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             progress=progress,
         )
-    finally:
-        for bar in bars.values():
-            bar.close()
     print(f"model: {loaded.description}")
     for note in report.notes:
         print(f"note: {note}")
