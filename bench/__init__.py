@@ -352,18 +352,69 @@ print(json.dumps({"import_seconds": imported - start, "load_seconds": done - imp
                   "ready_seconds": done - start, "from_cache": loaded.from_cache}))
 """
 
-_EXTRACT_CHILD = """
-import json, sys, time
+# Memory marks shared by the two extraction children: the resident set right after the
+# model is loaded, then the peak from there on. Loading alone can peak well above the
+# model (safetensors pages mapped while the weights are copied), so the high-water mark
+# is reset through /proc/self/clear_refs ("5", Linux >= 4.0) once load_model returns.
+_MEMORY_MARKS = """
+import gc, json, sys
+def _status(key):
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+def _mark_loaded(marks):
+    gc.collect()
+    marks["rss_after_load_bytes"] = _status("VmRSS")
+    try:
+        with open("/proc/self/clear_refs", "w") as handle:
+            handle.write("5")
+        marks["peak_reset"] = True
+    except OSError:
+        marks["peak_reset"] = False
+def _finish(marks):
+    if marks.get("peak_reset"):
+        marks["peak_after_load_bytes"] = _status("VmHWM")
+    print(json.dumps(marks))
+marks = {}
+"""
+
+# The extract command itself, with its model loader wrapped to set the marks.
+_EXTRACT_COMMAND_CHILD = (
+    _MEMORY_MARKS
+    + """
+import extraction.commands.extract as command
+from extraction.cli import main
+_load = command.load_model_from_args
+def _load_and_mark(args):
+    loaded = _load(args)
+    _mark_loaded(marks)
+    return loaded
+command.load_model_from_args = _load_and_mark
+code = main(sys.argv[1:])
+_finish(marks)
+sys.exit(code)
+"""
+)
+
+# Where there is no extract command: extract_states, every layer, no logits.
+_EXTRACT_STATES_CHILD = (
+    _MEMORY_MARKS
+    + """
 from extraction.extract import extract_states
 from extraction.models import load_model
 from extraction.texts import read_texts, tokenize_texts
 model, dtype, path, strategy, batch_size = sys.argv[1:6]
 loaded = load_model(model, dtype=dtype)
+_mark_loaded(marks)
 tokenized = tokenize_texts(loaded.tokenizer, read_texts(path), max_tokens=loaded.context_length)
-start = time.perf_counter()
 result = extract_states(loaded, tokenized, strategy, int(batch_size), keep_logits=False)
-print(json.dumps({"seconds": time.perf_counter() - start, "rows_bytes": result.hidden.numel() * 4}))
+_finish(marks)
 """
+)
 
 
 @dataclass
@@ -465,26 +516,38 @@ def measure_extract_memory(
     dtype: str = "float32",
     workdir: Path | None = None,
 ) -> dict:
-    """Peak RSS of one child extracting ``texts``: the ``extract`` command with ``strategy``
+    """Memory of one child extracting ``texts``: the ``extract`` command with ``strategy``
     and no verification where it exists, else :func:`~extraction.extract.extract_states`
-    (every layer, no logits)."""
+    (every layer, no logits).
+
+    Returns ``peak_rss_bytes`` (the whole process, loading included, from ``wait4``) and,
+    on Linux, ``rss_after_load_bytes`` and ``peak_after_load_bytes`` (the extraction's own
+    peak, see ``_MEMORY_MARKS``)."""
     with tempfile.TemporaryDirectory(prefix="bench-memory-", dir=workdir) as folder:
         path = Path(folder) / "texts.txt"
         path.write_text("\n".join(texts) + "\n", encoding="utf-8")
         if extract_command_available():
             how = "extract command"
             args = [
-                "-m", "extraction", "extract", "--model", model, "--dtype", dtype, "--texts", str(path),
+                "-c", _EXTRACT_COMMAND_CHILD, "extract", "--model", model, "--dtype", dtype, "--texts", str(path),
                 "--out", str(Path(folder) / "out.safetensors"), "--strategy", strategy,
                 "--batch-size", str(batch_size), "--verify", "0",
             ]  # fmt: skip
         else:
             how = "extract_states"
-            args = ["-c", _EXTRACT_CHILD, model, dtype, str(path), strategy, str(batch_size)]
+            args = ["-c", _EXTRACT_STATES_CHILD, model, dtype, str(path), strategy, str(batch_size)]
         run = run_child(args)
     if run.returncode != 0:
         return {"texts": len(texts), "how": how, "error": _child_failure(run, how)}
-    return {"texts": len(texts), "how": how, "peak_rss_bytes": run.peak_rss_bytes, "wall_seconds": run.wall_seconds}
+    marks = run.last_json()
+    return {
+        "texts": len(texts),
+        "how": how,
+        "peak_rss_bytes": run.peak_rss_bytes,
+        "rss_after_load_bytes": marks.get("rss_after_load_bytes"),
+        "peak_after_load_bytes": marks.get("peak_after_load_bytes"),
+        "wall_seconds": run.wall_seconds,
+    }
 
 
 def memory_report(
@@ -499,34 +562,53 @@ def memory_report(
     dtype: str = "float32",
     seed: int = 0,
     max_tokens: int = MEMORY_MAX_TOKENS,
+    baseline_repeats: int = 3,
 ) -> dict:
-    """Peak RSS of extraction on ``counts`` texts against ``model + one batch + rows``.
+    """Peak memory of extraction on ``counts`` texts against ``model + one batch + rows``.
 
-    ``model + one batch`` is measured: the peak of the same run on ``baseline_texts``
-    texts (at least one full batch). Rows are ``N (L+1) d`` float32 values. The estimate
-    for N texts is ``peak(baseline) + rows(N) - rows(baseline)``.
+    ``peak`` is the extraction's peak (after the model is loaded; the whole process where
+    that cannot be measured). ``model + one batch`` is measured: the largest peak, less
+    its rows, of ``baseline_repeats`` runs on ``baseline_texts`` texts (one full batch);
+    the glibc allocator makes it vary from run to run by a few hundred MiB. Rows are
+    ``(L+1) d`` float32 values a text. ``estimate(N) = model_and_batch + rows(N)`` and
+    ``peak_over_estimate = peak(N) / estimate(N)``.
     """
     texts = benchmark_texts(tokenizer, max((*counts, baseline_texts)), DEFAULT_MIN_TOKENS, max_tokens, seed=seed + 1)
     row_bytes = (num_layers + 1) * hidden_size * 4
 
-    baseline = measure_extract_memory(model, texts[:baseline_texts], strategy, batch_size, dtype)
+    def peak(run: dict) -> int:
+        return run["peak_after_load_bytes"] or run["peak_rss_bytes"]
+
+    baselines = [
+        measure_extract_memory(model, texts[:baseline_texts], strategy, batch_size, dtype)
+        for _ in range(baseline_repeats)
+    ]
     report = {
         "strategy": strategy,
         "batch_size": batch_size,
         "text_tokens": [DEFAULT_MIN_TOKENS, max_tokens],
         "row_bytes": row_bytes,
-        "baseline": baseline,
+        "baseline": baselines,
     }
-    if "error" in baseline:
+    failed = [run for run in baselines if "error" in run]
+    if failed:
+        report["error"] = failed[0]["error"]
         return report
+    model_and_batch = max(peak(run) for run in baselines) - row_bytes * baseline_texts
+    report["model_and_batch_bytes"] = model_and_batch
+    report["model_and_batch_range_bytes"] = [
+        min(peak(run) for run in baselines) - row_bytes * baseline_texts,
+        model_and_batch,
+    ]
+    report["rss_after_load_bytes"] = baselines[0]["rss_after_load_bytes"]
     runs = []
     for count in counts:
         run = measure_extract_memory(model, texts[:count], strategy, batch_size, dtype)
         if "error" not in run:
-            estimate = baseline["peak_rss_bytes"] + row_bytes * (count - baseline_texts)
+            run["peak_bytes"] = peak(run)
             run["rows_bytes"] = row_bytes * count
-            run["estimate_bytes"] = estimate
-            run["peak_over_estimate"] = run["peak_rss_bytes"] / estimate
+            run["estimate_bytes"] = model_and_batch + row_bytes * count
+            run["peak_over_estimate"] = run["peak_bytes"] / run["estimate_bytes"]
         runs.append(run)
     report["runs"] = runs
     return report
@@ -600,12 +682,14 @@ class BenchmarkSettings:
     max_batch_tokens: int = DEFAULT_MAX_BATCH_TOKENS
     sgemm_size: int = 2048
     repeats: int = 1
+    throughput: bool = True
     cold_start: bool = True
     cold_start_without_cache: bool = True
     memory: bool = True
     memory_counts: tuple[int, ...] = MEMORY_TEXT_COUNTS
     memory_baseline_texts: int = MEMORY_BASELINE_TEXTS
     memory_max_tokens: int = MEMORY_MAX_TOKENS
+    memory_strategy: str = "sorted"  # used when no strategy was timed; otherwise the fastest exact one
     app_comparison: bool = True
     app_batch_size: int = 4
 
@@ -677,25 +761,26 @@ def run_benchmark(settings: BenchmarkSettings, say: Callable[[str], None] = logg
         body_parameters=body_parameters(loaded.model),
         cold_start=cold,
     )
-    report.timings, report.not_timed = time_strategies(
-        loaded,
-        tokenized,
-        names,
-        sgemm,
-        settings.batch_size,
-        settings.max_batch_tokens,
-        settings.single_texts,
-        settings.check_texts,
-        say,
-        settings.repeats,
-    )
+    if settings.throughput:
+        report.timings, report.not_timed = time_strategies(
+            loaded,
+            tokenized,
+            names,
+            sgemm,
+            settings.batch_size,
+            settings.max_batch_tokens,
+            settings.single_texts,
+            settings.check_texts,
+            say,
+            settings.repeats,
+        )
     report.environment["sgemm_gflops_end"] = sgemm_gflops(settings.sgemm_size)
     if settings.app_comparison:
         say("the app's full comparison on the sample texts")
         report.app_comparison = app_comparison(loaded, settings.app_batch_size)
     if settings.memory:
         best = report.best()
-        strategy = best.name if best else "single"
+        strategy = best.name if best else settings.memory_strategy
         say(f"peak memory of extraction with {strategy} (child processes)")
         report.memory = memory_report(
             settings.model,
@@ -736,10 +821,13 @@ def format_report(report: BenchmarkReport) -> str:
         f"the end; body parameters {report.body_parameters / 1e6:.1f} M",
         f"batch size {report.settings['batch_size']}, at most {report.settings['max_batch_tokens']} positions a pass; "
         f"each time the best of {report.settings['repeats']} run(s)",
-        "",
-        f"{'strategy':<12} {'texts':>5} {'tokens/s':>9} {'x single':>8} {'padded':>7} {'GFLOP/s':>8} "
-        f"{'of sgemm':>8} {'passes':>6} {'min cos vs single':>18} {'load':>5}",
     ]
+    if report.timings:
+        lines.append("")
+        lines.append(
+            f"{'strategy':<12} {'texts':>5} {'tokens/s':>9} {'x single':>8} {'padded':>7} {'GFLOP/s':>8} "
+            f"{'of sgemm':>8} {'passes':>6} {'min cos vs single':>18} {'load':>5}"
+        )
     for t in report.timings:
         lines.append(
             f"{t.name:<12} {t.texts:>5} {t.tokens_per_second:>9.1f} {t.ratio_to_single:>7.1f}x "
@@ -772,23 +860,25 @@ def format_report(report: BenchmarkReport) -> str:
         )
     memory = report.memory
     if memory:
-        base = memory["baseline"]
-        if "error" in base:
-            lines.append(f"memory: {base['error']}")
+        if "error" in memory:
+            lines.append(f"memory: {memory['error']}")
         else:
+            low, high = memory["model_and_batch_range_bytes"]
             lines.append(
-                f"memory ({base['how']}, {memory['strategy']}, texts of {memory['text_tokens'][0]}-"
-                f"{memory['text_tokens'][1]} tokens): {base['texts']} texts (model + one batch) peak "
-                f"{_mib(base['peak_rss_bytes'])}"
+                f"memory ({memory['baseline'][0]['how']}, {memory['strategy']}, batch size {memory['batch_size']}, "
+                f"texts of {memory['text_tokens'][0]}-{memory['text_tokens'][1]} tokens): "
+                f"{_mib(memory['rss_after_load_bytes'])} once the model is loaded (weights mapped, not yet read); "
+                f"model + one batch {_mib(low)} to {_mib(high)} over {len(memory['baseline'])} runs of "
+                f"{memory['baseline'][0]['texts']} texts"
             )
             for run in memory.get("runs", []):
                 if "error" in run:
                     lines.append(f"  {run['texts']} texts: {run['error']}")
                 else:
                     lines.append(
-                        f"  {run['texts']} texts: peak {_mib(run['peak_rss_bytes'])}, estimate (model + batch + "
-                        f"rows {_mib(run['rows_bytes'])}) {_mib(run['estimate_bytes'])}: "
-                        f"{run['peak_over_estimate']:.2f} of it"
+                        f"  {run['texts']} texts: peak {_mib(run['peak_bytes'])}, model + batch + rows "
+                        f"({_mib(run['rows_bytes'])}) {_mib(run['estimate_bytes'])}: {run['peak_over_estimate']:.3f} "
+                        "of it"
                     )
     if report.targets:
         lines.append("")
@@ -796,6 +886,6 @@ def format_report(report: BenchmarkReport) -> str:
         for key, record in report.targets.items():
             reached = record["reached"]
             status = "not measured" if record["met"] is None else ("met" if record["met"] else "NOT met")
-            value = "-" if reached is None else f"{reached:.2f}"
+            value = "-" if reached is None else f"{reached:.3f}"
             lines.append(f"  {key}: {value} (target {record['target']}) {status}")
     return "\n".join(lines)

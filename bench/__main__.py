@@ -23,7 +23,7 @@ from . import (
 
 #: ``--quick``: the same code paths on small sizes, in a couple of minutes.
 QUICK = {"texts": 48, "single_texts": 12, "check_texts": 6, "memory_counts": (100, 400), "memory_baseline_texts": 16}
-PARTS = ("cold-start", "cold-start-no-cache", "memory", "app")
+PARTS = ("throughput", "cold-start", "cold-start-no-cache", "memory", "app")
 
 
 def _counts(spec: str) -> tuple[int, ...]:
@@ -114,6 +114,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
         "memory_baseline_texts": args.memory_baseline_texts,
         "memory_max_tokens": args.memory_max_tokens,
         "app_batch_size": args.app_batch_size,
+        "throughput": "throughput" not in args.skip,
         "cold_start": "cold-start" not in args.skip,
         "cold_start_without_cache": "cold-start-no-cache" not in args.skip and not args.quick,
         "memory": "memory" not in args.skip,

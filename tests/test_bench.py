@@ -84,10 +84,17 @@ def test_child_processes_report_time_and_memory(loaded, tmp_path):
     cold = bench.cold_start(MODEL, cache=True, repeats=1)
     assert "error" not in cold, cold
     assert len(cold["runs"]) == 1 and cold["load_seconds"] > 0 and cold["process_seconds"] >= cold["ready_seconds"]
-    texts = bench.benchmark_texts(loaded.tokenizer, 6, 5, 30)
-    memory = bench.measure_extract_memory(MODEL, texts, "sorted", batch_size=4, workdir=tmp_path)
+    memory = bench.memory_report(
+        MODEL, loaded.tokenizer, loaded.num_hidden_layers, loaded.hidden_size, "sorted", batch_size=4,
+        counts=(8,), baseline_texts=4, max_tokens=30, baseline_repeats=1,
+    )  # fmt: skip
     assert "error" not in memory, memory
-    assert memory["texts"] == 6 and memory["peak_rss_bytes"] > 0
+    (run,) = memory["runs"]
+    assert run["texts"] == 8 and run["how"] in ("extract command", "extract_states")
+    assert run["rows_bytes"] == 8 * (loaded.num_hidden_layers + 1) * loaded.hidden_size * 4
+    assert 0 < run["peak_bytes"] <= run["peak_rss_bytes"]
+    assert run["estimate_bytes"] == memory["model_and_batch_bytes"] + run["rows_bytes"]
+    texts = bench.benchmark_texts(loaded.tokenizer, 2, 5, 10)
     failed = bench.measure_extract_memory("no-such-model-here", texts, "sorted", batch_size=4, workdir=tmp_path)
     assert "failed" in failed["error"]
 
