@@ -8,6 +8,7 @@ import os
 import sys
 
 from . import (
+    BENCH_EXACT_COSINE,
     CHECK_TEXTS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_BATCH_TOKENS,
@@ -70,6 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-batch-tokens", type=int, default=DEFAULT_MAX_BATCH_TOKENS, help="positions a pass at most"
     )
     parser.add_argument("--repeats", type=int, default=1, help="time each strategy this many times, keep the best")
+    parser.add_argument(
+        "--exact-cosine",
+        type=float,
+        default=BENCH_EXACT_COSINE,
+        help="min cosine to single for a strategy to count as exact (default %(default)s, for float32; "
+        "bfloat16/float16 runs drift by rounding and need a lower bar, e.g. 0.999)",
+    )
     parser.add_argument("--sgemm-size", type=int, default=2048, help="matrix size of the sgemm measurement")
     parser.add_argument(
         "--memory-texts",
@@ -110,6 +118,7 @@ def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
         "max_batch_tokens": args.max_batch_tokens,
         "sgemm_size": args.sgemm_size,
         "repeats": args.repeats,
+        "exact_cosine": args.exact_cosine,
         "memory_counts": args.memory_texts,
         "memory_baseline_texts": args.memory_baseline_texts,
         "memory_max_tokens": args.memory_max_tokens,
@@ -125,6 +134,8 @@ def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
     for key in ("texts", "repeats", "single_texts", "check_texts", "batch_size", "max_batch_tokens", "app_batch_size"):
         if values[key] < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {values[key]}")
+    if not 0 < values["exact_cosine"] <= 1:
+        raise ValueError(f"--exact-cosine must be in (0, 1], got {values['exact_cosine']}")
     if not 1 <= values["min_tokens"] <= values["max_tokens"]:
         raise ValueError("need 1 <= --min-tokens <= --max-tokens")
     return BenchmarkSettings(**values)
