@@ -29,3 +29,6 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+bench: install
+	HF_HUB_OFFLINE=1 $(PY) -m bench --json bench-results.json
