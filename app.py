@@ -203,29 +203,26 @@ def home() -> None:
 
     st.subheader("Downloads")
     download_columns = st.columns(3)
-    download_columns[0].download_button(
+    ui.download_button(
+        download_columns[0],
         "Summary (CSV)",
-        data=lambda: summary.to_csv(index=False),
-        file_name="padding-audit-summary.csv",
-        mime="text/csv",
-        on_click="ignore",
-        key="home.download.summary",
+        lambda: summary.to_csv(index=False),
+        "padding-audit-summary.csv",
+        "home.download.summary",
     )
-    download_columns[1].download_button(
+    ui.download_button(
+        download_columns[1],
         "Per text and layer (CSV)",
-        data=lambda: report.layers_frame().to_csv(index=False),
-        file_name="padding-audit-layers.csv",
-        mime="text/csv",
-        on_click="ignore",
-        key="home.download.layers",
+        lambda: report.layers_frame().to_csv(index=False),
+        "padding-audit-layers.csv",
+        "home.download.layers",
     )
-    download_columns[2].download_button(
+    ui.download_button(
+        download_columns[2],
         "Full report (JSON)",
-        data=lambda: ui.report_json(report),
-        file_name="padding-audit-report.json",
-        mime="application/json",
-        on_click="ignore",
-        key="home.download.json",
+        lambda: ui.report_json(report),
+        "padding-audit-report.json",
+        "home.download.json",
     )
 
 

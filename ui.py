@@ -60,6 +60,7 @@ __all__ = [
     "ModelSettings",
     "RunResult",
     "card_numbers",
+    "download_button",
     "get_loaded_model",
     "get_run",
     "load_model_or_error",
@@ -251,6 +252,23 @@ def model_in_use() -> Iterator[None]:
         yield
     finally:
         _MODEL_LOCK.release()
+
+
+# --- downloads --------------------------------------------------------------------------
+
+_MIME_TYPES = {".csv": "text/csv", ".json": "application/json", ".html": "text/html"}
+
+
+def download_button(container, label: str, data, file_name: str, key: str) -> None:
+    """A download button in ``container`` (``st`` or a column) for ``file_name``.
+
+    ``data`` is a callable building the content only when the user clicks; the MIME type
+    follows the file's suffix (.csv, .json, .html); clicking does not rerun the page.
+    """
+    suffix = file_name[file_name.rfind(".") :]
+    container.download_button(
+        label, data=data, file_name=file_name, mime=_MIME_TYPES[suffix], on_click="ignore", key=key
+    )
 
 
 # --- messages ---------------------------------------------------------------------------

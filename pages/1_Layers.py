@@ -70,11 +70,6 @@ for column, (label, figure, file_name) in zip(
     ],
     strict=True,
 ):
-    column.download_button(
-        label,
-        data=lambda figure=figure: figures.figure_html(figure),
-        file_name=file_name,
-        mime="text/html",
-        on_click="ignore",
-        key=f"layers.download.{file_name}",
+    ui.download_button(
+        column, label, lambda figure=figure: figures.figure_html(figure), file_name, f"layers.download.{file_name}"
     )

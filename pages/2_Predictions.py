@@ -102,27 +102,24 @@ st.plotly_chart(lens, key="predictions.lens_chart")
 
 st.subheader("Download")
 download_columns = st.columns(3)
-download_columns[0].download_button(
+ui.download_button(
+    download_columns[0],
     "Top next tokens (CSV)",
-    data=lambda: run.top_k.to_csv(index=False),
-    file_name="padding-audit-top-tokens.csv",
-    mime="text/csv",
-    on_click="ignore",
-    key="predictions.download.topk",
+    lambda: run.top_k.to_csv(index=False),
+    "padding-audit-top-tokens.csv",
+    "predictions.download.topk",
 )
-download_columns[1].download_button(
+ui.download_button(
+    download_columns[1],
     "Top-1 / KL figure (HTML)",
-    data=lambda: figures.figure_html(bars),
-    file_name="padding-audit-top1-kl.html",
-    mime="text/html",
-    on_click="ignore",
-    key="predictions.download.bars",
+    lambda: figures.figure_html(bars),
+    "padding-audit-top1-kl.html",
+    "predictions.download.bars",
 )
-download_columns[2].download_button(
+ui.download_button(
+    download_columns[2],
     "Logit lens figure (HTML)",
-    data=lambda: figures.figure_html(lens),
-    file_name="padding-audit-logit-lens.html",
-    mime="text/html",
-    on_click="ignore",
-    key="predictions.download.lens",
+    lambda: figures.figure_html(lens),
+    "padding-audit-logit-lens.html",
+    "predictions.download.lens",
 )

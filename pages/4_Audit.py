@@ -258,11 +258,10 @@ st.dataframe(
     key="audit.table",
 )
 
-st.download_button(
+ui.download_button(
+    st,
     "Audit report (JSON)",
-    data=lambda: json.dumps(report.to_dict(), indent=2, allow_nan=False),
-    file_name="padding-audit-audit.json",
-    mime="application/json",
-    on_click="ignore",
-    key="audit.download.json",
+    lambda: json.dumps(report.to_dict(), indent=2, allow_nan=False),
+    "padding-audit-audit.json",
+    "audit.download.json",
 )

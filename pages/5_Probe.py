@@ -259,27 +259,24 @@ if report.is_random:
 
 st.subheader("Download")
 download_columns = st.columns(3)
-download_columns[0].download_button(
+ui.download_button(
+    download_columns[0],
     "Table (CSV)",
-    data=lambda: frame.to_csv(index=False),
-    file_name="padding-audit-probe.csv",
-    mime="text/csv",
-    on_click="ignore",
-    key="probe.download.csv",
+    lambda: frame.to_csv(index=False),
+    "padding-audit-probe.csv",
+    "probe.download.csv",
 )
-download_columns[1].download_button(
+ui.download_button(
+    download_columns[1],
     "Report (JSON)",
-    data=lambda: json.dumps(report.to_dict(), indent=2, allow_nan=False),
-    file_name="padding-audit-probe.json",
-    mime="application/json",
-    on_click="ignore",
-    key="probe.download.json",
+    lambda: json.dumps(report.to_dict(), indent=2, allow_nan=False),
+    "padding-audit-probe.json",
+    "probe.download.json",
 )
-download_columns[2].download_button(
+ui.download_button(
+    download_columns[2],
     "Figure (HTML)",
-    data=lambda: figures.figure_html(figure),
-    file_name="padding-audit-probe.html",
-    mime="text/html",
-    on_click="ignore",
-    key="probe.download.figure",
+    lambda: figures.figure_html(figure),
+    "padding-audit-probe.html",
+    "probe.download.figure",
 )
