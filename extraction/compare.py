@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import torch
@@ -28,32 +28,18 @@ from . import metrics
 from .extract import ExtractionResult, extract_states
 from .strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, REFERENCE, STRATEGIES, parse_strategy_names
 from .texts import TokenizedTexts, tokenize_texts
+from .verdicts import DRIFT_COSINE, EXACT_COSINE, VERDICTS, Verdict, verdict_for
 
 if TYPE_CHECKING:
     from .models import LoadedModel
 
 logger = logging.getLogger(__name__)
 
-Verdict = Literal["exact", "drift", "corrupted"]
-VERDICTS: tuple[Verdict, ...] = ("exact", "drift", "corrupted")
-EXACT_COSINE = 0.9999
-DRIFT_COSINE = 0.99
 #: Rows of logits (texts x strategies) computed together in the logit lens.
 _LENS_ROWS = 256
 
 #: ``progress(strategy_name, strategy_number, strategy_count, done_texts, total_texts)``
 CompareProgress = Callable[[str, int, int, int, int], None]
-
-
-def verdict_for(min_cosine: float, all_top1_same: bool, any_nonfinite: bool = False) -> Verdict:
-    """The verdict rule above, as a pure function."""
-    if any_nonfinite or not min_cosine == min_cosine:  # NaN never passes
-        return "corrupted"
-    if min_cosine >= EXACT_COSINE and all_top1_same:
-        return "exact"
-    if min_cosine >= DRIFT_COSINE:
-        return "drift"
-    return "corrupted"
 
 
 def _logit_tolerance(dtype: torch.dtype) -> tuple[float, float]:

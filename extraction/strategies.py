@@ -151,6 +151,8 @@ class Strategy(ABC):
     summary: ClassVar[str]
     #: When it gives wrong states, in one sentence.
     breaks_when: ClassVar[str]
+    #: A known-buggy layout shown for contrast (never chosen to extract with).
+    naive: ClassVar[bool] = False
 
     def plan(
         self, lengths: Sequence[int], batch_size: int, max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS
@@ -217,6 +219,7 @@ class RightNaive(Strategy):
     batch, position -1 holds a pad token, so the state read is a pad token's state."""
 
     name = "right-naive"
+    naive = True
     summary = "Right padding, reads position -1 (the classic bug)."
     breaks_when = "Whenever a batch holds texts of different lengths: position -1 of a shorter text is a pad token."
 
@@ -252,6 +255,7 @@ class LeftNaive(Strategy):
     position embeddings (GPT-2)."""
 
     name = "left-naive"
+    naive = True
     summary = "Left padding, the model's default position ids (the real tokens' positions are shifted)."
     breaks_when = "On models with absolute position embeddings (GPT-2 type): shifted positions change every layer."
 
@@ -369,6 +373,7 @@ class PackedNaive(Packed):
     the blocks from the reset position ids and the result is exact.)"""
 
     name = "packed-naive"
+    naive = True
     summary = "Texts concatenated in one row, position ids reset per text, no mask: texts see each other."
     breaks_when = "Always, for every text that has another text before it in the row."
 
