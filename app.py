@@ -8,7 +8,6 @@ in number order, so a new page is a new file there).
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import streamlit as st
@@ -16,7 +15,7 @@ import streamlit as st
 import ui
 from extraction.samples import SAMPLE_TEXTS
 from extraction.strategies import REFERENCE, STRATEGIES
-from extraction.texts import TEXT_SUFFIXES, TextsError
+from extraction.texts import TEXT_SUFFIXES
 
 PAGES_DIR = Path(__file__).resolve().parent / "pages"
 
@@ -38,14 +37,8 @@ BUG_PRESET = {
     KEY_STRATEGIES: ["right-naive", "right", "left-naive", "left", "packed-naive", "packed"],
     KEY_BATCH_SIZE: 4,
     KEY_TEXTS: "\n".join(SAMPLE_TEXTS),
+    KEY_RUN_REQUESTED: True,  # and run it
 }
-
-
-def apply_bug_preset() -> None:
-    """Button callback: set the preset's inputs and ask for a run."""
-    for key, value in BUG_PRESET.items():
-        st.session_state[key] = value
-    st.session_state[KEY_RUN_REQUESTED] = True
 
 
 def home() -> None:
@@ -65,7 +58,8 @@ def home() -> None:
     preset_column, preset_note = st.columns([1, 3], vertical_alignment="center")
     preset_column.button(
         "Show me the bug",
-        on_click=apply_bug_preset,
+        on_click=ui.apply_preset,
+        args=(BUG_PRESET,),
         type="primary",
         key="home.preset",
         help="Runs the three classic mistakes next to their fixes on a tiny GPT-2 (a few seconds).",
@@ -78,9 +72,9 @@ def home() -> None:
     )
 
     st.subheader("Run a comparison")
-    st.session_state.setdefault(KEY_STRATEGIES, STRATEGY_CHOICES)
-    st.session_state.setdefault(KEY_BATCH_SIZE, DEFAULT_BATCH_SIZE)
-    st.session_state.setdefault(KEY_TEXTS, "\n".join(SAMPLE_TEXTS))
+    ui.set_defaults(
+        {KEY_STRATEGIES: STRATEGY_CHOICES, KEY_BATCH_SIZE: DEFAULT_BATCH_SIZE, KEY_TEXTS: "\n".join(SAMPLE_TEXTS)}
+    )
     options_column, texts_column = st.columns([1, 2])
     with options_column:
         strategies = st.multiselect(
@@ -88,16 +82,15 @@ def home() -> None:
             STRATEGY_CHOICES,
             key=KEY_STRATEGIES,
             persist_state="session",
-            help="\n\n".join(f"**{name}**: {STRATEGIES[name].summary}" for name in STRATEGY_CHOICES),
+            help=ui.strategies_help(STRATEGY_CHOICES),
         )
-        batch_size = st.number_input(
+        batch_size = ui.whole_number_input(
+            st,
             "Batch size",
-            min_value=1,
-            max_value=64,
-            step=1,
-            key=KEY_BATCH_SIZE,
-            persist_state="session",
-            help="Texts per forward pass. Padding bugs need texts of different lengths in one batch.",
+            KEY_BATCH_SIZE,
+            1,
+            64,
+            "Texts per forward pass. Padding bugs need texts of different lengths in one batch.",
         )
     with texts_column:
         text_box = st.text_area(
@@ -115,29 +108,21 @@ def home() -> None:
 
     run_clicked = st.button("Run", type="primary", key="home.run", icon=":material/play_arrow:")
     if run_clicked or st.session_state.pop(KEY_RUN_REQUESTED, False):
-        try:
-            texts, source = ui.texts_from_inputs(text_box, upload)
-            if not strategies:
-                raise TextsError("no strategy chosen: pick at least one strategy to compare with single")
-        except TextsError as error:
-            ui.show_error(error)
-        else:
-            if len(texts) > ui.MAX_INTERACTIVE_TEXTS:
-                st.warning(
-                    f"{len(texts)} texts given: the dashboard runs the first {ui.MAX_INTERACTIVE_TEXTS}. "
-                    + ui.MORE_TEXTS_HINT
-                )
-            loaded = ui.load_model_or_error(settings)
-            if loaded is not None:
-                try:
-                    run = ui.run_comparison(loaded, texts, strategies, int(batch_size), settings, source)
-                except ValueError as error:  # TextsError included
-                    ui.show_error(error, prefix="The run failed")
-                except Exception as error:  # noqa: BLE001 - the app stays usable after any failure
-                    ui.logger.exception("run failed")
-                    ui.show_error(error, prefix="The run failed")
-                else:
-                    ui.store_run(run)
+        inputs = ui.run_guarded(lambda: ui.comparison_inputs(text_box, upload, strategies))
+        texts, source = inputs if inputs is not None else ([], "")
+        if len(texts) > ui.MAX_INTERACTIVE_TEXTS:
+            st.warning(
+                f"{len(texts)} texts given: the dashboard runs the first {ui.MAX_INTERACTIVE_TEXTS}. "
+                + ui.MORE_TEXTS_HINT
+            )
+        loaded = ui.load_model_or_error(settings) if inputs is not None else None
+        if loaded is not None:
+            run = ui.run_guarded(
+                lambda: ui.run_comparison(loaded, texts, strategies, int(batch_size), settings, source),
+                prefix="The run failed",
+            )
+            if run is not None:
+                ui.store_run(run)
 
     run = ui.get_run()
     if run is None:
@@ -226,16 +211,6 @@ def home() -> None:
     )
 
 
-def page_files() -> list[Path]:
-    """The other pages: ``pages/<number>_<Name>.py`` in number order; a new file there is a new page."""
-    numbered = []
-    for path in PAGES_DIR.glob("*.py"):
-        match = re.fullmatch(r"(\d+)_\w+\.py", path.name)
-        if match:
-            numbered.append((int(match.group(1)), path.name, path))
-    return [path for _, _, path in sorted(numbered)]
-
-
 home_page = st.Page(home, title="Home", icon=":material/home:", default=True)
 ui.register_home_page(home_page)
-st.navigation([home_page, *(st.Page(str(path)) for path in page_files())]).run()
+st.navigation([home_page, *(st.Page(str(path)) for path in ui.page_files(PAGES_DIR))]).run()

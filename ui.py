@@ -20,9 +20,19 @@ Results of the home page's run (computed once, read by every page):
     ``run = get_run()`` -> :class:`RunResult` or None; ``run = require_run()`` shows an
     ``st.info`` pointing to Home and stops the page when there is none.
 
+Work behind a button (the page stays usable whatever fails):
+    ``run_guarded(work, prefix, hold_model)`` -> ``work()``, or None after an ``st.error``;
+    ``progress_callback(bar)`` reports a strategy-by-strategy extraction on an ``st.progress``
+    bar; ``session_cache(key, identity)`` is a dict kept while ``identity`` stays the same.
+    ``train_probes(...)`` (Probe page) and ``run_audit(...)`` (Audit page) return a typed
+    result (:class:`ProbeRun`, :class:`AuditRun`) or None, like ``run_comparison`` for Home.
+
 Messages and colours:
     ``show_error(message_or_exception)``, ``verdict_badge(verdict)`` (HTML),
     ``strategy_color(name)`` (the same colour as in every figure).
+
+Over 400 lines on purpose: this is the dashboard's one helper module (pages import the
+package and this module only), and its sections above are independent of each other.
 """
 
 from __future__ import annotations
@@ -30,25 +40,31 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypedDict, TypeVar
 
 import pandas as pd
 import streamlit as st
 
-from extraction.compare import DRIFT_COSINE, EXACT_COSINE, ComparisonReport, compare_strategies
-from extraction.figures import (
-    VERDICT_COLORS,
-    VERDICT_ICONS,
-    VERDICT_TEXT_COLORS,
-    strategy_color,
-    top_k_frame,
-)
+from extraction.audit import AuditReport, audit_states
+from extraction.compare import ComparisonReport, compare_strategies
+from extraction.examples import example_states
+from extraction.export import parse_layers
 from extraction.models import ATTN_IMPLEMENTATIONS, DEFAULT_MODEL, DTYPES, MODEL_PRESETS, LoadedModel, load_model
+from extraction.plotting.style import VERDICT_COLORS, VERDICT_ICONS, VERDICT_TEXT_COLORS, strategy_color
+from extraction.predictions import TOP_K, token_strings, top_k_frame
+from extraction.probe import LabelledTexts, ProbeReport, run_probe
+from extraction.probe_inputs import data_digest
+from extraction.storage import StoredStates, read_states
+from extraction.strategies import STRATEGIES
 from extraction.texts import TextsError, decode_bytes, parse_texts, split_lines, tokenize_texts
+from extraction.verdicts import DRIFT_COSINE, EXACT_COSINE
 
 logger = logging.getLogger(__name__)
 
@@ -57,26 +73,44 @@ __all__ = [
     "EXACT_COSINE",
     "MAX_INTERACTIVE_TEXTS",
     "MORE_TEXTS_HINT",
+    "AuditRun",
     "ModelSettings",
+    "ProbeRun",
     "RunResult",
+    "apply_preset",
+    "audit_inputs",
     "card_numbers",
+    "comparison_inputs",
+    "column_config",
+    "cause_message",
     "download_button",
+    "download_buttons",
     "get_loaded_model",
     "get_run",
     "load_model_or_error",
+    "metric_row",
     "model_in_use",
+    "page_files",
+    "progress_callback",
     "register_home_page",
     "require_run",
     "report_json",
+    "run_audit",
     "run_comparison",
+    "run_guarded",
+    "session_cache",
+    "set_defaults",
     "show_error",
     "sidebar_model_picker",
     "sidebar_run_summary",
     "store_run",
     "texts_from_inputs",
+    "whole_number_input",
     "strategy_cause_line",
     "strategy_chip",
+    "strategies_help",
     "strategy_color",
+    "train_probes",
     "verdict_badge",
 ]
 
@@ -87,9 +121,6 @@ MORE_TEXTS_HINT = (
     "For more, use the command line: `python -m extraction compare --texts FILE` checks the strategies, "
     "`python -m extraction extract --texts FILE --out states.safetensors` extracts the states correctly."
 )
-#: Top next tokens kept per text and strategy for the Predictions page.
-TOP_K = 5
-
 OTHER_MODEL = "other…"
 #: Session-state keys of the shared sidebar model picker (widgets persist across pages).
 KEY_MODEL_CHOICE = "ui.model_choice"
@@ -124,7 +155,7 @@ class RunResult:
         model_description: one line on the model (``LoadedModel.description``).
         pad_token: the pad token, decoded; ``pad_token_id`` its id.
         token_strings: per text, each token decoded on its own (for layout pictures).
-        top_k: the top next tokens per text and strategy (see ``figures.top_k_frame``).
+        top_k: the top next tokens per text and strategy (see ``predictions.top_k_frame``).
         seconds: wall-clock time of the run (extraction and comparison).
         texts_dropped: texts beyond :data:`MAX_INTERACTIVE_TEXTS` that were not run.
         source: where the texts came from (``"text box"`` or a file name).
@@ -271,6 +302,52 @@ def download_button(container, label: str, data, file_name: str, key: str) -> No
     )
 
 
+def download_buttons(items: Sequence[tuple[str, Any, str, str]]) -> None:
+    """One row of download buttons (:func:`download_button`), one column each: ``(label, data, file_name, key)``."""
+    for column, (label, data, file_name, key) in zip(st.columns(len(items)), items, strict=True):
+        download_button(column, label, data, file_name, key)
+
+
+# --- tables ---------------------------------------------------------------------------------
+
+
+#: ``st.column_config`` builders by the kind named in a column spec.
+_COLUMN_KINDS = {
+    "number": st.column_config.NumberColumn,
+    "text": st.column_config.TextColumn,
+    "checkbox": st.column_config.CheckboxColumn,
+}
+
+
+def column_config(specs: dict[str, tuple[str, str, str | None, str | None]]) -> dict[str, Any]:
+    """``st.dataframe`` column_config from the package's column specs:
+    ``{column: (kind, label, number format, help)}``, kind ``number``, ``text`` or ``checkbox``."""
+    config = {}
+    for column, (kind, label, number_format, help_text) in specs.items():
+        options = {"format": number_format} if number_format else {}
+        config[column] = _COLUMN_KINDS[kind](label, help=help_text, **options)
+    return config
+
+
+def whole_number_input(container, label: str, key: str, min_value: int, max_value: int, help: str) -> int:
+    """An integer ``number_input`` in ``container`` (``st`` or a column), step 1, its value
+    kept for the session across page switches."""
+    return container.number_input(
+        label, min_value=min_value, max_value=max_value, step=1, key=key, persist_state="session", help=help
+    )
+
+
+def strategies_help(names: Sequence[str]) -> str:
+    """Markdown help of a strategy picker: each strategy's name and summary."""
+    return "\n\n".join(f"**{name}**: {STRATEGIES[name].summary}" for name in names)
+
+
+def set_defaults(values: dict[str, Any]) -> None:
+    """Give each session-state key of ``values`` its default value, unless it has one already."""
+    for key, value in values.items():
+        st.session_state.setdefault(key, value)
+
+
 # --- messages ---------------------------------------------------------------------------
 
 
@@ -291,6 +368,23 @@ def verdict_badge(verdict: str) -> str:
         f'<span style="background:{background};color:{color};padding:0.15em 0.6em;'
         f'border-radius:0.4em;font-weight:600">{icon} {verdict}</span>'
     )
+
+
+def metric_row(items: Sequence[tuple[str, str, str | None]]) -> None:
+    """One row of metrics (``st.metric``), one column each: ``(label, value, help)``."""
+    for column, (label, value, help_text) in zip(st.columns(len(items)), items, strict=True):
+        column.metric(label, value, help=help_text)
+
+
+def cause_message(likely_cause: str | None, cause: str) -> None:
+    """The cause of a verdict: success when there is none to find (``likely_cause`` None), a
+    warning when it is ``"unknown"``, otherwise an error naming it."""
+    if likely_cause is None:
+        st.success(cause, icon="✅")
+    elif likely_cause == "unknown":
+        st.warning(f"**unknown**: {cause}", icon="❓")
+    else:
+        st.error(f"**{likely_cause}**: {cause}", icon="🔎")
 
 
 def card_numbers(min_cosine: float, top1_agreement: float) -> str:
@@ -329,6 +423,17 @@ def strategy_chip(name: str) -> str:
 
 
 _home_page = None
+
+
+def page_files(pages_dir: Path) -> list[Path]:
+    """The other pages: ``<number>_<Name>.py`` files of ``pages_dir`` in number order; a new
+    file there is a new page."""
+    numbered = []
+    for path in pages_dir.glob("*.py"):
+        match = re.fullmatch(r"(\d+)_\w+\.py", path.name)
+        if match:
+            numbered.append((int(match.group(1)), path.name, path))
+    return [path for _, _, path in sorted(numbered)]
 
 
 def register_home_page(page) -> None:
@@ -391,6 +496,15 @@ def texts_from_inputs(text_box: str, upload=None) -> tuple[list[str], str]:
     return texts, "text box"
 
 
+def comparison_inputs(text_box: str, upload, strategies: Sequence[str]) -> tuple[list[str], str]:
+    """(texts, source) of a Home run (:func:`texts_from_inputs`), and at least one strategy
+    chosen; :class:`TextsError` saying what is missing otherwise."""
+    texts, source = texts_from_inputs(text_box, upload)
+    if not strategies:
+        raise TextsError("no strategy chosen: pick at least one strategy to compare with single")
+    return texts, source
+
+
 def run_comparison(
     loaded: LoadedModel,
     texts: Sequence[str],
@@ -409,20 +523,14 @@ def run_comparison(
     texts = texts[:MAX_INTERACTIVE_TEXTS]
     tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
     bar = st.progress(0.0, text="Starting…")
-
-    def progress(name: str, number: int, count: int, done: int, total: int) -> None:
-        fraction = ((number - 1) + (done / total if total else 1.0)) / count
-        bar.progress(
-            min(fraction, 1.0),
-            text=f"Extracting with **{name}** (strategy {number} of {count}): {done}/{total} texts",
-        )
-
     start = time.perf_counter()
     with model_in_use():
-        report = compare_strategies(loaded, tokenized, strategies, batch_size=batch_size, progress=progress)
+        report = compare_strategies(
+            loaded, tokenized, strategies, batch_size=batch_size, progress=progress_callback(bar)
+        )
     bar.progress(1.0, text="Comparing with single-sample extraction…")
     tokenizer = loaded.tokenizer
-    token_strings = [[tokenizer.decode([token]) for token in ids] for ids in tokenized.token_ids]
+    strings = token_strings(tokenizer.decode, tokenized.token_ids)
     top_k = top_k_frame(report, lambda token: tokenizer.decode([token]), k=TOP_K)
     seconds = time.perf_counter() - start
     bar.empty()
@@ -432,12 +540,177 @@ def run_comparison(
         model_description=loaded.description,
         pad_token=str(tokenizer.pad_token),
         pad_token_id=loaded.pad_token_id,
-        token_strings=token_strings,
+        token_strings=strings,
         top_k=top_k,
         seconds=seconds,
         texts_dropped=dropped,
         source=source,
     )
+
+
+# --- work behind a button -------------------------------------------------------------------
+
+T = TypeVar("T")
+
+
+def run_guarded(work: Callable[[], T], prefix: str | None = None, hold_model: bool = False) -> T | None:
+    """``work()``, or None after one ``st.error`` (``prefix: message``, never a traceback).
+
+    A ``ValueError`` (``TextsError`` included) is the user's to fix and is shown as it is;
+    anything else is logged with its traceback and shown by type, and the page keeps working.
+    With ``hold_model`` the work runs inside :func:`model_in_use`.
+    """
+    try:
+        if hold_model:
+            with model_in_use():
+                return work()
+        return work()
+    except ValueError as error:
+        show_error(error, prefix=prefix)
+    except Exception as error:  # noqa: BLE001 - a page must survive any failure
+        logger.exception("%s", prefix or "work behind a button failed")
+        show_error(error, prefix=prefix)
+    return None
+
+
+def progress_callback(bar) -> Callable[[str, int, int, int, int], None]:
+    """A ``progress(name, number, count, done, total)`` callback of a strategy-by-strategy
+    extraction (``compare_strategies``, ``run_probe``) that fills the ``st.progress`` ``bar``."""
+
+    def progress(name: str, number: int, count: int, done: int, total: int) -> None:
+        fraction = ((number - 1) + (done / total if total else 1.0)) / count
+        bar.progress(
+            min(fraction, 1.0),
+            text=f"Extracting with **{name}** (strategy {number} of {count}): {done}/{total} texts",
+        )
+
+    return progress
+
+
+def session_cache(key: str, identity: Any) -> dict:
+    """A dict kept in the session under ``key`` while ``identity`` stays the same; a new
+    ``identity`` drops the old dict (one model and data set at a time) and starts an empty one."""
+    held_identity, cache = st.session_state.get(key, (None, {}))
+    if held_identity != identity:
+        cache = {}
+        st.session_state[key] = (identity, cache)
+    return cache
+
+
+def apply_preset(values: dict[str, Any]) -> None:
+    """Button callback: set every session-state key of ``values`` (widget values, flags)."""
+    for key, value in values.items():
+        st.session_state[key] = value
+
+
+class ProbeRun(TypedDict):
+    """One run of the Probe page, kept in ``st.session_state``."""
+
+    report: ProbeReport
+    settings: ModelSettings
+    model_description: str
+    seconds: float  # wall-clock time of extraction and training
+
+
+def train_probes(
+    loaded: LoadedModel,
+    settings: ModelSettings,
+    data: LabelledTexts,
+    strategies: Sequence[str],
+    layer: int,
+    seed: int,
+    batch_size: int,
+    cache_key: str,
+) -> ProbeRun | None:
+    """:func:`~extraction.probe.run_probe` with a progress bar, the model held, and the states
+    kept in the session under ``cache_key`` for this model and data set (adding a strategy later
+    extracts only the new one); None after an ``st.error`` when it fails."""
+    feature_cache = session_cache(cache_key, (settings, data_digest(data)))
+    bar = st.progress(0.0, text="Starting…")
+    start = time.perf_counter()
+    try:
+        report = run_guarded(
+            lambda: run_probe(
+                loaded,
+                data,
+                strategies,
+                layer=layer,
+                seed=seed,
+                batch_size=batch_size,
+                progress=progress_callback(bar),
+                feature_cache=feature_cache,
+            ),
+            prefix="The probe run failed",
+            hold_model=True,
+        )
+        seconds = time.perf_counter() - start
+    finally:
+        bar.empty()
+    if report is None:
+        return None
+    return ProbeRun(report=report, settings=settings, model_description=loaded.description, seconds=seconds)
+
+
+class AuditRun(TypedDict):
+    """One run of the Audit page, kept in ``st.session_state``."""
+
+    report: AuditReport
+    model_description: str
+    texts: list[str]  # every text of the file, in row order
+
+
+def audit_inputs(states_upload, texts_upload, tensor_key: str) -> tuple[StoredStates, list[str]]:
+    """(stored states, texts) from the two uploads; ``ValueError`` saying what is missing or unreadable."""
+    if states_upload is None or texts_upload is None:
+        raise ValueError("upload both the stored states and the texts they were extracted from")
+    states = read_states(states_upload.getvalue(), name=str(states_upload.name), key=tensor_key.strip() or None)
+    texts, _ = texts_from_inputs("", texts_upload)
+    return states, texts
+
+
+def run_audit(
+    loaded: LoadedModel,
+    inputs: tuple[StoredStates, list[str]] | None,
+    layer: int,
+    layers_text: str,
+    sample: int,
+    forensics: bool,
+) -> AuditRun | None:
+    """:func:`~extraction.audit.audit_states` of ``inputs`` (None: the worked example of
+    :mod:`extraction.examples`, built on ``loaded``) with a progress bar and the model held;
+    ``layer`` applies to an (N, d) file, ``layers_text`` to an (N, L, d) one, ``sample`` 0 means
+    every text. None after an ``st.error`` when it fails."""
+
+    def audit() -> AuditRun:
+        states, texts = inputs if inputs is not None else example_states(loaded)
+        is_one_layer = states.tensor.dim() == 2
+        num_states = loaded.num_hidden_layers + 1
+        layers = parse_layers(layers_text, num_states) if layers_text.strip() and not is_one_layer else None
+        bar = st.progress(0.0, text="Starting…")
+
+        def progress(stage: str, done: int, total: int) -> None:
+            fraction = done / total if total else 1.0
+            if stage == "re-extracting":
+                bar.progress(0.8 * fraction, text=f"Re-extracting one text at a time: {done}/{total}")
+            else:
+                bar.progress(0.8 + 0.2 * fraction, text=f"Forensics: hypothesis {min(done + 1, total)} of {total}")
+
+        try:
+            report = audit_states(
+                loaded,
+                texts,
+                states,
+                layer=layer if is_one_layer else None,
+                layers=layers,
+                sample=sample or None,
+                forensics=forensics,
+                progress=progress,
+            )
+        finally:
+            bar.empty()
+        return AuditRun(report=report, model_description=loaded.description, texts=texts)
+
+    return run_guarded(audit, prefix="The audit failed", hold_model=True)
 
 
 def _json_safe(value):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 import ui
-from extraction import figures
+from extraction import plotting
 from extraction.strategies import REFERENCE
 
 st.set_page_config(page_title="Layers · padding-audit", page_icon="🧪", layout="wide")
@@ -39,9 +39,9 @@ view = st.segmented_control(
     help="The log scale makes drift of 1e-6 and corruption of 0.5 both readable.",
 )
 if view == "cosine":
-    main_figure = figures.cosine_by_layer_figure(report, shown)
+    main_figure = plotting.cosine_by_layer_figure(report, shown)
 else:
-    main_figure = figures.one_minus_cosine_figure(report, shown)
+    main_figure = plotting.one_minus_cosine_figure(report, shown)
 st.plotly_chart(main_figure, key="layers.main_chart")
 
 st.subheader("Per text")
@@ -51,12 +51,12 @@ heat_strategy = heat_column.selectbox(
     "Strategy", worst_first, key="layers.heatmap_strategy", help="Listed from the worst min cosine to the best."
 )
 heat_log = scale_column.toggle("Colour by log10(1 - cosine)", value=False, key="layers.heatmap_log")
-heatmap = figures.cosine_heatmap_figure(report.strategies[heat_strategy], report.texts, log_scale=heat_log)
+heatmap = plotting.cosine_heatmap_figure(report.strategies[heat_strategy], report.texts, log_scale=heat_log)
 st.plotly_chart(heatmap, key="layers.heatmap_chart")
 st.caption(ui.strategy_cause_line(report, heat_strategy))
 
 st.subheader("Relative L2 error")
-l2_figure = figures.relative_l2_figure(report, shown)
+l2_figure = plotting.relative_l2_figure(report, shown)
 st.plotly_chart(l2_figure, key="layers.l2_chart")
 
 st.subheader("Download the figures")
@@ -71,5 +71,5 @@ for column, (label, figure, file_name) in zip(
     strict=True,
 ):
     ui.download_button(
-        column, label, lambda figure=figure: figures.figure_html(figure), file_name, f"layers.download.{file_name}"
+        column, label, lambda figure=figure: plotting.figure_html(figure), file_name, f"layers.download.{file_name}"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 import ui
-from extraction import figures
+from extraction import layout_views, plotting
 from extraction.strategies import STRATEGIES
 
 st.set_page_config(page_title="How it works · padding-audit", page_icon="🧪", layout="wide")
@@ -34,18 +34,12 @@ st.markdown(
 
 texts = report.texts
 lengths = report.tokenized.lengths
-# Default: a few short texts of different lengths (padding needs different lengths), so the
-# pictures stay readable; the first text of each distinct length, shortest first.
-first_of_length: dict[int, int] = {}
-for index in sorted(range(len(texts)), key=lambda i: (lengths[i], i)):
-    first_of_length.setdefault(lengths[index], index)
-default_texts = sorted(list(first_of_length.values())[:3]) or [0]
 chosen = st.multiselect(
     f"Texts to lay out (up to {MAX_PICTURE_TEXTS})",
     list(range(len(texts))),
-    default=default_texts,
+    default=layout_views.default_layout_texts(lengths),
     max_selections=MAX_PICTURE_TEXTS,
-    format_func=lambda i: f"{figures.text_label(i, texts[i])} ({lengths[i]} tokens)",
+    format_func=lambda i: f"{plotting.text_label(i, texts[i])} ({lengths[i]} tokens)",
     key="how.texts",
 )
 if not chosen:
@@ -60,8 +54,7 @@ st.caption(
 token_ids = [report.tokenized.token_ids[i] for i in chosen]
 names = list(report.strategies)
 # Open on the worst strategy of the run: the picture that explains a corrupted verdict.
-worst = min(names, key=lambda name: float(report.strategies[name].cosine.nan_to_num(-2.0).min()))
-tabs = st.tabs(names, default=worst, key="how.tabs")
+tabs = st.tabs(names, default=layout_views.worst_strategy(report), key="how.tabs")
 for tab, name in zip(tabs, names, strict=True):
     strategy = STRATEGIES[name]
     comparison = report.strategies[name]
@@ -71,7 +64,7 @@ for tab, name in zip(tabs, names, strict=True):
             unsafe_allow_html=True,
         )
         st.markdown(f"**What it does.** {strategy.summary} **When it breaks.** {strategy.breaks_when}")
-        passes = figures.plan_layouts(name, token_ids, run.pad_token_id, batch_size=len(chosen))
+        passes = layout_views.plan_layouts(name, token_ids, run.pad_token_id, batch_size=len(chosen))
         if len(passes) > 1:
             st.caption(
                 f"{len(passes)} forward passes for these {len(chosen)} texts"
@@ -80,7 +73,7 @@ for tab, name in zip(tabs, names, strict=True):
         for number, (group, layout) in enumerate(passes[:MAX_PASSES_DRAWN], start=1):
             group_texts = [chosen[k] for k in group]
             st.plotly_chart(
-                figures.batch_layout_figure(
+                plotting.batch_layout_figure(
                     layout,
                     run.token_strings,
                     group_texts,
@@ -88,18 +81,18 @@ for tab, name in zip(tabs, names, strict=True):
                 ),
                 key=f"how.layout.{name}.{number}",
             )
-            # The row worth looking at: the one with the most padding (or the packed row).
-            row = int(layout.is_pad.sum(-1).argmax())
+            row = layout_views.most_padded_row(layout)
             attention_column, words_column = st.columns([3, 2], vertical_alignment="center")
             attention_column.plotly_chart(
-                figures.attention_figure(
+                plotting.attention_figure(
                     layout, row, run.token_strings, group_texts, title=f"{name}: who sees whom in row {row}"
                 ),
                 key=f"how.attention.{name}.{number}",
             )
             words_column.markdown(
                 "\n".join(
-                    f"- {sentence}" for sentence in figures.read_descriptions(layout, run.token_strings, group_texts)
+                    f"- {sentence}"
+                    for sentence in layout_views.read_descriptions(layout, run.token_strings, group_texts)
                 )
             )
         st.caption(ui.strategy_cause_line(report, name))

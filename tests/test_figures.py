@@ -1,4 +1,5 @@
-"""The plotly figures of extraction.figures: data drawn, colours, labels and layouts.
+"""The plotly figures of extraction.plotting (and what the layout pictures and top-k table
+compute, in extraction.layout_views and extraction.predictions): data drawn, colours, labels and layouts.
 
 The report comes from the tiny random GPT-2 (seconds, module-scoped, read-only); layout
 pictures use hand-made token ids and need no model.
@@ -9,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from extraction import figures
+from extraction import layout_views, plotting, predictions
 from extraction.compare import VERDICTS, compare_strategies
 from extraction.models import load_model
 from extraction.strategies import STRATEGIES, get_strategy
@@ -32,31 +33,31 @@ def _traces_named(figure, name):
 
 
 def test_every_strategy_has_its_own_stable_colour():
-    colours = [figures.strategy_color(name) for name in STRATEGIES]
+    colours = [plotting.strategy_color(name) for name in STRATEGIES]
     assert len(set(colours)) == len(colours)
-    assert figures.strategy_color("right") == figures.STRATEGY_COLORS["right"]
+    assert plotting.strategy_color("right") == plotting.STRATEGY_COLORS["right"]
     # A strategy registered later still gets a colour, the same one every time.
-    assert figures.strategy_color("brand-new") == figures.strategy_color("brand-new")
-    assert figures.strategy_color("brand-new").startswith("#")
+    assert plotting.strategy_color("brand-new") == plotting.strategy_color("brand-new")
+    assert plotting.strategy_color("brand-new").startswith("#")
 
 
 def test_line_styles_tell_naive_from_fixed():
-    assert figures.strategy_dash("right-naive") == "dash"
-    assert figures.strategy_dash("right") == "solid"
-    assert figures.strategy_dash("single") == "dot"
+    assert plotting.strategy_dash("right-naive") == "dash"
+    assert plotting.strategy_dash("right") == "solid"
+    assert plotting.strategy_dash("single") == "dot"
 
 
 def test_verdict_colours_are_distinct_and_checked():
-    assert len({figures.verdict_color(v) for v in VERDICTS}) == len(VERDICTS)
+    assert len({plotting.verdict_color(v) for v in VERDICTS}) == len(VERDICTS)
     with pytest.raises(ValueError, match="exact, drift, corrupted"):
-        figures.verdict_color("fine")
+        plotting.verdict_color("fine")
 
 
 # --- layer figures ------------------------------------------------------------------------------
 
 
 def test_cosine_lines_draw_mean_and_min_in_the_strategy_colour(report):
-    figure = figures.cosine_by_layer_figure(report)
+    figure = plotting.cosine_by_layer_figure(report)
     assert not _traces_named(figure, "single")  # the reference is left out by default
     for name in COMPARED:
         (mean_trace,) = _traces_named(figure, name)
@@ -64,21 +65,21 @@ def test_cosine_lines_draw_mean_and_min_in_the_strategy_colour(report):
         comparison = report.strategies[name]
         assert list(mean_trace.y) == pytest.approx(comparison.cosine.mean(0).tolist())
         assert list(min_trace.y) == pytest.approx(comparison.cosine.min(0).values.tolist())
-        assert mean_trace.line.color == figures.strategy_color(name)
+        assert mean_trace.line.color == plotting.strategy_color(name)
         assert mean_trace.fill == "tonexty"  # the band down to the min
     assert figure.layout.title.text and figure.layout.xaxis.title.text and figure.layout.yaxis.title.text
-    with_reference = figures.cosine_by_layer_figure(report, include_reference=True)
+    with_reference = plotting.cosine_by_layer_figure(report, include_reference=True)
     assert _traces_named(with_reference, "single")
 
 
 def test_one_minus_cosine_is_log_scaled_and_floored(report):
-    figure = figures.one_minus_cosine_figure(report, ["right-naive", "right"])
+    figure = plotting.one_minus_cosine_figure(report, ["right-naive", "right"])
     assert figure.layout.yaxis.type == "log"
     assert [trace.name for trace in figure.data] == ["right-naive", "right"]
     for trace in figure.data:
         worst = 1 - report.strategies[trace.name].cosine.double().min(0).values
         assert list(trace.customdata) == pytest.approx(worst.tolist())
-        assert list(trace.y) == pytest.approx(worst.clamp(min=figures.COSINE_LOG_FLOOR).tolist())
+        assert list(trace.y) == pytest.approx(worst.clamp(min=plotting.COSINE_LOG_FLOOR).tolist())
     # right padding read at -1 is far off on texts shorter than the longest.
     assert max(_traces_named(figure, "right-naive")[0].y) > 1e-2
     assert "1 - min cosine" in figure.layout.yaxis.title.text
@@ -86,25 +87,25 @@ def test_one_minus_cosine_is_log_scaled_and_floored(report):
 
 def test_unknown_strategy_is_refused(report):
     with pytest.raises(ValueError, match="available: single"):
-        figures.relative_l2_figure(report, ["left"])
+        plotting.relative_l2_figure(report, ["left"])
 
 
 def test_heatmap_is_texts_by_layers(report):
     comparison = report.strategies["packed-naive"]
-    figure = figures.cosine_heatmap_figure(comparison, report.texts)
+    figure = plotting.cosine_heatmap_figure(comparison, report.texts)
     (heatmap,) = figure.data
     assert torch.tensor(heatmap.z).shape == comparison.cosine.shape
     assert list(heatmap.y) == list(range(len(TEXTS)))
     assert figure.layout.yaxis.ticktext[1] == "2: Hello"
-    log_figure = figures.cosine_heatmap_figure(comparison, report.texts, log_scale=True)
-    expected = torch.log10((1 - comparison.cosine.double()).clamp(min=figures.COSINE_LOG_FLOOR))
+    log_figure = plotting.cosine_heatmap_figure(comparison, report.texts, log_scale=True)
+    expected = torch.log10((1 - comparison.cosine.double()).clamp(min=plotting.COSINE_LOG_FLOOR))
     assert torch.tensor(log_figure.data[0].z).double() == pytest.approx(expected)
     with pytest.raises(ValueError, match="3 texts given for a comparison of 4"):
-        figures.cosine_heatmap_figure(comparison, report.texts[:3])
+        plotting.cosine_heatmap_figure(comparison, report.texts[:3])
 
 
 def test_relative_l2_shows_the_worst_text(report):
-    figure = figures.relative_l2_figure(report, ["packed-naive"])
+    figure = plotting.relative_l2_figure(report, ["packed-naive"])
     (trace,) = figure.data
     assert list(trace.customdata) == pytest.approx(report.strategies["packed-naive"].relative_l2.max(0).values.tolist())
     assert figure.layout.yaxis.type == "log"
@@ -114,16 +115,16 @@ def test_relative_l2_shows_the_worst_text(report):
 
 
 def test_top1_and_kl_bars(report):
-    figure = figures.top1_kl_figure(report)
+    figure = plotting.top1_kl_figure(report)
     agreement, kl = figure.data
     assert list(agreement.x) == COMPARED
     assert list(agreement.y) == pytest.approx([100 * report.strategies[n].top1_agreement for n in COMPARED])
     assert list(kl.customdata) == pytest.approx([float(report.strategies[n].kl.mean()) for n in COMPARED])
-    assert list(agreement.marker.color) == [figures.strategy_color(n) for n in COMPARED]
+    assert list(agreement.marker.color) == [plotting.strategy_color(n) for n in COMPARED]
 
 
 def test_logit_lens_lines(report):
-    figure = figures.logit_lens_figure(report, ["right"])
+    figure = plotting.logit_lens_figure(report, ["right"])
     (trace,) = figure.data
     assert list(trace.y) == pytest.approx((100 * report.strategies["right"].logit_lens_agreement).tolist())
 
@@ -135,7 +136,7 @@ def test_top_k_frame_matches_softmax(report):
         decoded.append(token)
         return f"<{token}>"
 
-    frame = figures.top_k_frame(report, decode, k=3)
+    frame = predictions.top_k_frame(report, decode, k=3)
     assert len(frame) == len(report.strategies) * len(TEXTS) * 3
     rows = frame[(frame["strategy"] == "right-naive") & (frame["text"] == 1)].sort_values("rank")
     probabilities = torch.softmax(report.strategies["right-naive"].extraction.logits[1].double(), -1)
@@ -145,11 +146,11 @@ def test_top_k_frame_matches_softmax(report):
     assert rows["token"].tolist() == [f"<{t}>" for t in top.indices.tolist()]
     assert decoded
     with pytest.raises(ValueError, match="at least 1"):
-        figures.top_k_frame(report, decode, k=0)
+        predictions.top_k_frame(report, decode, k=0)
 
 
 def test_figure_html_is_standalone(report):
-    page = figures.figure_html(figures.logit_lens_figure(report))
+    page = plotting.figure_html(plotting.logit_lens_figure(report))
     assert page.lstrip().lower().startswith(("<!doctype html>", "<html>")) and "Logit lens" in page
     # plotly.js is embedded, not loaded from a CDN: the page opens offline.
     assert '<script src="http' not in page and len(page) > 1_000_000
@@ -163,19 +164,19 @@ PAD = 0
 
 
 def test_plan_layouts_follows_the_strategy():
-    passes = figures.plan_layouts("right-naive", TOKENS, PAD, batch_size=3)
+    passes = layout_views.plan_layouts("right-naive", TOKENS, PAD, batch_size=3)
     assert len(passes) == 1
     group, layout = passes[0]
     assert group == [0, 1, 2]
     assert layout.shape == (3, 4)
-    assert len(figures.plan_layouts("single", TOKENS, PAD, batch_size=3)) == 3
+    assert len(layout_views.plan_layouts("single", TOKENS, PAD, batch_size=3)) == 3
     with pytest.raises(ValueError, match="unknown strategy"):
-        figures.plan_layouts("nope", TOKENS, PAD, batch_size=3)
+        layout_views.plan_layouts("nope", TOKENS, PAD, batch_size=3)
 
 
 def test_batch_layout_marks_padding_tokens_and_read_positions():
-    (group, layout), *_ = figures.plan_layouts("right-naive", TOKENS, PAD, batch_size=3)
-    figure = figures.batch_layout_figure(layout, STRINGS, group, title="right-naive")
+    (group, layout), *_ = layout_views.plan_layouts("right-naive", TOKENS, PAD, batch_size=3)
+    figure = plotting.batch_layout_figure(layout, STRINGS, group, title="right-naive")
     heatmap, *markers = figure.data
     z = torch.tensor(heatmap.z)
     assert (z == 0).tolist() == layout.is_pad.tolist()  # padding is category 0
@@ -183,28 +184,28 @@ def test_batch_layout_marks_padding_tokens_and_read_positions():
     assert heatmap.text[1][3].startswith("f")
     reads = [(marker.y[0], marker.x[0]) for marker in markers]
     assert reads == [(0, 3), (1, 3), (2, 3)]  # position -1 of every row, pads for texts 1 and 3
-    (group, layout), *_ = figures.plan_layouts("left", TOKENS, PAD, batch_size=3)
-    figure = figures.batch_layout_figure(layout, STRINGS, group, title="left")
+    (group, layout), *_ = layout_views.plan_layouts("left", TOKENS, PAD, batch_size=3)
+    figure = plotting.batch_layout_figure(layout, STRINGS, group, title="left")
     # Left padding with position ids from the mask: the real tokens of text 1 sit at 0 and 1.
     assert figure.data[0].text[0][2].endswith(">0</span>") and figure.data[0].text[0][3].endswith(">1</span>")
 
 
 def test_attention_categories_by_hand():
-    (_, naive), *_ = figures.plan_layouts("packed-naive", [[1, 2], [3]], PAD, batch_size=2)
-    (_, packed), *_ = figures.plan_layouts("packed", [[1, 2], [3]], PAD, batch_size=2)
+    (_, naive), *_ = layout_views.plan_layouts("packed-naive", [[1, 2], [3]], PAD, batch_size=2)
+    (_, packed), *_ = layout_views.plan_layouts("packed", [[1, 2], [3]], PAD, batch_size=2)
     # Query 2 (the second text) attends to both tokens of the first text without the block mask.
-    assert figures.attention_categories(naive, 0).tolist() == [[1, 0, 0], [1, 1, 0], [2, 2, 1]]
-    assert figures.attention_categories(packed, 0).tolist() == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
-    (_, right), *_ = figures.plan_layouts("right", [[1, 2], [3]], PAD, batch_size=2)
+    assert layout_views.attention_categories(naive, 0).tolist() == [[1, 0, 0], [1, 1, 0], [2, 2, 1]]
+    assert layout_views.attention_categories(packed, 0).tolist() == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
+    (_, right), *_ = layout_views.plan_layouts("right", [[1, 2], [3]], PAD, batch_size=2)
     # Row 1 is [3, pad]: the pad query sees text 3 only (pads are masked as keys).
-    assert figures.attention_categories(right, 1).tolist() == [[1, 0], [1, 0]]
+    assert layout_views.attention_categories(right, 1).tolist() == [[1, 0], [1, 0]]
     with pytest.raises(ValueError, match="rows 0..1"):
-        figures.attention_categories(right, 2)
+        layout_views.attention_categories(right, 2)
 
 
 def test_attention_figure_draws_every_category_in_the_legend():
-    (group, layout), *_ = figures.plan_layouts("packed-naive", TOKENS, PAD, batch_size=3)
-    figure = figures.attention_figure(layout, 0, STRINGS, group, title="packed-naive")
+    (group, layout), *_ = layout_views.plan_layouts("packed-naive", TOKENS, PAD, batch_size=3)
+    figure = plotting.attention_figure(layout, 0, STRINGS, group, title="packed-naive")
     legend = [trace.name for trace in figure.data if trace.showlegend is not False and trace.name]
     assert "sees ANOTHER text" in legend and "position read" in legend
     assert torch.tensor(figure.data[0].z).eq(2).any()
@@ -212,15 +213,15 @@ def test_attention_figure_draws_every_category_in_the_legend():
 
 
 def test_read_descriptions_name_what_went_wrong():
-    (group, naive), *_ = figures.plan_layouts("right-naive", TOKENS, PAD, batch_size=3)
-    sentences = figures.read_descriptions(naive, STRINGS, group)
+    (group, naive), *_ = layout_views.plan_layouts("right-naive", TOKENS, PAD, batch_size=3)
+    sentences = layout_views.read_descriptions(naive, STRINGS, group)
     assert len(sentences) == 3
     assert "a pad token" in sentences[0] and "not its last real token (column 1)" in sentences[0]
     assert "'f'" in sentences[1] and "only its own tokens" in sentences[1]  # the longest text is fine
-    (group, shifted), *_ = figures.plan_layouts("left-naive", TOKENS, PAD, batch_size=3)
-    assert "position id is 3 where it would be 1 alone" in figures.read_descriptions(shifted, STRINGS, group)[0]
-    (group, packed), *_ = figures.plan_layouts("packed-naive", TOKENS, PAD, batch_size=3)
-    sentences = figures.read_descriptions(packed, STRINGS, group)
+    (group, shifted), *_ = layout_views.plan_layouts("left-naive", TOKENS, PAD, batch_size=3)
+    assert "position id is 3 where it would be 1 alone" in layout_views.read_descriptions(shifted, STRINGS, group)[0]
+    (group, packed), *_ = layout_views.plan_layouts("packed-naive", TOKENS, PAD, batch_size=3)
+    sentences = layout_views.read_descriptions(packed, STRINGS, group)
     assert "only its own tokens" in sentences[0] and "another text" in sentences[1]
-    (group, fixed), *_ = figures.plan_layouts("left", TOKENS, PAD, batch_size=3)
-    assert all("only its own tokens" in sentence for sentence in figures.read_descriptions(fixed, STRINGS, group))
+    (group, fixed), *_ = layout_views.plan_layouts("left", TOKENS, PAD, batch_size=3)
+    assert all("only its own tokens" in sentence for sentence in layout_views.read_descriptions(fixed, STRINGS, group))

@@ -1,0 +1,42 @@
+"""What the dashboard's Audit page shows of an :class:`~extraction.audit.AuditReport`,
+computed (no drawing here): the headline numbers, and the per-text table with each text's
+start, numbered from 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .audit import AuditReport
+
+from .verdicts import DRIFT_COSINE
+
+#: Characters of each text shown in the per-text table.
+PREVIEW_CHARS = 80
+
+
+def per_text_frame(report: AuditReport, texts: Sequence[str], preview_chars: int = PREVIEW_CHARS) -> pd.DataFrame:
+    """``report.to_frame()`` with a ``text_preview`` column (the first ``preview_chars`` characters
+    of each checked text) second, and ``text`` numbered from 1 as people count rows."""
+    frame = report.to_frame()
+    frame.insert(1, "text_preview", [texts[i][:preview_chars] for i in report.checked])
+    frame["text"] = frame["text"] + 1
+    return frame
+
+
+def headline_metrics(report: AuditReport) -> list[tuple[str, str, str | None]]:
+    """The audit's headline numbers as ``(label, formatted value, help)``: min and mean cosine
+    to fresh states, the share of texts below :data:`~extraction.verdicts.DRIFT_COSINE`, and
+    ``lm_head`` top-1 agreement with the model on the stored and on the fresh states."""
+    lm_head_help = f"Agreement with the model's own next-token prediction; {report.lm_head_note}."
+    return [
+        ("min cosine", f"{report.min_cosine:.6f}", "Over checked texts and stored layers."),
+        ("mean cosine", f"{report.mean_cosine:.6f}", None),
+        (f"texts below {DRIFT_COSINE}", f"{report.fraction_corrupted:.0%}", "Worst stored layer per text."),
+        ("lm_head top-1, stored", f"{report.lm_head_accuracy_stored:.0%}", lm_head_help),
+        ("lm_head top-1, fresh", f"{report.lm_head_accuracy_fresh:.0%}", lm_head_help),
+    ]

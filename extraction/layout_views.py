@@ -1,0 +1,131 @@
+"""What the "How it works" pictures show, computed (no drawing here): the forward passes a
+strategy makes on some texts, the token in each cell of a pass, who each position can
+attend to, and one sentence per text on where it is read and what that position saw.
+
+:mod:`extraction.plotting.layouts` draws these; the dashboard's page chooses with them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+
+from .strategies import BatchLayout, get_strategy
+
+if TYPE_CHECKING:
+    from .compare import ComparisonReport
+
+#: What query position i sees at key j, by the index :func:`attention_categories` gives.
+ATTENTION_LABELS: tuple[str, ...] = (
+    "hidden (masked or in the future)",
+    "sees its own text",
+    "sees ANOTHER text",
+    "sees padding",
+)
+
+
+def plan_layouts(
+    strategy: str, token_ids: Sequence[Sequence[int]], pad_id: int, batch_size: int
+) -> list[tuple[list[int], BatchLayout]]:
+    """The forward passes ``strategy`` makes on these texts: ``(text indices, layout)`` per pass."""
+    chosen = get_strategy(strategy)
+    lengths = [len(ids) for ids in token_ids]
+    groups = chosen.plan(lengths, batch_size)
+    return [(group, chosen.layout([token_ids[i] for i in group], pad_id)) for group in groups]
+
+
+def cell_tokens(
+    layout: BatchLayout, token_strings: Sequence[Sequence[str]], text_indices: Sequence[int]
+) -> list[list[str | None]]:
+    """(B, T): the decoded token in each cell of the pass, None for padding, ``"?"`` past the
+    end of a text's tokens. ``token_strings[text_indices[k]]`` are the tokens of segment k."""
+    rows, cols = layout.shape
+    segments = layout.segment_ids  # (B, T)
+    offsets = [0] * len(text_indices)
+    grid: list[list[str | None]] = []
+    for row in range(rows):
+        line: list[str | None] = []
+        for col in range(cols):
+            segment = int(segments[row, col])
+            if segment < 0:
+                line.append(None)
+                continue
+            strings = token_strings[text_indices[segment]]
+            line.append(strings[offsets[segment]] if offsets[segment] < len(strings) else "?")
+            offsets[segment] += 1
+        grid.append(line)
+    return grid
+
+
+def attention_categories(layout: BatchLayout, row: int) -> torch.Tensor:
+    """(T, T) long: for batch ``row``, what query position i sees at key j (index into
+    :data:`ATTENTION_LABELS`): 0 hidden, 1 its own text, 2 another text, 3 padding.
+    A padding query counts the real tokens of its row as its own text."""
+    rows, _ = layout.shape
+    if not 0 <= row < rows:
+        raise ValueError(f"row {row} out of range: this layout has rows 0..{rows - 1}")
+    visible = layout.visibility()[row]  # (T, T)
+    segments = layout.segment_ids[row]  # (T,)
+    query, key = segments[:, None], segments[None, :]  # (T, 1), (1, T)
+    # A pad query (segment -1) belongs to no text: the real tokens it sees are its row's own.
+    category = torch.where(key < 0, 3, torch.where((key == query) | (query < 0), 1, 2))  # (T, T)
+    return torch.where(visible, category, torch.zeros_like(category))
+
+
+def read_descriptions(
+    layout: BatchLayout, token_strings: Sequence[Sequence[str]], text_indices: Sequence[int]
+) -> list[str]:
+    """One sentence per text of the pass: where it is read and what that position could see."""
+    facts = layout.read_facts()
+    segments = layout.segment_ids
+    sentences = []
+    for k, text_index in enumerate(text_indices):
+        row, col = int(layout.read_rows[k]), int(layout.read_cols[k])
+        own = segments[row] == k  # (T,)
+        last_real = int(own.nonzero().max()) if own.any() else -1
+        if int(segments[row, col]) < 0:
+            token = "a pad token"
+        else:
+            offset = int(own[: col + 1].sum()) - 1
+            strings = token_strings[text_index]
+            token = f"'{strings[offset]}'" if 0 <= offset < len(strings) else "a token"
+        position = int(facts["position_ids"][k])
+        where = f"Text {text_index + 1} is read in row {row}, column {col} ({token}, position id {position})"
+        alone = len(token_strings[text_index]) - 1  # the position id of its last token when run alone
+        if int(segments[row, col]) != k:
+            what = f"that is not its last real token (column {last_real}): the wrong state is read"
+        elif bool(facts["saw_other_text"][k]):
+            what = "that position attends to another text's tokens: a contaminated state"
+        elif bool(facts["saw_padding"][k]):
+            what = "that position attends to padding"
+        elif position != alone:
+            what = (
+                f"its position id is {position} where it would be {alone} alone, which changes the state on "
+                "models with absolute position embeddings"
+            )
+        else:
+            what = "it sees only its own tokens, at their own positions"
+        sentences.append(f"{where}: {what}.")
+    return sentences
+
+
+def default_layout_texts(lengths: Sequence[int], count: int = 3) -> list[int]:
+    """Texts to lay out by default: the first text of each distinct length, shortest first, up
+    to ``count`` of them (padding needs different lengths; few texts keep the picture readable),
+    in text order; ``[0]`` when there is none."""
+    first_of_length: dict[int, int] = {}
+    for index in sorted(range(len(lengths)), key=lambda i: (lengths[i], i)):
+        first_of_length.setdefault(lengths[index], index)
+    return sorted(list(first_of_length.values())[:count]) or [0]
+
+
+def worst_strategy(report: ComparisonReport) -> str:
+    """The strategy of ``report`` with the lowest cosine to single (NaN counts as lowest)."""
+    return min(report.strategies, key=lambda name: float(report.strategies[name].cosine.nan_to_num(-2.0).min()))
+
+
+def most_padded_row(layout: BatchLayout) -> int:
+    """The batch row worth drawing: the one with the most padding (the first row when none has any)."""
+    return int(layout.is_pad.sum(-1).argmax())

@@ -1,0 +1,79 @@
+"""Plotly figures of the package's results (no UI code here), one module per kind of result.
+
+Every builder takes results and returns a ``plotly.graph_objects.Figure`` with a title,
+axis labels and units, so the dashboard only renders what the package draws, and the
+same figures can be saved from scripts (:func:`figure_html`). Import the package and call
+through it: ``from extraction import plotting; plotting.one_minus_cosine_figure(report)``.
+
+* :mod:`.style`: strategy and verdict colours, log floors, labels, the shared finish;
+* :mod:`.comparison`: per-layer cosine and relative L2, heatmap, top-1/KL, logit lens;
+* :mod:`.layouts`: batch layout and attention pictures (computed in :mod:`extraction.layout_views`);
+* :mod:`.probe`: probe accuracy, validation vs inference, and the probe table's column labels;
+* :mod:`.audit`: the audit histogram of a stored dataset, and the audit tables' column labels.
+"""
+
+from __future__ import annotations
+
+from .audit import AUDIT_COSINE_EDGES, HYPOTHESES_TABLE_COLUMNS, PER_TEXT_TABLE_COLUMNS, audit_cosine_histogram
+from .comparison import (
+    cosine_by_layer_figure,
+    cosine_heatmap_figure,
+    logit_lens_figure,
+    one_minus_cosine_figure,
+    relative_l2_figure,
+    top1_kl_figure,
+)
+from .layouts import ATTENTION_CATEGORIES, MAX_LABELLED_COLUMNS, attention_figure, batch_layout_figure
+from .probe import (
+    PROBE_LM_HEAD_COLOR,
+    PROBE_SAME_COLOR,
+    PROBE_SINGLE_COLOR,
+    PROBE_TABLE_COLUMNS,
+    probe_accuracy_figure,
+)
+from .style import (
+    COSINE_LOG_FLOOR,
+    LOG_FLOOR,
+    STRATEGY_COLORS,
+    VERDICT_COLORS,
+    VERDICT_ICONS,
+    VERDICT_TEXT_COLORS,
+    figure_html,
+    strategy_color,
+    strategy_dash,
+    text_label,
+    verdict_color,
+)
+
+__all__ = [
+    "ATTENTION_CATEGORIES",
+    "AUDIT_COSINE_EDGES",
+    "COSINE_LOG_FLOOR",
+    "HYPOTHESES_TABLE_COLUMNS",
+    "LOG_FLOOR",
+    "MAX_LABELLED_COLUMNS",
+    "PER_TEXT_TABLE_COLUMNS",
+    "PROBE_LM_HEAD_COLOR",
+    "PROBE_SAME_COLOR",
+    "PROBE_SINGLE_COLOR",
+    "PROBE_TABLE_COLUMNS",
+    "STRATEGY_COLORS",
+    "VERDICT_COLORS",
+    "VERDICT_ICONS",
+    "VERDICT_TEXT_COLORS",
+    "attention_figure",
+    "audit_cosine_histogram",
+    "batch_layout_figure",
+    "cosine_by_layer_figure",
+    "cosine_heatmap_figure",
+    "figure_html",
+    "logit_lens_figure",
+    "one_minus_cosine_figure",
+    "probe_accuracy_figure",
+    "relative_l2_figure",
+    "strategy_color",
+    "strategy_dash",
+    "text_label",
+    "top1_kl_figure",
+    "verdict_color",
+]
