@@ -13,12 +13,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import json
 import logging
 import os
 import pkgutil
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -35,33 +33,6 @@ class CliError(Exception):
     def __init__(self, message: str, code: int = EXIT_USAGE):
         super().__init__(message)
         self.code = code
-
-
-def write_json_atomic(path: str | Path, payload: dict) -> None:
-    """Write JSON to ``path`` via a temporary file and a rename: never a partial file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False) as f:
-        tmp = Path(f.name)
-        try:
-            json.dump(payload, f, indent=2, allow_nan=False)
-            f.write("\n")
-        except BaseException:
-            f.close()
-            tmp.unlink(missing_ok=True)
-            raise
-    try:
-        os.chmod(tmp, 0o666 & ~_current_umask())  # mkstemp makes it owner-only; give it a normal file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _current_umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def check_output_path(path: str | Path, option: str = "--json") -> None:

@@ -42,7 +42,7 @@ _LENS_ROWS = 256
 CompareProgress = Callable[[str, int, int, int, int], None]
 
 
-def _logit_tolerance(dtype: torch.dtype) -> tuple[float, float]:
+def logit_tolerance(dtype: torch.dtype) -> tuple[float, float]:
     """(atol, rtol) for comparing logits computed in ``dtype``."""
     return (1e-4, 1e-5) if dtype == torch.float32 else (5e-2, 1e-2)
 
@@ -248,7 +248,7 @@ def logit_lens_agreement(
     at a time (about :data:`_LENS_ROWS` rows of V logits are held at once), so the
     vocabulary matrix is read once per layer and block instead of once per strategy.
     """
-    atol, rtol = _logit_tolerance(loaded.dtype)
+    atol, rtol = logit_tolerance(loaded.dtype)
     names = list(hidden_by_name)
     n, num_states = reference_hidden.shape[:2]
     agrees = {name: torch.zeros(n, num_states, dtype=torch.bool) for name in names}
@@ -274,7 +274,7 @@ def compare_extractions(
     lens_agreement: torch.Tensor | None = None,
 ) -> StrategyComparison:
     """Measure ``extraction`` against ``reference`` (both with every layer and logits)."""
-    atol, rtol = _logit_tolerance(loaded.dtype)
+    atol, rtol = logit_tolerance(loaded.dtype)
     cosine = metrics.cosine_similarity(extraction.hidden, reference.hidden).float()  # (N, L)
     relative_l2 = metrics.relative_l2_error(extraction.hidden, reference.hidden).float()
     max_abs = metrics.max_abs_diff(extraction.hidden, reference.hidden).float()

@@ -3,7 +3,7 @@
 :func:`extract_to_file` writes ``hidden_states`` of shape ``(N, L, d)`` (row i is the
 last-real-token state of text i at each of the L layers asked for, in the
 ``hidden_states`` numbering) with string metadata: model, strategy, layers, dtypes,
-library versions, the SHA-256 of the texts (:func:`texts_sha256`) and the
+library versions, the SHA-256 of the texts (:func:`~extraction.texts.texts_sha256`) and the
 verification result.
 
 * ``strategy="auto"`` (:func:`choose_strategy`) runs :func:`~extraction.compare.compare_strategies`
@@ -14,10 +14,10 @@ verification result.
   sample's lengths, and each is no faster than its correct twin.
 * Memory stays bounded: texts are extracted in chunks of :data:`CHUNK_TEXTS` with
   ``keep_logits=False`` and only the layers asked for, and every chunk's rows go
-  straight to disk (:class:`~extraction.storage.SafetensorsRowWriter`). Full sequences
+  straight to disk (:class:`~extraction.safetensors_writer.SafetensorsRowWriter`). Full sequences
   live only for one forward pass.
 * ``verify=N`` reads N random rows back from the written file and compares them with
-  single-sample extraction (:func:`~extraction.audit.check_rows`); anything but a clean
+  single-sample extraction (:func:`~extraction.audit.check_rows`); anything but an exact
   verdict raises :class:`VerificationError`.
 * The file is written to a temporary name and renamed at the end: an interrupted
   (``KeyboardInterrupt``) or failed run leaves nothing at the target path. An existing
@@ -26,7 +26,6 @@ verification result.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import json
 import logging
@@ -42,12 +41,13 @@ from typing import TYPE_CHECKING
 import pandas as pd
 import torch
 
-from .audit import check_rows, subset
+from .audit.check import check_rows, subset
 from .compare import compare_strategies
 from .extract import extract_states
-from .storage import STORE_DTYPES, SafetensorsRowWriter
+from .safetensors_writer import STORE_DTYPES, SafetensorsRowWriter
 from .strategies import DEFAULT_BATCH_SIZE, REFERENCE, STRATEGIES, get_strategy
-from .texts import TokenizedTexts, tokenize_texts
+from .texts import TokenizedTexts, texts_sha256, tokenize_texts
+from .verdicts import Verdict
 
 if TYPE_CHECKING:
     from .models import LoadedModel
@@ -58,7 +58,7 @@ TENSOR_NAME = "hidden_states"
 FORMAT = "padding-audit hidden states v1"
 AUTO = "auto"
 #: Never chosen by ``auto``: known-buggy layouts whose exactness on a sample is luck of its lengths.
-AUTO_EXCLUDED = ("right-naive", "left-naive", "packed-naive")
+AUTO_EXCLUDED = tuple(name for name, strategy in STRATEGIES.items() if strategy.naive)
 AUTO_SAMPLE = 32  # texts compared when choosing a strategy
 CHUNK_TEXTS = 512  # texts extracted per step: bounds memory, and sorting/bucketing happen within a chunk
 DEFAULT_VERIFY = 8
@@ -94,11 +94,11 @@ class Verification:
     rows: list[int]  # text indices checked
     min_cosine: float  # over the rows and stored layers
     top1_same: float  # fraction of rows whose lm_head top-1 matches the fresh state's
-    verdict: str  # clean / drift / corrupted (the audit's rule)
+    verdict: Verdict  # exact / drift / corrupted (the audit's rule)
 
     @property
     def passed(self) -> bool:
-        return self.verdict == "clean"
+        return self.verdict == "exact"
 
     def to_dict(self) -> dict:
         return {
@@ -140,11 +140,6 @@ class ExportResult:
             "seconds": self.seconds,
             "texts_per_second": self.texts_per_second,
         }
-
-
-def texts_sha256(texts: Sequence[str]) -> str:
-    """SHA-256 of the texts in order: ``sha256(json.dumps(list(texts), ensure_ascii=False).encode("utf-8"))``."""
-    return hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def library_versions() -> dict[str, str]:
@@ -384,5 +379,4 @@ __all__ = [
     "choose_strategy",
     "extract_to_file",
     "parse_layers",
-    "texts_sha256",
 ]

@@ -19,19 +19,20 @@ For each strategy :func:`run_probe`:
    strategy's final-layer test states and predicts the label whose token has the
    highest logit: the zero-shot ``lm_head_accuracy``.
 
-The train/score step, :func:`fit_and_score`, is a pure function of feature arrays.
+The train/score step, :func:`fit_and_score`, is a pure function of feature arrays. The
+labelled data it runs on is :mod:`extraction.labelled`; a few of its names are re-exported
+here for the Probe page, which imports them from this module.
+
+Over 400 lines for one concern: the split, the pure train/score step, the zero-shot
+``lm_head`` scoring and the report all serve :func:`run_probe` and only it.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -43,27 +44,29 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from . import metrics
-from .compare import EXACT_COSINE, apply_lm_head
+from .compare import apply_lm_head
 from .extract import extract_states
+from .labelled import (
+    BUILTIN_DESCRIPTION,
+    DEFAULT_TEST_FRACTION,
+    MIN_ROWS_PER_CLASS,
+    LabelledTexts,
+    builtin_dataset,
+    check_labelled,
+    parse_labelled_csv,
+)
 from .strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, REFERENCE, parse_strategy_names
-from .texts import decode_bytes, tokenize_texts
+from .texts import tokenize_texts
+from .verdicts import corrupted_rows
 
 if TYPE_CHECKING:
     from .models import LoadedModel
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_TEST_FRACTION = 0.25
 DEFAULT_SEED = 0
 DEFAULT_C = 1.0  # inverse L2 strength of the logistic regression (scikit-learn's default)
 MAX_ITER = 5000  # lbfgs iterations; standardized features converge well before this
-#: Each class needs this many rows: at least one in the test split and several to train on.
-MIN_ROWS_PER_CLASS = 4
-BUILTIN_DATASET = "sentiment_demo.csv"
-BUILTIN_DESCRIPTION = (
-    "200 short product, movie and restaurant reviews written for this project, ending in "
-    "' Sentiment:', labelled ' positive' / ' negative' (balanced, 6 to 77 tokens)"
-)
 
 #: What the gap means, for UIs and the command line.
 GAP_EXPLANATION = (
@@ -82,105 +85,7 @@ ProbeProgress = Callable[[str, int, int, int, int], None]
 FeatureCache = dict[tuple[str, int, int | None, tuple[int, ...]], tuple[np.ndarray, torch.Tensor, float]]
 
 
-# --- labelled data -----------------------------------------------------------------------
-
-
-@dataclass
-class LabelledTexts:
-    """Texts with one label each (``N`` rows). Labels are kept exactly as written, leading
-    spaces included: ``" positive"`` is the token a model predicts after ``"Sentiment:"``."""
-
-    texts: list[str]
-    labels: list[str]
-    source: str = "input"
-
-    def __post_init__(self) -> None:
-        if len(self.texts) != len(self.labels):
-            raise ValueError(f"{self.source}: {len(self.texts)} texts but {len(self.labels)} labels")
-
-    def __len__(self) -> int:
-        return len(self.texts)
-
-    @property
-    def classes(self) -> list[str]:
-        """The distinct labels, sorted: class ``k`` of the probe is ``classes[k]``."""
-        return sorted(set(self.labels))
-
-    @property
-    def label_indices(self) -> np.ndarray:
-        """(N,) int: the class index of every row."""
-        index = {label: k for k, label in enumerate(self.classes)}
-        return np.array([index[label] for label in self.labels], dtype=np.int64)
-
-    def class_counts(self) -> dict[str, int]:
-        return {label: self.labels.count(label) for label in self.classes}
-
-    def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame({"text": self.texts, "label": self.labels})
-
-
-def parse_labelled_csv(content: str, source: str = "input") -> LabelledTexts:
-    """Parse CSV text with ``text`` and ``label`` columns (other columns are ignored).
-
-    Raises ``ValueError`` when a column is missing, a row has an empty text or label, or
-    there are no rows; see :func:`check_labelled` for the checks on the classes.
-    """
-    reader = csv.DictReader(io.StringIO(content))
-    columns = reader.fieldnames or []
-    missing = [name for name in ("text", "label") if name not in columns]
-    if missing:
-        found = ", ".join(repr(c) for c in columns) or "none"
-        raise ValueError(
-            f"{source}: missing column(s) {', '.join(missing)}; a labelled CSV needs 'text' and 'label' "
-            f"columns (found: {found})"
-        )
-    texts: list[str] = []
-    labels: list[str] = []
-    for number, row in enumerate(reader, start=2):  # line 1 is the header
-        text, label = row.get("text"), row.get("label")
-        if text is None or not text.strip():
-            raise ValueError(f"{source}: row {number} has an empty text")
-        if label is None or not label.strip():
-            raise ValueError(f"{source}: row {number} has an empty label")
-        texts.append(text)
-        labels.append(label)
-    if not texts:
-        raise ValueError(f"{source}: has a header but no rows")
-    return LabelledTexts(texts, labels, source)
-
-
-def read_labelled_csv(path: str | Path) -> LabelledTexts:
-    """Read a labelled ``.csv`` file (UTF-8); see :func:`parse_labelled_csv`."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"{path}: no such file")
-    if path.suffix.lower() != ".csv":
-        raise ValueError(f"{path}: a labelled data set must be a .csv file with text and label columns")
-    return parse_labelled_csv(decode_bytes(path.read_bytes(), str(path)), str(path))
-
-
-def builtin_dataset() -> LabelledTexts:
-    """The labelled demo set shipped in ``extraction/data`` (see ``generate_sentiment_demo.py``)."""
-    content = resources.files(__package__).joinpath("data", BUILTIN_DATASET).read_text(encoding="utf-8")
-    return parse_labelled_csv(content, f"built-in {BUILTIN_DATASET}")
-
-
-def check_labelled(data: LabelledTexts, test_fraction: float = DEFAULT_TEST_FRACTION) -> None:
-    """``ValueError`` unless ``data`` can be split for a probe: at least two classes, and every
-    class with at least :data:`MIN_ROWS_PER_CLASS` rows."""
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test fraction must be between 0 and 1 (exclusive), got {test_fraction}")
-    counts = data.class_counts()
-    if len(counts) < 2:
-        only = next(iter(counts), "")
-        raise ValueError(f"{data.source}: only one class ({only!r}); a probe needs at least two different labels")
-    small = {label: n for label, n in counts.items() if n < MIN_ROWS_PER_CLASS}
-    if small:
-        listed = ", ".join(f"{label!r}: {n}" for label, n in small.items())
-        raise ValueError(
-            f"{data.source}: too few rows for a stratified train/test split ({listed}); every class needs at "
-            f"least {MIN_ROWS_PER_CLASS}"
-        )
+# --- the split ---------------------------------------------------------------------------
 
 
 def stratified_split(
@@ -329,7 +234,7 @@ class StrategyProbe:
     name: str
     scores: ProbeScores
     features: np.ndarray = field(repr=False)  # (N, d) float32: every text's state at the probed layer
-    corrupted_test_fraction: float  # test texts whose features have cosine < EXACT_COSINE to single's
+    corrupted_test_fraction: float  # test texts whose features are corrupted (verdicts.corrupted_rows) against single's
     lm_head_accuracy: float | None  # zero-shot, on final-layer test states; None if labels are not single tokens
     lm_head_predictions: np.ndarray | None = field(default=None, repr=False)  # (n_test,) class index
     extraction_seconds: float = 0.0  # wall-clock time of this strategy's extraction
@@ -557,7 +462,7 @@ def run_probe(
             name=name,
             scores=scores,
             features=features[name],
-            corrupted_test_fraction=float((cosine.nan_to_num(-1.0) < EXACT_COSINE).double().mean()),
+            corrupted_test_fraction=float(corrupted_rows(cosine).double().mean()),
             lm_head_accuracy=lm_head_accuracy,
             lm_head_predictions=lm_head_predictions,
             extraction_seconds=seconds[name],
@@ -591,22 +496,23 @@ def run_probe(
 
 
 __all__ = [
-    "BUILTIN_DATASET",
-    "DEFAULT_SEED",
-    "GAP_EXPLANATION",
-    "FeatureCache",
+    # re-exported from extraction.labelled for pages/5_Probe.py
+    "BUILTIN_DESCRIPTION",
     "DEFAULT_TEST_FRACTION",
     "MIN_ROWS_PER_CLASS",
     "LabelledTexts",
+    "builtin_dataset",
+    "check_labelled",
+    "parse_labelled_csv",
+    # this module
+    "DEFAULT_SEED",
+    "GAP_EXPLANATION",
+    "FeatureCache",
     "ProbeReport",
     "ProbeScores",
     "StrategyProbe",
-    "builtin_dataset",
-    "check_labelled",
     "fit_and_score",
     "label_token_ids",
-    "parse_labelled_csv",
-    "read_labelled_csv",
     "resolve_layer",
     "run_probe",
     "stratified_split",

@@ -1,4 +1,5 @@
-"""Reading texts from files and tokenizing them once for every strategy.
+"""Reading texts from files, tokenizing them once for every strategy, and their fingerprint
+(:func:`texts_sha256`, recorded with extracted states).
 
 Texts files: ``.txt`` (one text a line, blank lines skipped), ``.jsonl`` (a ``text``
 field on each line) and ``.csv`` (a ``text`` column). Anything else, or a malformed
@@ -19,10 +20,12 @@ from __future__ import annotations
 
 import codecs
 import csv
+import hashlib
 import io
 import json
 import logging
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -174,6 +177,11 @@ def read_texts(path: str | Path) -> list[str]:
     if not data:
         raise TextsError(f"{path}: the file is empty, it contains no texts")
     return parse_texts(decode_bytes(data, str(path)), path.suffix, str(path))
+
+
+def texts_sha256(texts: Sequence[str]) -> str:
+    """SHA-256 of the texts in order: ``sha256(json.dumps(list(texts), ensure_ascii=False).encode("utf-8"))``."""
+    return hashlib.sha256(json.dumps(list(texts), ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 @dataclass

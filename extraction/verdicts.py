@@ -5,13 +5,15 @@ Every report (compare, audit, extract's verification, probe) says ``exact``, ``d
 
 * ``exact``: min cosine >= :data:`EXACT_COSINE` and the same ``lm_head`` top-1;
 * ``drift``: min cosine >= :data:`DRIFT_COSINE` (rounding-level differences);
-* ``corrupted``: anything lower, or any NaN/inf.
+* ``corrupted``: anything lower, or any NaN/inf; per row, :func:`corrupted_rows`.
 """
 
 from __future__ import annotations
 
 import math
 from typing import Literal
+
+import torch
 
 Verdict = Literal["exact", "drift", "corrupted"]
 VERDICTS: tuple[Verdict, ...] = ("exact", "drift", "corrupted")
@@ -30,3 +32,9 @@ def verdict_for(min_cosine: float, all_top1_same: bool, any_nonfinite: bool = Fa
     if min_cosine >= DRIFT_COSINE:
         return "drift"
     return "corrupted"
+
+
+def corrupted_rows(min_cosine_per_row: torch.Tensor) -> torch.Tensor:
+    """(K,) bool: which rows are corrupted, ``min_cosine < DRIFT_COSINE`` or NaN, given each
+    row's worst cosine to single-sample extraction (K,)."""
+    return min_cosine_per_row.isnan() | (min_cosine_per_row < DRIFT_COSINE)

@@ -22,8 +22,9 @@ from extraction.cli import main
 from extraction.compare import DRIFT_COSINE, EXACT_COSINE
 from extraction.extract import extract_states
 from extraction.models import load_model
+from extraction.safetensors_writer import write_safetensors_atomic
 from extraction.samples import SAMPLE_TEXTS
-from extraction.storage import StoredStates, write_safetensors_atomic
+from extraction.stored_states import StoredStates
 from extraction.texts import tokenize_texts
 
 # 16 texts of varied lengths, so that batches of 4 pad most of their texts.
@@ -67,7 +68,7 @@ def test_a_clean_file_is_judged_clean(setup):
     loaded, tokenized, single = setup
     for stored in (single, extract_states(loaded, tokenized, "sorted", batch_size=BATCH, keep_logits=False).hidden):
         report = audit_states(loaded, tokenized, stored)
-        assert report.verdict == "clean", report.cause
+        assert report.verdict == "exact", report.cause
         assert report.likely_cause is None and report.hypotheses == []
         assert report.min_cosine >= EXACT_COSINE
         assert report.lm_head_accuracy_stored == report.lm_head_accuracy_fresh == 1.0
@@ -132,7 +133,7 @@ def test_left_padding_without_position_ids_depends_on_the_position_encoding(setu
     stored = extract_states(loaded, tokenized, "left-naive", batch_size=BATCH, keep_logits=False).hidden
     report = audit_states(loaded, tokenized, stored)
     if not loaded.uses_absolute_positions:  # RoPE: the shift changes nothing, and the audit must say so
-        assert report.verdict == "clean"
+        assert report.verdict == "exact"
         return
     assert report.verdict == "corrupted"
     assert report.likely_cause == "left-naive", report.cause
@@ -146,7 +147,7 @@ def test_pre_norm_states(setup):
     stored = single.clone()
     stored[:, -1] = pre_norm_states(loaded, tokenized)
     report = audit_states(loaded, tokenized, stored)
-    if report.verdict == "clean":
+    if report.verdict == "exact":
         # The tiny Llama's RMSNorm weight is all ones: normalizing only rescales each vector,
         # so the direction (cosine) and lm_head's top-1 are unchanged; only the lengths tell.
         assert loaded.name == "tiny-random-llama"
@@ -185,7 +186,7 @@ def test_an_intermediate_layer_goes_through_the_final_norm(gpt2):
     loaded, tokenized = gpt2
     single = extract_states(loaded, tokenized, "single", keep_logits=False).hidden
     report = audit_states(loaded, tokenized, single[:, 2], layer=2)
-    assert report.verdict == "clean"
+    assert report.verdict == "exact"
     assert report.lm_head_layer == 2 and "final norm then lm_head" in report.lm_head_note
     assert report.lm_head_accuracy_stored == report.lm_head_accuracy_fresh
 

@@ -25,8 +25,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import ViTConfig
 
-from extraction import cli, compare, models
-from extraction.cli import main, write_json_atomic
+from extraction import atomic, cli, compare, models
+from extraction.atomic import write_json_atomic
+from extraction.cli import main
 from extraction.models import ModelLoadError, load_model
 from extraction.samples import SAMPLE_TEXTS
 from extraction.strategies import MAX_PACK_TOKENS, STRATEGIES, get_strategy
@@ -429,14 +430,16 @@ def test_ctrl_c_while_writing_the_json_leaves_no_file(tmp_path, capsys, monkeypa
     out.parent.mkdir()
     out.write_text('{"old": "result"}\n')  # an earlier result must survive too
 
-    def half_then_interrupt(payload, handle, **kwargs):
-        handle.write('{"model": "tiny-ran')
-        handle.flush()
+    seen: list[str] = []
+
+    def interrupt_before_the_rename(fd):  # the temporary file holds the JSON, not yet renamed
+        seen.extend(p.name for p in out.parent.iterdir())
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(cli.json, "dump", half_then_interrupt)
+    monkeypatch.setattr(atomic.os, "fsync", interrupt_before_the_rename)
     argv = ["compare", "--model", "tiny-random-llama", "--texts", str(texts), "--strategies", "right"]
     assert main([*argv, "--json", str(out)]) == 130
+    assert any(name.endswith(".tmp") for name in seen)  # it was writing the JSON when interrupted
     assert "interrupted" in capsys.readouterr().err
     assert [p.name for p in out.parent.iterdir()] == ["r.json"]
     assert json.loads(out.read_text()) == {"old": "result"}
@@ -610,7 +613,7 @@ def _malicious_files(folder: Path, marker: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize("kind", ["pt-zip", "pt-legacy", "pt-plain-pickle", "npy-object", "npz-object"])
 def test_pickled_code_in_stored_states_never_runs(tmp_path, kind):
-    from extraction.storage import read_states
+    from extraction.stored_states import read_states
 
     marker = tmp_path / "code-ran"
     path = _malicious_files(tmp_path, marker)[kind]
@@ -637,7 +640,7 @@ def test_a_tiny_file_claiming_a_huge_shape_is_refused(tmp_path, suffix):
 
     import numpy.lib.format as npy_format
 
-    from extraction.storage import read_states
+    from extraction.stored_states import read_states
 
     header = io.BytesIO()
     npy_format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**12, 8)})
@@ -671,7 +674,7 @@ def valid_state_files(tmp_path_factory) -> dict[str, bytes]:
 @given(suffix=st.sampled_from([".safetensors", ".npy", ".npz", ".pt"]), data=st.data())
 def test_damaged_state_files_give_a_value_error_or_valid_states(valid_state_files, suffix, data):
     """Any byte damage (cut, flipped bytes, garbage) ends in states or a ValueError, never another error."""
-    from extraction.storage import read_states
+    from extraction.stored_states import read_states
 
     original = valid_state_files[suffix]
     damage = data.draw(st.sampled_from(["cut", "flip", "garbage"]))
@@ -920,7 +923,7 @@ def test_audit_bad_states_is_one_line_exit_2_and_no_output(tmp_path, capsys, cas
 
 @pytest.mark.parametrize("stage", ["extracting", "verifying", "committing"])
 def test_ctrl_c_during_extract_leaves_no_output_file(tmp_path, capsys, monkeypatch, stage):
-    from extraction import export, storage
+    from extraction import export, safetensors_writer
 
     texts = write(tmp_path, "t.txt", "\n".join(SAMPLE_TEXTS) + "\n")
     out_dir = tmp_path / "out"
@@ -941,7 +944,7 @@ def test_ctrl_c_during_extract_leaves_no_output_file(tmp_path, capsys, monkeypat
     elif stage == "verifying":
         monkeypatch.setattr(export, "_verify", interrupt)
     else:
-        monkeypatch.setattr(storage.os, "replace", interrupt)
+        monkeypatch.setattr(safetensors_writer.os, "replace", interrupt)
     argv = ["extract", "--model", "tiny-random-llama", "--texts", str(texts), "--out", str(out_dir / "s.safetensors")]
     argv += ["--strategy", "right", "--batch-size", "2"]
     if stage == "extracting":
@@ -991,7 +994,7 @@ def test_audit_page_refuses_each_bad_states_upload_then_audits_a_good_one(tmp_pa
     at.file_uploader(key="audit.states").set_value(("good.safetensors", save({"h": good.hidden[:, 0]}), "x"))
     at.button(key="audit.run").click().run()
     assert not at.exception and not at.error
-    assert at.session_state["audit.result"]["report"].verdict == "clean"
+    assert at.session_state["audit.result"]["report"].verdict == "exact"
 
 
 @pytest.mark.parametrize(

@@ -15,13 +15,12 @@ from extraction.export import (
     auto_sample_rows,
     extract_to_file,
     parse_layers,
-    texts_sha256,
 )
 from extraction.extract import extract_states
 from extraction.models import load_model
 from extraction.samples import SAMPLE_TEXTS
-from extraction.storage import read_states
-from extraction.texts import tokenize_texts
+from extraction.stored_states import read_states
+from extraction.texts import texts_sha256, tokenize_texts
 
 TEXTS = SAMPLE_TEXTS + [text + " and then some more words" for text in SAMPLE_TEXTS[:4]]
 
@@ -62,7 +61,7 @@ def test_auto_output_is_exact_documented_and_passes_its_own_audit(loaded, tmp_pa
     assert set(json.loads(meta["versions"])) >= {"torch", "transformers", "safetensors"}
     assert json.loads(meta["verification"])["passed"] is True
     report = audit_states(loaded, TEXTS, read_states(path))
-    assert report.verdict == "clean", report.cause
+    assert report.verdict == "exact", report.cause
     assert not any("texts differ" in note for note in report.notes)
     shuffled = audit_states(loaded, TEXTS[::-1], read_states(path), sample=2, forensics=False)
     assert any("texts differ" in note for note in shuffled.notes)
@@ -79,7 +78,7 @@ def test_chosen_layers_and_chunks_give_the_single_sample_rows(gpt2, tmp_path):
     assert torch.allclose(stored.tensor, single, atol=1e-5)
     assert json.loads(stored.metadata["verification"]) == {"skipped": True}
     report = audit_states(gpt2, TEXTS, stored)  # layers come from the file's metadata
-    assert report.layers == [1, 4] and report.verdict == "clean"
+    assert report.layers == [1, 4] and report.verdict == "exact"
 
 
 def test_a_defective_strategy_fails_verification_and_leaves_no_file(gpt2, tmp_path):
@@ -143,7 +142,7 @@ def test_extract_command(tmp_path, capsys):
     args = ["extract", "--model", "tiny-random-gpt2", "--texts", str(texts_file), "--out", str(out)]
     assert main(args + ["--strategy", "sorted", "--layers", "2,4", "--verify", "3"]) == 0
     printed = capsys.readouterr().out
-    assert "strategy: sorted" in printed and "verified 3 texts" in printed and "clean" in printed
+    assert "strategy: sorted" in printed and "verified 3 texts" in printed and "exact" in printed
     assert read_states(out).tensor.shape == (len(TEXTS), 2, 64)
     assert main(args) == 2
     assert "already exists; pass --force" in capsys.readouterr().err

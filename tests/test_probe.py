@@ -10,20 +10,16 @@ import torch
 
 from extraction.cli import main
 from extraction.extract import extract_states
-from extraction.models import load_model
-from extraction.probe import (
+from extraction.labelled import (
     MIN_ROWS_PER_CLASS,
     LabelledTexts,
     builtin_dataset,
     check_labelled,
-    fit_and_score,
-    label_token_ids,
     parse_labelled_csv,
     read_labelled_csv,
-    resolve_layer,
-    run_probe,
-    stratified_split,
 )
+from extraction.models import load_model
+from extraction.probe import fit_and_score, label_token_ids, resolve_layer, run_probe, stratified_split
 from extraction.texts import tokenize_texts
 
 # --- the pure train/score step -------------------------------------------------------------

@@ -16,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 import extraction.probe
 import ui
-from extraction.probe import LabelledTexts
+from extraction.labelled import LabelledTexts
 
 PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "5_Probe.py")
 TIMEOUT = 300  # a run extracts every text with several strategies

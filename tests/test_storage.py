@@ -9,12 +9,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from extraction.storage import (
-    SafetensorsRowWriter,
-    read_states,
-    validate_states,
-    write_safetensors_atomic,
-)
+from extraction.safetensors_writer import SafetensorsRowWriter, write_safetensors_atomic
+from extraction.stored_states import read_states, validate_states
 
 
 @pytest.fixture

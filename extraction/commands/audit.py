@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import CliError, add_model_arguments, load_model_from_args, progress_bar, write_json_atomic
+from ..atomic import write_json_atomic
+from ..cli import CliError, add_model_arguments, load_model_from_args, progress_bar
+from ..verdicts import DRIFT_COSINE, EXACT_COSINE
 
 ORDER = 10
 
-EXIT_NOT_CLEAN = 1
+EXIT_NOT_EXACT = 1
 
 
 def add_parser(subparsers) -> None:
@@ -35,7 +37,7 @@ def add_parser(subparsers) -> None:
         "--forensic-rows", type=int, default=FORENSIC_ROWS, help="worst rows used to test each hypothesis"
     )
     parser.add_argument("--no-forensics", action="store_true", help="skip the search for the cause")
-    parser.add_argument("--strict", action="store_true", help="exit with status 1 unless the verdict is clean")
+    parser.add_argument("--strict", action="store_true", help="exit with status 1 unless the verdict is exact")
     parser.add_argument("--json", dest="json_out", help="write the report as JSON to this file")
     parser.set_defaults(run=run)
 
@@ -53,11 +55,11 @@ def format_report(report) -> str:
     lines += [f"note: {note}" for note in report.notes]
     lines += [
         "",
-        f"verdict: {report.verdict}   (clean: min cosine >= 0.9999 and same top-1; drift: >= 0.99)",
+        f"verdict: {report.verdict}   (exact: min cosine >= {EXACT_COSINE} and same top-1; drift: >= {DRIFT_COSINE})",
         f"likely cause: {report.likely_cause or '-'}",
         f"  {report.cause}",
         f"min cosine {report.min_cosine:.6f}, mean cosine {report.mean_cosine:.6f}, "
-        f"rows below 0.99: {100 * report.fraction_corrupted:.0f}%",
+        f"rows below {DRIFT_COSINE}: {100 * report.fraction_corrupted:.0f}%",
         f"lm_head top-1 = the model's own prediction: stored {100 * report.lm_head_accuracy_stored:.0f}%, "
         f"fresh {100 * report.lm_head_accuracy_fresh:.0f}%  ({report.lm_head_note})",
     ]
@@ -74,7 +76,7 @@ def format_report(report) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..audit import audit_states
     from ..export import parse_layers
-    from ..storage import read_states
+    from ..stored_states import read_states
     from ..texts import read_texts, tokenize_texts
 
     if args.sample is not None and args.sample < 1:
@@ -118,4 +120,4 @@ def run(args: argparse.Namespace) -> int:
     if args.json_out:
         write_json_atomic(args.json_out, report.to_dict())
         print(f"wrote {args.json_out}")
-    return EXIT_NOT_CLEAN if args.strict and report.verdict != "clean" else 0
+    return EXIT_NOT_EXACT if args.strict and report.verdict != "exact" else 0

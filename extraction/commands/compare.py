@@ -5,14 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import (
-    CliError,
-    add_model_arguments,
-    check_output_path,
-    load_model_from_args,
-    strategy_progress_bars,
-    write_json_atomic,
-)
+from ..atomic import write_json_atomic
+from ..cli import CliError, add_model_arguments, check_output_path, load_model_from_args, strategy_progress_bars
+from ..verdicts import DRIFT_COSINE, EXACT_COSINE
 
 ORDER = 0
 
@@ -85,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{len(tokenized)} texts, {sum(tokenized.lengths)} tokens, batch size {args.batch_size} "
         f"(at most {args.max_batch_tokens} positions a pass); "
-        f"thresholds: exact >= 0.9999 min cosine and same top-1, drift >= 0.99"
+        f"thresholds: exact >= {EXACT_COSINE} min cosine and same top-1, drift >= {DRIFT_COSINE}"
     )
     print(format_compare_table(report))
     if args.json_out:

@@ -12,7 +12,7 @@ ORDER = 11
 
 def add_parser(subparsers) -> None:
     from ..export import AUTO_SAMPLE, DEFAULT_VERIFY
-    from ..storage import STORE_DTYPES
+    from ..safetensors_writer import STORE_DTYPES
     from ..strategies import DEFAULT_BATCH_SIZE, STRATEGIES
 
     parser = subparsers.add_parser(

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import CliError, add_model_arguments, load_model_from_args, strategy_progress_bars, write_json_atomic
+from ..atomic import write_json_atomic
+from ..cli import CliError, add_model_arguments, load_model_from_args, strategy_progress_bars
+from ..verdicts import DRIFT_COSINE
 
 ORDER = 20
 
 
 def add_parser(subparsers) -> None:
-    from ..probe import BUILTIN_DATASET, DEFAULT_SEED, DEFAULT_TEST_FRACTION
+    from ..labelled import BUILTIN_DATASET, DEFAULT_TEST_FRACTION
+    from ..probe import DEFAULT_SEED
     from ..strategies import DEFAULT_BATCH_SIZE, STRATEGIES
 
     parser = subparsers.add_parser(
@@ -62,7 +65,8 @@ def format_probe_table(report) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..probe import builtin_dataset, check_labelled, read_labelled_csv, run_probe
+    from ..labelled import builtin_dataset, check_labelled, read_labelled_csv
+    from ..probe import run_probe
     from ..strategies import parse_strategy_names
 
     if args.batch_size < 1:
@@ -97,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     print(
         "acc same: probe scored on test states extracted like its training states (what validation shows); "
         "acc single: on single-sample test states (what inference sees); gap = same - single; flips: test "
-        "predictions that change between the two; corrupted: test states with cosine < 0.9999 to single's; "
+        f"predictions that change between the two; corrupted: test states with cosine < {DRIFT_COSINE} to single's; "
         "lm_head: zero-shot, argmax over the label tokens on final-layer test states."
     )
     if args.json_out:

@@ -1,0 +1,82 @@
+"""Audit stored hidden states: are they what the model computes, and if not, why not?
+
+:func:`audit_states` re-extracts a sample of the texts one at a time (single-sample
+extraction, the ground truth) and compares the stored rows with it:
+
+* cosine similarity per checked row and stored layer, its minimum and mean, and the
+  fraction of rows whose worst layer is below :data:`~extraction.verdicts.DRIFT_COSINE`;
+* ``lm_head`` top-1 accuracy on the stored states against the model's own next-token
+  prediction, beside the same on the fresh states. The stored last layer is taken as
+  ``hidden_states[-1]`` is returned by transformers (after the final norm), so it goes
+  through ``lm_head`` alone; a stored intermediate layer goes through the final norm
+  and then ``lm_head`` (logit lens), and the report says so;
+* a verdict, with the words and thresholds of :mod:`extraction.verdicts`: ``exact``,
+  ``drift`` or ``corrupted``.
+
+When the verdict is not exact, forensics try to *reproduce* the stored vectors under
+each known defect, on the worst few rows (:data:`FORENSIC_ROWS`), and name the best
+match. A hypothesis reproduces a row when the cosine between the stored row and its
+reproduction, at every stored layer, is at least :data:`REPRODUCE_COSINE`, and the
+reproduction is clearly closer than the fresh state (``1 - cos_repro <=``
+:data:`CLOSER_FACTOR` ``* (1 - cos_fresh)``). Hypotheses, each searched within fixed
+bounds:
+
+* ``right-naive``: right padding read at position -1. With a causal model the state at
+  the last pad position depends only on the text and the padded length P, so one
+  forward pass of the text followed by pads gives the reproduction for every P at once;
+  the inferred P per row is then checked against batch sizes in input order and in
+  length order (which batchings would produce exactly those padded lengths);
+* ``left-naive``: left padding to a length P without position ids (the text's tokens sit
+  at positions P-n..P-1); P searched over the texts' lengths. Skipped on models with
+  relative positions, where it changes nothing;
+* ``packed-naive``: the text concatenated after the texts before it in input order,
+  without a mask; the pack start is searched up to :data:`MAX_PACK_LOOKBACK` texts back
+  (an exact checked row is a pack start, which bounds the search), and pack sizes that
+  give those starts are reported;
+* ``dtype``: single-sample extraction with the model cast to bfloat16 / float16 (and
+  whether every stored value is exactly representable in that dtype);
+* ``pre-norm``: the stored last layer is the last block's output before the final norm;
+* ``wrong-layer``: the stored layer(s) match other (neighbouring) hidden states.
+
+If no hypothesis reproduces every tested row, the likely cause is ``"unknown"``: the
+audit does not guess.
+
+Modules: :mod:`.report` (the result dataclasses), :mod:`.check` (stored rows against fresh
+ones), :mod:`.reproduce` (forward passes on custom layouts), :mod:`.batching` (which batch
+and pack sizes fit, pure), :mod:`.evidence` and :mod:`.forensics` (the hypotheses) and
+:mod:`.run` (:func:`audit_states`, which ties them together).
+"""
+
+from __future__ import annotations
+
+from .batching import consistent_batchings, consistent_pack_sizes, describe_batchings
+from .check import check_rows, lm_head_note, sample_indices, state_cosine, subset
+from .forensics import FORENSIC_ROWS, HYPOTHESES, likely_cause, run_forensics
+from .report import CAUSES, REPRODUCE_COSINE, AuditProgress, AuditReport, Hypothesis, HypothesisStatus, RowCheck
+from .reproduce import pre_norm_states, states_at
+from .run import audit_states
+
+__all__ = [
+    "CAUSES",
+    "FORENSIC_ROWS",
+    "HYPOTHESES",
+    "REPRODUCE_COSINE",
+    "AuditProgress",
+    "AuditReport",
+    "Hypothesis",
+    "HypothesisStatus",
+    "RowCheck",
+    "audit_states",
+    "check_rows",
+    "consistent_batchings",
+    "consistent_pack_sizes",
+    "describe_batchings",
+    "likely_cause",
+    "lm_head_note",
+    "pre_norm_states",
+    "run_forensics",
+    "sample_indices",
+    "state_cosine",
+    "states_at",
+    "subset",
+]

@@ -1,0 +1,94 @@
+"""Measuring stored rows against fresh single-sample extraction: cosine, length ratio and
+``lm_head`` top-1 per row (:func:`check_rows`), and the helpers that pick and slice the rows."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from .. import metrics
+from ..compare import apply_lm_head, logit_tolerance
+from ..extract import extract_states
+from ..texts import TokenizedTexts
+from .report import RowCheck
+
+if TYPE_CHECKING:
+    from ..models import LoadedModel
+
+
+def subset(tokenized: TokenizedTexts, indices: Sequence[int]) -> TokenizedTexts:
+    """The texts at ``indices``, already tokenized."""
+    return TokenizedTexts(
+        [tokenized.texts[i] for i in indices], [tokenized.token_ids[i] for i in indices], [], tokenized.max_tokens
+    )
+
+
+def lm_head_note(layer: int, num_states: int) -> str:
+    if layer == num_states - 1:
+        return f"lm_head on the stored layer {layer} (the last, already after the final norm)"
+    return f"final norm then lm_head on the stored layer {layer} (an intermediate layer: logit lens)"
+
+
+def check_rows(loaded: LoadedModel, tokenized: TokenizedTexts, stored: torch.Tensor, layers: Sequence[int]) -> RowCheck:
+    """Re-extract ``tokenized`` one text at a time and measure ``stored`` (K, L, d) against it.
+
+    The lm_head checks use the last stored layer if it is the model's last hidden
+    state (``lm_head(h)``), otherwise the highest stored layer (``lm_head(final_norm(h))``);
+    "the model's own top-1" is the single-sample next-token prediction.
+    """
+    layers = list(layers)
+    num_states = loaded.num_hidden_layers + 1
+    fresh = extract_states(loaded, tokenized, "single", layers=layers, keep_logits=True)
+    similarity = state_cosine(stored, fresh.hidden).float()  # (K, L)
+    norm_ratio = (stored.double().norm(dim=-1) / fresh.hidden.double().norm(dim=-1).clamp(min=1e-12)).float()
+    lens_position = int(np.argmax(layers))
+    is_last = layers[lens_position] == num_states - 1
+    atol, rtol = logit_tolerance(loaded.dtype)
+    stored_logits = apply_lm_head(loaded, stored[:, lens_position], final_norm=not is_last)  # (K, V)
+    fresh_logits = apply_lm_head(loaded, fresh.hidden[:, lens_position], final_norm=not is_last)
+    reference = fresh.logits  # (K, V): the model's own prediction
+    renormed = None
+    if is_last and loaded.final_norm is not None:
+        renormed_logits = apply_lm_head(loaded, stored[:, lens_position], final_norm=True)
+        renormed = metrics.top1_agrees(renormed_logits, reference, atol, rtol)
+    return RowCheck(
+        cosine=similarity,
+        norm_ratio=norm_ratio,
+        top1_stored=metrics.top1_agrees(stored_logits, reference, atol, rtol),
+        top1_fresh=metrics.top1_agrees(fresh_logits, reference, atol, rtol),
+        top1_same=metrics.top1_agrees(stored_logits, fresh_logits, atol, rtol),
+        top1_stored_renormed=renormed,
+    )
+
+
+def state_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity along the last dimension, where two all-zero vectors count as
+    identical (1.0): a pad token's embedding can be all zeros (``padding_idx``)."""
+    out = metrics.cosine_similarity(a, b)
+    both_zero = (a == 0).all(-1) & (b == 0).all(-1)
+    return out.masked_fill(both_zero, 1.0)
+
+
+def concat_checks(checks: list[RowCheck]) -> RowCheck:
+    renormed = [c.top1_stored_renormed for c in checks]
+    return RowCheck(
+        cosine=torch.cat([c.cosine for c in checks]),
+        norm_ratio=torch.cat([c.norm_ratio for c in checks]),
+        top1_stored=torch.cat([c.top1_stored for c in checks]),
+        top1_fresh=torch.cat([c.top1_fresh for c in checks]),
+        top1_same=torch.cat([c.top1_same for c in checks]),
+        top1_stored_renormed=None if any(r is None for r in renormed) else torch.cat(renormed),
+    )
+
+
+def sample_indices(n: int, sample: int | None, seed: int = 0) -> list[int]:
+    """All of ``range(n)`` when ``sample`` is None or at least n, else ``sample`` random indices, sorted."""
+    if sample is not None and sample < 1:
+        raise ValueError(f"sample must be at least 1, got {sample}")
+    if sample is None or sample >= n:
+        return list(range(n))
+    return sorted(random.Random(seed).sample(range(n), sample))

@@ -1,0 +1,107 @@
+"""What the forensic hypotheses share: the :class:`Evidence` (stored and fresh states of the
+rows tested) and :class:`RowSearch`, the bookkeeping of a hypothesis tested row by row, with
+the rule that says whether a candidate reproduces a stored row."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..texts import TokenizedTexts
+from .check import state_cosine
+from .report import REPRODUCE_COSINE, Hypothesis, HypothesisStatus
+
+if TYPE_CHECKING:
+    from ..models import LoadedModel
+
+#: Besides REPRODUCE_COSINE, a reproduction must be this much closer than the fresh state: 1-cos_r <= f * (1-cos_f).
+CLOSER_FACTOR = 0.5
+TIE_COSINE = 1e-6  # candidates this close to the best one are equally good (e.g. every padded length of a 1-token text)
+
+
+@dataclass
+class Evidence:
+    """What the hypotheses share."""
+
+    loaded: LoadedModel
+    tokenized: TokenizedTexts
+    stored: torch.Tensor  # (N, L, d)
+    layers: list[int]
+    rows: list[int]  # forensic rows, worst first
+    fresh: dict[int, torch.Tensor]  # row -> (S, d) fresh single-sample states at every hidden state
+    exact_checked: list[int]  # checked rows that match (row min cosine >= EXACT and same top-1)
+    affected_checked: list[int]  # checked rows that do not
+    stored_dtype: str = "float32"  # the dtype in the file
+
+    def fresh_at_layers(self, row: int) -> torch.Tensor:
+        return self.fresh[row][self.layers]  # (L, d)
+
+
+def row_scores(stored_row: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """(C,) min over layers of cos(stored_row (L, d), candidates (C, L, d)); NaN -> -1."""
+    return state_cosine(candidates, stored_row.expand_as(candidates)).nan_to_num(-1.0).min(-1).values
+
+
+def reproduces(repro_cosine: float, fresh_cosine: float) -> bool:
+    return repro_cosine >= REPRODUCE_COSINE and (1 - repro_cosine) <= CLOSER_FACTOR * (1 - fresh_cosine)
+
+
+class RowSearch:
+    """Bookkeeping for a hypothesis tested row by row (the first unreproduced row stops it)."""
+
+    def __init__(self, evidence: Evidence):
+        self.evidence = evidence
+        self.tested: list[int] = []
+        self.reproduced: list[int] = []
+        self.repro_cosines: list[float] = []
+        self.fresh_cosines: list[float] = []
+        self.best: dict[int, int] = {}  # row -> index of its best candidate
+        self.tied: dict[int, list[int]] = {}  # row -> candidates as good as the best (within TIE_COSINE)
+
+    def score(self, row: int, candidates: torch.Tensor) -> bool:
+        """Record the best of ``candidates`` (C, L, d) for ``row``; True when it reproduces the row."""
+        stored_row = self.evidence.stored[row]
+        scores = row_scores(stored_row, candidates)  # (C,)
+        best = int(scores.argmax())
+        fresh_cosine = float(row_scores(stored_row, self.evidence.fresh_at_layers(row)[None])[0])
+        repro_cosine = float(scores[best])
+        self.tested.append(row)
+        self.repro_cosines.append(repro_cosine)
+        self.fresh_cosines.append(fresh_cosine)
+        self.best[row] = best
+        self.tied[row] = (scores >= scores[best] - TIE_COSINE).nonzero().flatten().tolist()
+        ok = reproduces(repro_cosine, fresh_cosine)
+        if ok:
+            self.reproduced.append(row)
+        return ok
+
+    def skip(self, row: int) -> None:
+        """A row the hypothesis cannot produce (e.g. the first text for packing)."""
+        self.tested.append(row)
+        fresh = float(row_scores(self.evidence.stored[row], self.evidence.fresh_at_layers(row)[None])[0])
+        self.fresh_cosines.append(fresh)
+
+    def result(self, name: str, title: str, detail_ok: str, evidence: dict) -> Hypothesis:
+        if not self.tested:
+            status: HypothesisStatus = "not applicable"
+        elif len(self.reproduced) == len(self.tested):
+            status = "reproduced"
+        elif self.reproduced:
+            status = "partial"
+        else:
+            status = "rejected"
+        repro = min(self.repro_cosines) if self.repro_cosines else None
+        fresh = min(self.fresh_cosines) if self.fresh_cosines else None
+        if status == "reproduced":
+            detail = detail_ok
+        else:
+            best = f"best reproduction cosine {repro:.6f}" if repro is not None else "no candidate to try"
+            detail = (
+                f"reproduces {len(self.reproduced)} of {len(self.tested)} tested rows ({best}; "
+                f"needs >= {REPRODUCE_COSINE} and closer than the fresh state)"
+            )
+            if status == "partial":
+                detail += "; " + detail_ok
+        return Hypothesis(name, title, status, repro, fresh, list(self.tested), list(self.reproduced), detail, evidence)

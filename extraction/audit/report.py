@@ -1,0 +1,215 @@
+"""The audit's results: :class:`AuditReport`, the :class:`RowCheck` it is built on and the
+:class:`Hypothesis` each forensic test returns, with their JSON and DataFrame forms."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import pandas as pd
+import torch
+
+from ..verdicts import DRIFT_COSINE, EXACT_COSINE, Verdict, corrupted_rows, verdict_for
+
+#: ``likely_cause`` values besides None (exact): strategy names from ``compare`` and other defects.
+CAUSES = ("right-naive", "left-naive", "packed-naive", "dtype", "pre-norm", "wrong-layer", "unknown")
+HypothesisStatus = Literal["reproduced", "partial", "rejected", "not applicable"]
+REPRODUCE_COSINE = 0.999  # a reproduction must reach this cosine with the stored row, at every stored layer
+
+#: ``progress(stage, done, total)``: stage is ``"re-extracting"`` or ``"forensics"``.
+AuditProgress = Callable[[str, int, int], None]
+
+
+@dataclass
+class Hypothesis:
+    """One known defect tried as an explanation of the stored vectors.
+
+    Cosines are minima over the tested rows and the stored layers; for each row the
+    best candidate reproduction (padded length, pack start, dtype, layer) is used.
+    """
+
+    name: str  # one of CAUSES
+    title: str  # the defect in words
+    status: HypothesisStatus
+    reproduction_cosine: float | None  # min cos(stored, best reproduction) over tested rows
+    fresh_cosine: float | None  # min cos(stored, fresh single-sample state) over the same rows
+    rows_tested: list[int]  # text indices (0-based) tried
+    rows_reproduced: list[int]  # of those, the ones it reproduces
+    detail: str  # the evidence in one or two sentences
+    evidence: dict = field(default_factory=dict)  # JSON-ready specifics (inferred lengths, batch sizes, ...)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "title": self.title,
+            "status": self.status,
+            "reproduction_cosine": _clean_float(self.reproduction_cosine),
+            "fresh_cosine": _clean_float(self.fresh_cosine),
+            "rows_tested": self.rows_tested,
+            "rows_reproduced": self.rows_reproduced,
+            "detail": self.detail,
+            "evidence": self.evidence,
+        }
+
+
+@dataclass
+class RowCheck:
+    """Stored rows measured against fresh single-sample extraction (K rows, L stored layers)."""
+
+    cosine: torch.Tensor  # (K, L) cos(stored, fresh) per row and stored layer
+    norm_ratio: torch.Tensor  # (K, L) |stored| / |fresh|
+    top1_stored: torch.Tensor  # (K,) bool: lm_head on the stored state gives the model's own top-1 token
+    top1_fresh: torch.Tensor  # (K,) bool: the same on the fresh state (True for the last layer)
+    top1_same: torch.Tensor  # (K,) bool: stored and fresh states give the same top-1 (near-tie counts)
+    top1_stored_renormed: torch.Tensor | None  # (K,) bool: lm_head(final_norm(stored last)) gives the model's top-1
+
+    @property
+    def row_min_cosine(self) -> torch.Tensor:
+        """(K,) worst stored layer per row (NaN counts as -1)."""
+        return self.cosine.nan_to_num(-1.0).min(1).values
+
+    @property
+    def verdict(self) -> Verdict:
+        min_cosine = float(self.cosine.min()) if self.cosine.numel() else float("nan")
+        return verdict_for(min_cosine, bool(self.top1_same.all()))
+
+
+@dataclass
+class AuditReport:
+    """The audit of one stored dataset (N texts, L stored layers, ``n_checked`` rows re-extracted)."""
+
+    model: str
+    model_description: str
+    dtype: str  # dtype of the model used for the fresh states
+    states_source: str
+    states_shape: tuple[int, ...]  # as stored
+    states_dtype: str  # dtype in the file
+    layers: list[int]  # hidden_states index of each stored layer
+    n_texts: int
+    checked: list[int]  # text indices re-extracted (0-based, ascending)
+    check: RowCheck  # measurements on the checked rows
+    lm_head_layer: int  # the stored layer the lm_head accuracies use
+    lm_head_note: str  # how lm_head was applied
+    verdict: Verdict
+    likely_cause: str | None  # None when exact; otherwise one of CAUSES
+    cause: str  # the finding in words
+    hypotheses: list[Hypothesis] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def n_checked(self) -> int:
+        return len(self.checked)
+
+    @property
+    def cosine(self) -> torch.Tensor:
+        """(n_checked, L) cosine with fresh single-sample states."""
+        return self.check.cosine
+
+    @property
+    def min_cosine(self) -> float:
+        return float(self.cosine.min())
+
+    @property
+    def mean_cosine(self) -> float:
+        return float(self.cosine.mean())
+
+    @property
+    def per_row_min_cosine(self) -> list[float]:
+        return self.check.row_min_cosine.tolist()
+
+    @property
+    def per_layer_min_cosine(self) -> list[float]:
+        return self.cosine.min(0).values.tolist()
+
+    @property
+    def fraction_corrupted(self) -> float:
+        """Fraction of checked rows whose worst stored layer has cosine below DRIFT_COSINE."""
+        return float(corrupted_rows(self.check.row_min_cosine).float().mean())
+
+    @property
+    def lm_head_accuracy_stored(self) -> float:
+        return float(self.check.top1_stored.float().mean())
+
+    @property
+    def lm_head_accuracy_fresh(self) -> float:
+        return float(self.check.top1_fresh.float().mean())
+
+    @property
+    def best_hypothesis(self) -> Hypothesis | None:
+        return next((h for h in self.hypotheses if h.name == self.likely_cause), None)
+
+    def to_dict(self) -> dict:
+        """JSON-ready: the keys the ``audit --json`` output promises, and more."""
+        renormed = self.check.top1_stored_renormed
+        return {
+            "verdict": self.verdict,
+            "likely_cause": self.likely_cause,
+            "cause": self.cause,
+            "min_cosine": _clean_float(self.min_cosine),
+            "mean_cosine": _clean_float(self.mean_cosine),
+            "fraction_corrupted": self.fraction_corrupted,
+            "lm_head_accuracy_stored": self.lm_head_accuracy_stored,
+            "lm_head_accuracy_fresh": self.lm_head_accuracy_fresh,
+            "lm_head_accuracy_stored_after_final_norm": (
+                float(renormed.float().mean()) if renormed is not None else None
+            ),
+            "n_checked": self.n_checked,
+            "n_texts": self.n_texts,
+            "model": self.model,
+            "dtype": self.dtype,
+            "states": {
+                "source": self.states_source,
+                "shape": list(self.states_shape),
+                "dtype": self.states_dtype,
+                "layers": self.layers,
+            },
+            "lm_head_layer": self.lm_head_layer,
+            "lm_head_note": self.lm_head_note,
+            "thresholds": {
+                "exact_min_cosine": EXACT_COSINE,
+                "drift_min_cosine": DRIFT_COSINE,
+                "reproduce_min_cosine": REPRODUCE_COSINE,
+            },
+            "per_layer_min_cosine": [_clean_float(x) for x in self.per_layer_min_cosine],
+            "per_layer_median_norm_ratio": self.check.norm_ratio.median(0).values.tolist(),
+            "checked_rows": self.checked,
+            "per_row_min_cosine": [_clean_float(x) for x in self.per_row_min_cosine],
+            "hypotheses": [h.to_dict() for h in self.hypotheses],
+            "notes": self.notes,
+            "seconds": self.seconds,
+        }
+
+    def to_frame(self) -> pd.DataFrame:
+        """One row per checked text: its worst cosine and the lm_head checks."""
+        return pd.DataFrame(
+            {
+                "text": self.checked,
+                "min_cosine": self.per_row_min_cosine,
+                "corrupted": corrupted_rows(self.check.row_min_cosine).numpy(),
+                "lm_head_top1_stored": self.check.top1_stored.numpy(),
+                "lm_head_top1_fresh": self.check.top1_fresh.numpy(),
+            }
+        )
+
+    def hypotheses_frame(self) -> pd.DataFrame:
+        """One row per hypothesis tried."""
+        return pd.DataFrame(
+            [
+                {
+                    "hypothesis": h.name,
+                    "status": h.status,
+                    "reproduction_cosine": h.reproduction_cosine,
+                    "fresh_cosine": h.fresh_cosine,
+                    "rows": f"{len(h.rows_reproduced)}/{len(h.rows_tested)}",
+                    "detail": h.detail,
+                }
+                for h in self.hypotheses
+            ],
+            columns=["hypothesis", "status", "reproduction_cosine", "fresh_cosine", "rows", "detail"],
+        )
+
+
+def _clean_float(x: float | None) -> float | None:
+    return None if x is None or x != x else float(x)
