@@ -61,7 +61,7 @@ from extraction.plotting.style import VERDICT_COLORS, VERDICT_ICONS, VERDICT_TEX
 from extraction.predictions import TOP_K, token_strings, top_k_frame
 from extraction.probe import LabelledTexts, ProbeReport, run_probe
 from extraction.probe_inputs import data_digest
-from extraction.storage import StoredStates, read_states
+from extraction.stored_states import StoredStates, read_states
 from extraction.strategies import STRATEGIES
 from extraction.texts import TextsError, decode_bytes, parse_texts, split_lines, tokenize_texts
 from extraction.verdicts import DRIFT_COSINE, EXACT_COSINE

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from .extract import extract_states
 from .samples import SAMPLE_TEXTS
-from .storage import StoredStates
+from .stored_states import StoredStates
 from .texts import tokenize_texts
 
 if TYPE_CHECKING:

@@ -12,7 +12,7 @@ from extraction.audit import CAUSES, REPRODUCE_COSINE
 from extraction.audit_views import headline_metrics, per_text_frame
 from extraction.examples import EXAMPLE_BATCH
 from extraction.export import describe_layers
-from extraction.storage import STATE_SUFFIXES
+from extraction.stored_states import STATE_SUFFIXES
 from extraction.texts import TEXT_SUFFIXES
 from extraction.verdicts import DRIFT_COSINE, EXACT_COSINE
 
@@ -91,9 +91,7 @@ if result is None:
 
 report = result["report"]
 st.divider()
-# Until the audit reports "exact" (issue 15), its "clean" is the same verdict: drawn as exact.
-verdict = "exact" if report.verdict == "clean" else report.verdict
-st.markdown(f"## Verdict: {ui.verdict_badge(verdict)}", unsafe_allow_html=True)
+st.markdown(f"## Verdict: {ui.verdict_badge(report.verdict)}", unsafe_allow_html=True)
 st.caption(
     f"**Model:** {result['model_description']}. **States:** {report.states_source}, shape "
     f"{tuple(report.states_shape)} {report.states_dtype}, {describe_layers(report.layers)}. "

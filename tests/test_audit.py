@@ -257,7 +257,7 @@ def test_audit_command_errors_are_one_line(tmp_path, capsys):
 
 
 def test_histogram_figure_counts_every_checked_text(gpt2):
-    from extraction.figures import AUDIT_COSINE_EDGES, AUDIT_VERDICT_COLORS, audit_cosine_histogram
+    from extraction.plotting import AUDIT_COSINE_EDGES, VERDICT_COLORS, audit_cosine_histogram
 
     loaded, tokenized = gpt2
     stored = extract_states(loaded, tokenized, "right-naive", batch_size=BATCH, keep_logits=False).hidden
@@ -268,5 +268,5 @@ def test_histogram_figure_counts_every_checked_text(gpt2):
     per_row = torch.tensor(report.per_row_min_cosine)
     assert bars.y[-1] == int((per_row >= AUDIT_COSINE_EDGES[-2]).sum())  # the clean texts: longest of their batch
     assert bars.y[0] == int((per_row < 0).sum())
-    assert bars.marker.color[0] == AUDIT_VERDICT_COLORS["corrupted"]
-    assert bars.marker.color[-1] == AUDIT_VERDICT_COLORS["clean"]
+    assert bars.marker.color[0] == VERDICT_COLORS["corrupted"]
+    assert bars.marker.color[-1] == VERDICT_COLORS["exact"]

@@ -288,7 +288,7 @@ def test_probe_at_the_default_last_layer_without_lm_head(tiny_llama):
     assert report.strategies["single"].lm_head_accuracy is None
     assert "' blue whale' is 2 tokens" in report.lm_head_note
     assert "lm_head_accuracy" not in report.to_dict()["strategies"]["single"]
-    from extraction.figures import probe_accuracy_figure
+    from extraction.plotting import probe_accuracy_figure
 
     traces = probe_accuracy_figure(report).data
     assert [trace.type for trace in traces if trace.type == "bar"] == ["bar", "bar"]
@@ -327,7 +327,7 @@ def test_feature_cache_extracts_each_strategy_once(tiny_llama, monkeypatch):
 
 
 def test_probe_figure_draws_the_report(tiny_report):
-    from extraction.figures import probe_accuracy_figure
+    from extraction.plotting import probe_accuracy_figure
 
     figure = probe_accuracy_figure(tiny_report)
     bars = [trace for trace in figure.data if trace.type == "bar"]
