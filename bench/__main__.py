@@ -7,19 +7,16 @@ import logging
 import os
 import sys
 
-from . import (
+from .memory import MEMORY_BASELINE_TEXTS, MEMORY_MAX_TOKENS, MEMORY_TEXT_COUNTS
+from .report import format_report
+from .run import BenchmarkSettings, run_benchmark
+from .texts import DEFAULT_TEXTS
+from .throughput import (
     BENCH_EXACT_COSINE,
     CHECK_TEXTS,
     DEFAULT_BATCH_SIZE,
     DEFAULT_MAX_BATCH_TOKENS,
     DEFAULT_SINGLE_TEXTS,
-    DEFAULT_TEXTS,
-    MEMORY_BASELINE_TEXTS,
-    MEMORY_MAX_TOKENS,
-    MEMORY_TEXT_COUNTS,
-    BenchmarkSettings,
-    format_report,
-    run_benchmark,
 )
 
 #: ``--quick``: the same code paths on small sizes, in a couple of minutes.
@@ -147,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         settings = settings_from_args(args)
-        from extraction.cli import write_json_atomic
+        from extraction.atomic import write_json_atomic
 
         report = run_benchmark(settings, say=lambda line: print(f"... {line}", file=sys.stderr, flush=True))
     except (ValueError, OSError) as error:

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM, GraniteSWAConfig, ViTConfig
 
-from extraction import models
 from extraction.models import (
     ATTN_IMPLEMENTATIONS,
     DEFAULT_MODEL,
@@ -32,6 +31,8 @@ from extraction.models import (
     load_model,
     resolve_device,
 )
+from extraction.models.embedded import STAMP_FILE, cache_quietly, write_cache_folder
+from extraction.models.loaded import ensure_pad_token
 
 TINY_MODELS = ["tiny-random-llama", "tiny-random-gpt2"]
 TEXTS = [
@@ -265,7 +266,7 @@ def test_no_pad_and_no_eos_is_an_error(tiny: LoadedModel):
     tokenizer.pad_token = None
     tokenizer.eos_token = None
     with pytest.raises(ModelLoadError, match="neither a pad token nor an eos token"):
-        models._ensure_pad_token(tokenizer, "x")
+        ensure_pad_token(tokenizer, "x")
 
 
 def test_missing_hub_model_offline(monkeypatch: pytest.MonkeyPatch):
@@ -373,17 +374,17 @@ def test_interrupted_cache_write_leaves_nothing(tmp_path: Path):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        models._write_dir_atomically(final, write_then_fail)
+        write_cache_folder(final, write_then_fail)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_cache_write_keeps_a_complete_folder_written_by_another_process(tmp_path: Path):
     final = tmp_path / "smollm2-135m-model-abc"
     final.mkdir()
-    (final / models._STAMP_FILE).write_text("{}")
-    models._write_dir_atomically(final, lambda folder: (folder / models._STAMP_FILE).write_text('{"late": 1}'))
+    (final / STAMP_FILE).write_text("{}")
+    write_cache_folder(final, lambda folder: (folder / STAMP_FILE).write_text('{"late": 1}'))
     assert [entry.name for entry in tmp_path.iterdir()] == [final.name]
-    assert (final / models._STAMP_FILE).read_text() == "{}"
+    assert (final / STAMP_FILE).read_text() == "{}"
 
 
 def test_new_cache_removes_stale_ones(tmp_path: Path):
@@ -397,9 +398,9 @@ def test_new_cache_removes_stale_ones(tmp_path: Path):
     long_ago = time.time() - 2 * 3600
     os.utime(old_tmp, (long_ago, long_ago))
 
-    models._cache_quietly(
+    cache_quietly(
         tmp_path / "smollm2-135m-tokenizer-newkey",
-        lambda folder: (folder / models._STAMP_FILE).write_text("{}"),
+        lambda folder: (folder / STAMP_FILE).write_text("{}"),
         "newkey",
     )
     remaining = sorted(entry.name for entry in tmp_path.iterdir())

