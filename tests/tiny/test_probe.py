@@ -10,7 +10,6 @@ import torch
 
 from extraction.cli import main
 from extraction.extract import extract_states
-from extraction.models import load_model
 from extraction.probe import (
     MIN_ROWS_PER_CLASS,
     LabelledTexts,
@@ -161,11 +160,6 @@ def test_resolve_layer():
 
 
 # --- the built-in set ----------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_llama():
-    return load_model("tiny-random-llama")
 
 
 def test_builtin_set_is_balanced_labelled_reviews_of_varied_length(tiny_llama):
@@ -410,18 +404,3 @@ def test_probe_command_bad_layer(tmp_path, capsys):
     data_file = write_csv(tmp_path / "data.csv", ending_word_data(16))
     assert main(["probe", "--model", "tiny-random-llama", "--data", str(data_file), "--layer", "9"]) == 2
     assert "layer 9 out of range" in capsys.readouterr().err
-
-
-# --- the embedded model ------------------------------------------------------------------
-
-
-@pytest.mark.integration
-def test_smollm2_right_padding_read_correctly_changes_no_prediction():
-    loaded = load_model("smollm2-135m")
-    data = builtin_dataset()
-    subset = LabelledTexts(data.texts[:48], data.labels[:48], "built-in, first 48")
-    report = run_probe(loaded, subset, "right,right-naive", batch_size=8)
-    right, naive = report.strategies["right"], report.strategies["right-naive"]
-    assert right.corrupted_test_fraction == 0.0 and right.scores.prediction_flips == 0.0
-    assert naive.corrupted_test_fraction > 0.0
-    assert report.strategies["single"].lm_head_accuracy is not None
