@@ -1,12 +1,13 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    installs what is needed, then starts the app on http://127.0.0.1:8501
 #   make test   installs what is needed, then runs the whole test suite
+#   make test-fast   runs only the unit and tiny-model tiers (tests/unit, tests/tiny)
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: install run test lint bench
+.PHONY: install run test test-fast lint bench
 
 $(STAMP): requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -23,9 +24,15 @@ run: install
 		--browser.gatherUsageStats false
 
 # pytest exits 5 when it collected no test: that is a failure of the suite too.
+PYTEST = HF_HUB_OFFLINE=1 $(PY) -m pytest
+NO_TESTS_IS_AN_ERROR = rc=$$?; if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
+
 test: install
-	HF_HUB_OFFLINE=1 $(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests"; exit 1; fi; exit $$rc
+	$(PYTEST) $(PYTEST_ARGS); $(NO_TESTS_IS_AN_ERROR)
+
+# No embedded model, no AppTest, no browser: seconds to a couple of minutes.
+test-fast: install
+	$(PYTEST) tests/unit tests/tiny $(PYTEST_ARGS); $(NO_TESTS_IS_AN_ERROR)
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -21,6 +21,7 @@ import io
 import json
 import logging
 import struct
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass, field
@@ -164,7 +165,8 @@ def _read_numpy(data: bytes, source: str, key: str | None, suffix: str) -> tuple
                 f"{source}: holds pickled Python objects, which are not loaded (allow_pickle=False)"
             ) from None
         raise ValueError(f"{source}: cannot read it as {suffix} ({error}); is it truncated or corrupt?") from None
-    except (OSError, EOFError, MemoryError, zipfile.BadZipFile) as error:
+    # A damaged header reaches numpy's header parser (tokenize/SyntaxError on garbage text).
+    except (OSError, EOFError, MemoryError, zipfile.BadZipFile, SyntaxError, tokenize.TokenError) as error:
         raise ValueError(f"{source}: cannot read it as {suffix} ({error}); is it truncated or corrupt?") from None
     if isinstance(loaded, np.ndarray):
         if suffix != ".npy":

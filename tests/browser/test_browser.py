@@ -1,6 +1,6 @@
 """The dashboard in a real browser: headless Chromium (Debian's) driven by Playwright.
 
-Starts ``streamlit run app.py`` on a free local port in its own process group, clicks
+On the app the tier's ``served_app`` fixture serves (``conftest.py``), clicks
 "Show me the bug" (tiny random GPT-2: seconds), waits for the verdict cards and charts,
 visits every page through the sidebar (a new URL would start a new session without
 results; pages added later only need to load without an exception), and saves a
@@ -11,21 +11,13 @@ Without chromium the test is skipped, except under CI (``CI`` set), where it fai
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -37,7 +29,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-STARTUP_SECONDS = 120
 #: Generous: the run loads a model and extracts with 7 strategies on a shared 2-core machine.
 RUN_TIMEOUT_MS = 240_000
 PAGE_TIMEOUT_MS = 60_000
@@ -45,86 +36,9 @@ PAGE_TIMEOUT_MS = 60_000
 PAGES = [("Layers", "Layers"), ("Predictions", "Predictions"), ("How it works", "How it works")]
 
 
-def _chromium() -> str:
-    path = shutil.which("chromium")
-    if path is None:
-        message = "chromium is not installed (apt-get install -y chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; the browser test must run under CI")
-        pytest.skip(message)
-    return path
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
-def app_url():
-    """The app served on a free 127.0.0.1 port; stopped (its whole process group) afterwards."""
-    ARTIFACTS.mkdir(exist_ok=True)
-    port = _free_port()
-    log = (ARTIFACTS / "streamlit-server.log").open("w")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "streamlit",
-            "run",
-            "app.py",
-            "--server.headless",
-            "true",
-            "--server.address",
-            "127.0.0.1",
-            "--server.port",
-            str(port),
-            "--browser.gatherUsageStats",
-            "false",
-            "--server.fileWatcherType",
-            "none",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,  # its own process group, killed as a whole below
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while not _healthy(url):
-            if process.poll() is not None:
-                pytest.fail(f"streamlit exited with code {process.returncode}; see {log.name}")
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not answer on {url} within {STARTUP_SECONDS} s; see {log.name}")
-            time.sleep(0.5)
-        yield url
-    finally:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait(timeout=15)
-        except ProcessLookupError:
-            pass
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=15)
-        log.close()
-
-
-@pytest.fixture(scope="module")
-def browser_page():
-    executable = _chromium()
+def browser_page(chromium):
+    executable = chromium
     sync_api = pytest.importorskip("playwright.sync_api")
     with sync_api.sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
@@ -150,10 +64,10 @@ def _no_exception(page) -> None:
     assert exceptions.count() == 0, exceptions.first.inner_text()
 
 
-def test_bug_preset_and_every_page(browser_page, app_url):  # chromium is checked before the server starts
+def test_bug_preset_and_every_page(browser_page, served_app):  # chromium is checked before the server starts
     sync_api = pytest.importorskip("playwright.sync_api")
     page = browser_page
-    page.goto(app_url)
+    page.goto(served_app)
     page.get_by_role("button", name="Show me the bug").click()
 
     cards = page.locator('[class*="st-key-home-card-"]')

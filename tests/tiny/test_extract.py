@@ -4,15 +4,14 @@ import pytest
 import torch
 
 from extraction.extract import extract_states, find_blocks, hooks_reproduce_hidden_states
-from extraction.models import load_model
 from extraction.samples import SAMPLE_TEXTS
 from extraction.strategies import STRATEGIES
 from extraction.texts import tokenize_texts
 
 
-@pytest.fixture(scope="module", params=["tiny-random-llama", "tiny-random-gpt2"])
-def loaded(request):
-    return load_model(request.param)
+@pytest.fixture(scope="module")
+def loaded(tiny_model):
+    return tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -80,15 +79,3 @@ def test_models_whose_hooks_do_not_match_fall_back(loaded, tokenized, monkeypatc
 def test_unknown_capture_names_the_valid_ones(loaded, tokenized):
     with pytest.raises(ValueError, match="auto, hooks, hidden-states"):
         extract_states(loaded, tokenized, "single", capture="fast")
-
-
-@pytest.mark.integration
-def test_hooks_equal_output_hidden_states_on_the_embedded_model():
-    loaded = load_model("smollm2-135m")
-    tokenized = tokenize_texts(loaded.tokenizer, SAMPLE_TEXTS[:5])
-    assert hooks_reproduce_hidden_states(loaded)
-    for strategy in ("right", "packed"):
-        hooked = extract_states(loaded, tokenized, strategy, batch_size=5, capture="hooks")
-        plain = extract_states(loaded, tokenized, strategy, batch_size=5, capture="hidden-states")
-        assert torch.equal(hooked.hidden, plain.hidden), strategy
-        torch.testing.assert_close(hooked.logits, plain.logits, atol=1e-4, rtol=1e-5)

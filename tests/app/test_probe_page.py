@@ -18,7 +18,7 @@ import extraction.probe
 import ui
 from extraction.labelled import LabelledTexts
 
-PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "5_Probe.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "5_Probe.py")
 TIMEOUT = 300  # a run extracts every text with several strategies
 TINY = "tiny-random-llama"
 SMALL_ROWS = 32

@@ -42,17 +42,17 @@ ISSUE_KEYS = {
 }
 
 
-@pytest.fixture(scope="module", params=["tiny-random-llama", "tiny-random-gpt2"])
-def setup(request):
-    loaded = load_model(request.param)
+@pytest.fixture(scope="module")
+def setup(tiny_model):
+    loaded = tiny_model
     tokenized = tokenize_texts(loaded.tokenizer, TEXTS)
     single = extract_states(loaded, tokenized, "single", keep_logits=False).hidden  # (N, L, d)
     return loaded, tokenized, single
 
 
 @pytest.fixture(scope="module")
-def gpt2():
-    loaded = load_model("tiny-random-gpt2")
+def gpt2(tiny_gpt2):
+    loaded = tiny_gpt2
     tokenized = tokenize_texts(loaded.tokenizer, TEXTS)
     return loaded, tokenized
 

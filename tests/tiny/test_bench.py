@@ -7,7 +7,6 @@ import torch
 
 import bench
 from bench.__main__ import main
-from extraction.models import load_model
 from extraction.strategies import STRATEGIES
 from extraction.texts import tokenize_texts
 
@@ -16,8 +15,9 @@ CORRUPTED_ON_LLAMA = {"right-naive", "packed-naive"}
 
 
 @pytest.fixture(scope="module")
-def loaded():
-    return load_model(MODEL)
+def loaded(tiny_llama):
+    assert tiny_llama.name == MODEL
+    return tiny_llama
 
 
 @pytest.fixture(scope="module")

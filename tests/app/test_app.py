@@ -1,4 +1,5 @@
-"""The dashboard pages under Streamlit's AppTest, plus the helpers of ``ui.py``.
+"""The dashboard pages under Streamlit's AppTest, plus the app's model cache in ``ui.py``
+(its other helpers need no model: ``unit/test_ui.py``).
 
 Every page loads without an exception, with and without results. The interaction tests
 run the tiny random GPT-2 (seconds; its absolute position embeddings make all three
@@ -7,8 +8,6 @@ naive strategies break) through the home page, never the embedded SmolLM2.
 
 from __future__ import annotations
 
-import io
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,9 +15,8 @@ from streamlit.testing.v1 import AppTest
 
 import ui
 from extraction.samples import SAMPLE_TEXTS
-from extraction.texts import TextsError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")
 PAGES = ["pages/1_Layers.py", "pages/2_Predictions.py", "pages/3_How_it_works.py"]
 TIMEOUT = 60  # the first script run imports torch and transformers
@@ -183,29 +181,7 @@ def test_truncation_and_text_limit_are_reported():
     assert "python -m extraction" in warnings  # where to go for more texts
 
 
-# --- ui.py helpers ----------------------------------------------------------------------------
-
-
-class _Upload:
-    def __init__(self, name: str, data: bytes):
-        self.name, self._data = name, data
-
-    def getvalue(self) -> bytes:
-        return self._data
-
-
-def test_texts_from_inputs():
-    assert ui.texts_from_inputs(" a \n\n b\n") == (["a", "b"], "text box")
-    jsonl = _Upload("t.jsonl", b'{"text": "x y"}\n{"text": "z"}\n')
-    assert ui.texts_from_inputs("ignored", jsonl) == (["x y", "z"], "t.jsonl")
-    csv = _Upload("t.csv", io.BytesIO(b"id,text\n1,hello\n").getvalue())
-    assert ui.texts_from_inputs("", csv) == (["hello"], "t.csv")
-    with pytest.raises(TextsError, match="no texts"):
-        ui.texts_from_inputs("   \n")
-    with pytest.raises(TextsError, match="binary"):
-        ui.texts_from_inputs("", _Upload("t.txt", b"\x00\x01\x02"))
-    with pytest.raises(TextsError, match="unsupported"):
-        ui.texts_from_inputs("", _Upload("t.pdf", b"%PDF"))
+# --- the app's model cache ------------------------------------------------------------------
 
 
 def test_model_cache_key_holds_every_setting():
@@ -218,35 +194,3 @@ def test_model_cache_key_holds_every_setting():
     assert eager.attn_implementation == "eager"
     with pytest.raises(ValueError, match="no model named"):
         ui.get_loaded_model(ui.ModelSettings("  "))
-
-
-def test_verdict_badge_says_the_word():
-    for verdict in ("exact", "drift", "corrupted"):
-        badge = ui.verdict_badge(verdict)
-        assert verdict in badge and "background:" in badge
-    assert len({ui.verdict_badge(v) for v in ("exact", "drift", "corrupted")}) == 3
-
-
-def test_card_numbers_show_both_headline_values():
-    html = ui.card_numbers(-0.82923, 0.3)
-    assert "-0.829230" in html and "30%" in html and "min cosine" in html and "top-1 agreement" in html
-    assert "NaN" in ui.card_numbers(float("nan"), 0.0)
-
-
-def test_model_in_use_lets_one_session_run_the_model_at_a_time():
-    entered, release = threading.Event(), threading.Event()
-
-    def other_session():
-        with ui.model_in_use():
-            entered.set()
-            release.wait(30)
-
-    thread = threading.Thread(target=other_session)
-    thread.start()
-    assert entered.wait(30)
-    assert not ui._MODEL_LOCK.acquire(blocking=False)  # held by the other session
-    release.set()
-    thread.join(30)
-    with ui.model_in_use():
-        assert ui._MODEL_LOCK.locked()
-    assert not ui._MODEL_LOCK.locked()

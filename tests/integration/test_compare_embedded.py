@@ -3,15 +3,14 @@
 import pytest
 
 from extraction.compare import compare_strategies
-from extraction.models import load_model
 from extraction.samples import SAMPLE_TEXTS
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def report():
-    loaded = load_model("smollm2-135m")
+def report(embedded_model):
+    loaded = embedded_model
     return compare_strategies(loaded, SAMPLE_TEXTS[:8], batch_size=4)
 
 

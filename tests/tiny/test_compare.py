@@ -14,9 +14,9 @@ CORRUPTED = {
 }
 
 
-@pytest.fixture(scope="module", params=["tiny-random-llama", "tiny-random-gpt2"])
-def report(request):
-    loaded = load_model(request.param)
+@pytest.fixture(scope="module")
+def report(tiny_model):
+    loaded = tiny_model
     return compare_strategies(loaded, SAMPLE_TEXTS, batch_size=4)
 
 

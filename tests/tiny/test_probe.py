@@ -18,7 +18,6 @@ from extraction.labelled import (
     parse_labelled_csv,
     read_labelled_csv,
 )
-from extraction.models import load_model
 from extraction.probe import fit_and_score, label_token_ids, resolve_layer, run_probe, stratified_split
 from extraction.texts import tokenize_texts
 
@@ -159,11 +158,6 @@ def test_resolve_layer():
 # --- the built-in set ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_llama():
-    return load_model("tiny-random-llama")
-
-
 def test_builtin_set_is_balanced_labelled_reviews_of_varied_length(tiny_llama):
     data = builtin_dataset()
     assert len(data) >= 200
@@ -250,7 +244,10 @@ def test_corruption_is_measured_on_the_test_features(tiny_report):
     assert tiny_report.strategies["right"].corrupted_test_fraction == 0.0
     # right-naive reads a pad token for every text shorter than its batch's longest
     assert tiny_report.strategies["right-naive"].corrupted_test_fraction > 0.0
-    assert tiny_report.strategies["right-naive"].scores.prediction_flips >= 0.0
+    # The corrupted rows hold the pad token's embedding: some of their predictions flip, and
+    # only they can flip (at layer 0 an uncorrupted row is the very same embedding).
+    naive = tiny_report.strategies["right-naive"]
+    assert 0.0 < naive.scores.prediction_flips <= naive.corrupted_test_fraction
 
 
 def test_lm_head_accuracy_matches_the_models_own_logits(tiny_llama, tiny_report):
@@ -406,18 +403,3 @@ def test_probe_command_bad_layer(tmp_path, capsys):
     data_file = write_csv(tmp_path / "data.csv", ending_word_data(16))
     assert main(["probe", "--model", "tiny-random-llama", "--data", str(data_file), "--layer", "9"]) == 2
     assert "layer 9 out of range" in capsys.readouterr().err
-
-
-# --- the embedded model ------------------------------------------------------------------
-
-
-@pytest.mark.integration
-def test_smollm2_right_padding_read_correctly_changes_no_prediction():
-    loaded = load_model("smollm2-135m")
-    data = builtin_dataset()
-    subset = LabelledTexts(data.texts[:48], data.labels[:48], "built-in, first 48")
-    report = run_probe(loaded, subset, "right,right-naive", batch_size=8)
-    right, naive = report.strategies["right"], report.strategies["right-naive"]
-    assert right.corrupted_test_fraction == 0.0 and right.scores.prediction_flips == 0.0
-    assert naive.corrupted_test_fraction > 0.0
-    assert report.strategies["single"].lm_head_accuracy is not None

@@ -17,7 +17,6 @@ from extraction.export import (
     parse_layers,
 )
 from extraction.extract import extract_states
-from extraction.models import load_model
 from extraction.samples import SAMPLE_TEXTS
 from extraction.stored_states import read_states
 from extraction.texts import texts_sha256, tokenize_texts
@@ -25,14 +24,14 @@ from extraction.texts import texts_sha256, tokenize_texts
 TEXTS = SAMPLE_TEXTS + [text + " and then some more words" for text in SAMPLE_TEXTS[:4]]
 
 
-@pytest.fixture(scope="module", params=["tiny-random-llama", "tiny-random-gpt2"])
-def loaded(request):
-    return load_model(request.param)
+@pytest.fixture(scope="module")
+def loaded(tiny_model):
+    return tiny_model
 
 
 @pytest.fixture(scope="module")
-def gpt2():
-    return load_model("tiny-random-gpt2")
+def gpt2(tiny_gpt2):
+    return tiny_gpt2
 
 
 def _leftovers(folder):
@@ -153,17 +152,3 @@ def test_extract_command(tmp_path, capsys):
     assert err.startswith("error: verification failed") and "\n" not in err
     assert read_states(out).tensor.shape == (len(TEXTS), 2, 64)  # the earlier file is untouched
     assert _leftovers(tmp_path) == []
-
-
-@pytest.mark.integration
-def test_embedded_model_right_naive_file_is_diagnosed(tmp_path):
-    """The closing-note scenario: 16 texts extracted with right-naive, batch 4, on SmolLM2."""
-    loaded = load_model("smollm2-135m")
-    texts = TEXTS + SAMPLE_TEXTS[4:6]
-    path = tmp_path / "bad.safetensors"
-    extract_to_file(loaded, texts, path, strategy="right-naive", batch_size=4, verify=0)
-    report = audit_states(loaded, texts, read_states(path))
-    assert report.verdict == "corrupted"
-    assert report.likely_cause == "right-naive", report.cause
-    assert 4 in report.best_hypothesis.evidence["consistent_batch_sizes"]["input order"]
-    assert report.lm_head_accuracy_fresh == 1.0 > report.lm_head_accuracy_stored

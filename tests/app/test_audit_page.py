@@ -14,7 +14,7 @@ from extraction.models import load_model
 from extraction.samples import SAMPLE_TEXTS
 from extraction.texts import tokenize_texts
 
-PAGE = str(Path(__file__).resolve().parent.parent / "pages" / "4_Audit.py")
+PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "4_Audit.py")
 TIMEOUT = 300
 
 

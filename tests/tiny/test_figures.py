@@ -12,7 +12,6 @@ import torch
 
 from extraction import layout_views, plotting, predictions
 from extraction.compare import VERDICTS, compare_strategies
-from extraction.models import load_model
 from extraction.strategies import STRATEGIES, get_strategy
 
 TEXTS = ["The capital of France is", "Hello", "Once upon a time, in a small village by the sea, there", "2 + 2 ="]
@@ -20,8 +19,8 @@ COMPARED = ["right-naive", "right", "packed-naive", "packed"]
 
 
 @pytest.fixture(scope="module")
-def report():
-    loaded = load_model("tiny-random-gpt2")
+def report(tiny_gpt2):
+    loaded = tiny_gpt2
     return compare_strategies(loaded, TEXTS, COMPARED, batch_size=4)
 
 

@@ -1,0 +1,44 @@
+"""Shared fixtures: the models, each loaded once per session and shared read-only.
+
+Tiers (one folder each): ``unit/`` loads no model; ``tiny/`` uses the tiny random models
+(seconds; ``make test-fast`` runs these two); ``integration/`` the embedded SmolLM2-135M
+(marker ``integration``); ``app/`` the pages under Streamlit's AppTest; ``browser/`` the
+served app in headless Chromium (marker ``browser``). ``make test`` runs them all.
+
+A ``LoadedModel`` is read-only by contract (the app shares its cached one between sessions
+too), so one instance serves every test that asks for it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from extraction.models import LoadedModel, load_model
+
+#: Each tiny model's name and the fixture that holds it.
+TINY_FIXTURES = {"tiny-random-llama": "tiny_llama", "tiny-random-gpt2": "tiny_gpt2"}
+
+
+@pytest.fixture(scope="session")
+def tiny_llama() -> LoadedModel:
+    """The tiny random Llama (RoPE), float32, default device."""
+    return load_model("tiny-random-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2() -> LoadedModel:
+    """The tiny random GPT-2 (absolute positions), float32, default device."""
+    return load_model("tiny-random-gpt2")
+
+
+@pytest.fixture(scope="session", params=list(TINY_FIXTURES))
+def tiny_model(request: pytest.FixtureRequest) -> LoadedModel:
+    """Each tiny random model in turn (test ids ``[tiny-random-llama]``, ``[tiny-random-gpt2]``)."""
+    return request.getfixturevalue(TINY_FIXTURES[request.param])
+
+
+@pytest.fixture(scope="session")
+def embedded_model() -> LoadedModel:
+    """The embedded SmolLM2-135M, float32, default device (converted once, then cached in
+    ``~/.cache/padding-audit``). Only tests marked ``integration`` ask for it."""
+    return load_model("smollm2-135m")

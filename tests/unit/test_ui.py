@@ -1,0 +1,66 @@
+"""The helpers of ``ui.py`` that need no model and no script run: texts from the inputs,
+the verdict badges and card numbers, and the lock that lets one session run the model."""
+
+from __future__ import annotations
+
+import io
+import threading
+
+import pytest
+
+import ui
+from extraction.texts import TextsError
+
+
+class _Upload:
+    def __init__(self, name: str, data: bytes):
+        self.name, self._data = name, data
+
+    def getvalue(self) -> bytes:
+        return self._data
+
+
+def test_texts_from_inputs():
+    assert ui.texts_from_inputs(" a \n\n b\n") == (["a", "b"], "text box")
+    jsonl = _Upload("t.jsonl", b'{"text": "x y"}\n{"text": "z"}\n')
+    assert ui.texts_from_inputs("ignored", jsonl) == (["x y", "z"], "t.jsonl")
+    csv = _Upload("t.csv", io.BytesIO(b"id,text\n1,hello\n").getvalue())
+    assert ui.texts_from_inputs("", csv) == (["hello"], "t.csv")
+    with pytest.raises(TextsError, match="no texts"):
+        ui.texts_from_inputs("   \n")
+    with pytest.raises(TextsError, match="binary"):
+        ui.texts_from_inputs("", _Upload("t.txt", b"\x00\x01\x02"))
+    with pytest.raises(TextsError, match="unsupported"):
+        ui.texts_from_inputs("", _Upload("t.pdf", b"%PDF"))
+
+
+def test_verdict_badge_says_the_word():
+    for verdict in ("exact", "drift", "corrupted"):
+        badge = ui.verdict_badge(verdict)
+        assert verdict in badge and "background:" in badge
+    assert len({ui.verdict_badge(v) for v in ("exact", "drift", "corrupted")}) == 3
+
+
+def test_card_numbers_show_both_headline_values():
+    html = ui.card_numbers(-0.82923, 0.3)
+    assert "-0.829230" in html and "30%" in html and "min cosine" in html and "top-1 agreement" in html
+    assert "NaN" in ui.card_numbers(float("nan"), 0.0)
+
+
+def test_model_in_use_lets_one_session_run_the_model_at_a_time():
+    entered, release = threading.Event(), threading.Event()
+
+    def other_session():
+        with ui.model_in_use():
+            entered.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=other_session)
+    thread.start()
+    assert entered.wait(30)
+    assert not ui._MODEL_LOCK.acquire(blocking=False)  # held by the other session
+    release.set()
+    thread.join(30)
+    with ui.model_in_use():
+        assert ui._MODEL_LOCK.locked()
+    assert not ui._MODEL_LOCK.locked()
