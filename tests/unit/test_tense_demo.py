@@ -8,7 +8,6 @@ from collections import Counter
 from functools import cache
 from importlib import resources
 
-
 FOLDER = resources.files("extraction").joinpath("data")
 
 
