@@ -135,6 +135,11 @@ def check_extractor(
     layers = None if layers is None else [int(index) for index in layers]
     tensor, dtype = states_from_return(returned, len(texts), layers)
     num_states = loaded.num_hidden_layers + 1
+    if tensor.dim() == 3 and layers is None and tensor.shape[1] != num_states:
+        raise ValueError(
+            f"extract_fn returned shape {tuple(tensor.shape)}: {tensor.shape[1]} layers, but the model has "
+            f"{num_states} hidden states; name the layers returned with layers=[i, j, ...]"
+        )
     chosen_layer = layer if tensor.dim() == 2 and layers is None else None
     try:  # width and layer indices against the model, with the audit's own check
         validate_states(tensor, len(texts), loaded.hidden_size, num_states, layer=chosen_layer, layers=layers)

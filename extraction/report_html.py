@@ -25,19 +25,21 @@ from typing import TYPE_CHECKING
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from . import layout_views, plotting
+from . import layout_views, plotting, predictions
 from .export import library_versions
 from .plotting.style import VERDICT_COLORS, VERDICT_ICONS, VERDICT_TEXT_COLORS
 from .strategies import REFERENCE, STRATEGIES
 from .verdicts import DRIFT_COSINE, EXACT_COSINE
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
     from .compare import ComparisonReport
 
 #: Texts laid out in the layout picture (more make it unreadable).
 LAYOUT_TEXTS = 3
 #: Libraries whose versions the report lists, besides Python and those of :func:`~extraction.export.library_versions`.
-_MORE_VERSIONED = ("padding-audit", "plotly", "pandas")
+_MORE_VERSIONED = ("plotly", "pandas")
 #: The plotly figure options of the page (no logo; the download-as-PNG button works offline).
 _PLOTLY_CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -65,7 +67,9 @@ def _e(value: object) -> str:
 
 def report_versions() -> dict[str, str]:
     """Python and the versions of the libraries a result depends on (``"not installed"`` when absent)."""
-    versions = library_versions()
+    from . import __version__
+
+    versions = {"padding-audit": __version__, **library_versions()}
     for name in _MORE_VERSIONED:
         try:
             versions[name] = importlib.metadata.version(name)
@@ -151,20 +155,28 @@ def _layout_section(report: ComparisonReport, token_strings: Sequence[Sequence[s
 
 def comparison_report_html(
     report: ComparisonReport,
-    token_strings: Sequence[Sequence[str]],
-    pad_token_id: int,
+    tokens: PreTrainedTokenizerBase | Sequence[Sequence[str]],
+    pad_token_id: int | None = None,
     settings: Mapping[str, object] | None = None,
     title: str = "padding-audit report",
 ) -> str:
     """One self-contained HTML page of ``report`` (see the module docstring).
 
-    ``token_strings`` are each text's tokens decoded one by one
-    (:func:`extraction.predictions.token_strings`) and ``pad_token_id`` the pad token the
-    run used: the layout picture needs them. ``settings`` adds rows to the settings table
+    The layout picture needs the texts' tokens: ``tokens`` is the run's tokenizer
+    (``loaded.tokenizer``), or each text's tokens decoded one by one
+    (:func:`extraction.predictions.token_strings`) with ``pad_token_id``, the pad token
+    the run used (default: the tokenizer's). ``settings`` adds rows to the settings table
     (e.g. the texts' source, ``max_batch_tokens``, the run time).
     """
+    if hasattr(tokens, "decode"):
+        pad_token_id = tokens.pad_token_id if pad_token_id is None else pad_token_id
+        token_strings = predictions.token_strings(tokens.decode, report.tokenized.token_ids)
+    else:
+        token_strings = [list(strings) for strings in tokens]
+    if pad_token_id is None:
+        raise ValueError("pad_token_id is needed when tokens are given as strings")
     if len(token_strings) != len(report.tokenized):
-        raise ValueError(f"token_strings has {len(token_strings)} texts but the report has {len(report.tokenized)}")
+        raise ValueError(f"tokens cover {len(token_strings)} texts but the report has {len(report.tokenized)}")
     compared = [name for name in report.strategies if name != REFERENCE]
     run_settings: list[tuple[str, object]] = [
         ("model", report.model_description),

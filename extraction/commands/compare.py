@@ -95,12 +95,11 @@ def run(args: argparse.Namespace) -> int:
         write_json_atomic(args.json_out, payload)
         print(f"wrote {args.json_out}")
     if args.html_out:
-        from ..predictions import token_strings
         from ..report_html import comparison_report_html
 
         page = comparison_report_html(
             report,
-            token_strings(loaded.tokenizer.decode, tokenized.token_ids),
+            loaded.tokenizer,
             loaded.pad_token_id,
             settings={"texts file": args.texts, "max batch tokens": args.max_batch_tokens},
         )
