@@ -11,6 +11,7 @@ import pytest
 from plotly.offline import get_plotlyjs
 
 from extraction import compare_strategies, comparison_report_html
+from extraction.cli import EXIT_USAGE, main
 from extraction.layout_views import worst_strategy
 from extraction.predictions import token_strings
 from extraction.samples import SAMPLE_TEXTS
@@ -105,3 +106,28 @@ def test_token_strings_give_the_same_page_as_the_tokenizer(report, tiny_gpt2, pa
         comparison_report_html(report, strings)
     with pytest.raises(ValueError, match="cover 2 texts"):
         comparison_report_html(report, strings[:2], tiny_gpt2.pad_token_id)
+
+
+def test_compare_writes_the_report(tmp_path, capsys):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(SAMPLE_TEXTS[:4]), encoding="utf-8")
+    out = tmp_path / "report.html"
+    arguments = ["compare", "--model", "tiny-random-gpt2", "--texts", str(texts), "--strategies", "right-naive"]
+    assert main([*arguments, "--html", str(out)]) == 0
+    parsed = _Page()
+    parsed.feed(out.read_text(encoding="utf-8"))
+    assert parsed.cards == {"right-naive": "corrupted"}
+    assert sorted(parsed.figure_ids) == sorted(FIGURE_IDS)
+
+
+@pytest.mark.parametrize("clash", ["texts", "json"])
+def test_compare_refuses_an_html_path_that_clashes(tmp_path, clash, capsys):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Hello\n", encoding="utf-8")
+    html_out = texts if clash == "texts" else tmp_path / "out"
+    arguments = ["compare", "--model", "tiny-random-gpt2", "--texts", str(texts), "--html", str(html_out)]
+    if clash == "json":
+        arguments += ["--json", str(html_out)]
+    assert main(arguments) == EXIT_USAGE
+    assert texts.read_text(encoding="utf-8") == "Hello\n"
+    assert not (tmp_path / "out").exists()
