@@ -13,6 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 import ui
+from extraction.report_html import comparison_report_html
 from extraction.samples import SAMPLE_TEXTS
 from extraction.strategies import REFERENCE, STRATEGIES
 from extraction.texts import TEXT_SUFFIXES
@@ -187,6 +188,23 @@ def home() -> None:
     )
 
     st.subheader("Downloads")
+    ui.download_button(
+        st,
+        "Download the report (HTML)",
+        lambda: comparison_report_html(
+            report,
+            run.token_strings,
+            run.pad_token_id,
+            settings={"texts from": run.source, "computed in": f"{run.seconds:.1f} s"},
+        ),
+        "padding-audit-report.html",
+        "home.download.report",
+    )
+    st.caption(
+        "One self-contained file (about 5 MB, mostly plotly.js) with the settings, the verdicts and their causes, "
+        "the per-layer and predictions figures, the layout of the worst strategy, the notes and the versions: "
+        "its charts work offline, for teammates who will not run anything."
+    )
     download_columns = st.columns(3)
     ui.download_button(
         download_columns[0],

@@ -1,11 +1,45 @@
 """Check hidden states extracted in padded batches against single-sample extraction.
 
-The package behind the dashboard: load a causal LM (:mod:`.models`), lay texts out in
-batches under a padding strategy (:mod:`.strategies`), keep the last-real-token rows
-(:mod:`.extract`), and compare them with single-sample extraction (:mod:`.compare`,
-with the pure metrics in :mod:`.metrics`). No UI code lives here.
+The package behind the dashboard and the ``padding-audit`` command (no UI code lives
+here). The public API, importable from ``extraction``:
+
+* :func:`load_model` (``name, dtype="float32", device="auto", attn_implementation="sdpa"``)
+  -> :class:`LoadedModel`: ``"smollm2-135m"`` (embedded), ``"tiny-random-llama"``,
+  ``"tiny-random-gpt2"``, a Hugging Face id, a folder or a ``.gguf`` file;
+  :class:`ModelLoadError` (a ``ValueError``) says why one cannot load.
+* :func:`compare_strategies` (``loaded, texts, strategies=None, batch_size=8``) ->
+  :class:`ComparisonReport`: every padding strategy against single-sample extraction,
+  a :class:`StrategyComparison` per strategy (verdict, cause, cosines, top-1 agreement);
+  :func:`comparison_report_html` makes it one self-contained HTML page.
+* :func:`audit_states` (``loaded, texts, states, layer=None, layers=None``) ->
+  :class:`AuditReport`: are stored states right, and if not, which known defect
+  reproduces them (``likely_cause``, evidence, ``to_dict()``).
+* :func:`check_extractor` (``extract_fn, model, texts, layer=-1, pooling="last",
+  layers=None``) -> :class:`AuditReport`: runs your own extraction function and audits
+  its rows; :func:`assert_matches_single` raises ``AssertionError`` unless they are exact.
+* :func:`extract_to_file` (``loaded, texts, out, layers=None, strategy="auto"``) ->
+  :class:`ExportResult`: correct extraction of every text to a ``.safetensors`` file,
+  verified against single-sample extraction.
+
+Example (tiny random GPT-2: seconds, no download)::
+
+    import extraction
+
+    loaded = extraction.load_model("tiny-random-gpt2")
+    report = extraction.compare_strategies(loaded, ["Hello", "The capital of France is"], ["right-naive", "right"])
+    print(report.strategies["right-naive"].verdict)  # corrupted: a pad token's state was read
+
+Modules, one concern each: :mod:`.models` (loading), :mod:`.texts` (input files,
+tokenization), :mod:`.strategies` (batch layouts), :mod:`.extract` (last-token rows),
+:mod:`.metrics` (pure functions), :mod:`.verdicts`, :mod:`.compare`, :mod:`.audit`,
+:mod:`.check_extractor`, :mod:`.export`, :mod:`.probe`, :mod:`.plotting` (figures),
+:mod:`.report_html` and :mod:`.cli` with :mod:`.commands`.
 """
 
+__version__ = "0.2.0"
+
+from .audit import AuditReport, Hypothesis, audit_states
+from .check_extractor import ExtractorMismatchError, assert_matches_single, check_extractor
 from .compare import (
     DRIFT_COSINE,
     EXACT_COSINE,
@@ -14,8 +48,10 @@ from .compare import (
     compare_strategies,
     verdict_for,
 )
+from .export import ExportResult, extract_to_file
 from .extract import ExtractionResult, extract_states
 from .models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
+from .report_html import comparison_report_html
 from .strategies import REFERENCE, STRATEGIES, get_strategy
 from .texts import TextsError, read_texts, tokenize_texts
 
@@ -25,14 +61,24 @@ __all__ = [
     "EXACT_COSINE",
     "REFERENCE",
     "STRATEGIES",
+    "AuditReport",
     "ComparisonReport",
+    "ExportResult",
     "ExtractionResult",
+    "ExtractorMismatchError",
+    "Hypothesis",
     "LoadedModel",
     "ModelLoadError",
     "StrategyComparison",
     "TextsError",
+    "__version__",
+    "assert_matches_single",
+    "audit_states",
+    "check_extractor",
     "compare_strategies",
+    "comparison_report_html",
     "extract_states",
+    "extract_to_file",
     "get_strategy",
     "load_model",
     "read_texts",

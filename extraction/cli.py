@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
+#: The console script the installed package provides (pyproject.toml ``[project.scripts]``).
+CONSOLE_SCRIPT = "padding-audit"
 
 
 class CliError(Exception):
@@ -123,8 +125,10 @@ def command_modules() -> list:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # Installed, the same CLI is the console script ``padding-audit``.
+    invoked = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else ""
     parser = argparse.ArgumentParser(
-        prog="python -m extraction",
+        prog=CONSOLE_SCRIPT if invoked == CONSOLE_SCRIPT else "python -m extraction",
         description="Check hidden states extracted in padded batches against single-sample extraction.",
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..atomic import write_json_atomic
+from ..atomic import write_bytes_atomic, write_json_atomic
 from ..cli import CliError, add_model_arguments, check_output_path, load_model_from_args, strategy_progress_bars
 from ..verdicts import DRIFT_COSINE, EXACT_COSINE
 
@@ -30,6 +30,9 @@ def add_parser(subparsers) -> None:
         f"a longer text runs alone (default {DEFAULT_MAX_BATCH_TOKENS})",
     )
     parser.add_argument("--json", dest="json_out", help="write the results as JSON to this file")
+    parser.add_argument(
+        "--html", dest="html_out", help="write a self-contained HTML report (charts work offline) to this file"
+    )
     parser.set_defaults(run=run)
 
 
@@ -59,10 +62,13 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--max-batch-tokens must be at least 1, got {args.max_batch_tokens}")
     names = parse_strategy_names(args.strategies)
     texts = read_texts(args.texts)
-    if args.json_out:
-        check_output_path(args.json_out)
-        if Path(args.json_out).resolve() == Path(args.texts).resolve():
-            raise CliError(f"--json {args.json_out}: is the texts file; give another file name")
+    for option, out in (("--json", args.json_out), ("--html", args.html_out)):
+        if out:
+            check_output_path(out, option)
+            if Path(out).resolve() == Path(args.texts).resolve():
+                raise CliError(f"{option} {out}: is the texts file; give another file name")
+    if args.json_out and args.html_out and Path(args.json_out).resolve() == Path(args.html_out).resolve():
+        raise CliError("--json and --html name the same file; give two file names")
     loaded = load_model_from_args(args)
     tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
     with strategy_progress_bars() as progress:
@@ -88,4 +94,15 @@ def run(args: argparse.Namespace) -> int:
         payload["max_batch_tokens"] = args.max_batch_tokens
         write_json_atomic(args.json_out, payload)
         print(f"wrote {args.json_out}")
+    if args.html_out:
+        from ..report_html import comparison_report_html
+
+        page = comparison_report_html(
+            report,
+            loaded.tokenizer,
+            loaded.pad_token_id,
+            settings={"texts file": args.texts, "max batch tokens": args.max_batch_tokens},
+        )
+        write_bytes_atomic(args.html_out, page.encode())
+        print(f"wrote {args.html_out} ({len(page.encode()) / 1e6:.1f} MB)")
     return 0
