@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -35,8 +36,14 @@ def _offline_env(site: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
+    # Built from a copy: an in-tree build leaves build/ and an .egg-info in the checkout, and
+    # that egg-info makes importlib.metadata see the checkout as installed.
+    source = tmp_path_factory.mktemp("source")
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    shutil.copytree(ROOT / "extraction", source / "extraction", ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run(
-        [*PIP, "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(out)],
+        [*PIP, "wheel", str(source), "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(out)],
         check=True,
         cwd=out,
         env={**os.environ, "PIP_NO_INDEX": "1"},
