@@ -12,6 +12,10 @@ Checking (:func:`validate_states`): a stored tensor is ``(N, d)`` for one layer 
 different from the number of texts, a width different from the model's hidden size, a
 layer count the model cannot have and NaN/inf values each raise ``ValueError``.
 
+A folder of shards written by ``extract --out DIR`` (or a ``.zip`` of it, as uploaded) is
+read like a file: :func:`read_states` hands it to :func:`extraction.shards.read_sharded`,
+which returns every text's row in text order.
+
 Writing is :mod:`extraction.safetensors_writer`.
 """
 
@@ -32,7 +36,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-STATE_SUFFIXES = (".safetensors", ".npy", ".npz", ".pt", ".pth")
+STATE_SUFFIXES = (".safetensors", ".npy", ".npz", ".pt", ".pth", ".zip")  # .zip: a zipped folder of shards
 
 
 @dataclass
@@ -214,7 +218,19 @@ def _read_torch(data: bytes, source: str, key: str | None) -> tuple[str | None, 
 def read_states(source: str | Path | bytes, name: str | None = None, key: str | None = None) -> StoredStates:
     """Read one tensor of hidden states from a file path, or from ``bytes`` (an upload)
     whose file ``name`` gives the format. ``key`` picks a tensor in a file that holds
-    several (safetensors, npz, or a dict saved with ``torch.save``)."""
+    several (safetensors, npz, or a dict saved with ``torch.save``). A folder of shards, or a
+    ``.zip`` of one, is read as one tensor (:mod:`extraction.shards`)."""
+    is_path = not isinstance(source, bytes)
+    if (is_path and (Path(source).is_dir() or Path(source).suffix.lower() == ".zip")) or (
+        not is_path and (name or "").lower().endswith(".zip")
+    ):
+        from .shards import TENSOR_NAME, read_sharded
+
+        if key not in (None, TENSOR_NAME):
+            raise ValueError(f"{name or source}: a folder of shards holds {TENSOR_NAME!r} only, not {key!r}")
+        if is_path and not Path(source).exists():
+            raise ValueError(f"{source}: no such file or folder")
+        return read_sharded(source, name)
     if isinstance(source, bytes):
         if not name:
             raise ValueError("reading states from bytes needs the file name, for its type")
