@@ -58,6 +58,7 @@ from .safetensors_writer import STORE_DTYPES
 from .shards import (
     INDEX_NAME,
     TENSOR_NAME,
+    ResumeRefused,
     ShardSpec,
     assign_shards,
     differences,
@@ -136,12 +137,15 @@ class _Plan:
 def _agree(info: RankInfo, decide: Callable[[], dict]) -> dict:
     """Rank 0 runs ``decide``; every rank gets its result, or raises its error."""
     outcome: dict = {}
+    failure: Exception | None = None
     if info.is_main:
         try:
             outcome = {"ok": decide()}
         except (ValueError, FileExistsError) as error:
-            outcome = {"error": str(error), "type": type(error).__name__}
+            failure, outcome = error, {"error": str(error), "type": type(error).__name__}
     outcome = broadcast_json(outcome, info)
+    if failure is not None:
+        raise failure
     if "error" in outcome:
         kinds = {"FileExistsError": FileExistsError, "VerificationError": VerificationError, "TextsError": TextsError}
         raise kinds.get(outcome["type"], ValueError)(outcome["error"])
@@ -331,8 +335,9 @@ def extract_to_folder(
             index = read_index(folder)
             changed = differences(index.get("run", {}), run)
             if changed:
-                raise ValueError(
-                    f"{folder}: cannot resume: this run differs from the interrupted one ({'; '.join(changed)})"
+                raise ResumeRefused(
+                    f"{folder}: cannot resume: this run differs from the interrupted one ({'; '.join(changed)})",
+                    [item.split(":", 1)[0] for item in changed],
                 )
             finished = [s.number for s in shards if finished_shard(folder, s, index)]
             if index.get("complete"):

@@ -116,6 +116,14 @@ def assign_shards(shards: Sequence[ShardSpec], world_size: int) -> list[list[Sha
     return [sorted(share, key=lambda s: s.number) for share in shares]
 
 
+class ResumeRefused(ValueError):
+    """``--resume`` on a folder written with other texts, model or options; ``changed`` names them."""
+
+    def __init__(self, message: str, changed: list[str]):
+        super().__init__(message)
+        self.changed = changed
+
+
 def run_id(run: dict) -> str:
     """A short fingerprint of the options a resumed run must share (stored in every shard)."""
     return hashlib.sha256(json.dumps(run, sort_keys=True).encode("utf-8")).hexdigest()[:16]
@@ -343,6 +351,7 @@ def merge_shards(folder: str | Path, out: str | Path, overwrite: bool = False) -
 __all__ = [
     "INDEX_NAME",
     "TEXT_INDEX",
+    "ResumeRefused",
     "ShardSpec",
     "assign_shards",
     "differences",
