@@ -181,21 +181,25 @@ def _plan(loaded: LoadedModel, source: TextSource, info: RankInfo, shard_texts: 
     )
 
 
-def _prepare_folder(folder: Path, resume: bool, overwrite: bool) -> None:
-    """Rank 0: refuse or clear what is there before a new run."""
+def _prepare_folder(folder: Path, resume: bool, overwrite: bool) -> dict:
+    """Rank 0: refuse or clear what is there before a new run; ``{"resuming": bool}``.
+    ``resume`` on a folder with no index yet starts afresh (a requeued job may always pass it)."""
     if folder.exists() and not folder.is_dir():
         raise ValueError(f"{folder} is a file; --out for shards must be a folder")
-    if resume:
-        if not (folder / INDEX_NAME).is_file():
-            raise ValueError(f"{folder}: nothing to resume (no {INDEX_NAME})")
-        return
     ours = [*folder.glob("shard-*.safetensors"), folder / INDEX_NAME] if folder.is_dir() else []
     ours = [path for path in ours if path.exists()]
+    if resume:
+        if (folder / INDEX_NAME).is_file():
+            return {"resuming": True}
+        if ours:
+            raise ValueError(f"{folder}: holds shards but no {INDEX_NAME}; they cannot be trusted, use --force")
+        logger.info("%s: nothing to resume yet; starting", folder)
     if ours and not overwrite:
         raise FileExistsError(f"{folder} already holds shards; pass --resume to finish them or --force to replace them")
     for path in ours:
         path.unlink()
     folder.mkdir(parents=True, exist_ok=True)
+    return {"resuming": False}
 
 
 def _choose(
@@ -308,7 +312,7 @@ def extract_to_folder(
     if info.is_distributed and not torch.distributed.is_initialized():
         raise ValueError(f"rank {info.rank} of {info.world_size}: join the ranks first (distributed.launched)")
     source = texts if isinstance(texts, TextSource) else TextSource(texts)
-    _agree(info, lambda: _prepare_folder(folder, resume, overwrite) or {})
+    resuming = _agree(info, lambda: _prepare_folder(folder, resume, overwrite))["resuming"]
     started = time.perf_counter()
     plan = _plan(loaded, source, info, shard_texts)
     layer_list = parse_layers(layers, loaded.num_hidden_layers + 1)
@@ -331,7 +335,7 @@ def extract_to_folder(
 
     def decide() -> dict:
         removed = remove_partials(folder)
-        if resume:
+        if resuming:
             index = read_index(folder)
             changed = differences(index.get("run", {}), run)
             if changed:

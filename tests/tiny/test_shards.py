@@ -118,7 +118,8 @@ def test_cli_folder_output_refusals(texts_file, tmp_path, capsys):
     ]
     capsys.readouterr()
     assert main([*base, "--out", str(folder), "--shard-size", "8", "--verify", "0"]) == 2  # exists, no --force
-    assert main([*base, "--out", str(tmp_path / "new"), "--resume"]) == 2  # nothing to resume
+    assert main([*base, "--out", str(tmp_path / "new"), "--resume", "--verify", "0"]) == 0  # nothing yet: a fresh run
+    assert read_index(tmp_path / "new")["complete"]
     assert main([*base, "--out", str(tmp_path / "f.safetensors"), "--resume"]) == 2  # a file does not resume
     # Resuming a complete folder has nothing to do.
     assert main([*base, "--out", str(folder), "--shard-size", "8", "--verify", "0", "--resume"]) == 2
