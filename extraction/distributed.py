@@ -124,7 +124,7 @@ def broadcast_json(payload: object, info: RankInfo) -> object:
     if info.is_main:
         buffer.copy_(torch.frombuffer(bytearray(data), dtype=torch.uint8))
     torch.distributed.broadcast(buffer, src=0)
-    return json.loads(bytes(buffer.cpu().tolist()).decode("utf-8"))
+    return json.loads(buffer.cpu().numpy().tobytes().decode("utf-8"))
 
 
 def all_reduce_sum(values: torch.Tensor, info: RankInfo) -> torch.Tensor:
