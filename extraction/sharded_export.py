@@ -19,6 +19,10 @@
 4. **Verify** (rank 0, after a barrier): ``verify`` random rows re-extracted one at a time,
    as in a one-file run; then ``index.json`` is marked complete.
 
+(Over 400 lines on purpose: the four steps share one run's state and one order of
+collective calls, which every rank must follow exactly; split, that order would be spread
+over modules.)
+
 A test hook stops a rank part-way: with :data:`EXIT_AFTER_SHARDS_VARIABLE` set to ``K``
 (and :data:`EXIT_RANK_VARIABLE` to the rank, default 1), that rank exits with status
 :data:`HOOK_EXIT_CODE` after writing K shards, as a killed job would.
