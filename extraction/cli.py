@@ -78,6 +78,7 @@ def load_model_from_args(args: argparse.Namespace):
         device=args.device,
         attn_implementation=args.attn,
         trust_remote_code=args.trust_remote_code,
+        device_map=getattr(args, "device_map", None),
     )
 
 

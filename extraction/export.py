@@ -231,7 +231,7 @@ def choose_strategy(
     return StrategyChoice(chosen=chosen, sample_rows=rows, candidates=candidates)
 
 
-def _base_metadata(
+def base_metadata(
     loaded: LoadedModel,
     tokenized: TokenizedTexts,
     strategy: str,
@@ -309,7 +309,7 @@ def extract_to_file(
         name = get_strategy(strategy).name
     n = len(tokenized)
     shape = (n, len(layer_list), loaded.hidden_size)
-    metadata = _base_metadata(loaded, tokenized, name, choice, layer_list, store_dtype, batch_size)
+    metadata = base_metadata(loaded, tokenized, name, choice, layer_list, store_dtype, batch_size)
     started = time.perf_counter()
     with SafetensorsRowWriter(out, TENSOR_NAME, shape, STORE_DTYPES[store_dtype], metadata, overwrite) as writer:
         for start in range(0, n, chunk_texts):

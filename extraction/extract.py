@@ -113,7 +113,8 @@ class _ReadRowRecorder:
         self.lm_head_calls = 0
 
     def _keep(self, index: int, states: torch.Tensor) -> torch.Tensor:
-        picked = states[self.rows, self.cols]  # (K, d)
+        # Under a device map (accelerate) blocks live on several devices: index where the states are.
+        picked = states[self.rows.to(states.device), self.cols.to(states.device)]  # (K, d)
         if index in self.layers:
             self.captured[index] = picked
         return picked
@@ -155,7 +156,8 @@ class _ReadRowRecorder:
         output = model(**inputs, use_cache=False)
         if self.lm_head_calls != calls + 1 or len(self.captured) != len(self.layers):
             raise RuntimeError("the extraction hooks did not fire as expected")
-        states = torch.stack([self.captured[layer] for layer in self.layers], dim=1)  # (K, L, d)
+        device = output.logits.device
+        states = torch.stack([self.captured[layer].to(device) for layer in self.layers], dim=1)  # (K, L, d)
         return states, output.logits[0]  # (K, L, d), (K, V)
 
 
@@ -173,9 +175,12 @@ def _run_hidden_states(
         kwargs["logits_to_keep"] = keep_cols.to(device)
     output = model(**inputs, output_hidden_states=True, use_cache=False, **kwargs)
     all_states = output.hidden_states  # tuple of L+1 tensors (B, T, d)
-    states = torch.stack([all_states[layer][rows, cols] for layer in layers], dim=1)  # (K, L, d)
+    # Under a device map (accelerate) layers live on several devices: index where each one is.
+    picked = [all_states[i][rows.to(all_states[i].device), cols.to(all_states[i].device)] for i in layers]  # L x (K, d)
+    states = torch.stack([layer_rows.to(device) for layer_rows in picked], dim=1)  # (K, L, d)
     logit_cols = col_index.to(device) if use_logits_to_keep else cols
-    return states, output.logits[rows, logit_cols]  # (K, L, d), (K, V)
+    logits_device = output.logits.device
+    return states, output.logits[rows.to(logits_device), logit_cols.to(logits_device)]  # (K, L, d), (K, V)
 
 
 # model -> whether the hooks reproduce output_hidden_states (checked once per model).

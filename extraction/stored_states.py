@@ -12,6 +12,10 @@ Checking (:func:`validate_states`): a stored tensor is ``(N, d)`` for one layer 
 different from the number of texts, a width different from the model's hidden size, a
 layer count the model cannot have and NaN/inf values each raise ``ValueError``.
 
+A folder of shards written by ``extract --out DIR`` (or a ``.zip`` of it, as uploaded) is
+read like a file: :func:`read_states` hands it to :func:`extraction.shards.read_sharded`,
+which returns every text's row in text order.
+
 Writing is :mod:`extraction.safetensors_writer`.
 """
 
@@ -24,51 +28,16 @@ import struct
 import tokenize
 import zipfile
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .states_record import StoredStates
+
 logger = logging.getLogger(__name__)
 
-STATE_SUFFIXES = (".safetensors", ".npy", ".npz", ".pt", ".pth")
-
-
-@dataclass
-class StoredStates:
-    """One tensor read from a file, before any check against a model.
-
-    Attributes:
-        tensor: the stored values as float32 on cpu, shape as stored (``(N, d)`` or
-            ``(N, L, d)`` for a valid file; other ranks are refused by :func:`validate_states`).
-        source: the file name or path it came from.
-        key: the tensor's name inside the file (None for ``.npy`` and bare ``.pt`` tensors).
-        stored_dtype: the dtype in the file, e.g. ``"bfloat16"`` (the tensor is converted).
-        metadata: safetensors string metadata (empty for other formats).
-    """
-
-    tensor: torch.Tensor
-    source: str
-    key: str | None
-    stored_dtype: str
-    metadata: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return tuple(self.tensor.shape)
-
-    @property
-    def stored_layers(self) -> list[int] | None:
-        """The ``hidden_states`` indices recorded by ``extract`` in the metadata, if any."""
-        raw = self.metadata.get("layers")
-        if not raw:
-            return None
-        try:
-            layers = json.loads(raw)
-        except json.JSONDecodeError:
-            return None
-        return [int(x) for x in layers] if isinstance(layers, list) else None
+STATE_SUFFIXES = (".safetensors", ".npy", ".npz", ".pt", ".pth", ".zip")  # .zip: a zipped folder of shards
 
 
 # --- reading ---------------------------------------------------------------------------
@@ -214,7 +183,19 @@ def _read_torch(data: bytes, source: str, key: str | None) -> tuple[str | None, 
 def read_states(source: str | Path | bytes, name: str | None = None, key: str | None = None) -> StoredStates:
     """Read one tensor of hidden states from a file path, or from ``bytes`` (an upload)
     whose file ``name`` gives the format. ``key`` picks a tensor in a file that holds
-    several (safetensors, npz, or a dict saved with ``torch.save``)."""
+    several (safetensors, npz, or a dict saved with ``torch.save``). A folder of shards, or a
+    ``.zip`` of one, is read as one tensor (:mod:`extraction.shards`)."""
+    is_path = not isinstance(source, bytes)
+    if (is_path and (Path(source).is_dir() or Path(source).suffix.lower() == ".zip")) or (
+        not is_path and (name or "").lower().endswith(".zip")
+    ):
+        from .shards import TENSOR_NAME, read_sharded
+
+        if key not in (None, TENSOR_NAME):
+            raise ValueError(f"{name or source}: a folder of shards holds {TENSOR_NAME!r} only, not {key!r}")
+        if is_path and not Path(source).exists():
+            raise ValueError(f"{source}: no such file or folder")
+        return read_sharded(source, name)
     if isinstance(source, bytes):
         if not name:
             raise ValueError("reading states from bytes needs the file name, for its type")

@@ -65,25 +65,9 @@ def parse_texts(content: str, suffix: str, source: str = "input") -> list[str]:
     elif suffix == ".jsonl":
         texts = []
         for number, line in enumerate(split_lines(content), start=1):
-            if not line.strip():
-                continue
-            try:
-                # strict=False: raw tabs and other control characters inside strings are text.
-                record = json.loads(line, strict=False)
-            except json.JSONDecodeError as error:
-                raise TextsError(
-                    f"{source}: line {number} is not valid JSON ({error.msg} at column {error.colno})"
-                ) from None
-            if not isinstance(record, dict) or "text" not in record:
-                raise TextsError(f"{source}: line {number} has no 'text' field")
-            if not isinstance(record["text"], str):
-                raise TextsError(f"{source}: line {number}: 'text' is not a string")
-            if not record["text"].replace("\x00", "").strip():
-                raise TextsError(f"{source}: line {number}: 'text' is empty")
-            problem = unicode_problem(record["text"])
-            if problem:
-                raise TextsError(f"{source}: line {number}: 'text' {problem}")
-            texts.append(record["text"])
+            text = jsonl_text(line, number, source)
+            if text is not None:
+                texts.append(text)
     elif suffix == ".csv":
         try:
             reader = csv.DictReader(io.StringIO(content, newline=""))
@@ -100,6 +84,28 @@ def parse_texts(content: str, suffix: str, source: str = "input") -> list[str]:
     if not texts:
         raise TextsError(f"{source}: contains no texts")
     return texts
+
+
+def jsonl_text(line: str, number: int, source: str = "input") -> str | None:
+    """The ``text`` field of line ``number`` of a JSONL file, or None for a blank line;
+    :class:`TextsError` naming the line when it is not a JSON object with a non-empty string ``text``."""
+    if not line.strip():
+        return None
+    try:
+        # strict=False: raw tabs and other control characters inside strings are text.
+        record = json.loads(line, strict=False)
+    except json.JSONDecodeError as error:
+        raise TextsError(f"{source}: line {number} is not valid JSON ({error.msg} at column {error.colno})") from None
+    if not isinstance(record, dict) or "text" not in record:
+        raise TextsError(f"{source}: line {number} has no 'text' field")
+    if not isinstance(record["text"], str):
+        raise TextsError(f"{source}: line {number}: 'text' is not a string")
+    if not record["text"].replace("\x00", "").strip():
+        raise TextsError(f"{source}: line {number}: 'text' is empty")
+    problem = unicode_problem(record["text"])
+    if problem:
+        raise TextsError(f"{source}: line {number}: 'text' {problem}")
+    return record["text"]
 
 
 def _without_nul(texts: list[str], source: str) -> list[str]:

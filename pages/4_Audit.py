@@ -26,7 +26,10 @@ DEFAULT_SAMPLE = 64
 LAYER_HELP = "hidden_states index: 0 = embeddings, -1 = the last layer (after the final norm)."
 STATE_TYPES = [suffix.lstrip(".") for suffix in STATE_SUFFIXES]
 TEXT_TYPES = [suffix.lstrip(".") for suffix in TEXT_SUFFIXES]
-STATES_HELP = "(N, d) for one layer or (N, L, d) for several. .pt files are read with torch.load(weights_only=True)."
+STATES_HELP = (
+    "(N, d) for one layer or (N, L, d) for several. .pt files are read with torch.load(weights_only=True). "
+    "A folder of shards (extract --out DIR): upload it zipped."
+)
 TEXTS_HELP = ".txt (one text a line), .jsonl (a text field) or .csv (a text column)."
 EXAMPLE_HELP = (
     f"Builds a corrupted file on the chosen model (right padding read at -1, batches of {EXAMPLE_BATCH}) and audits it."

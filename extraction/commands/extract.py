@@ -13,6 +13,7 @@ ORDER = 11
 def add_parser(subparsers) -> None:
     from ..export import AUTO_SAMPLE, DEFAULT_VERIFY
     from ..safetensors_writer import STORE_DTYPES
+    from ..sharded_export import DEFAULT_SHARD_TEXTS
     from ..strategies import DEFAULT_BATCH_SIZE, STRATEGIES
 
     parser = subparsers.add_parser(
@@ -20,7 +21,12 @@ def add_parser(subparsers) -> None:
     )
     add_model_arguments(parser)
     parser.add_argument("--texts", required=True, help="texts file: .txt (one a line), .jsonl (text field), .csv")
-    parser.add_argument("--out", required=True, help="output .safetensors file (tensor 'hidden_states', (N, L, d))")
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="output .safetensors file (tensor 'hidden_states', (N, L, d)), or a folder for shards "
+        "(always under torchrun / accelerate launch with several ranks)",
+    )
     parser.add_argument("--layers", default="all", help="hidden_states indices, comma-separated, or all (default)")
     parser.add_argument(
         "--strategy",
@@ -42,14 +48,34 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--auto-sample", type=int, default=AUTO_SAMPLE, help="texts compared when --strategy auto")
     parser.add_argument("--seed", type=int, default=0, help="seed of the auto sample and the verified texts")
     parser.add_argument("--force", action="store_true", help="replace the output file if it exists")
+    parser.add_argument(
+        "--resume", action="store_true", help="folder output: keep the finished shards of an interrupted run"
+    )
+    parser.add_argument(
+        "--shard-size", type=int, default=DEFAULT_SHARD_TEXTS, help=f"texts per shard (default {DEFAULT_SHARD_TEXTS})"
+    )
+    parser.add_argument(
+        "--device-map",
+        choices=["auto"],
+        help="spread one model over the GPUs and CPU (accelerate's big-model loading)",
+    )
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..distributed import rank_from_environment
     from ..export import VerificationError, describe_layers, extract_to_file
+    from ..shards import is_folder_output
     from ..strategies import get_strategy
     from ..texts import read_texts, tokenize_texts
 
+    info = rank_from_environment()
+    if is_folder_output(args.out) or info.is_distributed:
+        from ._sharded import run_sharded
+
+        return run_sharded(args, info)
+    if args.resume:
+        raise CliError("--resume continues a folder of shards; --out is a file")
     out = Path(args.out)
     if out.suffix != ".safetensors":
         raise CliError(f"--out must end in .safetensors, got {out.name}")

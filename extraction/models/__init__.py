@@ -25,7 +25,8 @@ message saying what was tried and why it failed; invalid ``dtype``, ``device`` o
 The package, one concern a module: :mod:`~extraction.models.loaded` (what a loaded model
 is, the options, the shared error handling), :mod:`~extraction.models.embedded` (the
 SmolLM2 GGUF and its cache), :mod:`~extraction.models.tiny` (the seeded random presets)
-and :mod:`~extraction.models.hub` (files, folders and hub ids). This module holds
+and :mod:`~extraction.models.hub` (files, folders and hub ids), :mod:`~extraction.models.placement`
+(``device_map="auto"``: one model over several devices). This module holds
 :func:`load_model`, which picks one of them, and re-exports the public names.
 """
 
@@ -48,12 +49,14 @@ from .loaded import (
     ensure_pad_token,
     resolve_device,
 )
+from .placement import DEVICE_MAPS, check_device_map, dispatch_loaded, input_device
 from .tiny import TINY_CONFIGS, build_tiny
 
 __all__ = [
     "ATTN_IMPLEMENTATIONS",
     "DEFAULT_MODEL",
     "DEVICES",
+    "DEVICE_MAPS",
     "DTYPES",
     "MODEL_PRESETS",
     "LoadedModel",
@@ -74,6 +77,7 @@ def load_model(
     device: str = "auto",
     attn_implementation: str = "sdpa",
     trust_remote_code: bool = False,
+    device_map: str | None = None,
 ) -> LoadedModel:
     """Load ``name`` (a preset, a ``.gguf`` file, a folder or a hub id); see the module
     docstring. Raises ``ValueError`` for invalid options and :class:`ModelLoadError`
@@ -84,6 +88,7 @@ def load_model(
         raise ValueError(
             f"unknown attn_implementation {attn_implementation!r}: choose one of {', '.join(ATTN_IMPLEMENTATIONS)}"
         )
+    check_device_map(device_map)
     torch_device = resolve_device(device)
     torch_dtype = TORCH_DTYPES[dtype]
     name = name.strip()
@@ -99,9 +104,13 @@ def load_model(
         model = build_tiny(name, tokenizer, torch_dtype, attn_implementation)
         source = "random config"
     else:
-        model, tokenizer, source = load_named(name, torch_dtype, attn_implementation, trust_remote_code)
+        model, tokenizer, source = load_named(name, torch_dtype, attn_implementation, trust_remote_code, device_map)
 
-    model.to(torch_device)
+    if device_map is None:
+        model.to(torch_device)
+    else:  # accelerate placed it (files) or places it now (presets built in memory)
+        model = model if hasattr(model, "hf_device_map") else dispatch_loaded(model, device_map)
+        torch_device = input_device(model)
     model.eval()
     model.requires_grad_(False)
     pad_token_note = ensure_pad_token(tokenizer, name)

@@ -30,7 +30,11 @@ _WEIGHT_PATTERNS = ("*.safetensors", "*.bin")
 
 
 def load_named(
-    name: str, torch_dtype: torch.dtype, attn_implementation: str, trust_remote_code: bool
+    name: str,
+    torch_dtype: torch.dtype,
+    attn_implementation: str,
+    trust_remote_code: bool,
+    device_map: str | None = None,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
     """(model, tokenizer, source) for a ``.gguf`` file, a folder, or a hub id."""
     path = Path(name).expanduser()
@@ -56,7 +60,13 @@ def load_named(
             name,
             attn_implementation,
             lambda: AutoModelForCausalLM.from_pretrained(
-                source, config=config, dtype=torch_dtype, attn_implementation=attn_implementation, **trust, **options
+                source,
+                config=config,
+                dtype=torch_dtype,
+                attn_implementation=attn_implementation,
+                **({"device_map": device_map} if device_map else {}),
+                **trust,
+                **options,
             ),
         )
     with load_errors(name, "tokenizer"):

@@ -96,3 +96,31 @@ def test_bad_uploads_give_one_error_and_no_traceback():
     at.run()
     _assert_no_exception(at)
     assert any("3 rows but 10 texts" in e.value for e in at.error)
+
+
+def test_uploaded_zipped_folder_of_shards_is_read_as_one_file(tmp_path):
+    import io
+    import zipfile
+
+    from extraction.distributed import RankInfo
+    from extraction.sharded_export import extract_to_folder
+
+    texts = tmp_path / "texts.txt"
+    texts.write_bytes(_texts_file()[1])
+    folder = tmp_path / "states"
+    loaded = load_model("tiny-random-llama")
+    extract_to_folder(loaded, texts, folder, RankInfo(0, 1, 0, 1), strategy="sorted", shard_texts=4, verify=0)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for path in folder.iterdir():
+            archive.write(path, f"states/{path.name}")
+    at = _page("tiny-random-llama")
+    at.file_uploader(key="audit.states").set_value(("states.zip", buffer.getvalue(), "application/zip"))
+    at.file_uploader(key="audit.texts").set_value(_texts_file())
+    at.button(key="audit.run").click()
+    at.run()
+    _assert_no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    assert at.session_state["audit.result"]["report"].verdict == "exact"
+    (per_text_table,) = at.dataframe
+    assert len(per_text_table.value) == len(SAMPLE_TEXTS)
