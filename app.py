@@ -147,7 +147,8 @@ def home() -> None:
         )
     st.caption(
         f"**exact**: min cosine ≥ {ui.EXACT_COSINE} over all texts and layers and the same top-1 next token for every "
-        f"text; **drift**: min cosine ≥ {ui.DRIFT_COSINE}; **corrupted**: anything else, or NaN/inf. "
+        f"text; **drift**: min cosine ≥ {ui.DRIFT_COSINE}; **corrupted**: anything else, any relative L2 error "
+        f"above {ui.CORRUPTED_RELATIVE_L2} (cosine misses errors along a massive-activation dimension), or NaN/inf. "
         "`single` is the reference."
     )
 
@@ -163,7 +164,10 @@ def home() -> None:
                     unsafe_allow_html=True,
                 )
                 st.caption(STRATEGIES[name].summary)
-                st.markdown(ui.card_numbers(comparison.min_cosine, comparison.top1_agreement), unsafe_allow_html=True)
+                st.markdown(
+                    ui.card_numbers(comparison.min_cosine, comparison.top1_agreement, comparison.max_relative_l2),
+                    unsafe_allow_html=True,
+                )
                 st.markdown(comparison.cause)
 
     st.subheader("Summary")
@@ -174,6 +178,8 @@ def home() -> None:
         column_config={
             "min_cosine": st.column_config.NumberColumn("min cosine", format="%.6f"),
             "mean_cosine": st.column_config.NumberColumn("mean cosine", format="%.6f"),
+            "max_relative_l2": st.column_config.NumberColumn("max relative L2", format="%.4f"),
+            "cause_kind": st.column_config.TextColumn("cause kind"),
             "top1_agreement": st.column_config.NumberColumn("top-1 agreement", format="percent"),
             "mean_kl": st.column_config.NumberColumn("mean KL (nats)", format="%.2e"),
             "pad_fraction": st.column_config.NumberColumn("padding", format="percent"),

@@ -64,11 +64,12 @@ from extraction.probe_inputs import data_digest
 from extraction.stored_states import StoredStates, read_states
 from extraction.strategies import STRATEGIES
 from extraction.texts import TextsError, decode_bytes, parse_texts, split_lines, tokenize_texts
-from extraction.verdicts import DRIFT_COSINE, EXACT_COSINE
+from extraction.verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE, EXACT_COSINE
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CORRUPTED_RELATIVE_L2",
     "DRIFT_COSINE",
     "EXACT_COSINE",
     "MAX_INTERACTIVE_TEXTS",
@@ -387,8 +388,9 @@ def cause_message(likely_cause: str | None, cause: str) -> None:
         st.error(f"**{likely_cause}**: {cause}", icon="🔎")
 
 
-def card_numbers(min_cosine: float, top1_agreement: float) -> str:
-    """HTML: the two headline numbers of a verdict card, side by side, sized to fit a narrow card."""
+def card_numbers(min_cosine: float, top1_agreement: float, max_relative_l2: float | None = None) -> str:
+    """HTML: the headline numbers of a verdict card (min cosine, max relative L2 when given,
+    top-1 agreement), side by side, sized to fit a narrow card."""
 
     def cell(label: str, value: str, help_text: str) -> str:
         return (
@@ -397,9 +399,18 @@ def card_numbers(min_cosine: float, top1_agreement: float) -> str:
         )
 
     cosine_text = "NaN" if min_cosine != min_cosine else f"{min_cosine:.6f}"
+    relative = ""
+    if max_relative_l2 is not None:
+        relative_text = "NaN" if max_relative_l2 != max_relative_l2 else f"{max_relative_l2:.4f}"
+        relative = cell(
+            "max rel. L2",
+            relative_text,
+            f"largest |h - h_single| / |h_single| over texts and layers; above {CORRUPTED_RELATIVE_L2}: corrupted",
+        )
     return (
         '<div style="display:flex;gap:1.5rem;flex-wrap:wrap;margin:0.2rem 0 0.6rem 0">'
         + cell("min cosine", cosine_text, "lowest cosine similarity to single over all texts and layers")
+        + relative
         + cell("top-1 agreement", f"{top1_agreement:.0%}", "texts whose lm_head top-1 token equals single's")
         + "</div>"
     )

@@ -1,16 +1,18 @@
 """Compare every strategy with single-sample extraction and give each a verdict.
 
-Thresholds (also used by the audit):
+Thresholds (:mod:`extraction.verdicts`, shared with the audit):
 
-* ``exact``: min cosine >= :data:`EXACT_COSINE` over all texts and layers, and the
+* ``exact``: min cosine >= :data:`EXACT_COSINE` over all texts and layers, the
   same top-1 next token as the single-sample model for every text (a near-tie within
-  float tolerance counts as the same);
-* ``drift``: min cosine >= :data:`DRIFT_COSINE`, but not exact;
+  float tolerance counts as the same), and relative L2 within :data:`CORRUPTED_RELATIVE_L2`;
+* ``drift``: min cosine >= :data:`DRIFT_COSINE` and relative L2 within
+  :data:`CORRUPTED_RELATIVE_L2`, but not exact;
 * ``corrupted``: anything else, or any NaN/inf.
 
-The cause sentence is derived from what was measured (which texts differ, from which
-layer on) and from what the batch layout did to those texts (which token was read, at
-which position id, whether it could see other texts or padding), not from a fixed
+The cause (a :data:`~extraction.verdicts.CauseKind` and a sentence) is derived from what
+was measured (which texts differ, from which layer on) and from what the batch layout
+did to those texts (was the read position padding, at which position id, could it see
+other texts or padding: all from segment ids, never from token ids), not from a fixed
 table keyed by strategy name.
 """
 
@@ -28,7 +30,16 @@ from . import metrics
 from .extract import ExtractionResult, extract_states
 from .strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, REFERENCE, STRATEGIES, parse_strategy_names
 from .texts import TokenizedTexts, tokenize_texts
-from .verdicts import DRIFT_COSINE, EXACT_COSINE, VERDICTS, Verdict, verdict_for
+from .verdicts import (
+    CORRUPTED_RELATIVE_L2,
+    DRIFT_COSINE,
+    EXACT_COSINE,
+    VERDICTS,
+    CauseKind,
+    Verdict,
+    corrupted_rows,
+    verdict_for,
+)
 
 if TYPE_CHECKING:
     from .models import LoadedModel
@@ -72,6 +83,7 @@ class StrategyComparison:
     nonfinite: int  # NaN/inf entries in this strategy's states and logits
     verdict: Verdict = "exact"
     cause: str = ""
+    cause_kind: CauseKind = "none"  # which defect the cause names (verdicts.CAUSE_KINDS)
     first_divergent_layer: int | None = None  # first layer with some cosine < EXACT_COSINE
 
     @property
@@ -81,6 +93,11 @@ class StrategyComparison:
     @property
     def mean_cosine(self) -> float:
         return float(self.cosine.mean())
+
+    @property
+    def max_relative_l2(self) -> float:
+        """Largest relative L2 error over texts and layers (NaN when any is NaN)."""
+        return float(self.relative_l2.max()) if not torch.isnan(self.relative_l2).any() else float("nan")
 
     @property
     def per_layer_min_cosine(self) -> list[float]:
@@ -106,8 +123,10 @@ class StrategyComparison:
 
         return {
             "verdict": self.verdict,
+            "cause_kind": self.cause_kind,
             "cause": self.cause,
             "min_cosine": clean(self.min_cosine),
+            "max_relative_l2": clean(self.max_relative_l2),
             "mean_cosine": clean(self.mean_cosine),
             "per_layer_min_cosine": [clean(x) for x in self.per_layer_min_cosine],
             "per_layer_mean_cosine": [clean(x) for x in self.per_layer_mean_cosine],
@@ -166,74 +185,122 @@ def _count(mask: torch.Tensor) -> int:
     return int(mask.sum())
 
 
-def diagnose(comparison: StrategyComparison, reference: ExtractionResult, facts: ModelFacts) -> str:
-    """One sentence on why ``comparison`` differs from ``reference`` (or why it does not)."""
+def _positions(ext: ExtractionResult, reference: ExtractionResult, texts: torch.Tensor, limit: int = 3) -> str:
+    """'text 2 at position 9 instead of 3, ...' for the first ``limit`` of ``texts`` (N,) bool."""
+    shown = [
+        f"text {i + 1} at position {int(ext.read_position_ids[i])} instead of {int(reference.read_position_ids[i])}"
+        for i in texts.nonzero().flatten().tolist()[:limit]
+    ]
+    more = _count(texts) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
+def diagnose(comparison: StrategyComparison, reference: ExtractionResult, facts: ModelFacts) -> tuple[CauseKind, str]:
+    """Why ``comparison`` differs from ``reference`` (or why it does not): a
+    :data:`~extraction.verdicts.CauseKind` and one sentence.
+
+    Every fact about the layout comes from the layout (segment ids: was the read position
+    padding, could it see another text or padding; the position ids), never from token
+    ids: chat texts end in the eos token, which is often the pad token too.
+    """
     ext = comparison.extraction
     n = comparison.cosine.shape[0]
     per_text_min = comparison.cosine.nan_to_num(-1.0).min(1).values  # (N,)
-    affected = (per_text_min < EXACT_COSINE) | ~comparison.top1_same  # (N,)
-    wrong_token = ext.read_token_ids != reference.read_token_ids
+    per_text_rel = comparison.relative_l2.nan_to_num(float("inf")).max(1).values  # (N,)
+    affected = (per_text_min < EXACT_COSINE) | ~comparison.top1_same | (per_text_rel > CORRUPTED_RELATIVE_L2)  # (N,)
+    pad_read = ext.read_is_pad  # (N,) from the layout's segment ids
+    other_token = ~pad_read & (ext.read_token_ids != reference.read_token_ids)  # (N,) a real token, not the last
     shifted = ext.read_position_ids != reference.read_position_ids
     layer0_differs = comparison.cosine[:, 0].nan_to_num(-1.0) < EXACT_COSINE
     worst = comparison.min_cosine
+    worst_rel = comparison.max_relative_l2
     if comparison.nonfinite:
         bad_layers = (~torch.isfinite(ext.hidden)).any(-1).any(0).nonzero().flatten().tolist()
         where = f"first at layer {bad_layers[0]}" if bad_layers else "in the logits"
-        return f"NaN or inf values appeared ({comparison.nonfinite} entries, {where}); the states are unusable."
+        return "unknown", (
+            f"NaN or inf values appeared ({comparison.nonfinite} entries, {where}); the states are unusable."
+        )
     if not affected.any():
         if shifted.any():
-            return (
+            return "none", (
                 f"Matches single-sample extraction (min cosine {worst:.6f}): the position ids of {_count(shifted)} "
                 f"of {n} texts were shifted, but this model's position encoding is relative (no absolute position "
                 "embeddings), so the shift changes nothing."
             )
-        return f"Matches single-sample extraction at every layer (min cosine {worst:.6f})."
+        return "none", f"Matches single-sample extraction at every layer (min cosine {worst:.6f})."
     # Structural defects show as large errors; reduced precision adds small ones to every
     # text. Explain the clearly wrong texts when there are any, else every affected one.
-    severe = per_text_min < DRIFT_COSINE
+    severe = corrupted_rows(per_text_min, per_text_rel)  # (N,)
     target = severe if severe.any() else affected  # (N,) the texts a cause must explain
     k = _count(target)
     majority = max(1, k // 2)
-    rounding = (
-        f"; the others drift by {facts.dtype} rounding"
-        if facts.dtype != "float32" and (affected & ~target).any()
-        else ""
-    )
+    reduced = facts.dtype != "float32"
+    rounding = f"; the others drift by {facts.dtype} rounding" if reduced and (affected & ~target).any() else ""
     layer_note = (
         f" from layer {comparison.first_divergent_layer} on" if comparison.first_divergent_layer is not None else ""
     )
-    if (target & wrong_token).sum() >= majority:
-        pads = target & wrong_token & (ext.read_token_ids == facts.pad_token_id)
-        what = "a pad token's state was read" if pads.any() else "another token's state was read"
-        return (
-            f"For {_count(target & wrong_token)} of {n} texts {what} instead of the last real token "
-            f"(the read index ignores where the text ends){rounding}."
+    if (target & pad_read).sum() >= majority:
+        return "pad-state", (
+            f"For {_count(target & pad_read)} of {n} texts a pad token's state was read instead of the last real "
+            f"token (the read position lies in the padding after the text: the read index ignores where the text "
+            f"ends){rounding}."
+        )
+    if (target & other_token).sum() >= majority:
+        return "unknown", (
+            f"For {_count(target & other_token)} of {n} texts another token's state was read instead of the last "
+            f"real token{rounding}."
         )
     if (target & shifted & layer0_differs).sum() >= majority and facts.uses_absolute_positions:
         example = int((target & shifted).nonzero()[0])
-        return (
+        return "position-shift", (
             f"Positions shifted by left padding: the last token of text {example + 1} sat at position "
             f"{int(ext.read_position_ids[example])} instead of {int(reference.read_position_ids[example])}, and this "
             f"model adds absolute position embeddings, so {_count(target & shifted)} of {n} texts differ from the "
             f"embeddings (layer 0) on{rounding}."
         )
+    if severe.any() and (target & shifted).sum() >= majority and not (target & ~shifted).any():
+        # Relative positions, yet the shifted texts are beyond rounding: the shift is the cause.
+        return "position-shift", (
+            f"Positions shifted by left padding: {_positions(ext, reference, target & shifted)}; this model's "
+            f"positions are relative, yet the {k} shifted texts that differ are beyond rounding (min cosine "
+            f"{worst:.4f}, max relative L2 {worst_rel:.4f}){rounding}. Position ids from the mask (left) avoid it."
+        )
     if (target & ext.saw_other_text).sum() >= majority and not (target & ~ext.saw_other_text).any():
         alone = _count(~ext.saw_other_text)
-        return (
+        return "cross-text", (
             f"Texts attended to each other: the {k} of {n} texts that differ are exactly those that could see "
             f"another text's tokens; the {alone} with nothing before them "
             f"{f'only drift by {facts.dtype} rounding' if rounding else 'match'}."
         )
     if (target & ext.saw_padding).sum() >= majority and not (target & ~ext.saw_padding).any():
-        return f"Real tokens attended to padding: the {k} texts that differ could see pad positions{layer_note}."
-    if facts.dtype != "float32" and worst >= DRIFT_COSINE:
-        return (
-            f"Reduced-precision ({facts.dtype}) rounding: batched and single-sample kernels round differently "
-            f"(min cosine {worst:.6f}); the layout itself is sound."
+        return "pad-state", (
+            f"Real tokens attended to padding: the {k} texts that differ could see pad positions{layer_note}."
         )
-    return (
-        f"{k} of {n} texts differ from single-sample extraction{layer_note} (min cosine {worst:.4f}); "
-        "no known padding defect explains it."
+    if not severe.any() and (target & shifted).sum() >= majority:
+        # Relative positions (RoPE): the shift is invisible in exact arithmetic, but the rotation
+        # at other angles rounds differently, so shifted texts drift more than unshifted ones.
+        precision = f"{facts.dtype} rounding" if reduced else "float32 rounding"
+        return ("rounding" if reduced else "kernels"), (
+            f"{precision.capitalize()} of shifted positions: left padding moved the last token of "
+            f"{_count(target & shifted)} of {n} texts ({_positions(ext, reference, target & shifted)}); this "
+            f"model's positions are relative, so the shift changes only how the rotation rounds (min cosine "
+            f"{worst:.6f}, max relative L2 {worst_rel:.4f}). Position ids from the mask (left) avoid it."
+        )
+    if not severe.any() and reduced:
+        return "rounding", (
+            f"Reduced-precision ({facts.dtype}) rounding: batched and single-sample kernels round differently "
+            f"(min cosine {worst:.6f}, max relative L2 {worst_rel:.4f}); the layout itself is sound: no pad read, "
+            "no position shifted, no other text seen."
+        )
+    if not severe.any():
+        return "kernels", (
+            f"Float32 rounding of the batched kernels (min cosine {worst:.6f}, max relative L2 {worst_rel:.4f}): "
+            "batched and single-sample passes take different kernel paths (TF32 matmuls on GPU, other BLAS "
+            "blockings); the layout itself is sound."
+        )
+    return "unknown", (
+        f"{k} of {n} texts differ from single-sample extraction{layer_note} (min cosine {worst:.4f}, max relative "
+        f"L2 {worst_rel:.4f}); no known padding defect explains it."
     )
 
 
@@ -302,8 +369,10 @@ def compare_extractions(
         nonfinite=nonfinite,
         first_divergent_layer=int(divergent[0]) if len(divergent) else None,
     )
-    comparison.verdict = verdict_for(comparison.min_cosine, bool(top1_same.all()), nonfinite > 0)
-    comparison.cause = diagnose(comparison, reference, ModelFacts.from_loaded(loaded))
+    comparison.verdict = verdict_for(
+        comparison.min_cosine, bool(top1_same.all()), nonfinite > 0, max_relative_l2=comparison.max_relative_l2
+    )
+    comparison.cause_kind, comparison.cause = diagnose(comparison, reference, ModelFacts.from_loaded(loaded))
     return comparison
 
 
@@ -340,8 +409,10 @@ class ComparisonReport:
                 {
                     "strategy": name,
                     "verdict": comp.verdict,
+                    "cause_kind": comp.cause_kind,
                     "min_cosine": comp.min_cosine,
                     "mean_cosine": comp.mean_cosine,
+                    "max_relative_l2": comp.max_relative_l2,
                     "top1_agreement": comp.top1_agreement,
                     "mean_kl": float(comp.kl.mean()),
                     "pad_fraction": comp.extraction.pad_fraction,
@@ -364,7 +435,11 @@ class ComparisonReport:
             "random_weights": self.is_random,
             "batch_size": self.batch_size,
             "num_texts": len(self.tokenized),
-            "thresholds": {"exact_min_cosine": EXACT_COSINE, "drift_min_cosine": DRIFT_COSINE},
+            "thresholds": {
+                "exact_min_cosine": EXACT_COSINE,
+                "drift_min_cosine": DRIFT_COSINE,
+                "corrupted_relative_l2": CORRUPTED_RELATIVE_L2,
+            },
             "notes": self.notes,
             "strategies": {name: comp.to_dict() for name, comp in self.strategies.items()},
         }

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..atomic import write_json_atomic
 from ..cli import CliError, add_model_arguments, check_output_path, load_model_from_args, strategy_progress_bars
-from ..verdicts import DRIFT_COSINE, EXACT_COSINE
+from ..verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE, EXACT_COSINE
 
 ORDER = 0
 
@@ -35,15 +35,15 @@ def add_parser(subparsers) -> None:
 
 def format_compare_table(report) -> str:
     """The readable table ``compare`` prints."""
-    columns = f"{'min cos':>10} {'mean cos':>10} {'top-1':>6} {'pad %':>6} {'tok/s':>8}"
-    header = f"{'strategy':<13} {'verdict':<10} {columns}  cause"
+    columns = f"{'min cos':>10} {'mean cos':>10} {'max rel L2':>10} {'top-1':>6} {'pad %':>6} {'tok/s':>8}"
+    header = f"{'strategy':<13} {'verdict':<10} {columns}  {'cause kind':<14} cause"
     lines = [header, "-" * len(header)]
     for name, comp in report.strategies.items():
         ext = comp.extraction
         lines.append(
             f"{name:<13} {comp.verdict:<10} {comp.min_cosine:>10.6f} {comp.mean_cosine:>10.6f} "
-            f"{100 * comp.top1_agreement:>5.0f}% {100 * ext.pad_fraction:>5.0f}% "
-            f"{ext.tokens_per_second:>8.0f}  {comp.cause}"
+            f"{comp.max_relative_l2:>10.4f} {100 * comp.top1_agreement:>5.0f}% {100 * ext.pad_fraction:>5.0f}% "
+            f"{ext.tokens_per_second:>8.0f}  {comp.cause_kind:<14} {comp.cause}"
         )
     return "\n".join(lines)
 
@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{len(tokenized)} texts, {sum(tokenized.lengths)} tokens, batch size {args.batch_size} "
         f"(at most {args.max_batch_tokens} positions a pass); "
-        f"thresholds: exact >= {EXACT_COSINE} min cosine and same top-1, drift >= {DRIFT_COSINE}"
+        f"thresholds: exact >= {EXACT_COSINE} min cosine and same top-1, drift >= {DRIFT_COSINE}; "
+        f"corrupted whenever max relative L2 > {CORRUPTED_RELATIVE_L2}"
     )
     print(format_compare_table(report))
     if args.json_out:

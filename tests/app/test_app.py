@@ -100,7 +100,7 @@ def test_run_shows_cards_with_expected_verdicts(ran):
         assert ui.verdict_badge(verdicts[name]) in shown
     for name in NAIVE + FIXED:
         comparison = run.report.strategies[name]
-        assert ui.card_numbers(comparison.min_cosine, comparison.top1_agreement) in shown
+        assert ui.card_numbers(comparison.min_cosine, comparison.top1_agreement, comparison.max_relative_l2) in shown
     assert len(ran.dataframe) == 1  # the summary table
     notes = " ".join(warning.value for warning in ran.warning)
     assert "random weights" in notes  # report.notes are shown

@@ -22,6 +22,8 @@ def test_right_at_the_right_index_and_plain_left_padding_are_exact(report):
 def test_reading_position_minus_one_and_unmasked_packing_are_corrupted(report):
     assert report.strategies["right-naive"].verdict == "corrupted"
     assert "pad token" in report.strategies["right-naive"].cause
+    assert report.strategies["right-naive"].cause_kind == "pad-state"
+    assert report.strategies["packed-naive"].cause_kind == "cross-text"
     assert report.strategies["packed-naive"].verdict == "corrupted"
     assert report.strategies["right-naive"].top1_agreement < 1.0
 

@@ -47,6 +47,12 @@ def test_card_numbers_show_both_headline_values():
     assert "NaN" in ui.card_numbers(float("nan"), 0.0)
 
 
+def test_card_numbers_show_relative_l2_beside_cosine():
+    html = ui.card_numbers(0.995, 1.0, 0.5213)
+    assert "max rel. L2" in html and "0.5213" in html and "0.995000" in html
+    assert "max rel. L2" not in ui.card_numbers(0.995, 1.0)
+
+
 def test_model_in_use_lets_one_session_run_the_model_at_a_time():
     entered, release = threading.Event(), threading.Event()
 
