@@ -23,6 +23,7 @@ KEY_STRATEGIES = "home.strategies"
 KEY_BATCH_SIZE = "home.batch_size"
 KEY_TEXTS = "home.texts"
 KEY_UPLOAD = "home.upload"
+KEY_CHAT = "home.chat"
 KEY_RUN_REQUESTED = "home.run_requested"
 
 STRATEGY_CHOICES = [name for name in STRATEGIES if name != REFERENCE]
@@ -37,6 +38,7 @@ BUG_PRESET = {
     KEY_STRATEGIES: ["right-naive", "right", "left-naive", "left", "packed-naive", "packed"],
     KEY_BATCH_SIZE: 4,
     KEY_TEXTS: "\n".join(SAMPLE_TEXTS),
+    KEY_CHAT: False,
     KEY_RUN_REQUESTED: True,  # and run it
 }
 
@@ -103,7 +105,14 @@ def home() -> None:
             "…or upload a texts file (replaces the box above)",
             type=[suffix.lstrip(".") for suffix in TEXT_SUFFIXES],
             key=KEY_UPLOAD,
-            help=".txt: one text a line; .jsonl: a 'text' field per line; .csv: a 'text' column.",
+            help=".txt: one text a line; .jsonl: a 'text' field, or chat 'messages' (a list of {role, content}, "
+            "formatted with the model's chat template), per line; .csv: a 'text' column.",
+        )
+        as_chat = st.toggle(
+            "Format as chat",
+            key=KEY_CHAT,
+            help="Format each plain text as one user turn with the model's chat template, as instruct data is "
+            "(SmolLM2's adds a system turn and ends each turn in <|im_end|>).",
         )
 
     run_clicked = st.button("Run", type="primary", key="home.run", icon=":material/play_arrow:")
@@ -118,7 +127,7 @@ def home() -> None:
         loaded = ui.load_model_or_error(settings) if inputs is not None else None
         if loaded is not None:
             run = ui.run_guarded(
-                lambda: ui.run_comparison(loaded, texts, strategies, int(batch_size), settings, source),
+                lambda: ui.run_comparison(loaded, texts, strategies, int(batch_size), settings, source, as_chat),
                 prefix="The run failed",
             )
             if run is not None:

@@ -6,7 +6,14 @@ import argparse
 from pathlib import Path
 
 from ..atomic import write_json_atomic
-from ..cli import CliError, add_model_arguments, check_output_path, load_model_from_args, strategy_progress_bars
+from ..cli import (
+    CliError,
+    add_model_arguments,
+    check_output_path,
+    load_model_from_args,
+    strategy_progress_bars,
+    texts_for_model,
+)
 from ..verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE, EXACT_COSINE
 
 ORDER = 0
@@ -18,7 +25,9 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("compare", help="compare every padding strategy with single-sample extraction")
     add_model_arguments(parser)
     parser.add_argument(
-        "--texts", required=True, help="texts file: .txt (one a line), .jsonl (text field), .csv (text column)"
+        "--texts",
+        required=True,
+        help="texts file: .txt (one a line), .jsonl (text or chat messages field), .csv (text column)",
     )
     parser.add_argument("--strategies", default="all", help=f"comma-separated, or all: {','.join(STRATEGIES)}")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
@@ -51,19 +60,20 @@ def format_compare_table(report) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..compare import compare_strategies
     from ..strategies import parse_strategy_names
-    from ..texts import read_texts, tokenize_texts
+    from ..texts import read_text_items, tokenize_texts
 
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.max_batch_tokens < 1:
         raise CliError(f"--max-batch-tokens must be at least 1, got {args.max_batch_tokens}")
     names = parse_strategy_names(args.strategies)
-    texts = read_texts(args.texts)
+    items = read_text_items(args.texts)
     if args.json_out:
         check_output_path(args.json_out)
         if Path(args.json_out).resolve() == Path(args.texts).resolve():
             raise CliError(f"--json {args.json_out}: is the texts file; give another file name")
     loaded = load_model_from_args(args)
+    texts = texts_for_model(items, loaded, args)
     tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
     with strategy_progress_bars() as progress:
         report = compare_strategies(
