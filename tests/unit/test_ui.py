@@ -9,6 +9,7 @@ import threading
 import pytest
 
 import ui
+from extraction.chat import Chat
 from extraction.texts import TextsError
 
 
@@ -26,6 +27,8 @@ def test_texts_from_inputs():
     assert ui.texts_from_inputs("ignored", jsonl) == (["x y", "z"], "t.jsonl")
     csv = _Upload("t.csv", io.BytesIO(b"id,text\n1,hello\n").getvalue())
     assert ui.texts_from_inputs("", csv) == (["hello"], "t.csv")
+    messages = _Upload("c.jsonl", b'{"messages": [{"role": "user", "content": "Hi"}]}\n{"text": "plain"}\n')
+    assert ui.texts_from_inputs("", messages) == ([Chat((("user", "Hi"),)), "plain"], "c.jsonl")
     with pytest.raises(TextsError, match="no texts"):
         ui.texts_from_inputs("   \n")
     with pytest.raises(TextsError, match="binary"):
