@@ -279,9 +279,9 @@ def diagnose(comparison: StrategyComparison, reference: ExtractionResult, facts:
     if not severe.any() and (target & shifted).sum() >= majority:
         # Relative positions (RoPE): the shift is invisible in exact arithmetic, but the rotation
         # at other angles rounds differently, so shifted texts drift more than unshifted ones.
-        precision = f"{facts.dtype} rounding" if reduced else "float32 rounding"
+        precision = f"Reduced-precision ({facts.dtype}) rounding" if reduced else "Float32 rounding"
         return ("rounding" if reduced else "kernels"), (
-            f"{precision.capitalize()} of shifted positions: left padding moved the last token of "
+            f"{precision} of shifted positions: left padding moved the last token of "
             f"{_count(target & shifted)} of {n} texts ({_positions(ext, reference, target & shifted)}); this "
             f"model's positions are relative, so the shift changes only how the rotation rounds (min cosine "
             f"{worst:.6f}, max relative L2 {worst_rel:.4f}). Position ids from the mask (left) avoid it."

@@ -100,6 +100,20 @@ def test_bfloat16_drifts_but_is_not_corrupted():
             assert comp.cause_kind == "rounding"
 
 
+def test_bfloat16_left_padding_on_rope_names_the_shift():
+    """RoPE is relative, so shifted positions only change the rounding: drift, and the cause says so."""
+    loaded = load_model("tiny-random-llama", dtype="bfloat16")
+    report = compare_strategies(loaded, SAMPLE_TEXTS, strategies="left-naive", batch_size=4)
+    comp = report.strategies["left-naive"]
+    assert comp.verdict == "drift", comp.cause
+    assert comp.cause_kind == "rounding"
+    shifted = (comp.extraction.read_position_ids != report.reference.read_position_ids).nonzero().flatten()
+    first = int(shifted[0])
+    moved = int(comp.extraction.read_position_ids[first])
+    alone = int(report.reference.read_position_ids[first])
+    assert f"text {first + 1} at position {moved} instead of {alone}" in comp.cause
+
+
 def test_eager_attention_reads_the_packed_mask_too():
     loaded = load_model("tiny-random-gpt2", attn_implementation="eager")
     report = compare_strategies(loaded, SAMPLE_TEXTS, strategies="packed,packed-naive", batch_size=4)
