@@ -24,6 +24,7 @@ KEY_STRATEGIES = "home.strategies"
 KEY_BATCH_SIZE = "home.batch_size"
 KEY_TEXTS = "home.texts"
 KEY_UPLOAD = "home.upload"
+KEY_CHAT = "home.chat"
 KEY_RUN_REQUESTED = "home.run_requested"
 
 STRATEGY_CHOICES = [name for name in STRATEGIES if name != REFERENCE]
@@ -38,6 +39,7 @@ BUG_PRESET = {
     KEY_STRATEGIES: ["right-naive", "right", "left-naive", "left", "packed-naive", "packed"],
     KEY_BATCH_SIZE: 4,
     KEY_TEXTS: "\n".join(SAMPLE_TEXTS),
+    KEY_CHAT: False,
     KEY_RUN_REQUESTED: True,  # and run it
 }
 
@@ -104,7 +106,14 @@ def home() -> None:
             "…or upload a texts file (replaces the box above)",
             type=[suffix.lstrip(".") for suffix in TEXT_SUFFIXES],
             key=KEY_UPLOAD,
-            help=".txt: one text a line; .jsonl: a 'text' field per line; .csv: a 'text' column.",
+            help=".txt: one text a line; .jsonl: a 'text' field, or chat 'messages' (a list of {role, content}, "
+            "formatted with the model's chat template), per line; .csv: a 'text' column.",
+        )
+        as_chat = st.toggle(
+            "Format as chat",
+            key=KEY_CHAT,
+            help="Format each plain text as one user turn with the model's chat template, as instruct data is "
+            "(SmolLM2's adds a system turn and ends each turn in <|im_end|>).",
         )
 
     run_clicked = st.button("Run", type="primary", key="home.run", icon=":material/play_arrow:")
@@ -119,7 +128,7 @@ def home() -> None:
         loaded = ui.load_model_or_error(settings) if inputs is not None else None
         if loaded is not None:
             run = ui.run_guarded(
-                lambda: ui.run_comparison(loaded, texts, strategies, int(batch_size), settings, source),
+                lambda: ui.run_comparison(loaded, texts, strategies, int(batch_size), settings, source, as_chat),
                 prefix="The run failed",
             )
             if run is not None:
@@ -148,7 +157,8 @@ def home() -> None:
         )
     st.caption(
         f"**exact**: min cosine ≥ {ui.EXACT_COSINE} over all texts and layers and the same top-1 next token for every "
-        f"text; **drift**: min cosine ≥ {ui.DRIFT_COSINE}; **corrupted**: anything else, or NaN/inf. "
+        f"text; **drift**: min cosine ≥ {ui.DRIFT_COSINE}; **corrupted**: anything else, any relative L2 error "
+        f"above {ui.CORRUPTED_RELATIVE_L2} (cosine misses errors along a massive-activation dimension), or NaN/inf. "
         "`single` is the reference."
     )
 
@@ -164,7 +174,10 @@ def home() -> None:
                     unsafe_allow_html=True,
                 )
                 st.caption(STRATEGIES[name].summary)
-                st.markdown(ui.card_numbers(comparison.min_cosine, comparison.top1_agreement), unsafe_allow_html=True)
+                st.markdown(
+                    ui.card_numbers(comparison.min_cosine, comparison.top1_agreement, comparison.max_relative_l2),
+                    unsafe_allow_html=True,
+                )
                 st.markdown(comparison.cause)
 
     st.subheader("Summary")
@@ -175,6 +188,8 @@ def home() -> None:
         column_config={
             "min_cosine": st.column_config.NumberColumn("min cosine", format="%.6f"),
             "mean_cosine": st.column_config.NumberColumn("mean cosine", format="%.6f"),
+            "max_relative_l2": st.column_config.NumberColumn("max relative L2", format="%.4f"),
+            "cause_kind": st.column_config.TextColumn("cause kind"),
             "top1_agreement": st.column_config.NumberColumn("top-1 agreement", format="percent"),
             "mean_kl": st.column_config.NumberColumn("mean KL (nats)", format="%.2e"),
             "pad_fraction": st.column_config.NumberColumn("padding", format="percent"),

@@ -53,6 +53,7 @@ import pandas as pd
 import streamlit as st
 
 from extraction.audit import AuditReport, audit_states
+from extraction.chat import TextItem, format_texts
 from extraction.compare import ComparisonReport, compare_strategies
 from extraction.examples import example_states
 from extraction.export import parse_layers
@@ -63,12 +64,13 @@ from extraction.probe import LabelledTexts, ProbeReport, run_probe
 from extraction.probe_inputs import data_digest
 from extraction.stored_states import StoredStates, read_states
 from extraction.strategies import STRATEGIES
-from extraction.texts import TextsError, decode_bytes, parse_texts, split_lines, tokenize_texts
-from extraction.verdicts import DRIFT_COSINE, EXACT_COSINE
+from extraction.texts import TextsError, decode_bytes, parse_text_items, split_lines, tokenize_texts
+from extraction.verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE, EXACT_COSINE
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "CORRUPTED_RELATIVE_L2",
     "DRIFT_COSINE",
     "EXACT_COSINE",
     "MAX_INTERACTIVE_TEXTS",
@@ -387,8 +389,9 @@ def cause_message(likely_cause: str | None, cause: str) -> None:
         st.error(f"**{likely_cause}**: {cause}", icon="🔎")
 
 
-def card_numbers(min_cosine: float, top1_agreement: float) -> str:
-    """HTML: the two headline numbers of a verdict card, side by side, sized to fit a narrow card."""
+def card_numbers(min_cosine: float, top1_agreement: float, max_relative_l2: float | None = None) -> str:
+    """HTML: the headline numbers of a verdict card (min cosine, max relative L2 when given,
+    top-1 agreement), side by side, sized to fit a narrow card."""
 
     def cell(label: str, value: str, help_text: str) -> str:
         return (
@@ -397,9 +400,18 @@ def card_numbers(min_cosine: float, top1_agreement: float) -> str:
         )
 
     cosine_text = "NaN" if min_cosine != min_cosine else f"{min_cosine:.6f}"
+    relative = ""
+    if max_relative_l2 is not None:
+        relative_text = "NaN" if max_relative_l2 != max_relative_l2 else f"{max_relative_l2:.4f}"
+        relative = cell(
+            "max rel. L2",
+            relative_text,
+            f"largest |h - h_single| / |h_single| over texts and layers; above {CORRUPTED_RELATIVE_L2}: corrupted",
+        )
     return (
         '<div style="display:flex;gap:1.5rem;flex-wrap:wrap;margin:0.2rem 0 0.6rem 0">'
         + cell("min cosine", cosine_text, "lowest cosine similarity to single over all texts and layers")
+        + relative
         + cell("top-1 agreement", f"{top1_agreement:.0%}", "texts whose lm_head top-1 token equals single's")
         + "</div>"
     )
@@ -482,13 +494,16 @@ def sidebar_run_summary(run: RunResult | None = None) -> None:
             st.caption("⚠️ Random weights: only agreement between strategies means something.")
 
 
-def texts_from_inputs(text_box: str, upload=None) -> tuple[list[str], str]:
+def texts_from_inputs(text_box: str, upload=None) -> tuple[list[TextItem], str]:
     """(texts, source): from an uploaded file (``.name``, ``.getvalue()``) when there is one,
-    else the text box, one text a line. Raises :class:`TextsError` when there is none."""
+    else the text box, one text a line. A ``.jsonl`` upload may hold chat ``messages``
+    (:class:`~extraction.chat.Chat` items, rendered with the model's template by
+    :func:`~extraction.chat.format_texts` once it is loaded). Raises :class:`TextsError`
+    when there is none."""
     if upload is not None:
         name = str(upload.name)
         suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
-        return parse_texts(decode_bytes(upload.getvalue(), name), suffix, name), name
+        return parse_text_items(decode_bytes(upload.getvalue(), name), suffix, name), name
     # Lines break where a texts file's do (\n, \r\n, \r), not at U+2028 or form feeds.
     texts = [line.strip() for line in split_lines(text_box) if line.strip()]
     if not texts:
@@ -496,7 +511,7 @@ def texts_from_inputs(text_box: str, upload=None) -> tuple[list[str], str]:
     return texts, "text box"
 
 
-def comparison_inputs(text_box: str, upload, strategies: Sequence[str]) -> tuple[list[str], str]:
+def comparison_inputs(text_box: str, upload, strategies: Sequence[str]) -> tuple[list[TextItem], str]:
     """(texts, source) of a Home run (:func:`texts_from_inputs`), and at least one strategy
     chosen; :class:`TextsError` saying what is missing otherwise."""
     texts, source = texts_from_inputs(text_box, upload)
@@ -507,20 +522,23 @@ def comparison_inputs(text_box: str, upload, strategies: Sequence[str]) -> tuple
 
 def run_comparison(
     loaded: LoadedModel,
-    texts: Sequence[str],
+    texts: Sequence[TextItem],
     strategies: Sequence[str],
     batch_size: int,
     settings: ModelSettings,
     source: str = "text box",
+    as_chat: bool = False,
 ) -> RunResult:
     """Compare ``strategies`` on ``texts`` with a progress bar naming the strategy being extracted.
+    Chat conversations, and with ``as_chat`` every plain text (one user turn), are rendered
+    with the model's chat template first (:func:`~extraction.chat.format_texts`).
 
     Raises what :func:`~extraction.compare.compare_strategies` raises (``TextsError`` for
-    unusable texts, ``ValueError`` for bad options).
+    unusable texts or a model without a chat template, ``ValueError`` for bad options).
     """
     texts = list(texts)
     dropped = max(0, len(texts) - MAX_INTERACTIVE_TEXTS)
-    texts = texts[:MAX_INTERACTIVE_TEXTS]
+    texts = format_texts(texts[:MAX_INTERACTIVE_TEXTS], loaded.tokenizer, as_chat, loaded.name)
     tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
     bar = st.progress(0.0, text="Starting…")
     start = time.perf_counter()
@@ -659,7 +677,7 @@ class AuditRun(TypedDict):
     texts: list[str]  # every text of the file, in row order
 
 
-def audit_inputs(states_upload, texts_upload, tensor_key: str) -> tuple[StoredStates, list[str]]:
+def audit_inputs(states_upload, texts_upload, tensor_key: str) -> tuple[StoredStates, list[TextItem]]:
     """(stored states, texts) from the two uploads; ``ValueError`` saying what is missing or unreadable."""
     if states_upload is None or texts_upload is None:
         raise ValueError("upload both the stored states and the texts they were extracted from")
@@ -670,7 +688,7 @@ def audit_inputs(states_upload, texts_upload, tensor_key: str) -> tuple[StoredSt
 
 def run_audit(
     loaded: LoadedModel,
-    inputs: tuple[StoredStates, list[str]] | None,
+    inputs: tuple[StoredStates, list[TextItem]] | None,
     layer: int,
     layers_text: str,
     sample: int,
@@ -682,7 +700,8 @@ def run_audit(
     every text. None after an ``st.error`` when it fails."""
 
     def audit() -> AuditRun:
-        states, texts = inputs if inputs is not None else example_states(loaded)
+        states, items = inputs if inputs is not None else example_states(loaded)
+        texts = format_texts(items, loaded.tokenizer, False, loaded.name)  # chat 'messages' lines rendered
         is_one_layer = states.tensor.dim() == 2
         num_states = loaded.num_hidden_layers + 1
         layers = parse_layers(layers_text, num_states) if layers_text.strip() and not is_one_layer else None

@@ -53,7 +53,7 @@ def check_output_path(path: str | Path, option: str = "--json") -> None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model, --dtype, --device, --attn, --trust-remote-code: shared by every command."""
+    """--model, --dtype, --device, --attn, --trust-remote-code, --chat-template: shared by every command."""
     from .models import ATTN_IMPLEMENTATIONS, DEFAULT_MODEL, DTYPES
 
     parser.add_argument(
@@ -66,6 +66,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--attn", default="sdpa", choices=ATTN_IMPLEMENTATIONS, help="attention implementation")
     parser.add_argument(
         "--trust-remote-code", action="store_true", help="allow models that run their own Python code (off by default)"
+    )
+    parser.add_argument(
+        "--chat-template",
+        action="store_true",
+        help="format each plain text as one user turn with the model's chat template "
+        "(a .jsonl line with chat 'messages' is always formatted with it)",
     )
 
 
@@ -80,6 +86,15 @@ def load_model_from_args(args: argparse.Namespace):
         trust_remote_code=args.trust_remote_code,
         device_map=getattr(args, "device_map", None),
     )
+
+
+def texts_for_model(items, loaded, args: argparse.Namespace) -> list[str]:
+    """The texts a command tokenizes: ``items`` (from :func:`~extraction.texts.read_text_items`)
+    with chat conversations, and with ``--chat-template`` every plain text, rendered with the
+    model's chat template (:func:`~extraction.chat.format_texts`)."""
+    from .chat import format_texts
+
+    return format_texts(items, loaded.tokenizer, getattr(args, "chat_template", False), loaded.name)
 
 
 def progress_bar(desc: str, total: int):

@@ -1,17 +1,17 @@
 """Compare every strategy with single-sample extraction and give each a verdict.
 
-Thresholds (also used by the audit):
+Thresholds (:mod:`extraction.verdicts`, shared with the audit):
 
-* ``exact``: min cosine >= :data:`EXACT_COSINE` over all texts and layers, and the
+* ``exact``: min cosine >= :data:`EXACT_COSINE` over all texts and layers, the
   same top-1 next token as the single-sample model for every text (a near-tie within
-  float tolerance counts as the same);
-* ``drift``: min cosine >= :data:`DRIFT_COSINE`, but not exact;
+  float tolerance counts as the same), and relative L2 within :data:`CORRUPTED_RELATIVE_L2`;
+* ``drift``: min cosine >= :data:`DRIFT_COSINE` and relative L2 within
+  :data:`CORRUPTED_RELATIVE_L2`, but not exact;
 * ``corrupted``: anything else, or any NaN/inf.
 
-The cause sentence is derived from what was measured (which texts differ, from which
-layer on) and from what the batch layout did to those texts (which token was read, at
-which position id, whether it could see other texts or padding), not from a fixed
-table keyed by strategy name.
+The cause (a :data:`~extraction.verdicts.CauseKind` and a sentence, :func:`~extraction.causes.diagnose`)
+is derived from what was measured and from what the batch layout did to the texts, not
+from a fixed table keyed by strategy name.
 """
 
 from __future__ import annotations
@@ -25,10 +25,19 @@ import pandas as pd
 import torch
 
 from . import metrics
+from .causes import ModelFacts, diagnose
 from .extract import ExtractionResult, extract_states
 from .strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, REFERENCE, STRATEGIES, parse_strategy_names
 from .texts import TokenizedTexts, tokenize_texts
-from .verdicts import DRIFT_COSINE, EXACT_COSINE, VERDICTS, Verdict, verdict_for
+from .verdicts import (
+    CORRUPTED_RELATIVE_L2,
+    DRIFT_COSINE,
+    EXACT_COSINE,
+    VERDICTS,
+    CauseKind,
+    Verdict,
+    verdict_for,
+)
 
 if TYPE_CHECKING:
     from .models import LoadedModel
@@ -72,6 +81,7 @@ class StrategyComparison:
     nonfinite: int  # NaN/inf entries in this strategy's states and logits
     verdict: Verdict = "exact"
     cause: str = ""
+    cause_kind: CauseKind = "none"  # which defect the cause names (verdicts.CAUSE_KINDS)
     first_divergent_layer: int | None = None  # first layer with some cosine < EXACT_COSINE
 
     @property
@@ -81,6 +91,11 @@ class StrategyComparison:
     @property
     def mean_cosine(self) -> float:
         return float(self.cosine.mean())
+
+    @property
+    def max_relative_l2(self) -> float:
+        """Largest relative L2 error over texts and layers (NaN when any is NaN)."""
+        return float(self.relative_l2.max()) if not torch.isnan(self.relative_l2).any() else float("nan")
 
     @property
     def per_layer_min_cosine(self) -> list[float]:
@@ -106,8 +121,10 @@ class StrategyComparison:
 
         return {
             "verdict": self.verdict,
+            "cause_kind": self.cause_kind,
             "cause": self.cause,
             "min_cosine": clean(self.min_cosine),
+            "max_relative_l2": clean(self.max_relative_l2),
             "mean_cosine": clean(self.mean_cosine),
             "per_layer_min_cosine": [clean(x) for x in self.per_layer_min_cosine],
             "per_layer_mean_cosine": [clean(x) for x in self.per_layer_mean_cosine],
@@ -137,104 +154,6 @@ class StrategyComparison:
                 "max_abs_diff": self.max_abs.flatten().numpy(),
             }
         )
-
-
-@dataclass
-class ModelFacts:
-    """What the cause sentences need to know about the model."""
-
-    name: str
-    dtype: str
-    uses_absolute_positions: bool
-    attn_implementation: str
-    pad_token_id: int
-    is_random: bool
-
-    @classmethod
-    def from_loaded(cls, loaded: LoadedModel) -> ModelFacts:
-        return cls(
-            loaded.name,
-            str(loaded.dtype).removeprefix("torch."),
-            loaded.uses_absolute_positions,
-            loaded.attn_implementation,
-            loaded.pad_token_id,
-            loaded.is_random,
-        )
-
-
-def _count(mask: torch.Tensor) -> int:
-    return int(mask.sum())
-
-
-def diagnose(comparison: StrategyComparison, reference: ExtractionResult, facts: ModelFacts) -> str:
-    """One sentence on why ``comparison`` differs from ``reference`` (or why it does not)."""
-    ext = comparison.extraction
-    n = comparison.cosine.shape[0]
-    per_text_min = comparison.cosine.nan_to_num(-1.0).min(1).values  # (N,)
-    affected = (per_text_min < EXACT_COSINE) | ~comparison.top1_same  # (N,)
-    wrong_token = ext.read_token_ids != reference.read_token_ids
-    shifted = ext.read_position_ids != reference.read_position_ids
-    layer0_differs = comparison.cosine[:, 0].nan_to_num(-1.0) < EXACT_COSINE
-    worst = comparison.min_cosine
-    if comparison.nonfinite:
-        bad_layers = (~torch.isfinite(ext.hidden)).any(-1).any(0).nonzero().flatten().tolist()
-        where = f"first at layer {bad_layers[0]}" if bad_layers else "in the logits"
-        return f"NaN or inf values appeared ({comparison.nonfinite} entries, {where}); the states are unusable."
-    if not affected.any():
-        if shifted.any():
-            return (
-                f"Matches single-sample extraction (min cosine {worst:.6f}): the position ids of {_count(shifted)} "
-                f"of {n} texts were shifted, but this model's position encoding is relative (no absolute position "
-                "embeddings), so the shift changes nothing."
-            )
-        return f"Matches single-sample extraction at every layer (min cosine {worst:.6f})."
-    # Structural defects show as large errors; reduced precision adds small ones to every
-    # text. Explain the clearly wrong texts when there are any, else every affected one.
-    severe = per_text_min < DRIFT_COSINE
-    target = severe if severe.any() else affected  # (N,) the texts a cause must explain
-    k = _count(target)
-    majority = max(1, k // 2)
-    rounding = (
-        f"; the others drift by {facts.dtype} rounding"
-        if facts.dtype != "float32" and (affected & ~target).any()
-        else ""
-    )
-    layer_note = (
-        f" from layer {comparison.first_divergent_layer} on" if comparison.first_divergent_layer is not None else ""
-    )
-    if (target & wrong_token).sum() >= majority:
-        pads = target & wrong_token & (ext.read_token_ids == facts.pad_token_id)
-        what = "a pad token's state was read" if pads.any() else "another token's state was read"
-        return (
-            f"For {_count(target & wrong_token)} of {n} texts {what} instead of the last real token "
-            f"(the read index ignores where the text ends){rounding}."
-        )
-    if (target & shifted & layer0_differs).sum() >= majority and facts.uses_absolute_positions:
-        example = int((target & shifted).nonzero()[0])
-        return (
-            f"Positions shifted by left padding: the last token of text {example + 1} sat at position "
-            f"{int(ext.read_position_ids[example])} instead of {int(reference.read_position_ids[example])}, and this "
-            f"model adds absolute position embeddings, so {_count(target & shifted)} of {n} texts differ from the "
-            f"embeddings (layer 0) on{rounding}."
-        )
-    if (target & ext.saw_other_text).sum() >= majority and not (target & ~ext.saw_other_text).any():
-        alone = _count(~ext.saw_other_text)
-        return (
-            f"Texts attended to each other: the {k} of {n} texts that differ are exactly those that could see "
-            f"another text's tokens; the {alone} with nothing before them "
-            f"{f'only drift by {facts.dtype} rounding' if rounding else 'match'}."
-        )
-    if (target & ext.saw_padding).sum() >= majority and not (target & ~ext.saw_padding).any():
-        return f"Real tokens attended to padding: the {k} texts that differ could see pad positions{layer_note}."
-    if facts.dtype != "float32" and worst >= DRIFT_COSINE:
-        return (
-            f"Reduced-precision ({facts.dtype}) rounding: batched and single-sample kernels round differently "
-            f"(min cosine {worst:.6f}); the layout itself is sound."
-        )
-    return (
-        f"{k} of {n} texts differ from single-sample extraction{layer_note} (min cosine {worst:.4f}); "
-        "no known padding defect explains it."
-    )
 
 
 def logit_lens_agreement(
@@ -302,8 +221,10 @@ def compare_extractions(
         nonfinite=nonfinite,
         first_divergent_layer=int(divergent[0]) if len(divergent) else None,
     )
-    comparison.verdict = verdict_for(comparison.min_cosine, bool(top1_same.all()), nonfinite > 0)
-    comparison.cause = diagnose(comparison, reference, ModelFacts.from_loaded(loaded))
+    comparison.verdict = verdict_for(
+        comparison.min_cosine, bool(top1_same.all()), nonfinite > 0, max_relative_l2=comparison.max_relative_l2
+    )
+    comparison.cause_kind, comparison.cause = diagnose(comparison, reference, ModelFacts.from_loaded(loaded))
     return comparison
 
 
@@ -340,8 +261,10 @@ class ComparisonReport:
                 {
                     "strategy": name,
                     "verdict": comp.verdict,
+                    "cause_kind": comp.cause_kind,
                     "min_cosine": comp.min_cosine,
                     "mean_cosine": comp.mean_cosine,
+                    "max_relative_l2": comp.max_relative_l2,
                     "top1_agreement": comp.top1_agreement,
                     "mean_kl": float(comp.kl.mean()),
                     "pad_fraction": comp.extraction.pad_fraction,
@@ -364,7 +287,11 @@ class ComparisonReport:
             "random_weights": self.is_random,
             "batch_size": self.batch_size,
             "num_texts": len(self.tokenized),
-            "thresholds": {"exact_min_cosine": EXACT_COSINE, "drift_min_cosine": DRIFT_COSINE},
+            "thresholds": {
+                "exact_min_cosine": EXACT_COSINE,
+                "drift_min_cosine": DRIFT_COSINE,
+                "corrupted_relative_l2": CORRUPTED_RELATIVE_L2,
+            },
             "notes": self.notes,
             "strategies": {name: comp.to_dict() for name, comp in self.strategies.items()},
         }

@@ -60,6 +60,7 @@ class ExtractionResult:
     logits: torch.Tensor | None  # (N, V) float32: the model's own next-token logits at the read position
     read_token_ids: torch.Tensor  # (N,) token id at the position read
     read_position_ids: torch.Tensor  # (N,) position id the model used there
+    read_is_pad: torch.Tensor  # (N,) bool: the read position held padding (a pad position's state was read)
     saw_other_text: torch.Tensor  # (N,) bool: the read position could attend to another text
     saw_padding: torch.Tensor  # (N,) bool: it could attend to (or is) a pad position
     forward_passes: int
@@ -266,6 +267,7 @@ def extract_states(
         for key, dtype in (
             ("token_ids", torch.long),
             ("position_ids", torch.long),
+            ("read_is_pad", torch.bool),
             ("saw_other_text", torch.bool),
             ("saw_padding", torch.bool),
         )
@@ -303,6 +305,7 @@ def extract_states(
         logits=logits,
         read_token_ids=facts["token_ids"],
         read_position_ids=facts["position_ids"],
+        read_is_pad=facts["read_is_pad"],
         saw_other_text=facts["saw_other_text"],
         saw_padding=facts["saw_padding"],
         forward_passes=len(groups),

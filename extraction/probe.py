@@ -449,9 +449,9 @@ def run_probe(
             test_labels,
             seed=seed,
         )
-        cosine = metrics.cosine_similarity(
-            torch.from_numpy(features[name][test_indices]), torch.from_numpy(reference_test)
-        )
+        test_states = torch.from_numpy(features[name][test_indices])  # (n_test, d)
+        cosine = metrics.cosine_similarity(test_states, torch.from_numpy(reference_test))  # (n_test,)
+        relative_l2 = metrics.relative_l2_error(test_states, torch.from_numpy(reference_test))  # (n_test,)
         lm_head_accuracy = lm_head_predictions = None
         if token_ids is not None:
             # hidden_states[-1] is already after the final norm: lm_head alone gives the logits.
@@ -462,7 +462,7 @@ def run_probe(
             name=name,
             scores=scores,
             features=features[name],
-            corrupted_test_fraction=float(corrupted_rows(cosine).double().mean()),
+            corrupted_test_fraction=float(corrupted_rows(cosine, relative_l2).double().mean()),
             lm_head_accuracy=lm_head_accuracy,
             lm_head_predictions=lm_head_predictions,
             extraction_seconds=seconds[name],

@@ -39,7 +39,7 @@ class BatchLayout:
     """
 
     input_ids: torch.Tensor  # (B, T) long
-    segment_ids: torch.Tensor  # (B, T) long: index (within the group) of the text at each position, -1 for padding
+    segment_ids: torch.Tensor  # (B, T) long: index k (within the group) of the text at each position, -1 for padding
     position_ids: torch.Tensor | None  # (B, T) long, or None for the model's default arange(T)
     mask_kind: MaskKind  # "padding": a 2-D mask hides pads; "none": no mask; "block-diagonal": 4-D mask by segment
     read_rows: torch.Tensor  # (K,) long: batch row read for each text of the group
@@ -95,18 +95,26 @@ class BatchLayout:
     def read_facts(self) -> dict[str, torch.Tensor]:
         """Per text read (K,): token id and position id at the read position, and what it could see.
 
+        Text ``k`` of the group is the text whose segment id is ``k`` (every layout numbers
+        its texts that way: ``_pad`` gives row ``k`` segment ``k``, ``_pack`` gives the k-th
+        packed text segment ``k``). Its own segment is ``k`` whatever the read position
+        holds, so a read that lands on padding (segment -1) still knows whose read it is.
+
+        ``read_is_pad``: the read position holds padding (a pad position's state is read).
         ``saw_other_text``: the read position could attend to a token of another text.
         ``saw_padding``: it could attend to a padding position (or is one).
         """
         rows, cols = self.read_rows, self.read_cols
         visible = self.visibility()[rows, cols]  # (K, T)
         segments = self.segment_ids[rows]  # (K, T)
-        own = self.segment_ids[rows, cols]  # (K,)
+        own = torch.arange(len(rows))  # (K,): text k's segment id is k
+        read_is_pad = self.segment_ids[rows, cols] < 0  # (K,)
         return {
             "token_ids": self.input_ids[rows, cols],
             "position_ids": self.effective_position_ids()[rows, cols],
+            "read_is_pad": read_is_pad,
             "saw_other_text": (visible & (segments >= 0) & (segments != own[:, None])).any(-1),
-            "saw_padding": (visible & (segments < 0)).any(-1) | (own < 0),
+            "saw_padding": (visible & (segments < 0)).any(-1) | read_is_pad,
         }
 
 

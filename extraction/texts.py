@@ -2,7 +2,8 @@
 (:func:`texts_sha256`, recorded with extracted states).
 
 Texts files: ``.txt`` (one text a line, blank lines skipped), ``.jsonl`` (a ``text``
-field on each line) and ``.csv`` (a ``text`` column). Anything else, or a malformed
+field on each line, or a chat ``messages`` field: :mod:`extraction.chat`) and ``.csv`` (a
+``text`` column). A folder, a device or another non-regular file is named as such. Anything else, or a malformed
 file, raises :class:`TextsError` with a message naming the file and what is wrong.
 
 What counts as text: UTF-8 (a BOM is allowed) or UTF-16 with a byte-order mark. A file
@@ -28,6 +29,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -54,20 +56,71 @@ def split_lines(content: str) -> list[str]:
 
 
 def parse_texts(content: str, suffix: str, source: str = "input") -> list[str]:
-    """Parse the decoded content of a texts file of type ``suffix`` into texts.
+    """Plain texts of a texts file (:func:`parse_text_items`); a file holding chat ``messages``
+    is refused, since those need the model's chat template (:func:`extraction.chat.format_texts`)."""
+    items = parse_text_items(content, suffix, source)
+    chats = [number for number, item in enumerate(items, start=1) if not isinstance(item, str)]
+    if chats:
+        raise TextsError(
+            f"{source}: text {chats[0]} holds chat 'messages', which need the model's chat template "
+            "(extraction.chat.format_texts)"
+        )
+    return items  # type: ignore[return-value]
+
+
+@dataclass(frozen=True)
+class Chat:
+    """One conversation: ``(role, content)`` turns in order."""
+
+    turns: tuple[tuple[str, str], ...]
+
+    def messages(self) -> list[dict[str, str]]:
+        """The turns as ``apply_chat_template`` takes them."""
+        return [{"role": role, "content": content} for role, content in self.turns]
+
+
+#: What a texts file yields before rendering: a plain text or a conversation.
+TextItem = str | Chat
+
+
+def parse_messages(value: Any, where: str) -> Chat:
+    """A :class:`Chat` from a ``messages`` value (a non-empty list of ``{role, content}``
+    objects with string values); :class:`TextsError` naming ``where`` and what is wrong."""
+    if not isinstance(value, list) or not value:
+        raise TextsError(f"{where}: 'messages' must be a non-empty list of {{role, content}} objects")
+    turns = []
+    for number, message in enumerate(value, start=1):
+        if not isinstance(message, dict) or not {"role", "content"} <= set(message):
+            raise TextsError(f"{where}: message {number} is not an object with 'role' and 'content'")
+        role, content = message["role"], message["content"]
+        if not isinstance(role, str) or not role.strip():
+            raise TextsError(f"{where}: message {number}: 'role' is not a non-empty string")
+        if not isinstance(content, str):
+            raise TextsError(f"{where}: message {number}: 'content' is not a string")
+        problem = unicode_problem(role + content)
+        if problem:
+            raise TextsError(f"{where}: message {number} {problem}")
+        turns.append((role, content.replace("\x00", "")))
+    return Chat(tuple(turns))
+
+
+def parse_text_items(content: str, suffix: str, source: str = "input") -> list[TextItem]:
+    """Parse the decoded content of a texts file of type ``suffix`` into texts, and, for a
+    ``.jsonl`` line with a ``messages`` field, a :class:`~extraction.chat.Chat`.
 
     NUL characters are removed from the texts (a warning names the texts); a text left
     blank by that is dropped like a blank line.
     """
+
     suffix = suffix.lower()
+    items: list[TextItem] = []
     if suffix == ".txt":
-        texts = [line for line in split_lines(content) if line.replace("\x00", "").strip()]
+        items = [line for line in split_lines(content) if line.replace("\x00", "").strip()]
     elif suffix == ".jsonl":
-        texts = []
         for number, line in enumerate(split_lines(content), start=1):
-            text = jsonl_text(line, number, source)
-            if text is not None:
-                texts.append(text)
+            item = jsonl_item(line, number, source)
+            if item is not None:
+                items.append(item)
     elif suffix == ".csv":
         try:
             reader = csv.DictReader(io.StringIO(content, newline=""))
@@ -77,18 +130,19 @@ def parse_texts(content: str, suffix: str, source: str = "input") -> list[str]:
             rows = list(reader)
         except csv.Error as error:
             raise TextsError(f"{source}: is not valid CSV near line {reader.line_num} ({error})") from None
-        texts = [row["text"] for row in rows if row.get("text") and row["text"].replace("\x00", "").strip()]
+        items = [row["text"] for row in rows if row.get("text") and row["text"].replace("\x00", "").strip()]
     else:
         raise TextsError(f"{source}: unsupported file type '{suffix}' (use one of {', '.join(TEXT_SUFFIXES)})")
-    texts = _without_nul(texts, source)
-    if not texts:
+    items = _without_nul(items, source)
+    if not items:
         raise TextsError(f"{source}: contains no texts")
-    return texts
+    return items
 
 
-def jsonl_text(line: str, number: int, source: str = "input") -> str | None:
-    """The ``text`` field of line ``number`` of a JSONL file, or None for a blank line;
-    :class:`TextsError` naming the line when it is not a JSON object with a non-empty string ``text``."""
+def jsonl_item(line: str, number: int, source: str = "input") -> TextItem | None:
+    """Line ``number`` of a JSONL file: its ``text`` field, or its chat ``messages`` as a
+    :class:`~extraction.chat.Chat`, or None for a blank line; :class:`TextsError` naming the
+    line when it is not a JSON object with a non-empty string ``text`` or valid ``messages``."""
     if not line.strip():
         return None
     try:
@@ -96,8 +150,12 @@ def jsonl_text(line: str, number: int, source: str = "input") -> str | None:
         record = json.loads(line, strict=False)
     except json.JSONDecodeError as error:
         raise TextsError(f"{source}: line {number} is not valid JSON ({error.msg} at column {error.colno})") from None
+    if isinstance(record, dict) and "messages" in record:
+        if "text" in record:
+            raise TextsError(f"{source}: line {number} has both 'text' and 'messages'; keep one")
+        return parse_messages(record["messages"], f"{source}: line {number}")
     if not isinstance(record, dict) or "text" not in record:
-        raise TextsError(f"{source}: line {number} has no 'text' field")
+        raise TextsError(f"{source}: line {number} has no 'text' field (nor chat 'messages')")
     if not isinstance(record["text"], str):
         raise TextsError(f"{source}: line {number}: 'text' is not a string")
     if not record["text"].replace("\x00", "").strip():
@@ -108,14 +166,27 @@ def jsonl_text(line: str, number: int, source: str = "input") -> str | None:
     return record["text"]
 
 
-def _without_nul(texts: list[str], source: str) -> list[str]:
-    """``texts`` with NUL characters removed; a warning names the texts that had some."""
-    had_nul = [number for number, text in enumerate(texts, start=1) if "\x00" in text]
+def jsonl_text(line: str, number: int, source: str = "input") -> str | None:
+    """:func:`jsonl_item` for readers that take plain texts only (the streamed reader of
+    sharded runs): a chat ``messages`` line is refused with a clear error."""
+    item = jsonl_item(line, number, source)
+    if item is not None and not isinstance(item, str):
+        raise TextsError(
+            f"{source}: line {number} holds chat 'messages', which a sharded run does not stream yet; "
+            "extract them in one process (--out FILE.safetensors), which formats them with the chat template"
+        )
+    return item
+
+
+def _without_nul(texts: list[TextItem], source: str) -> list[TextItem]:
+    """``texts`` with NUL characters removed from the plain texts (a chat's were removed when
+    parsed); a warning names the texts that had some."""
+    had_nul = [number for number, text in enumerate(texts, start=1) if isinstance(text, str) and "\x00" in text]
     if not had_nul:
         return texts
     shown = ", ".join(str(number) for number in had_nul[:10]) + (" ..." if len(had_nul) > 10 else "")
     logger.warning("%s: removed NUL bytes from %d text(s): text %s", source, len(had_nul), shown)
-    return [text.replace("\x00", "") for text in texts]
+    return [text.replace("\x00", "") if isinstance(text, str) else text for text in texts]
 
 
 def unicode_problem(text: str) -> str | None:
@@ -173,16 +244,32 @@ def _looks_like_utf16_without_bom(data: bytes) -> bool:
 
 
 def read_texts(path: str | Path) -> list[str]:
-    """Read texts from a ``.txt``, ``.jsonl`` or ``.csv`` file."""
+    """Read plain texts from a ``.txt``, ``.jsonl`` or ``.csv`` file (chat ``messages`` are
+    refused: use :func:`read_text_items` and :func:`extraction.chat.format_texts`)."""
     path = Path(path)
-    if not path.is_file():
+    return parse_texts(decode_bytes(_texts_file_bytes(path), str(path)), path.suffix, str(path))
+
+
+def read_text_items(path: str | Path) -> list[TextItem]:
+    """Read texts, and chat conversations (``.jsonl`` ``messages``), from a texts file."""
+    path = Path(path)
+    return parse_text_items(decode_bytes(_texts_file_bytes(path), str(path)), path.suffix, str(path))
+
+
+def _texts_file_bytes(path: Path) -> bytes:
+    """The bytes of a texts file; :class:`TextsError` saying what ``path`` is when it is not one."""
+    if path.is_dir():
+        raise TextsError(f"{path}: is a folder, not a texts file")
+    if not path.exists():
         raise TextsError(f"{path}: no such file")
+    if not path.is_file():
+        raise TextsError(f"{path}: is not a regular file (a device, pipe or socket); give a texts file")
     if path.suffix.lower() not in TEXT_SUFFIXES:
         raise TextsError(f"{path}: unsupported file type '{path.suffix}' (use one of {', '.join(TEXT_SUFFIXES)})")
     data = path.read_bytes()
     if not data:
         raise TextsError(f"{path}: the file is empty, it contains no texts")
-    return parse_texts(decode_bytes(data, str(path)), path.suffix, str(path))
+    return data
 
 
 def texts_sha256(texts: Sequence[str]) -> str:
@@ -232,6 +319,8 @@ def tokenize_texts(tokenizer, texts: list[str], max_tokens: int | None = None) -
     truncated: list[tuple[int, int]] = []
     for index, text in enumerate(texts):
         if not isinstance(text, str):
+            if type(text).__name__ == "Chat":
+                raise TextsError(f"text {index + 1} is a chat conversation: render it first (chat.format_texts)")
             raise TextsError(f"text {index + 1} is a {type(text).__name__}, not a string")
         problem = unicode_problem(text)
         if problem:

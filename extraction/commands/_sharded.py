@@ -24,6 +24,8 @@ def run_sharded(args: argparse.Namespace, info) -> int:
         raise CliError(
             f"--out {args.out}: {info.world_size} ranks write shards; give a folder (a name without a suffix)"
         )
+    if getattr(args, "chat_template", False):
+        raise CliError("--chat-template is not applied to streamed shards yet; extract in one process to a file")
     if args.shard_size < 1:
         raise CliError(f"--shard-size must be at least 1, got {args.shard_size}")
     if args.batch_size < 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..atomic import write_json_atomic
-from ..cli import CliError, add_model_arguments, load_model_from_args, progress_bar
+from ..cli import CliError, add_model_arguments, load_model_from_args, progress_bar, texts_for_model
 from ..verdicts import DRIFT_COSINE, EXACT_COSINE
 
 ORDER = 10
@@ -20,7 +20,9 @@ def add_parser(subparsers) -> None:
         "audit", help="check stored hidden states against single-sample extraction and name the likely defect"
     )
     add_model_arguments(parser)
-    parser.add_argument("--texts", required=True, help="the texts, in row order: .txt, .jsonl (text field), .csv")
+    parser.add_argument(
+        "--texts", required=True, help="the texts, in row order: .txt, .jsonl (text or chat messages field), .csv"
+    )
     parser.add_argument(
         "--states", required=True, help="stored states: .safetensors, .npy, .npz or .pt (loaded with weights_only)"
     )
@@ -77,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from ..audit import audit_states
     from ..export import parse_layers
     from ..stored_states import read_states
-    from ..texts import read_texts, tokenize_texts
+    from ..texts import read_text_items, tokenize_texts
 
     if args.sample is not None and args.sample < 1:
         raise CliError(f"--sample must be at least 1, got {args.sample}")
@@ -85,9 +87,10 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--forensic-rows must be at least 1, got {args.forensic_rows}")
     if args.layer is not None and args.layers:
         raise CliError("give --layer (an (N, d) file) or --layers (an (N, L, d) file), not both")
-    texts = read_texts(args.texts)
+    items = read_text_items(args.texts)
     states = read_states(args.states, key=args.key)
     loaded = load_model_from_args(args)
+    texts = texts_for_model(items, loaded, args)
     tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
     layers = parse_layers(args.layers, loaded.num_hidden_layers + 1) if args.layers else None
     bars: dict[str, object] = {}

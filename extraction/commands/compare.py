@@ -6,8 +6,15 @@ import argparse
 from pathlib import Path
 
 from ..atomic import write_bytes_atomic, write_json_atomic
-from ..cli import CliError, add_model_arguments, check_output_path, load_model_from_args, strategy_progress_bars
-from ..verdicts import DRIFT_COSINE, EXACT_COSINE
+from ..cli import (
+    CliError,
+    add_model_arguments,
+    check_output_path,
+    load_model_from_args,
+    strategy_progress_bars,
+    texts_for_model,
+)
+from ..verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE, EXACT_COSINE
 
 ORDER = 0
 
@@ -18,7 +25,9 @@ def add_parser(subparsers) -> None:
     parser = subparsers.add_parser("compare", help="compare every padding strategy with single-sample extraction")
     add_model_arguments(parser)
     parser.add_argument(
-        "--texts", required=True, help="texts file: .txt (one a line), .jsonl (text field), .csv (text column)"
+        "--texts",
+        required=True,
+        help="texts file: .txt (one a line), .jsonl (text or chat messages field), .csv (text column)",
     )
     parser.add_argument("--strategies", default="all", help=f"comma-separated, or all: {','.join(STRATEGIES)}")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
@@ -38,15 +47,15 @@ def add_parser(subparsers) -> None:
 
 def format_compare_table(report) -> str:
     """The readable table ``compare`` prints."""
-    columns = f"{'min cos':>10} {'mean cos':>10} {'top-1':>6} {'pad %':>6} {'tok/s':>8}"
-    header = f"{'strategy':<13} {'verdict':<10} {columns}  cause"
+    columns = f"{'min cos':>10} {'mean cos':>10} {'max rel L2':>10} {'top-1':>6} {'pad %':>6} {'tok/s':>8}"
+    header = f"{'strategy':<13} {'verdict':<10} {columns}  {'cause kind':<14} cause"
     lines = [header, "-" * len(header)]
     for name, comp in report.strategies.items():
         ext = comp.extraction
         lines.append(
             f"{name:<13} {comp.verdict:<10} {comp.min_cosine:>10.6f} {comp.mean_cosine:>10.6f} "
-            f"{100 * comp.top1_agreement:>5.0f}% {100 * ext.pad_fraction:>5.0f}% "
-            f"{ext.tokens_per_second:>8.0f}  {comp.cause}"
+            f"{comp.max_relative_l2:>10.4f} {100 * comp.top1_agreement:>5.0f}% {100 * ext.pad_fraction:>5.0f}% "
+            f"{ext.tokens_per_second:>8.0f}  {comp.cause_kind:<14} {comp.cause}"
         )
     return "\n".join(lines)
 
@@ -54,14 +63,14 @@ def format_compare_table(report) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..compare import compare_strategies
     from ..strategies import parse_strategy_names
-    from ..texts import read_texts, tokenize_texts
+    from ..texts import read_text_items, tokenize_texts
 
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.max_batch_tokens < 1:
         raise CliError(f"--max-batch-tokens must be at least 1, got {args.max_batch_tokens}")
     names = parse_strategy_names(args.strategies)
-    texts = read_texts(args.texts)
+    items = read_text_items(args.texts)
     for option, out in (("--json", args.json_out), ("--html", args.html_out)):
         if out:
             check_output_path(out, option)
@@ -70,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.json_out and args.html_out and Path(args.json_out).resolve() == Path(args.html_out).resolve():
         raise CliError("--json and --html name the same file; give two file names")
     loaded = load_model_from_args(args)
+    texts = texts_for_model(items, loaded, args)
     tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
     with strategy_progress_bars() as progress:
         report = compare_strategies(
@@ -86,7 +96,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         f"{len(tokenized)} texts, {sum(tokenized.lengths)} tokens, batch size {args.batch_size} "
         f"(at most {args.max_batch_tokens} positions a pass); "
-        f"thresholds: exact >= {EXACT_COSINE} min cosine and same top-1, drift >= {DRIFT_COSINE}"
+        f"thresholds: exact >= {EXACT_COSINE} min cosine and same top-1, drift >= {DRIFT_COSINE}; "
+        f"corrupted whenever max relative L2 > {CORRUPTED_RELATIVE_L2}"
     )
     print(format_compare_table(report))
     if args.json_out:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import EXIT_FAILURE, CliError, add_model_arguments, load_model_from_args, progress_bar
+from ..cli import EXIT_FAILURE, CliError, add_model_arguments, load_model_from_args, progress_bar, texts_for_model
 
 ORDER = 11
 
@@ -20,7 +20,9 @@ def add_parser(subparsers) -> None:
         "extract", help="extract last-token hidden states with an exact strategy to a .safetensors file"
     )
     add_model_arguments(parser)
-    parser.add_argument("--texts", required=True, help="texts file: .txt (one a line), .jsonl (text field), .csv")
+    parser.add_argument(
+        "--texts", required=True, help="texts file: .txt (one a line), .jsonl (text or chat messages field), .csv"
+    )
     parser.add_argument(
         "--out",
         required=True,
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from ..export import VerificationError, describe_layers, extract_to_file
     from ..shards import is_folder_output
     from ..strategies import get_strategy
-    from ..texts import read_texts, tokenize_texts
+    from ..texts import read_text_items, tokenize_texts
 
     info = rank_from_environment()
     if is_folder_output(args.out) or info.is_distributed:
@@ -91,8 +93,9 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--auto-sample must be at least 1, got {args.auto_sample}")
     if args.strategy != "auto":
         get_strategy(args.strategy)
-    texts = read_texts(args.texts)
+    items = read_text_items(args.texts)
     loaded = load_model_from_args(args)
+    texts = texts_for_model(items, loaded, args)
     tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
     bars: dict[str, object] = {}
     labels = {"choosing": "auto: strategies compared", "extracting": "extracting", "verifying": "verifying"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from ..atomic import write_json_atomic
-from ..cli import CliError, add_model_arguments, load_model_from_args, strategy_progress_bars
-from ..verdicts import DRIFT_COSINE
+from ..cli import CliError, add_model_arguments, load_model_from_args, strategy_progress_bars, texts_for_model
+from ..verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE
 
 ORDER = 20
 
@@ -65,7 +65,7 @@ def format_probe_table(report) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..labelled import builtin_dataset, check_labelled, read_labelled_csv
+    from ..labelled import LabelledTexts, builtin_dataset, check_labelled, read_labelled_csv
     from ..probe import run_probe
     from ..strategies import parse_strategy_names
 
@@ -75,6 +75,8 @@ def run(args: argparse.Namespace) -> int:
     data = read_labelled_csv(args.data) if args.data else builtin_dataset()
     check_labelled(data, args.test_fraction)  # before the model load: input mistakes fail fast
     loaded = load_model_from_args(args)
+    if args.chat_template:
+        data = LabelledTexts(texts_for_model(data.texts, loaded, args), data.labels, data.source)
     with strategy_progress_bars() as progress:
         report = run_probe(
             loaded,
@@ -101,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
     print(
         "acc same: probe scored on test states extracted like its training states (what validation shows); "
         "acc single: on single-sample test states (what inference sees); gap = same - single; flips: test "
-        f"predictions that change between the two; corrupted: test states with cosine < {DRIFT_COSINE} to single's; "
+        f"predictions that change between the two; corrupted: test states with cosine < {DRIFT_COSINE} or relative "
+        f"L2 > {CORRUPTED_RELATIVE_L2} to single's; "
         "lm_head: zero-shot, argmax over the label tokens on final-layer test states."
     )
     if args.json_out:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import plotly.graph_objects as go
 
-from ..verdicts import EXACT_COSINE
+from ..verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE
 from .style import finish_figure
 
 if TYPE_CHECKING:
@@ -47,7 +47,8 @@ PROBE_TABLE_COLUMNS: dict[str, tuple[str, str, str | None, str | None]] = {
         "number",
         "corrupted test states",
         "percent",
-        f"Test states with cosine < {EXACT_COSINE} to single's.",
+        f"Test states with cosine < {DRIFT_COSINE} or relative L2 > {CORRUPTED_RELATIVE_L2} to single's "
+        "(verdicts.corrupted_rows).",
     ),
     "extraction_seconds": ("number", "extraction (s)", "%.1f", None),
 }

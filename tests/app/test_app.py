@@ -100,10 +100,22 @@ def test_run_shows_cards_with_expected_verdicts(ran):
         assert ui.verdict_badge(verdicts[name]) in shown
     for name in NAIVE + FIXED:
         comparison = run.report.strategies[name]
-        assert ui.card_numbers(comparison.min_cosine, comparison.top1_agreement) in shown
+        assert ui.card_numbers(comparison.min_cosine, comparison.top1_agreement, comparison.max_relative_l2) in shown
     assert len(ran.dataframe) == 1  # the summary table
     notes = " ".join(warning.value for warning in ran.warning)
     assert "random weights" in notes  # report.notes are shown
+
+
+def test_format_as_chat_applies_the_models_template():
+    at = _home().run()
+    at.toggle(key="home.chat").set_value(True)
+    at = _run_tiny(at, ["right-naive", "right"], texts=["Hi", "What is two plus two?"])
+    _assert_clean(at)
+    report = at.session_state[ui.KEY_RUN].report
+    # SmolLM2's template (the tiny models carry its tokenizer): a system turn, then the text as the user's
+    assert all(text.startswith("<|im_start|>system\n") for text in report.texts)
+    assert report.texts[1].endswith("<|im_start|>user\nWhat is two plus two?<|im_end|>\n")
+    assert report.strategies["right-naive"].cause_kind == "pad-state"
 
 
 def test_pages_show_charts_without_recomputing(ran):

@@ -45,6 +45,9 @@ def test_compare_prints_table_and_writes_json(texts_file, tmp_path, capsys):
         assert 0.0 <= record["top1_agreement"] <= 1.0
     assert data["strategies"]["left-naive"]["verdict"] == "corrupted"
     assert data["strategies"]["left"]["verdict"] == "exact"
+    assert data["strategies"]["left-naive"]["cause_kind"] == "position-shift"
+    assert data["strategies"]["right-naive"]["cause_kind"] == "pad-state"
+    assert data["strategies"]["left"]["cause_kind"] == "none"
 
 
 def test_compare_subset_of_strategies(texts_file, capsys):

@@ -6,6 +6,7 @@ import torch
 from extraction.compare import DRIFT_COSINE, EXACT_COSINE, compare_strategies, verdict_for
 from extraction.models import load_model
 from extraction.samples import SAMPLE_TEXTS
+from extraction.verdicts import CAUSE_KINDS
 
 # (model, strategy) -> verdict in float32. Everything not listed is exact.
 CORRUPTED = {
@@ -28,12 +29,19 @@ def test_each_strategy_gets_its_known_verdict(report):
 
 def test_causes_are_derived_from_the_layout(report):
     causes = {name: comp.cause for name, comp in report.strategies.items()}
+    kinds = {name: comp.cause_kind for name, comp in report.strategies.items()}
     assert "pad token" in causes["right-naive"]
+    assert kinds["right-naive"] == "pad-state"
     assert "attended to each other" in causes["packed-naive"]
+    assert kinds["packed-naive"] == "cross-text"
     if report.uses_absolute_positions:
         assert "absolute position" in causes["left-naive"]
+        assert kinds["left-naive"] == "position-shift"
     else:
         assert "relative" in causes["left-naive"]
+        assert kinds["left-naive"] == "none"
+    for name in ("single", "right", "left", "sorted", "bucketed", "packed"):
+        assert kinds[name] == "none", (name, causes[name])
 
 
 def test_report_shapes_and_json(report):
@@ -42,7 +50,9 @@ def test_report_shapes_and_json(report):
     assert data["num_layers"] == num_layers == 5  # embeddings + 4 blocks
     for name, record in data["strategies"].items():
         assert len(record["per_layer_min_cosine"]) == num_layers
-        assert set(record) >= {"verdict", "cause", "min_cosine", "mean_cosine", "top1_agreement"}
+        assert set(record) >= {"verdict", "cause_kind", "cause", "min_cosine", "max_relative_l2", "top1_agreement"}
+        assert record["cause_kind"] == report.strategies[name].cause_kind in CAUSE_KINDS
+        assert record["max_relative_l2"] == pytest.approx(float(report.strategies[name].relative_l2.max()))
         comp = report.strategies[name]
         assert comp.cosine.shape == (n, num_layers)
         assert comp.logit_lens_agreement.shape == (num_layers,)
@@ -87,6 +97,21 @@ def test_bfloat16_drifts_but_is_not_corrupted():
         assert comp.verdict in ("exact", "drift"), (name, comp.min_cosine)
         if comp.verdict == "drift":
             assert "bfloat16" in comp.cause
+            assert comp.cause_kind == "rounding"
+
+
+def test_bfloat16_left_padding_on_rope_names_the_shift():
+    """RoPE is relative, so shifted positions only change the rounding: drift, and the cause says so."""
+    loaded = load_model("tiny-random-llama", dtype="bfloat16")
+    report = compare_strategies(loaded, SAMPLE_TEXTS, strategies="left-naive", batch_size=4)
+    comp = report.strategies["left-naive"]
+    assert comp.verdict == "drift", comp.cause
+    assert comp.cause_kind == "rounding"
+    shifted = (comp.extraction.read_position_ids != report.reference.read_position_ids).nonzero().flatten()
+    first = int(shifted[0])
+    moved = int(comp.extraction.read_position_ids[first])
+    alone = int(report.reference.read_position_ids[first])
+    assert f"text {first + 1} at position {moved} instead of {alone}" in comp.cause
 
 
 def test_eager_attention_reads_the_packed_mask_too():
@@ -114,6 +139,7 @@ def test_nan_is_reported_not_averaged(monkeypatch):
     assert comp.verdict == "corrupted"
     assert comp.nonfinite == 1
     assert "NaN" in comp.cause and "layer 2" in comp.cause
+    assert comp.cause_kind == "unknown"
     assert report.to_json_dict()["strategies"]["right"]["min_cosine"] is None
     assert torch.isnan(comp.cosine[0, 2])
 
@@ -124,3 +150,4 @@ def test_bfloat16_packing_without_mask_is_still_blamed_on_cross_attention():
     comp = report.strategies["packed-naive"]
     assert comp.verdict == "corrupted"
     assert "attended to each other" in comp.cause
+    assert comp.cause_kind == "cross-text"

@@ -34,7 +34,7 @@ def test_hooks_equal_output_hidden_states(loaded, tokenized, strategy):
     assert torch.equal(hooked.hidden, plain.hidden)
     # lm_head runs on (1, K, d) instead of (B, C, d): only matmul rounding may differ.
     torch.testing.assert_close(hooked.logits, plain.logits, atol=1e-4, rtol=1e-5)
-    for field in ("read_token_ids", "read_position_ids", "saw_other_text", "saw_padding"):
+    for field in ("read_token_ids", "read_position_ids", "read_is_pad", "saw_other_text", "saw_padding"):
         assert torch.equal(getattr(hooked, field), getattr(plain, field)), field
     assert hooked.computed_positions == plain.computed_positions
 

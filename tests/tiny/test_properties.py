@@ -6,7 +6,10 @@ For random texts, odd characters included, and random batch sizes and token budg
   tolerance (cosine >= EXACT_COSINE at every layer, for every text);
 * ``right-naive`` differs for exactly the texts that are shorter than the longest text
   in their batch (they read a pad token's state) and agrees for the others;
-* a text that tokenizes to zero tokens is refused with a :class:`TextsError` naming it.
+* a text that tokenizes to zero tokens is refused with a :class:`TextsError` naming it;
+* texts that may end in the pad token (``<|im_end|>``, as chat data does): the exact
+  strategies stay exact, and wherever ``right-naive`` differs its ``cause_kind`` is
+  ``pad-state`` (never ``cross-text``: the layout, not the token id, decides).
 
 Each tiny model is loaded once per module; ``extract_states`` is called directly.
 """
@@ -18,7 +21,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extraction.compare import EXACT_COSINE
+from extraction.compare import EXACT_COSINE, compare_strategies
 from extraction.extract import extract_states
 from extraction.metrics import cosine_similarity
 from extraction.models import LoadedModel, load_model
@@ -111,6 +114,25 @@ def test_right_naive_differs_exactly_for_the_shorter_texts_of_a_batch(tiny: Load
                 assert per_text_min[i] < EXACT_COSINE, (i, lengths, group)
             else:
                 assert per_text_min[i] >= EXACT_COSINE, (i, lengths, group)
+
+
+@settings(
+    max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(texts=texts_strategy, ends_in_pad=st.lists(st.booleans(), min_size=7, max_size=7), batch_size=batch_sizes)
+def test_texts_ending_in_the_pad_token_keep_true_verdicts_and_causes(tiny: LoadedModel, texts, ends_in_pad, batch_size):
+    pad = tiny.tokenizer.convert_ids_to_tokens(tiny.pad_token_id)  # '<|im_end|>': the eos token, as chat data ends
+    texts = [text + pad if end else text for text, end in zip(texts, ends_in_pad, strict=False)]
+    report = compare_strategies(tiny, texts, batch_size=batch_size)
+    for name, comparison in report.strategies.items():
+        if name not in NOT_EXACT[tiny.name]:
+            assert (comparison.verdict, comparison.cause_kind) == ("exact", "none"), (name, comparison.cause)
+    naive = report.strategies["right-naive"]
+    assert not naive.extraction.saw_other_text.any()
+    if naive.verdict != "exact":
+        assert naive.cause_kind == "pad-state", naive.cause
+    differs = naive.cosine.min(1).values < EXACT_COSINE  # (N,)
+    assert (differs == naive.extraction.read_is_pad).all()  # exactly the texts read at a pad position
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

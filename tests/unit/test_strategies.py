@@ -96,3 +96,41 @@ def test_token_budget_splits_batches():
     assert groups == [[0, 1], [2, 3]]
     # a single text over the budget still runs, alone
     assert get_strategy("right").plan([500, 1], batch_size=4, max_batch_tokens=250) == [[0], [1]]
+
+
+# --- read facts at pad reads: text k's own segment is k, whatever the read position holds ---
+
+PAD_ENDING = [[5, 6, PAD], [8], [9, PAD]]  # texts that end in the pad token (chat data ending in eos)
+
+
+@pytest.mark.parametrize("name", ["right-naive", "left-naive", "right", "left"])
+@pytest.mark.parametrize("tokens", [TOKENS, PAD_ENDING])
+def test_padding_never_lets_a_text_see_another(name, tokens):
+    facts = get_strategy(name).layout(tokens, PAD).read_facts()
+    assert facts["saw_other_text"].tolist() == [False, False, False]
+
+
+@pytest.mark.parametrize("tokens", [TOKENS, PAD_ENDING])
+def test_right_naive_pad_reads_come_from_the_layout_not_the_token_id(tokens):
+    facts = get_strategy("right-naive").layout(tokens, PAD).read_facts()
+    # texts 2 and 3 are shorter than the row: their read position holds padding
+    assert facts["read_is_pad"].tolist() == [False, True, True]
+    assert facts["saw_padding"].tolist() == [False, True, True]
+
+
+def test_a_real_token_equal_to_the_pad_id_is_not_a_pad_read():
+    for name in ("right", "left", "left-naive", "packed", "single"):
+        tokens = [PAD_ENDING[0]] if name == "single" else PAD_ENDING
+        facts = get_strategy(name).layout(tokens, PAD).read_facts()
+        assert facts["token_ids"][0] == PAD  # text 1's last real token is the pad id
+        assert not facts["read_is_pad"].any(), name
+    # left padding: the pads before a text are visible only where the mask lets them be
+    assert not get_strategy("left").layout(PAD_ENDING, PAD).read_facts()["saw_padding"].any()
+
+
+def test_packed_read_facts_name_the_other_texts_seen():
+    naive = get_strategy("packed-naive").layout(PAD_ENDING, PAD).read_facts()
+    packed = get_strategy("packed").layout(PAD_ENDING, PAD).read_facts()
+    assert naive["saw_other_text"].tolist() == [False, True, True]
+    assert packed["saw_other_text"].tolist() == [False, False, False]
+    assert not naive["read_is_pad"].any() and not packed["read_is_pad"].any()

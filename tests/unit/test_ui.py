@@ -9,6 +9,7 @@ import threading
 import pytest
 
 import ui
+from extraction.chat import Chat
 from extraction.texts import TextsError
 
 
@@ -26,6 +27,8 @@ def test_texts_from_inputs():
     assert ui.texts_from_inputs("ignored", jsonl) == (["x y", "z"], "t.jsonl")
     csv = _Upload("t.csv", io.BytesIO(b"id,text\n1,hello\n").getvalue())
     assert ui.texts_from_inputs("", csv) == (["hello"], "t.csv")
+    messages = _Upload("c.jsonl", b'{"messages": [{"role": "user", "content": "Hi"}]}\n{"text": "plain"}\n')
+    assert ui.texts_from_inputs("", messages) == ([Chat((("user", "Hi"),)), "plain"], "c.jsonl")
     with pytest.raises(TextsError, match="no texts"):
         ui.texts_from_inputs("   \n")
     with pytest.raises(TextsError, match="binary"):
@@ -45,6 +48,12 @@ def test_card_numbers_show_both_headline_values():
     html = ui.card_numbers(-0.82923, 0.3)
     assert "-0.829230" in html and "30%" in html and "min cosine" in html and "top-1 agreement" in html
     assert "NaN" in ui.card_numbers(float("nan"), 0.0)
+
+
+def test_card_numbers_show_relative_l2_beside_cosine():
+    html = ui.card_numbers(0.995, 1.0, 0.5213)
+    assert "max rel. L2" in html and "0.5213" in html and "0.995000" in html
+    assert "max rel. L2" not in ui.card_numbers(0.995, 1.0)
 
 
 def test_model_in_use_lets_one_session_run_the_model_at_a_time():

@@ -1,0 +1,169 @@
+"""Why a strategy's states differ from single-sample extraction: a cause kind and a sentence.
+
+:func:`diagnose` derives the cause from what was measured (which texts differ, from which
+layer on, by how much) and from what the batch layout did to those texts: was the read
+position padding, at which position id was it read, could it see other texts or padding.
+Every layout fact comes from segment ids, never from token ids: chat texts end in the eos
+token, which is often the pad token too. The kinds are the closed set
+:data:`~extraction.verdicts.CAUSE_KINDS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+from .extract import ExtractionResult
+from .verdicts import CORRUPTED_RELATIVE_L2, EXACT_COSINE, CauseKind, corrupted_rows
+
+if TYPE_CHECKING:
+    from .compare import StrategyComparison
+    from .models import LoadedModel
+
+
+@dataclass
+class ModelFacts:
+    """What the cause sentences need to know about the model."""
+
+    name: str
+    dtype: str
+    uses_absolute_positions: bool
+    attn_implementation: str
+    pad_token_id: int
+    is_random: bool
+
+    @classmethod
+    def from_loaded(cls, loaded: LoadedModel) -> ModelFacts:
+        return cls(
+            loaded.name,
+            str(loaded.dtype).removeprefix("torch."),
+            loaded.uses_absolute_positions,
+            loaded.attn_implementation,
+            loaded.pad_token_id,
+            loaded.is_random,
+        )
+
+
+def _count(mask: torch.Tensor) -> int:
+    return int(mask.sum())
+
+
+def _positions(ext: ExtractionResult, reference: ExtractionResult, texts: torch.Tensor, limit: int = 3) -> str:
+    """'text 2 at position 9 instead of 3, ...' for the first ``limit`` of ``texts`` (N,) bool."""
+    shown = [
+        f"text {i + 1} at position {int(ext.read_position_ids[i])} instead of {int(reference.read_position_ids[i])}"
+        for i in texts.nonzero().flatten().tolist()[:limit]
+    ]
+    more = _count(texts) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more > 0 else "")
+
+
+def diagnose(comparison: StrategyComparison, reference: ExtractionResult, facts: ModelFacts) -> tuple[CauseKind, str]:
+    """Why ``comparison`` differs from ``reference`` (or why it does not): a
+    :data:`~extraction.verdicts.CauseKind` and one sentence.
+
+    Every fact about the layout comes from the layout (segment ids: was the read position
+    padding, could it see another text or padding; the position ids), never from token
+    ids: chat texts end in the eos token, which is often the pad token too.
+    """
+    ext = comparison.extraction
+    n = comparison.cosine.shape[0]
+    per_text_min = comparison.cosine.nan_to_num(-1.0).min(1).values  # (N,)
+    per_text_rel = comparison.relative_l2.nan_to_num(float("inf")).max(1).values  # (N,)
+    affected = (per_text_min < EXACT_COSINE) | ~comparison.top1_same | (per_text_rel > CORRUPTED_RELATIVE_L2)  # (N,)
+    pad_read = ext.read_is_pad  # (N,) from the layout's segment ids
+    other_token = ~pad_read & (ext.read_token_ids != reference.read_token_ids)  # (N,) a real token, not the last
+    shifted = ext.read_position_ids != reference.read_position_ids
+    layer0_differs = comparison.cosine[:, 0].nan_to_num(-1.0) < EXACT_COSINE
+    worst = comparison.min_cosine
+    worst_rel = comparison.max_relative_l2
+    if comparison.nonfinite:
+        bad_layers = (~torch.isfinite(ext.hidden)).any(-1).any(0).nonzero().flatten().tolist()
+        where = f"first at layer {bad_layers[0]}" if bad_layers else "in the logits"
+        return "unknown", (
+            f"NaN or inf values appeared ({comparison.nonfinite} entries, {where}); the states are unusable."
+        )
+    if not affected.any():
+        if shifted.any():
+            return "none", (
+                f"Matches single-sample extraction (min cosine {worst:.6f}): the position ids of {_count(shifted)} "
+                f"of {n} texts were shifted, but this model's position encoding is relative (no absolute position "
+                "embeddings), so the shift changes nothing."
+            )
+        return "none", f"Matches single-sample extraction at every layer (min cosine {worst:.6f})."
+    # Structural defects show as large errors; reduced precision adds small ones to every
+    # text. Explain the clearly wrong texts when there are any, else every affected one.
+    severe = corrupted_rows(per_text_min, per_text_rel)  # (N,)
+    target = severe if severe.any() else affected  # (N,) the texts a cause must explain
+    k = _count(target)
+    majority = max(1, k // 2)
+    reduced = facts.dtype != "float32"
+    rounding = f"; the others drift by {facts.dtype} rounding" if reduced and (affected & ~target).any() else ""
+    layer_note = (
+        f" from layer {comparison.first_divergent_layer} on" if comparison.first_divergent_layer is not None else ""
+    )
+    if (target & pad_read).sum() >= majority:
+        return "pad-state", (
+            f"For {_count(target & pad_read)} of {n} texts a pad token's state was read instead of the last real "
+            f"token (the read position lies in the padding after the text: the read index ignores where the text "
+            f"ends){rounding}."
+        )
+    if (target & other_token).sum() >= majority:
+        return "unknown", (
+            f"For {_count(target & other_token)} of {n} texts another token's state was read instead of the last "
+            f"real token{rounding}."
+        )
+    if (target & shifted & layer0_differs).sum() >= majority and facts.uses_absolute_positions:
+        example = int((target & shifted).nonzero()[0])
+        return "position-shift", (
+            f"Positions shifted by left padding: the last token of text {example + 1} sat at position "
+            f"{int(ext.read_position_ids[example])} instead of {int(reference.read_position_ids[example])}, and this "
+            f"model adds absolute position embeddings, so {_count(target & shifted)} of {n} texts differ from the "
+            f"embeddings (layer 0) on{rounding}."
+        )
+    if severe.any() and (target & shifted).sum() >= majority and not (target & ~shifted).any():
+        # Relative positions, yet the shifted texts are beyond rounding: the shift is the cause.
+        return "position-shift", (
+            f"Positions shifted by left padding: {_positions(ext, reference, target & shifted)}; this model's "
+            f"positions are relative, yet the {k} shifted texts that differ are beyond rounding (min cosine "
+            f"{worst:.4f}, max relative L2 {worst_rel:.4f}){rounding}. Position ids from the mask (left) avoid it."
+        )
+    if (target & ext.saw_other_text).sum() >= majority and not (target & ~ext.saw_other_text).any():
+        alone = _count(~ext.saw_other_text)
+        return "cross-text", (
+            f"Texts attended to each other: the {k} of {n} texts that differ are exactly those that could see "
+            f"another text's tokens; the {alone} with nothing before them "
+            f"{f'only drift by {facts.dtype} rounding' if rounding else 'match'}."
+        )
+    if (target & ext.saw_padding).sum() >= majority and not (target & ~ext.saw_padding).any():
+        return "pad-state", (
+            f"Real tokens attended to padding: the {k} texts that differ could see pad positions{layer_note}."
+        )
+    if not severe.any() and (target & shifted).sum() >= majority:
+        # Relative positions (RoPE): the shift is invisible in exact arithmetic, but the rotation
+        # at other angles rounds differently, so shifted texts drift more than unshifted ones.
+        precision = f"Reduced-precision ({facts.dtype}) rounding" if reduced else "Float32 rounding"
+        return ("rounding" if reduced else "kernels"), (
+            f"{precision} of shifted positions: left padding moved the last token of "
+            f"{_count(target & shifted)} of {n} texts ({_positions(ext, reference, target & shifted)}); this "
+            f"model's positions are relative, so the shift changes only how the rotation rounds (min cosine "
+            f"{worst:.6f}, max relative L2 {worst_rel:.4f}). Position ids from the mask (left) avoid it."
+        )
+    if not severe.any() and reduced:
+        return "rounding", (
+            f"Reduced-precision ({facts.dtype}) rounding: batched and single-sample kernels round differently "
+            f"(min cosine {worst:.6f}, max relative L2 {worst_rel:.4f}); the layout itself is sound: no pad read, "
+            "no position shifted, no other text seen."
+        )
+    if not severe.any():
+        return "kernels", (
+            f"Float32 rounding of the batched kernels (min cosine {worst:.6f}, max relative L2 {worst_rel:.4f}): "
+            "batched and single-sample passes take different kernel paths (TF32 matmuls on GPU, other BLAS "
+            "blockings); the layout itself is sound."
+        )
+    return "unknown", (
+        f"{k} of {n} texts differ from single-sample extraction{layer_note} (min cosine {worst:.4f}, max relative "
+        f"L2 {worst_rel:.4f}); no known padding defect explains it."
+    )
