@@ -160,6 +160,11 @@ class Strategy(ABC):
         """Group text indices into forward passes (default: input order)."""
         return _chunks(range(len(lengths)), lengths, batch_size, max_batch_tokens)
 
+    def pass_shape(self, group_lengths: Sequence[int]) -> tuple[int, int]:
+        """``(B, T)`` of the pass that :meth:`layout` builds for texts of these token lengths
+        (default: one padded row per text), without building it."""
+        return len(group_lengths), max(group_lengths)
+
     @abstractmethod
     def layout(self, token_ids: Sequence[Sequence[int]], pad_id: int) -> BatchLayout:
         """Lay out the token ids of one group; text k of the group is read at ``(read_rows[k], read_cols[k])``."""
@@ -359,6 +364,9 @@ class Packed(Strategy):
 
     def plan(self, lengths, batch_size, max_batch_tokens=DEFAULT_MAX_BATCH_TOKENS):
         return _plan_packs(lengths, batch_size, max_batch_tokens)
+
+    def pass_shape(self, group_lengths):
+        return 1, sum(group_lengths)
 
     def layout(self, token_ids, pad_id):
         input_ids, segment_ids, position_ids, ends = _pack(token_ids)
