@@ -47,13 +47,29 @@ def logit_tolerance(dtype: torch.dtype) -> tuple[float, float]:
     return (1e-4, 1e-5) if dtype == torch.float32 else (5e-2, 1e-2)
 
 
-def apply_lm_head(loaded: LoadedModel, states: torch.Tensor, final_norm: bool) -> torch.Tensor:
-    """``lm_head(states)`` (optionally after the final norm) in the model's dtype: (..., d) -> (..., V) float32."""
+def lm_head_inputs(loaded: LoadedModel, states: torch.Tensor, final_norm: bool) -> torch.Tensor:
+    """What ``lm_head`` is given: ``states`` (..., d) on the model's device and dtype, after the
+    final norm when ``final_norm``."""
     with torch.inference_mode():
         x = states.to(device=loaded.device, dtype=loaded.dtype)
         if final_norm and loaded.final_norm is not None:
             x = loaded.final_norm(x)
-        return loaded.lm_head(x).float().cpu()
+        return x
+
+
+def apply_lm_head(loaded: LoadedModel, states: torch.Tensor, final_norm: bool) -> torch.Tensor:
+    """``lm_head(states)`` (optionally after the final norm) in the model's dtype: (..., d) -> (..., V) float32."""
+    with torch.inference_mode():
+        return loaded.lm_head(lm_head_inputs(loaded, states, final_norm)).float().cpu()
+
+
+def _max_head_row_norm(loaded: LoadedModel) -> float | None:
+    """``max_v |W_v|`` of a linear ``lm_head`` in float32/64 (None otherwise: no certificate)."""
+    head = loaded.lm_head
+    if loaded.dtype not in (torch.float32, torch.float64) or not isinstance(head, torch.nn.Linear):
+        return None
+    with torch.inference_mode():
+        return float(head.weight.detach().double().norm(dim=-1).max())
 
 
 @dataclass
@@ -244,24 +260,49 @@ def logit_lens_agreement(
 
     Logit lens: ``lm_head(final_norm(h))`` for every layer but the last, which the model
     returns already normed (``lm_head(h)``). Inputs (N, L, d); outputs (L,) per name.
-    The reference and every strategy go through ``lm_head`` together, one block of texts
-    at a time (about :data:`_LENS_ROWS` rows of V logits are held at once), so the
-    vocabulary matrix is read once per layer and block instead of once per strategy.
+
+    Most rows of a sound strategy differ from the reference by rounding only, and their
+    agreement is certain without computing their V logits: with ``x`` and ``x_ref`` the
+    ``lm_head`` inputs and ``B = max_v |W_v| |x - x_ref|`` (Cauchy-Schwarz), no logit moves by
+    more than ``B``, so the top-1 agrees (:func:`~extraction.metrics.top1_agrees`) when
+    ``2B`` is within the tolerance or below the reference's gap between its first and second
+    logits. A factor 2 margin covers the rounding of the computed logits (``4B`` is tested);
+    float32/64 only. The other rows, and every row of 16-bit models, go through ``lm_head``.
+    The reference goes through ``lm_head`` once, one block of texts at a time (about
+    :data:`_LENS_ROWS` rows of V logits are held at once).
     """
     atol, rtol = logit_tolerance(loaded.dtype)
     names = list(hidden_by_name)
     n, num_states = reference_hidden.shape[:2]
     agrees = {name: torch.zeros(n, num_states, dtype=torch.bool) for name in names}
+    head_norm = _max_head_row_norm(loaded)
     texts_per_block = max(1, _LENS_ROWS // (len(names) + 1))
     for start in range(0, n, texts_per_block):
         block = slice(start, start + texts_per_block)
         for layer in range(num_states):
-            normed = layer < num_states - 1
             stacked = torch.stack(
                 [reference_hidden[block, layer]] + [hidden_by_name[name][block, layer] for name in names]
             )  # (1 + S, n_block, d)
-            logits = apply_lm_head(loaded, stacked, final_norm=normed)  # (1 + S, n_block, V)
-            same = metrics.top1_agrees(logits[1:], logits[:1].expand_as(logits[1:]), atol, rtol)  # (S, n_block)
+            inputs = lm_head_inputs(loaded, stacked, final_norm=layer < num_states - 1)  # (1 + S, n_block, d)
+            with torch.inference_mode():
+                reference_logits = loaded.lm_head(inputs[0]).float().cpu()  # (n_block, V)
+            same = torch.zeros(len(names), inputs.shape[1], dtype=torch.bool)  # (S, n_block)
+            todo = torch.ones_like(same)
+            if head_norm is not None:
+                spread = (inputs[1:].double() - inputs[:1].double()).norm(dim=-1).cpu()  # (S, n_block)
+                top2 = reference_logits.double().topk(2, dim=-1).values  # (n_block, 2)
+                gap = top2[:, 0] - top2[:, 1]
+                tolerance = atol + rtol * top2[:, 0].abs()
+                bound = 4 * head_norm * spread  # (S, n_block)
+                finite = torch.isfinite(reference_logits).all(-1)  # (n_block,)
+                certain = ((bound <= tolerance) | (bound < gap)) & finite & torch.isfinite(spread)
+                same |= certain
+                todo &= ~certain
+            strategy_rows, text_rows = todo.nonzero(as_tuple=True)
+            if len(strategy_rows):
+                with torch.inference_mode():
+                    logits = loaded.lm_head(inputs[1:][strategy_rows, text_rows]).float().cpu()  # (R, V)
+                same[strategy_rows, text_rows] = metrics.top1_agrees(logits, reference_logits[text_rows], atol, rtol)
             for k, name in enumerate(names):
                 agrees[name][block, layer] = same[k]
     return {name: agrees[name].float().mean(0) for name in names}
