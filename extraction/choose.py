@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -59,6 +60,8 @@ PROBE_MAX_TOKENS = 48
 #: Never chosen: known-buggy layouts whose agreement on a probe is luck of its lengths.
 AUTO_EXCLUDED = tuple(name for name, strategy in STRATEGIES.items() if strategy.naive)
 CACHE_FILE = "strategy-choices.json"
+#: Names another file for the remembered decisions (default: CACHE_FILE in the cache folder).
+CACHE_ENV = "PADDING_AUDIT_CHOICES"
 #: Bump to forget every remembered decision (a change in what is remembered or how it is decided).
 CHOICE_FORMAT = 1
 #: Used when the probe's passes cannot be fitted (too few, or a negative slope).
@@ -195,10 +198,12 @@ def choice_key(loaded: LoadedModel) -> str:
 
 
 def choice_cache_path() -> Path:
-    """``<cache_dir>/strategy-choices.json`` in the models' cache folder."""
+    """``<cache_dir>/strategy-choices.json`` in the models' cache folder, or the file named
+    by the environment variable :data:`CACHE_ENV` (the benchmark times a cold choice so)."""
     from .models import cache_dir
 
-    return cache_dir() / CACHE_FILE
+    override = os.environ.get(CACHE_ENV)
+    return Path(override) if override else cache_dir() / CACHE_FILE
 
 
 def _read_cache(path: Path) -> dict:

@@ -33,7 +33,7 @@ def gpt2(tiny_gpt2):
 def choice_cache(tmp_path, monkeypatch):
     """auto's remembered decisions go to a fresh file per test, never the user's cache."""
     path = tmp_path / "cache" / "strategy-choices.json"
-    monkeypatch.setattr("extraction.choose.choice_cache_path", lambda: path)
+    monkeypatch.setenv("PADDING_AUDIT_CHOICES", str(path))
     return path
 
 
