@@ -70,7 +70,10 @@ def top1_agrees(
     ref_at_chosen = reference_logits.gather(-1, chosen).squeeze(-1).double()
     tolerance = atol + rtol * ref_max.abs()
     agree = (ref_max - ref_at_chosen) <= tolerance
-    finite = torch.isfinite(logits).all(-1) & torch.isfinite(reference_logits).all(-1)
+    # A row is finite when its max and min are: max is NaN if any entry is NaN, +inf if any
+    # is; min is -inf if any is. Two reductions instead of a (..., V) bool tensor.
+    finite = torch.isfinite(ref_max) & torch.isfinite(reference_logits.amin(-1))
+    finite &= torch.isfinite(logits.amax(-1)) & torch.isfinite(logits.amin(-1))
     return agree & finite
 
 
