@@ -135,9 +135,15 @@ def run_suite(args: argparse.Namespace) -> dict:
         "runs": [],
     }
     for model_name, overrides in models.items():
+        if time.perf_counter() - started > args.budget_seconds:
+            results["runs"].append({"model": model_name, "skipped": f"over the {args.budget_seconds} s budget"})
+            continue
         say(f"building {model_name} (random weights)")
         folder = build_model(Path(args.assets), workdir / model_name, overrides, args.device)
         for dtype in DTYPES:
+            if time.perf_counter() - started > args.budget_seconds:
+                results["runs"].append({"model": model_name, "dtype": dtype, "skipped": "over the time budget"})
+                continue
             say(f"{model_name} {dtype}: loading")
             loaded = load_model(str(folder), dtype=dtype, device=args.device)
             texts = benchmark_texts(loaded.tokenizer, args.texts, 5, args.max_tokens, seed=0)
@@ -172,6 +178,9 @@ def run_suite(args: argparse.Namespace) -> dict:
 def summary(results: dict) -> str:
     lines = [f"{results['gpu'] or results['device']}, torch {results['torch']}, transformers {results['transformers']}"]
     for run in results["runs"]:
+        if "skipped" in run:
+            lines.append(f"{run['model']} {run.get('dtype', '')}: skipped, {run['skipped']}")
+            continue
         lines.append(f"{run['model']} {run['dtype']}: gemm {run['gemm_gflops']:.0f} GFLOP/s, {run['tokens']} tokens")
         if "error" in run:
             lines.append(f"  error: {run['error']}")
@@ -203,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--max-batch-tokens", type=int, default=8192)
     parser.add_argument("--skip-big", action="store_true", help="leave out the ~1B model")
+    parser.add_argument(
+        "--budget-seconds", type=float, default=360, help="start no new model or dtype after this long (default 360)"
+    )
     parser.add_argument("--tiny", action="store_true", help="a 2-layer model and a dozen texts: try the path on CPU")
     parser.add_argument("--make-assets", metavar="FOLDER", help="copy SmolLM2's config and tokenizer here and exit")
     return parser

@@ -179,3 +179,34 @@ def test_end_to_end_runs_the_command_both_ways(loaded):
     assert run["choice_seconds_cold"] is not None and run["choice_seconds_cold"] < run["auto_cold_seconds"]
     failed = bench.end_to_end("no-such-model-here", texts, counts=[6])
     assert "failed" in failed["error"]
+
+
+def test_gpu_suite_runs_without_gguf_plotly_or_streamlit(loaded, tmp_path):
+    """The GPU suite's whole path on CPU with --tiny, in a process where gguf, plotly and
+    streamlit cannot be imported (the lent GPU machine has none of them)."""
+    import subprocess
+    import sys
+
+    assets = tmp_path / "assets"
+    loaded.config.save_pretrained(assets)
+    loaded.tokenizer.save_pretrained(assets)
+    out = tmp_path / "out"
+    code = (
+        "import sys\n"
+        "for name in ('gguf', 'plotly', 'streamlit'): sys.modules[name] = None\n"
+        "from bench.gpu import main\n"
+        f"sys.exit(main(['--device', 'cpu', '--tiny', '--assets', {str(assets)!r}, '--out', {str(out)!r}, "
+        f"'--workdir', {str(tmp_path / 'work')!r}]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=bench.child_env(),
+                          cwd=bench.REPO_ROOT, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((out / "gpu-bench.json").read_text())
+    assert results["tiny"] and [(r["model"], r["dtype"]) for r in results["runs"]] == [
+        ("smollm2-135m-config", "float32"),
+        ("smollm2-135m-config", "bfloat16"),
+    ]
+    for run in results["runs"]:
+        assert "error" not in run, run["error"]
+        assert run["throughput"][0]["name"] == "single"
+        assert [p["name"] for p in run["peers"]] == ["this project", *bench.PEERS]
