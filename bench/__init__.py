@@ -27,10 +27,17 @@ is measured, on the embedded model in float32 unless told otherwise:
   plus the result rows.
 * **the app's comparison**: ``compare_strategies`` over every strategy on
   :data:`~extraction.samples.SAMPLE_TEXTS`, split into extraction and metrics time.
+* **peers** (:mod:`bench.peers`): the code researchers write instead (plain transformers,
+  ``output_hidden_states``), timed on the same texts in the same run, in ms per text.
+* **end to end** (:mod:`bench.endtoend`): ``python -m extraction extract`` as a user runs
+  it, ``--strategy auto`` (with and without a remembered choice) against ``single``.
+* **GPU** (:mod:`bench.gpu`, ``python -m bench.gpu``): random-weight models built from
+  configs, for a lent GPU machine without model files.
 
 One concern a module: :mod:`bench.texts`, :mod:`bench.rates`, :mod:`bench.throughput`,
 :mod:`bench.startup` (cold start), :mod:`bench.memory`, :mod:`bench.comparison` (the
-app's), :mod:`bench.processes` (running a child), :mod:`bench.children` (the children
+app's), :mod:`bench.peers`, :mod:`bench.endtoend`, :mod:`bench.gpu`,
+:mod:`bench.processes` (running a child), :mod:`bench.children` (the children
 themselves), :mod:`bench.run` (one run) and :mod:`bench.report` (table and JSON);
 ``python -m bench`` is :mod:`bench.__main__`.
 
@@ -72,6 +79,11 @@ EXPORTS = {
     "measure_extract_memory": "memory",
     "memory_report": "memory",
     "app_comparison": "comparison",
+    "PEERS": "peers",
+    "PeerTiming": "peers",
+    "time_peers": "peers",
+    "E2E_TEXT_COUNTS": "endtoend",
+    "end_to_end": "endtoend",
     "BenchmarkSettings": "run",
     "TARGETS": "run",
     "check_targets": "run",

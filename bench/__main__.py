@@ -7,7 +7,9 @@ import logging
 import os
 import sys
 
+from .endtoend import E2E_TEXT_COUNTS
 from .memory import MEMORY_BASELINE_TEXTS, MEMORY_MAX_TOKENS, MEMORY_TEXT_COUNTS
+from .peers import DEFAULT_PEER_TEXTS
 from .report import format_report
 from .run import BenchmarkSettings, run_benchmark
 from .texts import DEFAULT_TEXTS
@@ -20,8 +22,16 @@ from .throughput import (
 )
 
 #: ``--quick``: the same code paths on small sizes, in a couple of minutes.
-QUICK = {"texts": 48, "single_texts": 12, "check_texts": 6, "memory_counts": (100, 400), "memory_baseline_texts": 16}
-PARTS = ("throughput", "cold-start", "cold-start-no-cache", "memory", "app")
+QUICK = {
+    "texts": 48,
+    "single_texts": 12,
+    "check_texts": 6,
+    "memory_counts": (100, 400),
+    "memory_baseline_texts": 16,
+    "peer_texts": 24,
+    "e2e_counts": (16, 48),
+}
+PARTS = ("throughput", "peers", "end-to-end", "cold-start", "cold-start-no-cache", "memory", "app")
 
 
 def _counts(spec: str) -> tuple[int, ...]:
@@ -89,6 +99,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--app-batch-size", type=int, default=4, help="batch size of the app comparison (app default 4)"
     )
+    parser.add_argument(
+        "--peer-texts", type=int, default=DEFAULT_PEER_TEXTS, help="texts of the peers section (default %(default)s)"
+    )
+    parser.add_argument(
+        "--e2e-texts",
+        type=_counts,
+        default=E2E_TEXT_COUNTS,
+        help="text counts of the end-to-end extract runs (default 16,160)",
+    )
+    parser.add_argument("--e2e-repeats", type=int, default=1, help="end-to-end runs of each kind; the best is kept")
     parser.add_argument("--skip", type=_parts, default=set(), help=f"parts to leave out: {', '.join(PARTS)}")
     parser.add_argument(
         "--quick",
@@ -120,6 +140,11 @@ def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
         "memory_baseline_texts": args.memory_baseline_texts,
         "memory_max_tokens": args.memory_max_tokens,
         "app_batch_size": args.app_batch_size,
+        "peers": "peers" not in args.skip,
+        "peer_texts": args.peer_texts,
+        "end_to_end": "end-to-end" not in args.skip,
+        "e2e_counts": args.e2e_texts,
+        "e2e_repeats": args.e2e_repeats,
         "throughput": "throughput" not in args.skip,
         "cold_start": "cold-start" not in args.skip,
         "cold_start_without_cache": "cold-start-no-cache" not in args.skip and not args.quick,
@@ -128,7 +153,10 @@ def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
     }
     if args.quick:
         values.update(QUICK)
-    for key in ("texts", "repeats", "single_texts", "check_texts", "batch_size", "max_batch_tokens", "app_batch_size"):
+    for key in (
+        "texts", "repeats", "single_texts", "check_texts", "batch_size", "max_batch_tokens", "app_batch_size",
+        "peer_texts", "e2e_repeats",
+    ):  # fmt: skip
         if values[key] < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {values[key]}")
     if not 0 < values["exact_cosine"] <= 1:

@@ -38,21 +38,11 @@ def sgemm_gflops(size: int = 2048, repeats: int = 5, device: str | torch.device 
 
 def body_parameters(model: torch.nn.Module) -> int:
     """Parameters outside the embeddings and ``lm_head``: the per-token matmul work of the
-    body is ``2 x`` this many FLOPs (a tied ``lm_head`` is counted once, as an embedding)."""
-    excluded: set[int] = set()
-    for module in model.modules():
-        if isinstance(module, torch.nn.Embedding):
-            excluded.update(id(p) for p in module.parameters())
-    head = model.get_output_embeddings()
-    if head is not None:
-        excluded.update(id(p) for p in head.parameters())
-    seen: set[int] = set()
-    total = 0
-    for parameter in model.parameters():
-        if id(parameter) not in excluded and id(parameter) not in seen:
-            seen.add(id(parameter))
-            total += parameter.numel()
-    return total
+    body is ``2 x`` this many FLOPs (a tied ``lm_head`` is counted once, as an embedding).
+    The cost model of ``--strategy auto`` counts the same (:func:`extraction.choose.body_parameters`)."""
+    from extraction.choose import body_parameters as count
+
+    return count(model)
 
 
 def useful_flops(body_params: int, hidden_size: int, vocab_size: int, real_tokens: int, num_texts: int) -> float:

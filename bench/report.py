@@ -22,6 +22,8 @@ class BenchmarkReport:
     cold_start: dict = field(default_factory=dict)
     memory: dict = field(default_factory=dict)
     app_comparison: dict = field(default_factory=dict)
+    peers: list[dict] = field(default_factory=list)  # bench.peers.PeerTiming records, this project first
+    end_to_end: dict = field(default_factory=dict)  # bench.endtoend.end_to_end
     targets: dict = field(default_factory=dict)
 
     def best(self) -> StrategyTiming | None:
@@ -83,6 +85,29 @@ def format_report(report: BenchmarkReport) -> str:
                     f"cold start, {label}: load_model {record['load_seconds']:.2f} s, import "
                     f"{record['import_seconds']:.2f} s, process {record['process_seconds']:.2f} s"
                 )
+    if report.peers:
+        lines.append("")
+        lines.append(f"peers ({report.peers[0]['texts']} texts, ms per text, every layer):")
+        for p in report.peers:
+            what = f"{p['name']} ({p['strategy']})" if p["strategy"] else p["name"]
+            lines.append(
+                f"  {what:<28} {p['ms_per_text']:>8.1f} ms  x{p['slower_than_ours']:>5.2f} of ours  "
+                f"{100 * p['sgemm_fraction']:>5.1f}% of sgemm  min cos {p['min_cosine_vs_single']:.6f}  "
+                f"load {p['load_average']:.1f}"
+            )
+    e2e = report.end_to_end
+    if e2e:
+        lines.append("")
+        if "error" in e2e:
+            lines.append(f"end to end: {e2e['error']}")
+        for r in e2e.get("runs", []):
+            choice = "-" if r["choice_seconds_cold"] is None else f"{r['choice_seconds_cold']:.1f} s"
+            lines.append(
+                f"end to end, {r['texts']} texts: single {r['single_seconds']:.1f} s, "
+                f"auto {r['auto_cold_seconds']:.1f} s "
+                f"(choice {choice}; x{r['speedup_cold']:.2f}), auto remembered {r['auto_warm_seconds']:.1f} s "
+                f"(x{r['speedup_warm']:.2f}), load {r['load_average']:.1f}"
+            )
     if report.app_comparison:
         app = report.app_comparison
         lines.append(

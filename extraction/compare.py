@@ -44,7 +44,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Rows of logits (texts x strategies) computed together in the logit lens.
+#: Rows of logits computed together in the logit lens (about 50 MB of float32 logits at V = 49,152).
 _LENS_ROWS = 256
 
 #: ``progress(strategy_name, strategy_number, strategy_count, done_texts, total_texts)``
@@ -56,13 +56,29 @@ def logit_tolerance(dtype: torch.dtype) -> tuple[float, float]:
     return (1e-4, 1e-5) if dtype == torch.float32 else (5e-2, 1e-2)
 
 
-def apply_lm_head(loaded: LoadedModel, states: torch.Tensor, final_norm: bool) -> torch.Tensor:
-    """``lm_head(states)`` (optionally after the final norm) in the model's dtype: (..., d) -> (..., V) float32."""
+def lm_head_inputs(loaded: LoadedModel, states: torch.Tensor, final_norm: bool) -> torch.Tensor:
+    """What ``lm_head`` is given: ``states`` (..., d) on the model's device and dtype, after the
+    final norm when ``final_norm``."""
     with torch.inference_mode():
         x = states.to(device=loaded.device, dtype=loaded.dtype)
         if final_norm and loaded.final_norm is not None:
             x = loaded.final_norm(x)
-        return loaded.lm_head(x).float().cpu()
+        return x
+
+
+def apply_lm_head(loaded: LoadedModel, states: torch.Tensor, final_norm: bool) -> torch.Tensor:
+    """``lm_head(states)`` (optionally after the final norm) in the model's dtype: (..., d) -> (..., V) float32."""
+    with torch.inference_mode():
+        return loaded.lm_head(lm_head_inputs(loaded, states, final_norm)).float().cpu()
+
+
+def _max_head_row_norm(loaded: LoadedModel) -> float | None:
+    """``max_v |W_v|`` of a linear ``lm_head`` in float32/64 (None otherwise: no certificate)."""
+    head = loaded.lm_head
+    if loaded.dtype not in (torch.float32, torch.float64) or not isinstance(head, torch.nn.Linear):
+        return None
+    with torch.inference_mode():
+        return float(head.weight.detach().double().norm(dim=-1).max())
 
 
 @dataclass
@@ -163,26 +179,64 @@ def logit_lens_agreement(
 
     Logit lens: ``lm_head(final_norm(h))`` for every layer but the last, which the model
     returns already normed (``lm_head(h)``). Inputs (N, L, d); outputs (L,) per name.
-    The reference and every strategy go through ``lm_head`` together, one block of texts
-    at a time (about :data:`_LENS_ROWS` rows of V logits are held at once), so the
-    vocabulary matrix is read once per layer and block instead of once per strategy.
+
+    Most rows of a sound strategy differ from the reference by rounding only, and their
+    agreement is certain without computing their V logits: with ``x`` and ``x_ref`` the
+    ``lm_head`` inputs and ``B = max_v |W_v| |x - x_ref|`` (Cauchy-Schwarz), no logit moves by
+    more than ``B``, so the top-1 agrees (:func:`~extraction.metrics.top1_agrees`) when
+    ``2B`` is within the tolerance or below the reference's gap between its first and second
+    logits. A factor 2 margin covers the rounding of the computed logits (``4B`` is tested);
+    float32/64 only. The other rows, and every row of 16-bit models, go through ``lm_head``.
+    Rows go through ``lm_head`` many at a time, every layer together (the vocabulary matrix
+    is read once per :data:`_LENS_ROWS` rows, not once per layer): the reference's rows one
+    block of texts at a time, then the uncertified rows of that block.
     """
     atol, rtol = logit_tolerance(loaded.dtype)
     names = list(hidden_by_name)
     n, num_states = reference_hidden.shape[:2]
     agrees = {name: torch.zeros(n, num_states, dtype=torch.bool) for name in names}
-    texts_per_block = max(1, _LENS_ROWS // (len(names) + 1))
+    head_norm = _max_head_row_norm(loaded)
+    texts_per_block = max(1, _LENS_ROWS // num_states)
+
+    def head(rows: torch.Tensor) -> torch.Tensor:  # (R, d) in the model's dtype -> (R, V) float32 on cpu
+        with torch.inference_mode():
+            return torch.cat(
+                [loaded.lm_head(rows[k : k + _LENS_ROWS]).float().cpu() for k in range(0, len(rows), _LENS_ROWS)]
+            )
+
     for start in range(0, n, texts_per_block):
         block = slice(start, start + texts_per_block)
-        for layer in range(num_states):
-            normed = layer < num_states - 1
-            stacked = torch.stack(
-                [reference_hidden[block, layer]] + [hidden_by_name[name][block, layer] for name in names]
-            )  # (1 + S, n_block, d)
-            logits = apply_lm_head(loaded, stacked, final_norm=normed)  # (1 + S, n_block, V)
-            same = metrics.top1_agrees(logits[1:], logits[:1].expand_as(logits[1:]), atol, rtol)  # (S, n_block)
-            for k, name in enumerate(names):
-                agrees[name][block, layer] = same[k]
+        stacked = torch.stack(
+            [reference_hidden[block]] + [hidden_by_name[name][block] for name in names]
+        )  # (1 + S, n_block, L, d)
+        inputs = torch.stack(
+            [
+                lm_head_inputs(loaded, stacked[:, :, layer], final_norm=layer < num_states - 1)
+                for layer in range(num_states)
+            ]
+        )  # (L, 1 + S, n_block, d)
+        num_layers, _, n_block, width = inputs.shape
+        reference_logits = head(inputs[:, 0].reshape(-1, width)).view(num_layers, n_block, -1)  # (L, n_block, V)
+        same = torch.zeros(num_layers, len(names), n_block, dtype=torch.bool)  # (L, S, n_block)
+        todo = torch.ones_like(same)
+        if head_norm is not None:
+            spread = (inputs[:, 1:].double() - inputs[:, :1].double()).norm(dim=-1).cpu()  # (L, S, n_block)
+            top2 = reference_logits.topk(2, dim=-1).values.double()  # (L, n_block, 2)
+            gap = (top2[..., 0] - top2[..., 1])[:, None]  # (L, 1, n_block)
+            tolerance = (atol + rtol * top2[..., 0].abs())[:, None]
+            finite = (torch.isfinite(reference_logits.amax(-1)) & torch.isfinite(reference_logits.amin(-1)))[:, None]
+            bound = 4 * head_norm * spread
+            certain = ((bound <= tolerance) | (bound < gap)) & finite & torch.isfinite(spread)
+            same |= certain
+            todo &= ~certain
+        layer_rows, strategy_rows, text_rows = todo.nonzero(as_tuple=True)
+        if len(layer_rows):
+            logits = head(inputs[layer_rows, strategy_rows + 1, text_rows])  # (R, V)
+            same[layer_rows, strategy_rows, text_rows] = metrics.top1_agrees(
+                logits, reference_logits[layer_rows, text_rows], atol, rtol
+            )
+        for k, name in enumerate(names):
+            agrees[name][block] = same[:, k].T
     return {name: agrees[name].float().mean(0) for name in names}
 
 
@@ -191,13 +245,19 @@ def compare_extractions(
     reference: ExtractionResult,
     extraction: ExtractionResult,
     lens_agreement: torch.Tensor | None = None,
+    final_logits: torch.Tensor | None = None,
 ) -> StrategyComparison:
-    """Measure ``extraction`` against ``reference`` (both with every layer and logits)."""
+    """Measure ``extraction`` against ``reference`` (both with every layer and logits).
+
+    ``lens_agreement`` (L,) and ``final_logits`` (N, V), ``lm_head`` of the extracted final
+    states, are computed here unless given (:func:`compare_strategies` computes them for every
+    strategy at once)."""
     atol, rtol = logit_tolerance(loaded.dtype)
     cosine = metrics.cosine_similarity(extraction.hidden, reference.hidden).float()  # (N, L)
     relative_l2 = metrics.relative_l2_error(extraction.hidden, reference.hidden).float()
     max_abs = metrics.max_abs_diff(extraction.hidden, reference.hidden).float()
-    final_logits = apply_lm_head(loaded, extraction.hidden[:, -1], final_norm=False)  # (N, V)
+    if final_logits is None:
+        final_logits = apply_lm_head(loaded, extraction.hidden[:, -1], final_norm=False)  # (N, V)
     top1_same = metrics.top1_agrees(final_logits, reference.logits, atol, rtol)
     kl = metrics.kl_divergence(reference.logits, extraction.logits).float()
     reproduces_gap = metrics.max_abs_diff(final_logits, extraction.logits)
@@ -326,7 +386,15 @@ def compare_strategies(
         extractions[name] = extract_states(loaded, tokenized, name, batch_size, max_batch_tokens, progress=report)
     reference = extractions[REFERENCE]
     lens = logit_lens_agreement(loaded, reference.hidden, {name: ext.hidden for name, ext in extractions.items()})
-    comparisons = {name: compare_extractions(loaded, reference, extractions[name], lens[name]) for name in names}
+    # lm_head of every strategy's final states in one pass over the vocabulary matrix.
+    finals = torch.cat([extractions[name].hidden[:, -1] for name in names])  # (S N, d)
+    final_logits = torch.cat(
+        [apply_lm_head(loaded, finals[k : k + _LENS_ROWS], final_norm=False) for k in range(0, len(finals), _LENS_ROWS)]
+    ).split(len(tokenized))  # S x (N, V)
+    comparisons = {
+        name: compare_extractions(loaded, reference, extractions[name], lens[name], final_logits[k])
+        for k, name in enumerate(names)
+    }
     return ComparisonReport(
         model=loaded.name,
         model_description=loaded.description,

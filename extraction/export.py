@@ -6,12 +6,12 @@ last-real-token state of text i at each of the L layers asked for, in the
 library versions, the SHA-256 of the texts (:func:`~extraction.texts.texts_sha256`) and the
 verification result.
 
-* ``strategy="auto"`` (:func:`choose_strategy`) runs :func:`~extraction.compare.compare_strategies`
-  on a sample of the texts (the shortest and longest included) and takes the fastest
-  strategy, in measured tokens per second, whose verdict on this model is exact.
-  ``single`` is always exact, so there is always a choice. The ``-naive`` layouts are
-  never candidates: they are known bugs whose agreement on a sample depends on that
-  sample's lengths, and each is no faster than its correct twin.
+* ``strategy="auto"`` (:func:`~extraction.choose.choose_strategy`) takes the cheapest
+  layout, by a cost model of these texts' passes and padding, that is exact on this model:
+  exactness is checked on a few probe texts (or remembered from an earlier run with the
+  same model, dtype, device, attention and versions). ``single`` is always exact, so there
+  is always a choice; the ``-naive`` layouts never are. The probe texts' single-text rows
+  are written as they are, not extracted again.
 * Memory stays bounded: texts are extracted in chunks of :data:`CHUNK_TEXTS` with
   ``keep_logits=False`` and only the layers asked for, and every chunk's rows go
   straight to disk (:class:`~extraction.safetensors_writer.SafetensorsRowWriter`). Full sequences
@@ -33,19 +33,18 @@ import platform
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import pandas as pd
 import torch
 
 from .audit.check import check_rows, subset
-from .compare import compare_strategies
+from .choose import AUTO_EXCLUDED, PROBE_TEXTS, StrategyChoice, choose_strategy
 from .extract import extract_states
 from .safetensors_writer import STORE_DTYPES, SafetensorsRowWriter
-from .strategies import DEFAULT_BATCH_SIZE, REFERENCE, STRATEGIES, get_strategy
+from .strategies import DEFAULT_BATCH_SIZE, get_strategy
 from .texts import TokenizedTexts, texts_sha256, tokenize_texts
 from .verdicts import Verdict
 
@@ -57,34 +56,18 @@ logger = logging.getLogger(__name__)
 TENSOR_NAME = "hidden_states"
 FORMAT = "padding-audit hidden states v1"
 AUTO = "auto"
-#: Never chosen by ``auto``: known-buggy layouts whose exactness on a sample is luck of its lengths.
-AUTO_EXCLUDED = tuple(name for name, strategy in STRATEGIES.items() if strategy.naive)
-AUTO_SAMPLE = 32  # texts compared when choosing a strategy
+AUTO_SAMPLE = PROBE_TEXTS  # texts of different lengths in auto's exactness probe
 CHUNK_TEXTS = 512  # texts extracted per step: bounds memory, and sorting/bucketing happen within a chunk
 DEFAULT_VERIFY = 8
 _VERSIONED = ("torch", "transformers", "tokenizers", "safetensors", "numpy")
 
-#: ``progress(stage, done, total)``; stage is ``"choosing"`` (strategies), ``"extracting"`` or ``"verifying"`` (texts).
+#: ``progress(stage, done, total)``; stage is ``"choosing"`` (candidate layouts checked), ``"extracting"`` or
+#: ``"verifying"`` (texts).
 ExportProgress = Callable[[str, int, int], None]
 
 
 class VerificationError(ValueError):
     """Re-extracted texts differ from the rows written; nothing is left at the target path."""
-
-
-@dataclass
-class StrategyChoice:
-    """How ``auto`` chose: every candidate measured on the same sample."""
-
-    chosen: str
-    sample_rows: list[int]  # text indices compared
-    candidates: list[dict] = field(default_factory=list)  # name, verdict, min_cosine, tokens_per_second, eligible
-
-    def to_dict(self) -> dict:
-        return {"chosen": self.chosen, "sample_size": len(self.sample_rows), "candidates": self.candidates}
-
-    def to_frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.candidates)
 
 
 @dataclass
@@ -180,57 +163,6 @@ def describe_layers(layers: Sequence[int]) -> str:
     return ("layer " if len(layers) == 1 else "layers ") + ",".join(map(str, layers))
 
 
-def auto_sample_rows(lengths: Sequence[int], size: int, seed: int = 0) -> list[int]:
-    """All rows if there are at most ``size``; otherwise ``size`` random rows that include
-    the shortest and the longest text (so that padding is exercised)."""
-    n = len(lengths)
-    if n <= size:
-        return list(range(n))
-    shortest = min(range(n), key=lambda i: lengths[i])
-    longest = max(range(n), key=lambda i: lengths[i])
-    rest = [i for i in range(n) if i not in (shortest, longest)]
-    picked = random.Random(seed).sample(rest, max(size - 2, 0))
-    return sorted({shortest, longest, *picked})
-
-
-def choose_strategy(
-    loaded: LoadedModel,
-    tokenized: TokenizedTexts,
-    batch_size: int = DEFAULT_BATCH_SIZE,
-    sample_size: int = AUTO_SAMPLE,
-    seed: int = 0,
-    progress: ExportProgress | None = None,
-) -> StrategyChoice:
-    """The fastest strategy whose verdict on this model is exact, measured on a sample."""
-    rows = auto_sample_rows(tokenized.lengths, sample_size, seed)
-    names = [name for name in STRATEGIES if name not in AUTO_EXCLUDED]
-
-    def report(name: str, number: int, count: int, done: int, total: int) -> None:
-        if progress is not None:
-            progress("choosing", number - 1 if done < total else number, count)
-
-    comparison = compare_strategies(loaded, subset(tokenized, rows), names, batch_size=batch_size, progress=report)
-    candidates = []
-    for name, comp in comparison.strategies.items():
-        candidates.append(
-            {
-                "name": name,
-                "verdict": comp.verdict,
-                "min_cosine": comp.min_cosine,
-                "tokens_per_second": comp.extraction.tokens_per_second,
-                "eligible": comp.verdict == "exact",
-            }
-        )
-    eligible = [c for c in candidates if c["eligible"]]
-    if not eligible:  # single compared with itself is exact unless the model is non-deterministic
-        raise ValueError(
-            f"no strategy, not even {REFERENCE}, is exact on {loaded.name}: the model is not deterministic"
-        )
-    chosen = max(eligible, key=lambda c: c["tokens_per_second"])["name"]
-    logger.info("auto: %s (%s)", chosen, ", ".join(f"{c['name']} {c['verdict']}" for c in candidates))
-    return StrategyChoice(chosen=chosen, sample_rows=rows, candidates=candidates)
-
-
 def base_metadata(
     loaded: LoadedModel,
     tokenized: TokenizedTexts,
@@ -302,9 +234,17 @@ def extract_to_file(
     num_states = loaded.num_hidden_layers + 1
     layer_list = parse_layers(layers, num_states)
     choice = None
+    known: dict[int, torch.Tensor] = {}  # text index -> (L, d) rows already extracted one at a time
     if strategy == AUTO:
-        choice = choose_strategy(loaded, tokenized, batch_size, auto_sample, seed, progress)
-        name = choice.chosen
+
+        def report_choice(done: int, total: int) -> None:
+            if progress is not None:
+                progress("choosing", done, total)
+
+        choice = choose_strategy(loaded, tokenized, batch_size, probe_texts=auto_sample, progress=report_choice)
+        name = choice.name
+        if choice.reference_rows is not None:
+            known = dict(zip(choice.probe_rows, choice.reference_rows[:, layer_list], strict=True))
     else:
         name = get_strategy(strategy).name
     n = len(tokenized)
@@ -314,19 +254,28 @@ def extract_to_file(
     with SafetensorsRowWriter(out, TENSOR_NAME, shape, STORE_DTYPES[store_dtype], metadata, overwrite) as writer:
         for start in range(0, n, chunk_texts):
             rows = list(range(start, min(start + chunk_texts, n)))
+            todo = [row for row in rows if row not in known]
+            positions = [k for k, row in enumerate(rows) if row not in known]
 
-            def report(done: int, total: int, start: int = start) -> None:
+            def report(done: int, total: int, before: int = start + len(rows) - len(todo)) -> None:
                 if progress is not None:
-                    progress("extracting", start + done, n)
+                    progress("extracting", before + done, n)
 
-            extraction = extract_states(
-                loaded, subset(tokenized, rows), name, batch_size, layers=layer_list, keep_logits=False, progress=report
-            )
-            bad = ~torch.isfinite(extraction.hidden)
+            hidden = torch.empty(len(rows), len(layer_list), loaded.hidden_size)  # (k, L, d)
+            if todo:
+                extraction = extract_states(
+                    loaded, subset(tokenized, todo), name, batch_size, layers=layer_list, keep_logits=False,
+                    progress=report,
+                )  # fmt: skip
+                hidden[positions] = extraction.hidden
+            for row in rows:
+                if row in known:
+                    hidden[row - start] = known[row]
+            bad = ~torch.isfinite(hidden)
             if bad.any():
                 texts_bad = [rows[k] + 1 for k in bad.flatten(1).any(1).nonzero().flatten().tolist()]
                 raise ValueError(f"NaN/inf in the extracted states of text(s) {texts_bad[:8]} (dtype overflow?)")
-            writer.write(extraction.hidden)  # (k, L, d)
+            writer.write(hidden)  # (k, L, d)
         seconds = time.perf_counter() - started
         verification = None
         if verify:

@@ -62,13 +62,18 @@ def top1_agrees(
     Random models have near-uniform logits, where exact argmax equality would be noise.
     Rows with NaN/inf in either input never agree. Shapes: ``(..., V) -> (...)`` bool.
     """
-    logits64, ref64 = _as_f64(logits), _as_f64(reference_logits)
-    chosen = logits64.argmax(-1, keepdim=True)  # (..., 1)
-    ref_max = ref64.amax(-1)
-    ref_at_chosen = ref64.gather(-1, chosen).squeeze(-1)
+    # argmax, max and gather pick values without arithmetic, so they run in the inputs' own
+    # dtype (no float64 copy of the (..., V) tensors); only the picked values go to float64.
+    logits, reference_logits = logits.detach().cpu(), reference_logits.detach().cpu()
+    chosen = logits.argmax(-1, keepdim=True)  # (..., 1)
+    ref_max = reference_logits.amax(-1).double()
+    ref_at_chosen = reference_logits.gather(-1, chosen).squeeze(-1).double()
     tolerance = atol + rtol * ref_max.abs()
     agree = (ref_max - ref_at_chosen) <= tolerance
-    finite = torch.isfinite(logits64).all(-1) & torch.isfinite(ref64).all(-1)
+    # A row is finite when its max and min are: max is NaN if any entry is NaN, +inf if any
+    # is; min is -inf if any is. Two reductions instead of a (..., V) bool tensor.
+    finite = torch.isfinite(ref_max) & torch.isfinite(reference_logits.amin(-1))
+    finite &= torch.isfinite(logits.amax(-1)) & torch.isfinite(logits.amin(-1))
     return agree & finite
 
 

@@ -8,7 +8,7 @@
    ``world_size`` and the token counts are summed over the ranks, so every rank holds every
    text's length (an int64 a text) without tokenizing them all. Rank 0 also hashes the texts.
 2. **Choose** (rank 0): the strategy (``auto`` measures the candidates on a sample, with
-   :func:`~extraction.export.choose_strategy`), ``index.json``, and on ``resume`` the
+   :func:`~extraction.choose.choose_strategy`), ``index.json``, and on ``resume`` the
    check that the texts, model and options are those of the interrupted run and which
    shards are finished. Broadcast to every rank (:func:`~extraction.distributed.broadcast_json`),
    errors included, so that every rank stops with the same message.
@@ -35,7 +35,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .audit.check import check_rows, subset
+from .choose import choose_strategy
 from .distributed import RankInfo, all_reduce_sum, barrier, broadcast_json
 from .export import (
     AUTO,
@@ -52,9 +53,7 @@ from .export import (
     ExportProgress,
     Verification,
     VerificationError,
-    auto_sample_rows,
     base_metadata,
-    choose_strategy,
     parse_layers,
 )
 from .extract import extract_states
@@ -83,6 +82,8 @@ if TYPE_CHECKING:
     from .models import LoadedModel
 
 logger = logging.getLogger(__name__)
+#: Texts rank 0 reads to rank the layouts by cost (the shard plan knows every length, not every text).
+AUTO_COST_SAMPLE = 512
 
 #: Texts per shard by default: the texts a one-file run extracts per step, so that a shard's
 #: batches are that run's batches and its rows are bit-equal to it on the same device.
@@ -216,15 +217,28 @@ def _choose(
     seed: int,
     progress: ExportProgress | None,
 ):
-    """Rank 0: the strategy, as a one-file run chooses it (auto on a sample with the
-    shortest and longest text)."""
+    """Rank 0: the strategy, as a one-file run chooses it (:func:`extraction.choose.choose_strategy`),
+    on a sample of :data:`AUTO_COST_SAMPLE` texts with the shortest and the longest."""
     if strategy != AUTO:
         return get_strategy(strategy).name, None
-    rows = auto_sample_rows(plan.lengths.tolist(), auto_sample, seed)
+    rows = auto_sample_rows(plan.lengths.tolist(), AUTO_COST_SAMPLE, seed)
     sample = tokenize_texts(loaded.tokenizer, source.texts_at(rows), max_tokens=loaded.context_length)
-    choice = choose_strategy(loaded, sample, batch_size, len(rows), seed, progress)
-    choice.sample_rows = rows
-    return choice.chosen, choice.to_dict()
+    choice = choose_strategy(loaded, sample, batch_size, probe_texts=auto_sample)
+    return choice.chosen, {**choice.to_dict(), "sample_rows": rows}
+
+
+def auto_sample_rows(lengths: Sequence[int], size: int, seed: int = 0) -> list[int]:
+    """All rows if there are at most ``size``; otherwise ``size`` random rows that include
+    the shortest and the longest text (the texts the cost model and the probe see; the other
+    ranks' texts are not all read on rank 0)."""
+    n = len(lengths)
+    if n <= size:
+        return list(range(n))
+    shortest = min(range(n), key=lambda i: lengths[i])
+    longest = max(range(n), key=lambda i: lengths[i])
+    rest = [i for i in range(n) if i not in (shortest, longest)]
+    picked = random.Random(seed).sample(rest, max(size - 2, 0))
+    return sorted({shortest, longest, *picked})
 
 
 def _extract_shard(

@@ -64,12 +64,20 @@ class BatchLayout:
     def visibility(self) -> torch.Tensor:
         """(B, T, T) bool: ``[b, i, j]`` is True when query position i can attend to key j."""
         rows, cols = self.input_ids.shape
-        causal = torch.ones(cols, cols, dtype=torch.bool).tril()  # (T, T)
-        visible = causal.expand(rows, cols, cols).clone()  # (B, T, T)
+        return self.visibility_of(torch.arange(rows).repeat_interleave(cols), torch.arange(cols).repeat(rows)).view(
+            rows, cols, cols
+        )
+
+    def visibility_of(self, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """(K, T) bool: the keys query position ``(rows[k], cols[k])`` can attend to (the rows
+        of :meth:`visibility` for those positions only, without building all ``B T`` of them)."""
+        width = self.input_ids.shape[1]
+        visible = torch.arange(width)[None, :] <= cols[:, None]  # (K, T) causal
         if self.mask_kind == "padding":
-            visible &= ~self.is_pad[:, None, :]
+            visible &= ~self.is_pad[rows]
         elif self.mask_kind == "block-diagonal":
-            visible &= self.segment_ids[:, :, None] == self.segment_ids[:, None, :]
+            segments = self.segment_ids[rows]  # (K, T)
+            visible &= segments == segments.gather(1, cols[:, None])
         return visible
 
     def model_inputs(self, dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
@@ -105,7 +113,7 @@ class BatchLayout:
         ``saw_padding``: it could attend to a padding position (or is one).
         """
         rows, cols = self.read_rows, self.read_cols
-        visible = self.visibility()[rows, cols]  # (K, T)
+        visible = self.visibility_of(rows, cols)  # (K, T)
         segments = self.segment_ids[rows]  # (K, T)
         own = torch.arange(len(rows))  # (K,): text k's segment id is k
         read_is_pad = self.segment_ids[rows, cols] < 0  # (K,)
@@ -167,6 +175,11 @@ class Strategy(ABC):
     ) -> list[list[int]]:
         """Group text indices into forward passes (default: input order)."""
         return _chunks(range(len(lengths)), lengths, batch_size, max_batch_tokens)
+
+    def pass_shape(self, group_lengths: Sequence[int]) -> tuple[int, int]:
+        """``(B, T)`` of the pass that :meth:`layout` builds for texts of these token lengths
+        (default: one padded row per text), without building it."""
+        return len(group_lengths), max(group_lengths)
 
     @abstractmethod
     def layout(self, token_ids: Sequence[Sequence[int]], pad_id: int) -> BatchLayout:
@@ -367,6 +380,9 @@ class Packed(Strategy):
 
     def plan(self, lengths, batch_size, max_batch_tokens=DEFAULT_MAX_BATCH_TOKENS):
         return _plan_packs(lengths, batch_size, max_batch_tokens)
+
+    def pass_shape(self, group_lengths):
+        return 1, sum(group_lengths)
 
     def layout(self, token_ids, pad_id):
         input_ids, segment_ids, position_ids, ends = _pack(token_ids)

@@ -33,8 +33,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--strategy",
         default="auto",
-        help=f"auto (the fastest strategy that is exact on this model, measured on a sample) or one of: "
-        f"{', '.join(STRATEGIES)}",
+        help=f"auto (the cheapest layout, by a cost model, that is exact on this model: checked on a few probe "
+        f"texts, then remembered in the cache folder) or one of: {', '.join(STRATEGIES)}",
     )
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument(
@@ -47,7 +47,12 @@ def add_parser(subparsers) -> None:
         help=f"re-extract this many random texts one at a time and fail if they differ (default {DEFAULT_VERIFY}; "
         "0 skips)",
     )
-    parser.add_argument("--auto-sample", type=int, default=AUTO_SAMPLE, help="texts compared when --strategy auto")
+    parser.add_argument(
+        "--auto-sample",
+        type=int,
+        default=AUTO_SAMPLE,
+        help=f"texts of different lengths in auto's exactness probe (default {AUTO_SAMPLE}; a copy of one is added)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the auto sample and the verified texts")
     parser.add_argument("--force", action="store_true", help="replace the output file if it exists")
     parser.add_argument(
@@ -98,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
     texts = texts_for_model(items, loaded, args)
     tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
     bars: dict[str, object] = {}
-    labels = {"choosing": "auto: strategies compared", "extracting": "extracting", "verifying": "verifying"}
+    labels = {"choosing": "auto: layouts checked", "extracting": "extracting", "verifying": "verifying"}
 
     def progress(stage: str, done: int, total: int) -> None:
         if stage not in bars:
@@ -106,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
                 bar.close()
             bars[stage] = progress_bar(labels.get(stage, stage), total)
             if stage == "choosing":
-                bars[stage].unit = "strategy"
+                bars[stage].unit = "layout"
         bars[stage].n = done
         bars[stage].refresh()
 
@@ -134,12 +139,13 @@ def run(args: argparse.Namespace) -> int:
             bar.close()
     print(f"model: {loaded.description}")
     if result.choice is not None:
-        print(f"auto: compared on {len(result.choice.sample_rows)} texts (batch size {args.batch_size}):")
+        print(f"auto ({result.choice.seconds:.1f} s): {result.choice.why}")
         for c in result.choice.candidates:
             mark = "*" if c["name"] == result.strategy else " "
+            verdict = c["verdict"] or "not needed"
             print(
-                f" {mark} {c['name']:<10} {c['verdict']:<10} min cos {c['min_cosine']:.6f} "
-                f"{c['tokens_per_second']:>8.0f} tokens/s"
+                f" {mark} {c['name']:<10} about {c['estimated_seconds']:>7.1f} s, {c['passes']:>5} passes, "
+                f"{100 * c['pad_fraction']:>5.1f}% padding: {verdict}" + (f" ({c['checked']})" if c["checked"] else "")
             )
     print(f"strategy: {result.strategy}")
     n, num_layers, width = result.shape

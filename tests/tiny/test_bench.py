@@ -14,6 +14,12 @@ MODEL = "tiny-random-llama"
 CORRUPTED_ON_LLAMA = {"right-naive", "packed-naive"}
 
 
+@pytest.fixture(autouse=True)
+def choice_cache(tmp_path, monkeypatch):
+    """auto's remembered decisions (the peers' "this project") go to a fresh file, not the user's cache."""
+    monkeypatch.setenv("PADDING_AUDIT_CHOICES", str(tmp_path / "strategy-choices.json"))
+
+
 @pytest.fixture(scope="module")
 def loaded(tiny_llama):
     assert tiny_llama.name == MODEL
@@ -104,7 +110,8 @@ def test_run_benchmark_report_and_cli_json(tmp_path, capsys):
     code = main(
         [
             "--model", MODEL, "--texts", "10", "--max-tokens", "40", "--single-texts", "4", "--check-texts", "3",
-            "--batch-size", "4", "--sgemm-size", "64", "--skip", "cold-start,memory", "--json", str(out),
+            "--batch-size", "4", "--sgemm-size", "64", "--skip", "cold-start,memory,end-to-end", "--peer-texts", "6",
+            "--json", str(out),
         ]
     )  # fmt: skip
     assert code == 0
@@ -118,7 +125,10 @@ def test_run_benchmark_report_and_cli_json(tmp_path, capsys):
     assert data["app_comparison"]["extraction_seconds"] <= data["app_comparison"]["seconds"]
     assert data["targets"]["app_comparison_seconds"]["met"] in (True, False)
     assert data["targets"]["ready_seconds_with_cache"]["met"] is None  # skipped: not measured
-    assert data["cold_start"] == {} and data["memory"] == {}
+    assert data["cold_start"] == {} and data["memory"] == {} and data["end_to_end"] == {}
+    assert [p["name"] for p in data["peers"]] == ["this project", *bench.PEERS]
+    assert data["targets"]["ratio_to_fastest_peer"]["met"] in (True, False)
+    assert data["targets"]["auto_speedup_160_texts"]["met"] is None  # skipped: not measured
 
 
 def test_cli_rejects_bad_options_in_one_line(capsys):
@@ -135,3 +145,68 @@ def test_min_cosine_is_over_texts_and_layers():
     rows[1, 2] = torch.tensor([1.0, -1.0, 1.0, -1.0])
     assert bench.min_cosine(rows, reference) == pytest.approx(0.0)
     assert bench.min_cosine(reference, reference) == pytest.approx(1.0)
+
+
+def test_peers_give_last_token_states_of_every_layer(loaded):
+    texts = bench.benchmark_texts(loaded.tokenizer, 6, 3, 30, seed=4)
+    timings = bench.time_peers(loaded, texts, sgemm=100.0)
+    assert [t.name for t in timings] == ["this project", *bench.PEERS]
+    ours = timings[0]
+    assert ours.strategy in STRATEGIES and ours.slower_than_ours == 1.0
+    by_name = {t.name: t for t in timings}
+    # On a RoPE model every peer reads the right rows (left padding only shifts positions).
+    for timing in timings:
+        assert timing.texts == 6 and timing.min_cosine_vs_single > 0.9999, timing.name
+        assert timing.slower_than_ours == pytest.approx(timing.ms_per_text / ours.ms_per_text)
+    assert set(by_name) == {"this project", *bench.PEERS}
+
+
+def test_peers_that_read_the_wrong_row_show_it(tiny_gpt2):
+    texts = bench.benchmark_texts(tiny_gpt2.tokenizer, 6, 3, 30, seed=4)
+    timings = {t.name: t for t in bench.time_peers(tiny_gpt2, texts, sgemm=100.0, peers=["left-padding"])}
+    # Left padding without position ids shifts GPT-2's absolute positions: the rows differ.
+    assert timings["left-padding"].min_cosine_vs_single < 0.99
+    assert timings["this project"].min_cosine_vs_single > 0.9999
+
+
+def test_end_to_end_runs_the_command_both_ways(loaded):
+    texts = bench.benchmark_texts(loaded.tokenizer, 6, 3, 20, seed=5)
+    result = bench.end_to_end(MODEL, texts, counts=[6], extra_args=["--verify", "2"])
+    assert "error" not in result, result
+    (run,) = result["runs"]
+    assert run["texts"] == 6
+    assert run["speedup_cold"] == pytest.approx(run["single_seconds"] / run["auto_cold_seconds"])
+    assert run["choice_seconds_cold"] is not None and run["choice_seconds_cold"] < run["auto_cold_seconds"]
+    failed = bench.end_to_end("no-such-model-here", texts, counts=[6])
+    assert "failed" in failed["error"]
+
+
+def test_gpu_suite_runs_without_gguf_plotly_or_streamlit(loaded, tmp_path):
+    """The GPU suite's whole path on CPU with --tiny, in a process where gguf, plotly and
+    streamlit cannot be imported (the lent GPU machine has none of them)."""
+    import subprocess
+    import sys
+
+    assets = tmp_path / "assets"
+    loaded.config.save_pretrained(assets)
+    loaded.tokenizer.save_pretrained(assets)
+    out = tmp_path / "out"
+    code = (
+        "import sys\n"
+        "for name in ('gguf', 'plotly', 'streamlit'): sys.modules[name] = None\n"
+        "from bench.gpu import main\n"
+        f"sys.exit(main(['--device', 'cpu', '--tiny', '--assets', {str(assets)!r}, '--out', {str(out)!r}, "
+        f"'--workdir', {str(tmp_path / 'work')!r}]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=bench.child_env(),
+                          cwd=bench.REPO_ROOT, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((out / "gpu-bench.json").read_text())
+    assert results["tiny"] and [(r["model"], r["dtype"]) for r in results["runs"]] == [
+        ("smollm2-135m-config", "float32"),
+        ("smollm2-135m-config", "bfloat16"),
+    ]
+    for run in results["runs"]:
+        assert "error" not in run, run["error"]
+        assert run["throughput"][0]["name"] == "single"
+        assert [p["name"] for p in run["peers"]] == ["this project", *bench.PEERS]

@@ -8,14 +8,9 @@ import torch
 from safetensors import safe_open
 
 from extraction.audit import audit_states
+from extraction.choose import AUTO_EXCLUDED
 from extraction.cli import main
-from extraction.export import (
-    AUTO_EXCLUDED,
-    VerificationError,
-    auto_sample_rows,
-    extract_to_file,
-    parse_layers,
-)
+from extraction.export import VerificationError, extract_to_file, parse_layers
 from extraction.extract import extract_states
 from extraction.samples import SAMPLE_TEXTS
 from extraction.stored_states import read_states
@@ -34,6 +29,14 @@ def gpt2(tiny_gpt2):
     return tiny_gpt2
 
 
+@pytest.fixture(autouse=True)
+def choice_cache(tmp_path, monkeypatch):
+    """auto's remembered decisions go to a fresh file per test, never the user's cache."""
+    path = tmp_path / "cache" / "strategy-choices.json"
+    monkeypatch.setenv("PADDING_AUDIT_CHOICES", str(path))
+    return path
+
+
 def _leftovers(folder):
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 
@@ -43,11 +46,16 @@ def test_auto_output_is_exact_documented_and_passes_its_own_audit(loaded, tmp_pa
     result = extract_to_file(loaded, TEXTS, path, batch_size=4, verify=4)
     num_states = loaded.num_hidden_layers + 1
     assert result.shape == (len(TEXTS), num_states, loaded.hidden_size)
-    # auto: the fastest measured candidate among the exact ones, never a known-buggy layout.
-    candidates = {c["name"]: c for c in result.choice.candidates}
-    assert set(candidates).isdisjoint(AUTO_EXCLUDED) and "single" in candidates
-    exact = [c for c in candidates.values() if c["verdict"] == "exact"]
-    assert result.strategy == max(exact, key=lambda c: c["tokens_per_second"])["name"]
+    # auto: the cheapest candidate by the cost model that is exact, never a known-buggy layout.
+    candidates = result.choice.candidates
+    names = [c["name"] for c in candidates]
+    assert set(names).isdisjoint(AUTO_EXCLUDED) and "single" in names
+    costs = [c["estimated_seconds"] for c in candidates]
+    assert costs == sorted(costs)
+    chosen = names.index(result.strategy)
+    assert candidates[chosen]["verdict"] == "exact"
+    assert all(c["verdict"] != "exact" for c in candidates[:chosen])  # every cheaper one was checked and failed
+    assert result.choice.probe_rows and not result.choice.from_cache
     assert result.verification.passed and len(result.verification.rows) == 4
     with safe_open(path, "pt") as handle:
         assert handle.keys() == ["hidden_states"]
@@ -120,16 +128,12 @@ def test_reduced_storage_dtype(gpt2, tmp_path):
     assert torch.equal(stored.tensor, single.to(torch.bfloat16).float())
 
 
-def test_parse_layers_sample_rows_and_hash():
+def test_parse_layers_and_hash():
     assert parse_layers("all", 5) == [0, 1, 2, 3, 4]
     assert parse_layers("4, 0,-1", 5) == [4, 0]
     for bad, message in (("5", "out of range"), ("a,b", "comma-separated integers"), (",", "no layer")):
         with pytest.raises(ValueError, match=message):
             parse_layers(bad, 5)
-    lengths = [5, 1, 9, 3, 3, 7, 2, 8]
-    rows = auto_sample_rows(lengths, 4, seed=0)
-    assert len(rows) == 4 and 1 in rows and 2 in rows  # the shortest and the longest
-    assert auto_sample_rows(lengths, 20) == list(range(8))
     assert texts_sha256(["a", "b"]) == texts_sha256(["a", "b"]) != texts_sha256(["b", "a"])
     assert texts_sha256(["a\nb"]) != texts_sha256(["a", "b"])
 

@@ -1,0 +1,382 @@
+"""``--strategy auto``: the cheapest layout that is exact on this model, decided in about a second.
+
+:func:`choose_strategy` does three things, none of which times a whole strategy:
+
+1. **Exactness, on a probe.** A handful of texts of different token lengths
+   (:func:`probe_rows`: up to :data:`PROBE_TEXTS`, the short ones preferred, plus a copy of
+   one so that two texts share a length) is extracted one text a pass (``single``, the
+   ground truth) and then, for a candidate layout, all together in one pass. The layout is
+   exact when the verdict rule of :mod:`extraction.verdicts` says ``exact`` over every
+   layer and the ``lm_head`` top-1. The ``-naive`` layouts are never candidates.
+2. **Cost, from a model.** Every candidate's plan for *these* texts and batch size is
+   priced without running it (:func:`estimate_seconds`): ``passes x pass_seconds + FLOPs /
+   flops_per_second`` with ``FLOPs = 2 P_body B T + 4 d n_layers B T^2`` per pass of ``B``
+   rows of ``T`` positions (padding and the attention over the padded width included).
+   ``pass_seconds`` and ``flops_per_second`` are fitted on the probe's own single-text
+   passes (least squares on their FLOPs and seconds). Candidates are checked in order of
+   cost and the first exact one is taken, so usually one candidate pass is run.
+3. **Memory.** Exactness and the fitted constants are remembered in
+   ``<cache_dir>/strategy-choices.json`` (:func:`choice_cache_path`, the cache folder of
+   :mod:`extraction.models`) under a key of the model (name, source, a hash of its
+   config), dtype, device, attention implementation and the torch / transformers versions
+   (:func:`choice_key`): a change of any of them is another key. A remembered decision
+   runs no forward pass at all; a candidate not yet checked under a key is probed and added.
+
+The single-text rows of the probe texts are handed back (:attr:`StrategyChoice.reference_rows`)
+so that ``extract`` writes them instead of extracting those texts again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from . import metrics
+from .atomic import write_json_atomic
+from .extract import extract_states
+from .strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, REFERENCE, STRATEGIES, get_strategy
+from .texts import TokenizedTexts
+from .verdicts import verdict_for
+
+if TYPE_CHECKING:
+    from .models import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+#: Texts of different lengths in the exactness probe (a copy of one is added).
+PROBE_TEXTS = 4
+#: Probe texts are taken among those of at most this many tokens when there are enough.
+PROBE_MAX_TOKENS = 48
+#: Never chosen: known-buggy layouts whose agreement on a probe is luck of its lengths.
+AUTO_EXCLUDED = tuple(name for name, strategy in STRATEGIES.items() if strategy.naive)
+CACHE_FILE = "strategy-choices.json"
+#: Names another file for the remembered decisions (default: CACHE_FILE in the cache folder).
+CACHE_ENV = "PADDING_AUDIT_CHOICES"
+#: Bump to forget every remembered decision (a change in what is remembered or how it is decided).
+CHOICE_FORMAT = 1
+#: Used when the probe's passes cannot be fitted (too few, or a negative slope).
+FALLBACK_PASS_SECONDS = 0.005
+FALLBACK_FLOPS_PER_SECOND = 50e9
+
+#: ``progress(done, total)``: candidate layouts checked so far.
+ChoiceProgress = Callable[[int, int], None]
+
+
+@dataclass
+class StrategyChoice:
+    """What ``auto`` chose, and why.
+
+    ``candidates`` holds one record per candidate layout, cheapest first: ``name``,
+    ``estimated_seconds``, ``passes``, ``pad_fraction`` (of the computed positions) for
+    these texts, ``verdict`` on the probe (None when it was not needed), ``min_cosine``,
+    and ``checked`` (``"probe"`` now, ``"remembered"`` from the cache, or None).
+    """
+
+    name: str  # the chosen strategy
+    why: str  # one sentence
+    candidates: list[dict] = field(default_factory=list)
+    probe_rows: list[int] = field(default_factory=list)  # text indices extracted one at a time now ([] if remembered)
+    reference_rows: torch.Tensor | None = field(default=None, repr=False)  # (P, L+1, d) single rows of probe_rows
+    from_cache: bool = False  # every fact used came from the cache: no forward pass was run
+    seconds: float = 0.0  # wall time of the choice
+    pass_seconds: float = FALLBACK_PASS_SECONDS  # the cost model's fixed cost of one forward pass
+    flops_per_second: float = FALLBACK_FLOPS_PER_SECOND  # the cost model's compute rate
+
+    @property
+    def chosen(self) -> str:
+        return self.name
+
+    def to_dict(self) -> dict:
+        return {
+            "chosen": self.name,
+            "why": self.why,
+            "from_cache": self.from_cache,
+            "seconds": self.seconds,
+            "probe_rows": self.probe_rows,
+            "pass_seconds": self.pass_seconds,
+            "flops_per_second": self.flops_per_second,
+            "candidates": self.candidates,
+        }
+
+
+def probe_rows(lengths: Sequence[int], count: int = PROBE_TEXTS, max_tokens: int = PROBE_MAX_TOKENS) -> list[int]:
+    """Up to ``count`` text indices of pairwise different token lengths, spread over the
+    lengths of at most ``max_tokens`` tokens (over the shortest lengths when fewer than
+    ``count`` are that short), shortest and longest of that range included."""
+    if count < 1:
+        raise ValueError(f"the probe needs at least 1 text, got {count}")
+    first_of_length: dict[int, int] = {}
+    for index, length in enumerate(lengths):
+        first_of_length.setdefault(length, index)
+    distinct = sorted(first_of_length)
+    short = [n for n in distinct if n <= max_tokens]
+    pool = short if len(short) >= min(count, len(distinct)) else distinct[:count]
+    if len(pool) > count:
+        pool = [pool[round(k * (len(pool) - 1) / (count - 1))] for k in range(count)] if count > 1 else pool[:1]
+    return sorted(first_of_length[n] for n in dict.fromkeys(pool))
+
+
+def body_parameters(model: torch.nn.Module) -> int:
+    """Parameters outside the embeddings and ``lm_head`` (a tied head counted once)."""
+    excluded = {id(p) for m in model.modules() if isinstance(m, torch.nn.Embedding) for p in m.parameters()}
+    head = model.get_output_embeddings()
+    if head is not None:
+        excluded.update(id(p) for p in head.parameters())
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values() if id(p) not in excluded)
+
+
+def pass_flops(body_params: int, hidden_size: int, num_layers: int, rows: int, cols: int) -> float:
+    """FLOPs of one pass of ``rows x cols`` positions: ``2 P_body B T + 4 d n_layers B T^2``
+    (the matrix products of the body, and attention scores and values over the padded width)."""
+    return 2.0 * body_params * rows * cols + 4.0 * hidden_size * num_layers * rows * cols * cols
+
+
+def estimate_seconds(
+    loaded: LoadedModel,
+    lengths: Sequence[int],
+    strategy: str,
+    batch_size: int,
+    max_batch_tokens: int | None,
+    pass_seconds: float,
+    flops_per_second: float,
+    body_params: int | None = None,
+) -> dict:
+    """The cost model for one strategy on texts of ``lengths``: ``{"estimated_seconds",
+    "passes", "pad_fraction"}`` with ``passes x pass_seconds + sum(pass_flops) / flops_per_second``."""
+    chosen = get_strategy(strategy)
+    body = body_parameters(loaded.model) if body_params is None else body_params
+    groups = chosen.plan(lengths, batch_size, max_batch_tokens)
+    flops = positions = 0.0
+    for group in groups:
+        rows, cols = chosen.pass_shape([lengths[i] for i in group])
+        positions += rows * cols
+        flops += pass_flops(body, loaded.hidden_size, loaded.num_hidden_layers, rows, cols)
+    return {
+        "estimated_seconds": len(groups) * pass_seconds + flops / flops_per_second,
+        "passes": len(groups),
+        "pad_fraction": 1.0 - sum(lengths) / positions if positions else 0.0,
+    }
+
+
+def _config_hash(loaded: LoadedModel) -> str:
+    config = loaded.config.to_dict()
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def choice_identity(loaded: LoadedModel) -> dict[str, str]:
+    """What a remembered decision depends on: model, dtype, device, attention, versions."""
+    import transformers
+
+    device = loaded.device
+    device_name = f"{device} {torch.cuda.get_device_name(device)}" if device.type == "cuda" else str(device)
+    return {
+        "format": str(CHOICE_FORMAT),
+        "model": loaded.name,
+        "source": loaded.source,
+        "config": _config_hash(loaded),
+        "dtype": str(loaded.dtype).removeprefix("torch."),
+        "device": device_name,
+        "attn_implementation": loaded.attn_implementation,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def choice_key(loaded: LoadedModel) -> str:
+    """The cache key of :func:`choice_identity` (a SHA-256 prefix)."""
+    return hashlib.sha256(json.dumps(choice_identity(loaded), sort_keys=True).encode()).hexdigest()[:24]
+
+
+def choice_cache_path() -> Path:
+    """``<cache_dir>/strategy-choices.json`` in the models' cache folder, or the file named
+    by the environment variable :data:`CACHE_ENV` (the benchmark times a cold choice so)."""
+    from .models import cache_dir
+
+    override = os.environ.get(CACHE_ENV)
+    return Path(override) if override else cache_dir() / CACHE_FILE
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _fit_cost(flops: Sequence[float], seconds: Sequence[float]) -> tuple[float, float]:
+    """``(pass_seconds, flops_per_second)`` from least squares of ``seconds = a + flops / r``."""
+    n = len(flops)
+    if n >= 2 and max(flops) > min(flops):
+        mean_f, mean_s = sum(flops) / n, sum(seconds) / n
+        slope = sum((f - mean_f) * (s - mean_s) for f, s in zip(flops, seconds, strict=True)) / sum(
+            (f - mean_f) ** 2 for f in flops
+        )
+        intercept = mean_s - slope * mean_f
+        if slope > 0:
+            return max(intercept, 0.0), 1.0 / slope
+    if n and sum(seconds) > 0:
+        return FALLBACK_PASS_SECONDS, sum(flops) / sum(seconds)
+    return FALLBACK_PASS_SECONDS, FALLBACK_FLOPS_PER_SECOND
+
+
+def _probe_verdict(
+    hidden: torch.Tensor, logits: torch.Tensor, reference: tuple[torch.Tensor, torch.Tensor], dtype: torch.dtype
+) -> tuple[str, float]:
+    """The verdict and min cosine of probe rows ``hidden`` (P, L, d) and ``logits`` (P, V)
+    against the single-text ``reference`` (hidden, logits)."""
+    from .compare import logit_tolerance
+
+    atol, rtol = logit_tolerance(dtype)
+    cosine = metrics.cosine_similarity(hidden, reference[0])  # (P, L)
+    min_cosine = float(cosine.min()) if not torch.isnan(cosine).any() else float("nan")
+    top1 = bool(metrics.top1_agrees(logits, reference[1], atol, rtol).all())
+    nonfinite = metrics.nonfinite_count(hidden) + metrics.nonfinite_count(logits) > 0
+    return verdict_for(min_cosine, top1, nonfinite), min_cosine
+
+
+def choose_strategy(
+    loaded: LoadedModel,
+    tokenized: TokenizedTexts,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
+    probe_texts: int = PROBE_TEXTS,
+    remember: bool = True,
+    cache_path: str | Path | None = None,
+    progress: ChoiceProgress | None = None,
+) -> StrategyChoice:
+    """The cheapest strategy, by the cost model, that is exact on this model (see the module
+    docstring). ``remember=False`` neither reads nor writes the cache; ``cache_path``
+    overrides :func:`choice_cache_path`. ``single`` is always exact, so there is always a choice.
+    """
+    started = time.perf_counter()
+    lengths = tokenized.lengths
+    path = Path(cache_path) if cache_path is not None else choice_cache_path()
+    key = choice_key(loaded)
+    cache = _read_cache(path) if remember else {}
+    entry = cache.get(key) if isinstance(cache.get(key), dict) else None
+    known: dict[str, dict] = dict(entry.get("exactness", {})) if entry else {}
+    pass_seconds = float(entry["pass_seconds"]) if entry and "pass_seconds" in entry else None
+    flops_per_second = float(entry["flops_per_second"]) if entry and "flops_per_second" in entry else None
+
+    rows: list[int] = []
+    reference: tuple[torch.Tensor, torch.Tensor] | None = None  # single's (P + 1, L, d) rows and (P + 1, V) logits
+    probe: TokenizedTexts | None = None
+
+    def run_probe_reference() -> None:
+        nonlocal reference, probe, pass_seconds, flops_per_second, rows
+        rows = probe_rows(lengths, probe_texts)
+        items = [tokenized.token_ids[i] for i in rows]
+        probe = TokenizedTexts([tokenized.texts[i] for i in rows] + [tokenized.texts[rows[0]]],
+                               items + [items[0]], [], tokenized.max_tokens)  # fmt: skip
+        body = body_parameters(loaded.model)
+        flops, seconds, parts = [], [], []
+        for ids, text in zip(items, probe.texts, strict=False):
+            one = TokenizedTexts([text], [ids], [], tokenized.max_tokens)
+            result = extract_states(loaded, one, REFERENCE, keep_logits=True)
+            parts.append(result)
+            flops.append(pass_flops(body, loaded.hidden_size, loaded.num_hidden_layers, 1, len(ids)))
+            seconds.append(result.seconds)
+        pass_seconds, flops_per_second = _fit_cost(flops[1:] or flops, seconds[1:] or seconds)  # first pass warms up
+        hidden = torch.cat([p.hidden for p in parts] + [parts[0].hidden])  # (P + 1, L, d): the copy last
+        logits = torch.cat([p.logits for p in parts] + [parts[0].logits])  # (P + 1, V)
+        reference = (hidden, logits)
+
+    if pass_seconds is None or flops_per_second is None:
+        run_probe_reference()
+    body = body_parameters(loaded.model)
+    names = [REFERENCE] + [name for name in STRATEGIES if name not in AUTO_EXCLUDED and name != REFERENCE]
+    candidates = []
+    for name in names:
+        record = {"name": name}
+        record.update(
+            estimate_seconds(loaded, lengths, name, batch_size, max_batch_tokens, pass_seconds, flops_per_second, body)
+        )
+        record.update({"verdict": None, "min_cosine": None, "checked": None})
+        candidates.append(record)
+    candidates.sort(key=lambda c: (c["estimated_seconds"], names.index(c["name"])))
+    chosen = None
+    checked = 0
+    for record in candidates:
+        name = record["name"]
+        if name == REFERENCE:
+            record.update(verdict="exact", min_cosine=1.0, checked="reference")
+        elif name in known:
+            record.update(verdict=known[name]["verdict"], min_cosine=known[name]["min_cosine"], checked="remembered")
+        else:
+            if reference is None:
+                run_probe_reference()
+            result = extract_states(loaded, probe, name, batch_size=len(probe), max_batch_tokens=None)
+            verdict, min_cosine = _probe_verdict(result.hidden, result.logits, reference, loaded.dtype)
+            record.update(verdict=verdict, min_cosine=min_cosine, checked="probe")
+            known[name] = {"verdict": verdict, "min_cosine": min_cosine}
+            checked += 1
+            if progress is not None:
+                progress(checked, len(candidates))
+        if record["verdict"] == "exact":
+            chosen = record
+            break
+    assert chosen is not None  # single is exact by definition and always a candidate
+    probe_lengths = sorted({len(ids) for ids in probe.token_ids}) if probe is not None else []
+    if remember and reference is not None and len(probe_lengths) >= 2:
+        cache[key] = {
+            "identity": choice_identity(loaded),
+            "exactness": known,
+            "pass_seconds": pass_seconds,
+            "flops_per_second": flops_per_second,
+            "probe_lengths": probe_lengths,
+            "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        try:
+            write_json_atomic(path, cache)
+        except OSError as error:  # a read-only cache folder costs a probe next time, nothing else
+            logger.warning("could not remember the strategy choice in %s: %s", path, error)
+    single = next(c for c in candidates if c["name"] == REFERENCE)
+    how = (
+        f"exact on {len(rows)} probe texts of {min(probe_lengths)}-{max(probe_lengths)} tokens"
+        if chosen["checked"] == "probe"
+        else "remembered as exact for this model, dtype, device and versions"
+        if chosen["checked"] == "remembered"
+        else "the ground truth"
+    )
+    why = (
+        f"{chosen['name']}: {how}, and the cheapest such layout by the cost model "
+        f"({chosen['passes']} passes, {100 * chosen['pad_fraction']:.1f}% padding, about "
+        f"{chosen['estimated_seconds']:.1f} s against {single['estimated_seconds']:.1f} s for {REFERENCE})"
+    )
+    choice = StrategyChoice(
+        name=chosen["name"],
+        why=why,
+        candidates=candidates,
+        probe_rows=rows,
+        reference_rows=reference[0][: len(rows)] if reference is not None else None,
+        from_cache=reference is None,
+        seconds=time.perf_counter() - started,
+        pass_seconds=pass_seconds,
+        flops_per_second=flops_per_second,
+    )
+    logger.info("auto: %s (%.2f s)", why, choice.seconds)
+    return choice
+
+
+__all__ = [
+    "AUTO_EXCLUDED",
+    "PROBE_TEXTS",
+    "StrategyChoice",
+    "choice_cache_path",
+    "choice_identity",
+    "choice_key",
+    "choose_strategy",
+    "estimate_seconds",
+    "probe_rows",
+]

@@ -1,0 +1,132 @@
+"""``--strategy auto``'s choice: the probe texts, the cost model, exactness and the remembered decision."""
+
+import json
+
+import pytest
+import torch
+
+from extraction import choose
+from extraction.choose import (
+    AUTO_EXCLUDED,
+    choice_identity,
+    choice_key,
+    choose_strategy,
+    estimate_seconds,
+    pass_flops,
+    probe_rows,
+)
+from extraction.extract import extract_states
+from extraction.samples import SAMPLE_TEXTS
+from extraction.strategies import STRATEGIES
+from extraction.texts import tokenize_texts
+
+TEXTS = SAMPLE_TEXTS + [text + " and then some more words" for text in SAMPLE_TEXTS[:4]]
+
+
+@pytest.fixture
+def cache_path(tmp_path):
+    return tmp_path / "strategy-choices.json"
+
+
+def test_probe_rows_have_distinct_lengths_and_prefer_short_texts():
+    lengths = [30, 5, 5, 100, 12, 7, 60, 40, 9]
+    rows = probe_rows(lengths, count=4, max_tokens=48)
+    assert len(rows) == 4 and rows == sorted(rows)
+    picked = [lengths[i] for i in rows]
+    assert len(set(picked)) == 4 and max(picked) <= 48
+    assert 5 in picked and 40 in picked  # the shortest and the longest of the short ones
+    assert probe_rows([200, 300, 250], count=2, max_tokens=48) == [0, 2]  # none short: the shortest lengths
+    assert probe_rows([8, 8, 8], count=4) == [0]  # one length: one text
+    with pytest.raises(ValueError, match="at least 1"):
+        probe_rows(lengths, count=0)
+
+
+def test_cost_model_counts_passes_padding_and_flops(tiny_llama):
+    lengths = [3, 9, 9, 20, 4]
+    single = estimate_seconds(tiny_llama, lengths, "single", 4, None, pass_seconds=0.5, flops_per_second=1e9)
+    body = choose.body_parameters(tiny_llama.model)
+    d, layers = tiny_llama.hidden_size, tiny_llama.num_hidden_layers
+    flops = sum(pass_flops(body, d, layers, 1, n) for n in lengths)
+    assert single["passes"] == 5 and single["pad_fraction"] == 0
+    assert single["estimated_seconds"] == pytest.approx(5 * 0.5 + flops / 1e9)
+    right = estimate_seconds(tiny_llama, lengths, "right", 4, None, 0.5, 1e9)
+    assert right["passes"] == 2 and right["pad_fraction"] == pytest.approx(1 - 45 / (4 * 20 + 1 * 4))
+    packed = estimate_seconds(tiny_llama, lengths, "packed", 4, None, 0.5, 1e9)
+    assert packed["pad_fraction"] == 0 and packed["passes"] == 2
+    assert estimate_seconds(tiny_llama, lengths, "sorted", 4, None, 0.5, 1e9)["pad_fraction"] < right["pad_fraction"]
+    assert pass_flops(10, 2, 3, rows=2, cols=5) == 2 * 10 * 2 * 5 + 4 * 2 * 3 * 2 * 25
+
+
+def test_fit_recovers_a_linear_cost():
+    flops = [1e9, 2e9, 4e9, 8e9]
+    seconds = [0.01 + f / 5e10 for f in flops]
+    pass_seconds, rate = choose._fit_cost(flops, seconds)
+    assert pass_seconds == pytest.approx(0.01) and rate == pytest.approx(5e10)
+    assert choose._fit_cost([1e9], [0.5])[1] == pytest.approx(2e9)  # one pass: the rate alone
+
+
+def test_choice_is_the_cheapest_exact_layout_and_reuses_single_rows(tiny_model, cache_path):
+    tokenized = tokenize_texts(tiny_model.tokenizer, TEXTS)
+    choice = choose_strategy(tiny_model, tokenized, batch_size=4, cache_path=cache_path)
+    names = [c["name"] for c in choice.candidates]
+    assert set(names) == set(STRATEGIES) - set(AUTO_EXCLUDED)
+    costs = [c["estimated_seconds"] for c in choice.candidates]
+    assert costs == sorted(costs)
+    position = names.index(choice.name)
+    assert choice.candidates[position]["verdict"] == "exact"
+    assert all(c["verdict"] not in ("exact", None) for c in choice.candidates[:position])
+    assert all(c["verdict"] is None for c in choice.candidates[position + 1 :])  # not run: a cheaper one was exact
+    assert choice.why.startswith(choice.name) and not choice.from_cache
+    lengths = [tokenized.lengths[i] for i in choice.probe_rows]
+    assert len(set(lengths)) == len(lengths) >= 2
+    single = extract_states(tiny_model, tokenized, "single", keep_logits=False).hidden
+    assert torch.equal(choice.reference_rows, single[choice.probe_rows])
+
+
+def test_decision_is_remembered_per_model_and_dtype(tiny_llama, cache_path, monkeypatch):
+    tokenized = tokenize_texts(tiny_llama.tokenizer, TEXTS)
+    first = choose_strategy(tiny_llama, tokenized, batch_size=4, cache_path=cache_path)
+    stored = json.loads(cache_path.read_text())
+    assert list(stored) == [choice_key(tiny_llama)]
+    assert stored[choice_key(tiny_llama)]["exactness"][first.name]["verdict"] == "exact"
+
+    def no_forward_pass(*args, **kwargs):
+        raise AssertionError("a remembered decision runs no forward pass")
+
+    monkeypatch.setattr(choose, "extract_states", no_forward_pass)
+    again = choose_strategy(tiny_llama, tokenized, batch_size=4, cache_path=cache_path)
+    assert again.name == first.name and again.from_cache and again.reference_rows is None
+    assert again.candidates[[c["name"] for c in again.candidates].index(again.name)]["checked"] == "remembered"
+    with pytest.raises(AssertionError, match="no forward pass"):
+        choose_strategy(tiny_llama, tokenized, batch_size=4, cache_path=cache_path, remember=False)
+    identity = choice_identity(tiny_llama)
+    assert {"model", "dtype", "device", "attn_implementation", "torch", "transformers"} <= set(identity)
+    monkeypatch.setattr(choose, "choice_identity", lambda loaded: {**identity, "dtype": "bfloat16"})
+    assert choice_key(tiny_llama) != list(stored)[0]  # another dtype is another key
+
+
+def test_a_layout_remembered_as_not_exact_is_skipped(tiny_llama, cache_path):
+    tokenized = tokenize_texts(tiny_llama.tokenizer, TEXTS)
+    first = choose_strategy(tiny_llama, tokenized, batch_size=4, cache_path=cache_path)
+    stored = json.loads(cache_path.read_text())
+    key = choice_key(tiny_llama)
+    stored[key]["exactness"][first.name] = {"verdict": "corrupted", "min_cosine": 0.5}
+    cache_path.write_text(json.dumps(stored))
+    second = choose_strategy(tiny_llama, tokenized, batch_size=4, cache_path=cache_path)
+    assert second.name != first.name
+    by_name = {c["name"]: c for c in second.candidates}
+    assert by_name[first.name]["verdict"] == "corrupted" and by_name[first.name]["checked"] == "remembered"
+    cache_path.write_text("not json")  # a damaged cache is ignored (probed again), then rewritten
+    third = choose_strategy(tiny_llama, tokenized, batch_size=4, cache_path=cache_path)
+    assert not third.from_cache and {c["checked"] for c in third.candidates} <= {"probe", "reference", None}
+    assert key in json.loads(cache_path.read_text())
+
+
+def test_probe_verdict_catches_a_changed_row():
+    hidden = torch.randn(3, 4, 8, generator=torch.Generator().manual_seed(0))
+    logits = torch.randn(3, 10, generator=torch.Generator().manual_seed(1))
+    assert choose._probe_verdict(hidden, logits, (hidden, logits), torch.float32) == ("exact", pytest.approx(1.0))
+    changed = hidden.clone()
+    changed[1, 2] = -changed[1, 2]
+    verdict, min_cosine = choose._probe_verdict(changed, logits, (hidden, logits), torch.float32)
+    assert verdict == "corrupted" and min_cosine == pytest.approx(-1.0)
