@@ -51,7 +51,6 @@ from .compare import (
 from .export import ExportResult, extract_to_file
 from .extract import ExtractionResult, extract_states
 from .models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
-from .report_html import comparison_report_html
 from .strategies import REFERENCE, STRATEGIES, get_strategy
 from .texts import TextsError, read_texts, tokenize_texts
 
@@ -85,3 +84,13 @@ __all__ = [
     "tokenize_texts",
     "verdict_for",
 ]
+
+
+def __getattr__(name: str):
+    """``comparison_report_html`` is imported on first use: it needs plotly, which the library
+    itself does not (a GPU machine or a pipeline may run without it)."""
+    if name == "comparison_report_html":
+        from .report_html import comparison_report_html
+
+        return comparison_report_html
+    raise AttributeError(f"module 'extraction' has no attribute {name!r}")
