@@ -7,9 +7,10 @@ differ (:mod:`.pattern`) and what reproduces them:
 * ``dtype`` is named only when the differences are spread over most checked rows (reduced
   precision touches every row) **and** a reduced-precision reproduction is clearly closer
   than the float32 states on most tested rows. Reproductions per dtype: single-sample
-  extraction with the model cast to it; the tested rows in one right-padded batch in it
-  (batched and single-sample kernels round differently in reduced precision, by as much as
-  float32 does, so a batched file needs a batched reproduction); and the fresh float32
+  extraction with the model cast to it; the tested rows in one right-padded batch in it, and
+  in one padded to the file's longest text (reduced-precision kernels round differently for
+  small and large inputs, by as much as float32 does, so a batched file needs a batched
+  reproduction of about its size; the best of them counts per row); and the fresh float32
   states rounded to it (computed in float32, *stored* in reduced precision). Whether every
   stored value is exactly representable in the dtype is reported as evidence and breaks
   ties between dtypes, but never replaces the closeness test.
@@ -26,6 +27,7 @@ import copy
 import dataclasses
 import logging
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -33,6 +35,9 @@ from ..extract import extract_states
 from .check import state_cosine, state_relative_l2, subset
 from .evidence import Evidence, reproduces
 from .report import Hypothesis, HypothesisStatus
+
+if TYPE_CHECKING:
+    from ..models import LoadedModel
 
 logger = logging.getLogger(__name__)
 
@@ -56,19 +61,37 @@ def reduced_bits(stored_rows: torch.Tensor) -> dict[str, float]:
     return {_name(d): representable_fraction(stored_rows, d) for d in REDUCED_DTYPES}
 
 
+def reduced_precision_copy(loaded: LoadedModel, dtype: torch.dtype) -> LoadedModel:
+    """A copy of ``loaded`` whose parameters are cast to ``dtype``, as loading the model in ``dtype``
+    gives. Buffers keep their dtype: ``model.to(dtype)`` would also cast RoPE's float32
+    ``inv_freq``, and on SmolLM2 its bfloat16 states then differed from a bfloat16 load's by up to 8.0."""
+    model = copy.deepcopy(loaded.model)
+    for parameter in model.parameters():
+        parameter.data = parameter.data.to(dtype)
+    return dataclasses.replace(loaded, model=model, dtype=dtype)
+
+
 def _reproductions(ev: Evidence, dtype: torch.dtype, rows: Sequence[int]) -> dict[str, torch.Tensor]:
     """``{how: (R, L, d)}``: the rows computed in ``dtype`` one at a time and in one batch, and
     the fresh float32 rows rounded to ``dtype``."""
     sub = subset(ev.tokenized, rows)
-    reduced_model = copy.deepcopy(ev.loaded.model).to(dtype)
-    reduced = dataclasses.replace(ev.loaded, model=reduced_model, dtype=dtype)
+    reduced = reduced_precision_copy(ev.loaded, dtype)
     out = {"computed": extract_states(reduced, sub, "single", layers=ev.layers, keep_logits=False).hidden}
     if len(rows) > 1:
         batched = extract_states(reduced, sub, "right", batch_size=len(rows), layers=ev.layers, keep_logits=False)
         out["computed in a batch"] = batched.hidden
+    lengths = ev.tokenized.lengths
+    longest = max(range(len(lengths)), key=lambda i: lengths[i])
+    if lengths[longest] > max(lengths[r] for r in rows):
+        # CPU reduced-precision matmuls take another path for larger inputs: measured on SmolLM2 bf16, rows of
+        # a batch of 8 padded to 62 tokens were reproduced only by a batch about as wide, small batches only
+        # by small ones.
+        wide = subset(ev.tokenized, [*rows, longest])
+        batched = extract_states(reduced, wide, "right", batch_size=len(rows) + 1, layers=ev.layers, keep_logits=False)
+        out["computed in a batch padded to the longest text"] = batched.hidden[: len(rows)]
     fresh_rows = torch.stack([ev.fresh_at_layers(r) for r in rows])  # (R, L, d)
     out["stored"] = fresh_rows.to(dtype).float()
-    del reduced_model, reduced
+    del reduced
     return out
 
 

@@ -196,3 +196,17 @@ def test_a_library_right_padded_chat_extraction_is_right_naive(tiny_model):
     lengths = tokenized.lengths
     padded = [i for i in range(16) if lengths[i] < max(lengths[i - i % 8 : i - i % 8 + 8])]
     assert report.differences.differing == padded
+
+
+def test_the_reduced_precision_copy_computes_what_a_reduced_precision_load_does(tiny_model, single):
+    from extraction.audit.precision import reduced_precision_copy
+
+    tokenized, _ = single
+    copied = reduced_precision_copy(tiny_model, torch.bfloat16)
+    loaded = load_model(tiny_model.name, dtype="bfloat16")
+    assert {n: b.dtype for n, b in copied.model.named_buffers()} == {
+        n: b.dtype for n, b in tiny_model.model.named_buffers()
+    }
+    expected = extract_states(loaded, tokenized, "single", keep_logits=False).hidden
+    assert torch.equal(extract_states(copied, tokenized, "single", keep_logits=False).hidden, expected)
+    assert next(tiny_model.model.parameters()).dtype == torch.float32  # the shared model is untouched
