@@ -6,8 +6,10 @@ differ (:mod:`.pattern`) and what reproduces them:
 
 * ``dtype`` is named only when the differences are spread over most checked rows (reduced
   precision touches every row) **and** a reduced-precision reproduction is clearly closer
-  than the float32 states on most tested rows. Reproductions per dtype: single-sample
-  extraction with the model cast to it; the tested rows in one right-padded batch in it, and
+  than the float32 states on most tested rows. Reproductions per dtype, with the model in
+  it the two usual ways (parameters cast, as ``from_pretrained(dtype=...)`` does, or
+  everything, as ``model.to(dtype)`` does: RoPE's ``inv_freq`` differs): single-sample
+  extraction; the tested rows in one right-padded batch in it, and
   in one padded to the file's longest text (reduced-precision kernels round differently for
   small and large inputs, by as much as float32 does, so a batched file needs a batched
   reproduction of about its size; the best of them counts per row); and the fresh float32
@@ -61,37 +63,48 @@ def reduced_bits(stored_rows: torch.Tensor) -> dict[str, float]:
     return {_name(d): representable_fraction(stored_rows, d) for d in REDUCED_DTYPES}
 
 
-def reduced_precision_copy(loaded: LoadedModel, dtype: torch.dtype) -> LoadedModel:
-    """A copy of ``loaded`` whose parameters are cast to ``dtype``, as loading the model in ``dtype``
-    gives. Buffers keep their dtype: ``model.to(dtype)`` would also cast RoPE's float32
-    ``inv_freq``, and on SmolLM2 its bfloat16 states then differed from a bfloat16 load's by up to 8.0."""
+def reduced_precision_copies(loaded: LoadedModel, dtype: torch.dtype) -> dict[str, LoadedModel]:
+    """Copies of ``loaded`` in ``dtype``, the two ways people get one: ``{"loaded in": parameters
+    cast, buffers kept (what ``from_pretrained(dtype=...)`` gives: RoPE's ``inv_freq`` stays
+    float32), "cast with .to()": everything cast (``model.to(dtype)``)}``; one entry when the
+    model has no floating-point buffers. On SmolLM2 their bfloat16 states differ by up to 8.0."""
+    copies = {}
     model = copy.deepcopy(loaded.model)
     for parameter in model.parameters():
         parameter.data = parameter.data.to(dtype)
-    return dataclasses.replace(loaded, model=model, dtype=dtype)
+    copies["loaded in"] = dataclasses.replace(loaded, model=model, dtype=dtype)
+    if any(b.is_floating_point() and b.dtype != dtype for b in model.buffers()):
+        cast = copy.deepcopy(loaded.model).to(dtype)
+        copies["cast with .to()"] = dataclasses.replace(loaded, model=cast, dtype=dtype)
+    return copies
 
 
 def _reproductions(ev: Evidence, dtype: torch.dtype, rows: Sequence[int]) -> dict[str, torch.Tensor]:
-    """``{how: (R, L, d)}``: the rows computed in ``dtype`` one at a time and in one batch, and
-    the fresh float32 rows rounded to ``dtype``."""
+    """``{how: (R, L, d)}``: the rows computed in ``dtype`` (by each copy of
+    :func:`reduced_precision_copies`) one at a time, in one batch and in one padded to the
+    longest text, and the fresh float32 rows rounded to ``dtype``."""
     sub = subset(ev.tokenized, rows)
-    reduced = reduced_precision_copy(ev.loaded, dtype)
-    out = {"computed": extract_states(reduced, sub, "single", layers=ev.layers, keep_logits=False).hidden}
-    if len(rows) > 1:
-        batched = extract_states(reduced, sub, "right", batch_size=len(rows), layers=ev.layers, keep_logits=False)
-        out["computed in a batch"] = batched.hidden
     lengths = ev.tokenized.lengths
     longest = max(range(len(lengths)), key=lambda i: lengths[i])
-    if lengths[longest] > max(lengths[r] for r in rows):
-        # CPU reduced-precision matmuls take another path for larger inputs: measured on SmolLM2 bf16, rows of
-        # a batch of 8 padded to 62 tokens were reproduced only by a batch about as wide, small batches only
-        # by small ones.
-        wide = subset(ev.tokenized, [*rows, longest])
-        batched = extract_states(reduced, wide, "right", batch_size=len(rows) + 1, layers=ev.layers, keep_logits=False)
-        out["computed in a batch padded to the longest text"] = batched.hidden[: len(rows)]
+    out = {}
+    for made, reduced in reduced_precision_copies(ev.loaded, dtype).items():
+        hidden = extract_states(reduced, sub, "single", layers=ev.layers, keep_logits=False).hidden
+        out[f"{made}, one text at a time"] = hidden
+        if len(rows) > 1:
+            batched = extract_states(reduced, sub, "right", batch_size=len(rows), layers=ev.layers, keep_logits=False)
+            out[f"{made}, in a batch"] = batched.hidden
+        if lengths[longest] > max(lengths[r] for r in rows):
+            # CPU reduced-precision matmuls take another path for larger inputs: measured on SmolLM2 bf16, rows
+            # of a batch of 8 padded to 62 tokens were reproduced only by a batch about as wide, small batches
+            # only by small ones.
+            wide = subset(ev.tokenized, [*rows, longest])
+            batched = extract_states(
+                reduced, wide, "right", batch_size=len(rows) + 1, layers=ev.layers, keep_logits=False
+            )
+            out[f"{made}, in a batch padded to the longest text"] = batched.hidden[: len(rows)]
+        del reduced
     fresh_rows = torch.stack([ev.fresh_at_layers(r) for r in rows])  # (R, L, d)
-    out["stored"] = fresh_rows.to(dtype).float()
-    del reduced
+    out["computed in float32, stored in reduced precision"] = fresh_rows.to(dtype).float()
     return out
 
 

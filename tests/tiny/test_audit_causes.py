@@ -198,15 +198,16 @@ def test_a_library_right_padded_chat_extraction_is_right_naive(tiny_model):
     assert report.differences.differing == padded
 
 
-def test_the_reduced_precision_copy_computes_what_a_reduced_precision_load_does(tiny_model, single):
-    from extraction.audit.precision import reduced_precision_copy
+def test_a_reduced_precision_copy_computes_what_a_reduced_precision_load_does(tiny_model, single):
+    from extraction.audit.precision import reduced_precision_copies
 
     tokenized, _ = single
-    copied = reduced_precision_copy(tiny_model, torch.bfloat16)
-    loaded = load_model(tiny_model.name, dtype="bfloat16")
-    assert {n: b.dtype for n, b in copied.model.named_buffers()} == {
-        n: b.dtype for n, b in tiny_model.model.named_buffers()
-    }
+    copies = reduced_precision_copies(tiny_model, torch.bfloat16)
+    buffers = {name: b.dtype for name, b in copies["loaded in"].model.named_buffers() if b.is_floating_point()}
+    assert set(buffers.values()) <= {torch.float32}  # kept, as from_pretrained(dtype=bfloat16) keeps RoPE's
+    assert ("cast with .to()" in copies) == bool(buffers)  # the tiny Llama has inv_freq, the tiny GPT-2 none
+    loaded = load_model(tiny_model.name, dtype="bfloat16")  # the tiny models are built, then cast with .to()
     expected = extract_states(loaded, tokenized, "single", keep_logits=False).hidden
-    assert torch.equal(extract_states(copied, tokenized, "single", keep_logits=False).hidden, expected)
+    made = "cast with .to()" if buffers else "loaded in"
+    assert torch.equal(extract_states(copies[made], tokenized, "single", keep_logits=False).hidden, expected)
     assert next(tiny_model.model.parameters()).dtype == torch.float32  # the shared model is untouched
