@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
     from .audit import AuditReport
 
-from .verdicts import DRIFT_COSINE
+from .verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE
 
 #: Characters of each text shown in the per-text table.
 PREVIEW_CHARS = 80
@@ -30,13 +30,22 @@ def per_text_frame(report: AuditReport, texts: Sequence[str], preview_chars: int
 
 def headline_metrics(report: AuditReport) -> list[tuple[str, str, str | None]]:
     """The audit's headline numbers as ``(label, formatted value, help)``: min and mean cosine
-    to fresh states, the share of texts below :data:`~extraction.verdicts.DRIFT_COSINE`, and
+    to fresh states, the largest relative L2 error, the share of corrupted texts, and
     ``lm_head`` top-1 agreement with the model on the stored and on the fresh states."""
     lm_head_help = f"Agreement with the model's own next-token prediction; {report.lm_head_note}."
     return [
         ("min cosine", f"{report.min_cosine:.6f}", "Over checked texts and stored layers."),
         ("mean cosine", f"{report.mean_cosine:.6f}", None),
-        (f"texts below {DRIFT_COSINE}", f"{report.fraction_corrupted:.0%}", "Worst stored layer per text."),
+        (
+            "max relative L2",
+            f"{report.max_relative_l2:.3g}",
+            f"|stored - fresh| / |fresh|; above {CORRUPTED_RELATIVE_L2} states are corrupted whatever their cosine.",
+        ),
+        (
+            "texts corrupted",
+            f"{report.fraction_corrupted:.0%}",
+            f"Cosine below {DRIFT_COSINE} or relative L2 above {CORRUPTED_RELATIVE_L2} at the worst stored layer.",
+        ),
         ("lm_head top-1, stored", f"{report.lm_head_accuracy_stored:.0%}", lm_head_help),
         ("lm_head top-1, fresh", f"{report.lm_head_accuracy_fresh:.0%}", lm_head_help),
     ]

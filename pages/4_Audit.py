@@ -121,9 +121,10 @@ st.plotly_chart(figure, key="audit.histogram")
 if report.hypotheses:
     st.subheader("Evidence")
     st.caption(
-        f"Each known defect ({', '.join(c for c in CAUSES if c != 'unknown')}) is reproduced on the worst texts; "
-        f"it explains the file when the reproduction reaches cosine ≥ {REPRODUCE_COSINE} with every stored row "
-        "tested and is clearly closer than the fresh state."
+        f"Each known defect ({', '.join(c for c in CAUSES if c not in ('kernels', 'unknown'))}) is reproduced on "
+        f"the worst texts; it explains the file when the reproduction reaches cosine ≥ {REPRODUCE_COSINE} with every "
+        "stored row tested and is clearly closer than the fresh state. `kernels` (float32 rounding of another build "
+        "or device) is named from the pattern of the differences when nothing reproduces them."
     )
     st.dataframe(
         report.hypotheses_frame(),

@@ -1,5 +1,6 @@
-"""Measuring stored rows against fresh single-sample extraction: cosine, length ratio and
-``lm_head`` top-1 per row (:func:`check_rows`), and the helpers that pick and slice the rows."""
+"""Measuring stored rows against fresh single-sample extraction: cosine, relative L2 error,
+bit-exactness, length ratio and ``lm_head`` top-1 per row (:func:`check_rows`), and the
+helpers that pick and slice the rows."""
 
 from __future__ import annotations
 
@@ -44,6 +45,8 @@ def check_rows(loaded: LoadedModel, tokenized: TokenizedTexts, stored: torch.Ten
     num_states = loaded.num_hidden_layers + 1
     fresh = extract_states(loaded, tokenized, "single", layers=layers, keep_logits=True)
     similarity = state_cosine(stored, fresh.hidden).float()  # (K, L)
+    relative_l2 = state_relative_l2(stored, fresh.hidden).float()  # (K, L)
+    bit_exact = (stored == fresh.hidden).flatten(1).all(1)  # (K,)
     norm_ratio = (stored.double().norm(dim=-1) / fresh.hidden.double().norm(dim=-1).clamp(min=1e-12)).float()
     lens_position = int(np.argmax(layers))
     is_last = layers[lens_position] == num_states - 1
@@ -57,6 +60,8 @@ def check_rows(loaded: LoadedModel, tokenized: TokenizedTexts, stored: torch.Ten
         renormed = metrics.top1_agrees(renormed_logits, reference, atol, rtol)
     return RowCheck(
         cosine=similarity,
+        relative_l2=relative_l2,
+        bit_exact=bit_exact,
         norm_ratio=norm_ratio,
         top1_stored=metrics.top1_agrees(stored_logits, reference, atol, rtol),
         top1_fresh=metrics.top1_agrees(fresh_logits, reference, atol, rtol),
@@ -73,10 +78,20 @@ def state_cosine(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return out.masked_fill(both_zero, 1.0)
 
 
+def state_relative_l2(stored: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor:
+    """Relative L2 error ``|stored - fresh| / |fresh|`` along the last dimension, where two
+    all-zero vectors count as identical (0.0), like :func:`state_cosine`."""
+    out = metrics.relative_l2_error(stored, fresh)
+    both_zero = (stored == 0).all(-1) & (fresh == 0).all(-1)
+    return out.masked_fill(both_zero, 0.0)
+
+
 def concat_checks(checks: list[RowCheck]) -> RowCheck:
     renormed = [c.top1_stored_renormed for c in checks]
     return RowCheck(
         cosine=torch.cat([c.cosine for c in checks]),
+        relative_l2=torch.cat([c.relative_l2 for c in checks]),
+        bit_exact=torch.cat([c.bit_exact for c in checks]),
         norm_ratio=torch.cat([c.norm_ratio for c in checks]),
         top1_stored=torch.cat([c.top1_stored for c in checks]),
         top1_fresh=torch.cat([c.top1_fresh for c in checks]),

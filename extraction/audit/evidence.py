@@ -10,7 +10,9 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..texts import TokenizedTexts
-from .check import state_cosine
+from ..verdicts import CORRUPTED_RELATIVE_L2
+from .check import state_cosine, state_relative_l2
+from .pattern import DifferencePattern
 from .report import REPRODUCE_COSINE, Hypothesis, HypothesisStatus
 
 if TYPE_CHECKING:
@@ -33,6 +35,7 @@ class Evidence:
     fresh: dict[int, torch.Tensor]  # row -> (S, d) fresh single-sample states at every hidden state
     exact_checked: list[int]  # checked rows that match (row min cosine >= EXACT and same top-1)
     affected_checked: list[int]  # checked rows that do not
+    pattern: DifferencePattern  # which checked rows differ, and how
     stored_dtype: str = "float32"  # the dtype in the file
 
     def fresh_at_layers(self, row: int) -> torch.Tensor:
@@ -44,8 +47,21 @@ def row_scores(stored_row: torch.Tensor, candidates: torch.Tensor) -> torch.Tens
     return state_cosine(candidates, stored_row.expand_as(candidates)).nan_to_num(-1.0).min(-1).values
 
 
-def reproduces(repro_cosine: float, fresh_cosine: float) -> bool:
-    return repro_cosine >= REPRODUCE_COSINE and (1 - repro_cosine) <= CLOSER_FACTOR * (1 - fresh_cosine)
+def row_relative_l2(stored_row: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """(C,) max over layers of |stored_row - candidate| / |candidate| (stored_row (L, d), candidates (C, L, d));
+    NaN -> inf."""
+    return state_relative_l2(stored_row.expand_as(candidates), candidates).nan_to_num(float("inf")).max(-1).values
+
+
+def reproduces(repro_cosine: float, fresh_cosine: float, repro_relative_l2: float = 0.0) -> bool:
+    """A reproduction explains a stored row when it reaches REPRODUCE_COSINE, is clearly closer than
+    the fresh state (CLOSER_FACTOR) and is itself within CORRUPTED_RELATIVE_L2 of the row (cosine
+    ignores length: a reproduction of the right direction but the wrong length explains nothing)."""
+    return (
+        repro_cosine >= REPRODUCE_COSINE
+        and (1 - repro_cosine) <= CLOSER_FACTOR * (1 - fresh_cosine)
+        and repro_relative_l2 <= CORRUPTED_RELATIVE_L2
+    )
 
 
 class RowSearch:
@@ -72,7 +88,8 @@ class RowSearch:
         self.fresh_cosines.append(fresh_cosine)
         self.best[row] = best
         self.tied[row] = (scores >= scores[best] - TIE_COSINE).nonzero().flatten().tolist()
-        ok = reproduces(repro_cosine, fresh_cosine)
+        repro_l2 = float(row_relative_l2(stored_row, candidates[best : best + 1])[0])
+        ok = reproduces(repro_cosine, fresh_cosine, repro_l2)
         if ok:
             self.reproduced.append(row)
         return ok

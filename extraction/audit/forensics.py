@@ -2,13 +2,12 @@
 
 Each hypothesis reproduces the stored rows under one defect (see :mod:`extraction.audit`
 for the list), within fixed bounds, on the worst few rows; :func:`run_forensics` runs
-them all and :func:`likely_cause` picks the reproduced one, if any.
+them all and :func:`likely_cause` picks the reproduced one, if any. ``dtype`` and
+``kernels`` live in :mod:`.precision`, ``wrong-layer`` in :mod:`.layers`.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -19,11 +18,14 @@ import torch
 from ..extract import extract_states
 from ..strategies import MAX_PACK_TOKENS
 from ..texts import TokenizedTexts
-from ..verdicts import DRIFT_COSINE, EXACT_COSINE
+from ..verdicts import EXACT_COSINE
 from .batching import consistent_batchings, consistent_pack_sizes, describe_batchings
-from .check import state_cosine, subset
-from .evidence import Evidence, RowSearch, reproduces, row_scores
-from .report import REPRODUCE_COSINE, AuditProgress, Hypothesis, HypothesisStatus, RowCheck
+from .check import subset
+from .evidence import Evidence, RowSearch
+from .layers import wrong_layer_hypothesis
+from .pattern import DifferencePattern, difference_pattern
+from .precision import dtype_hypothesis, kernels_hypothesis
+from .report import AuditProgress, Hypothesis, RowCheck
 from .reproduce import concatenated_layout, pre_norm_states, right_padded_layout, shifted_positions_layout, states_at
 
 if TYPE_CHECKING:
@@ -33,7 +35,6 @@ logger = logging.getLogger(__name__)
 
 FORENSIC_ROWS = 4  # worst rows tested per hypothesis (the first failure rejects it)
 MAX_PACK_LOOKBACK = 8  # packed-naive: texts searched back for the start of a pack
-REPRESENTABLE_FRACTION = 0.999  # stored values exactly representable in a reduced dtype: computed in it
 MAX_LENGTH_CANDIDATES = 64  # left-naive: padded lengths tried per row
 
 
@@ -169,72 +170,6 @@ def _hypothesis_packed_naive(ev: Evidence) -> Hypothesis:
     return search.result("packed-naive", title, detail, evidence)
 
 
-def _representable_fraction(values: torch.Tensor, dtype: torch.dtype) -> float:
-    """Fraction of values unchanged by a round trip through ``dtype``."""
-    return float((values.to(dtype).float() == values).float().mean())
-
-
-def _hypothesis_dtype(ev: Evidence) -> Hypothesis:
-    title = "extracted in reduced precision (bfloat16 / float16)"
-    candidates = [d for d in (torch.bfloat16, torch.float16) if d != ev.loaded.dtype]
-    rows = ev.rows
-    fresh_cosine = min(float(row_scores(ev.stored[r], ev.fresh_at_layers(r)[None])[0]) for r in rows)
-    if fresh_cosine < DRIFT_COSINE or not candidates:
-        reason = (
-            f"the stored rows differ too much from the fresh ones (cosine {fresh_cosine:.4f} < {DRIFT_COSINE}) "
-            "for rounding alone"
-            if candidates
-            else "the model already runs in float16"
-        )
-        return Hypothesis("dtype", title, "not applicable", None, fresh_cosine, [], [], reason)
-    sub = subset(ev.tokenized, rows)
-    reproductions = []
-    for dtype in candidates:
-        reduced_model = copy.deepcopy(ev.loaded.model).to(dtype)
-        reduced = dataclasses.replace(ev.loaded, model=reduced_model, dtype=dtype)
-        reproductions.append(extract_states(reduced, sub, "single", layers=ev.layers, keep_logits=False).hidden)
-        del reduced_model, reduced
-    stored_rows = ev.stored[rows]  # (R, L, d)
-    fresh_rows = torch.stack([ev.fresh_at_layers(r) for r in rows])  # (R, L, d)
-    fresh_cosines = state_cosine(stored_rows, fresh_rows).nan_to_num(-1.0).min(-1).values  # (R,)
-    names = [str(d).removeprefix("torch.") for d in candidates]
-    representable = {name: _representable_fraction(stored_rows, d) for name, d in zip(names, candidates, strict=True)}
-    outcomes = []
-    for name, reproduction in zip(names, reproductions, strict=True):
-        repro_cosines = state_cosine(stored_rows, reproduction).nan_to_num(-1.0).min(-1).values  # (R,)
-        # Bits are evidence too: values computed in float32 are exactly representable in bfloat16 with
-        # probability 2^-16 each, so when they all are, the closeness test is waived (batched and
-        # single-sample reduced-precision kernels round differently, by as much as fp32 does).
-        waived = representable[name] >= REPRESENTABLE_FRACTION
-        ok = [
-            float(r) >= REPRODUCE_COSINE and (waived or reproduces(float(r), float(f)))
-            for r, f in zip(repro_cosines, fresh_cosines, strict=True)
-        ]
-        logger.info(
-            "dtype %s: reproduction cosines %s, representable %.4f", name, repro_cosines.tolist(), representable[name]
-        )
-        # With equal counts, a dtype whose bits the values carry wins, the coarser first (values computed in
-        # bfloat16 are mostly representable in float16 too, not the other way round).
-        coarseness = torch.finfo(getattr(torch, name)).eps
-        outcomes.append((sum(ok), waived, coarseness, float(repro_cosines.min()), name, ok))
-    count, waived, _, repro_cosine, name, ok = max(outcomes)
-    reproduced = [row for row, good in zip(rows, ok, strict=True) if good]
-    status: HypothesisStatus = "reproduced" if count == len(rows) else "partial" if count else "rejected"
-    model_dtype = str(ev.loaded.dtype).removeprefix("torch.")
-    fresh_cosine = float(fresh_cosines.min())
-    detail = (
-        f"single-sample extraction in {name} agrees with the stored rows to cosine {repro_cosine:.6f} (against "
-        f"{fresh_cosine:.6f} for {model_dtype} states), and {100 * representable[name]:.1f}% of the stored values "
-        f"are exactly representable in {name}"
-        + (" (a float32 computation gives almost none)" if waived else "")
-        + f"; the file stores {ev.stored_dtype}"
-    )
-    if status != "reproduced":
-        detail = f"reproduces {count} of {len(rows)} tested rows; " + detail
-    evidence = {"dtype": name if count else None, "representable_fraction": representable}
-    return Hypothesis("dtype", title, status, repro_cosine, fresh_cosine, list(rows), reproduced, detail, evidence)
-
-
 def _hypothesis_pre_norm(ev: Evidence) -> Hypothesis:
     title = "the last layer was stored before the final norm"
     num_states = ev.loaded.num_hidden_layers + 1
@@ -256,44 +191,13 @@ def _hypothesis_pre_norm(ev: Evidence) -> Hypothesis:
     return search.result("pre-norm", title, detail, {"layer": num_states - 1})
 
 
-def _hypothesis_wrong_layer(ev: Evidence) -> Hypothesis:
-    title = "the stored states belong to other layers than the ones named"
-    num_states = ev.loaded.num_hidden_layers + 1
-    if len(ev.layers) == 1:
-        mappings = [[j] for j in range(num_states) if j != ev.layers[0]]
-    else:
-        mappings = []
-        for shift in (-2, -1, 1, 2):
-            shifted = [k + shift for k in ev.layers]
-            if all(0 <= j < num_states for j in shifted):
-                mappings.append(shifted)
-    if not mappings:
-        return Hypothesis("wrong-layer", title, "not applicable", None, None, [], [], "no other layer mapping fits")
-    search = RowSearch(ev)
-    for row in ev.rows:
-        candidates = torch.stack([ev.fresh[row][mapping] for mapping in mappings])  # (C, L, d)
-        if not search.score(row, candidates):
-            break
-    votes = [search.best[r] for r in search.reproduced]
-    mapping = mappings[max(set(votes), key=votes.count)] if votes else None
-    named = ", ".join(str(k) for k in ev.layers[:6])
-    actual = ", ".join(str(k) for k in mapping[:6]) if mapping else "?"
-    evidence = {"named_layers": ev.layers, "matching_layers": mapping}
-    detail = (
-        f"the states named as layer(s) {named} match hidden_states {actual} "
-        f"(cosine {min(search.repro_cosines, default=float('nan')):.6f}): an off-by-one in the layer index "
-        "(hidden_states[0] is the embeddings, block k's output is hidden_states[k])"
-    )
-    return search.result("wrong-layer", title, detail, evidence)
-
-
 HYPOTHESES: dict[str, Callable[[Evidence], Hypothesis]] = {
     "right-naive": _hypothesis_right_naive,
     "left-naive": _hypothesis_left_naive,
     "packed-naive": _hypothesis_packed_naive,
-    "dtype": _hypothesis_dtype,
+    "dtype": dtype_hypothesis,
     "pre-norm": _hypothesis_pre_norm,
-    "wrong-layer": _hypothesis_wrong_layer,
+    "wrong-layer": wrong_layer_hypothesis,
 }
 
 
@@ -307,10 +211,13 @@ def run_forensics(
     forensic_rows: int = FORENSIC_ROWS,
     progress: AuditProgress | None = None,
     stored_dtype: str = "float32",
+    pattern: DifferencePattern | None = None,
 ) -> list[Hypothesis]:
-    """Try every hypothesis in :data:`HYPOTHESES` on the worst affected checked rows."""
-    affected_mask = (check.row_min_cosine < EXACT_COSINE) | ~check.top1_same  # (K,)
-    order = torch.argsort(check.row_min_cosine)
+    """Try every hypothesis in :data:`HYPOTHESES` on the worst affected checked rows, then
+    ``kernels``, which is named by the pattern of the differences when none reproduces them."""
+    affected_mask = (check.row_min_cosine < EXACT_COSINE) | ~check.top1_same | check.corrupted  # (K,)
+    # Worst first: corrupted rows (by cosine or by relative L2), then by cosine.
+    order = sorted(range(len(checked)), key=lambda k: (not bool(check.corrupted[k]), float(check.row_min_cosine[k])))
     worst = [checked[int(k)] for k in order if affected_mask[int(k)]][:forensic_rows]
     if not worst:
         return []
@@ -326,6 +233,7 @@ def run_forensics(
         fresh={row: fresh_all[k] for k, row in enumerate(worst)},
         exact_checked=exact,
         affected_checked=affected,
+        pattern=pattern if pattern is not None else difference_pattern(check, checked),
         stored_dtype=stored_dtype,
     )
     results = []
@@ -335,12 +243,16 @@ def run_forensics(
         started = time.perf_counter()
         results.append(hypothesis(evidence))
         logger.info("hypothesis %s: %s (%.1f s)", name, results[-1].status, time.perf_counter() - started)
+    results.append(kernels_hypothesis(evidence, results))
     if progress is not None:
         progress("forensics", len(HYPOTHESES), len(HYPOTHESES))
     return results
 
 
 def likely_cause(hypotheses: Sequence[Hypothesis]) -> Hypothesis | None:
-    """The reproduced hypothesis with the highest reproduction cosine, or None."""
+    """The reproduced hypothesis with the highest reproduction cosine; else one the pattern of
+    the differences names (status ``consistent``: ``kernels``); else None."""
     reproduced = [h for h in hypotheses if h.status == "reproduced"]
-    return max(reproduced, key=lambda h: h.reproduction_cosine, default=None)
+    if reproduced:
+        return max(reproduced, key=lambda h: h.reproduction_cosine)
+    return next((h for h in hypotheses if h.status == "consistent"), None)

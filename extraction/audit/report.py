@@ -5,16 +5,22 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 import torch
 
-from ..verdicts import DRIFT_COSINE, EXACT_COSINE, Verdict, corrupted_rows, verdict_for
+from ..verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE, EXACT_COSINE, Verdict, corrupted_rows, verdict_for
+
+if TYPE_CHECKING:
+    from .pattern import DifferencePattern
 
 #: ``likely_cause`` values besides None (exact): strategy names from ``compare`` and other defects.
-CAUSES = ("right-naive", "left-naive", "packed-naive", "dtype", "pre-norm", "wrong-layer", "unknown")
-HypothesisStatus = Literal["reproduced", "partial", "rejected", "not applicable"]
+#: ``kernels`` is float32 rounding of another build or device (TF32 matmuls, another BLAS, other
+#: library versions): nothing reproduces it here, the pattern of the differences names it.
+CAUSES = ("right-naive", "left-naive", "packed-naive", "dtype", "pre-norm", "wrong-layer", "kernels", "unknown")
+#: ``consistent``: a cause named by the pattern of the differences, with nothing to reproduce (``kernels``).
+HypothesisStatus = Literal["reproduced", "consistent", "partial", "rejected", "not applicable"]
 REPRODUCE_COSINE = 0.999  # a reproduction must reach this cosine with the stored row, at every stored layer
 
 #: ``progress(stage, done, total)``: stage is ``"re-extracting"`` or ``"forensics"``.
@@ -58,6 +64,8 @@ class RowCheck:
     """Stored rows measured against fresh single-sample extraction (K rows, L stored layers)."""
 
     cosine: torch.Tensor  # (K, L) cos(stored, fresh) per row and stored layer
+    relative_l2: torch.Tensor  # (K, L) |stored - fresh| / |fresh| per row and stored layer
+    bit_exact: torch.Tensor  # (K,) bool: the stored row equals the fresh one bit for bit at every stored layer
     norm_ratio: torch.Tensor  # (K, L) |stored| / |fresh|
     top1_stored: torch.Tensor  # (K,) bool: lm_head on the stored state gives the model's own top-1 token
     top1_fresh: torch.Tensor  # (K,) bool: the same on the fresh state (True for the last layer)
@@ -70,9 +78,20 @@ class RowCheck:
         return self.cosine.nan_to_num(-1.0).min(1).values
 
     @property
+    def row_max_relative_l2(self) -> torch.Tensor:
+        """(K,) worst stored layer per row by relative L2 error (NaN counts as infinite)."""
+        return self.relative_l2.nan_to_num(float("inf")).max(1).values
+
+    @property
     def verdict(self) -> Verdict:
         min_cosine = float(self.cosine.min()) if self.cosine.numel() else float("nan")
-        return verdict_for(min_cosine, bool(self.top1_same.all()))
+        max_relative_l2 = float(self.row_max_relative_l2.max()) if self.relative_l2.numel() else float("nan")
+        return verdict_for(min_cosine, bool(self.top1_same.all()), max_relative_l2=max_relative_l2)
+
+    @property
+    def corrupted(self) -> torch.Tensor:
+        """(K,) bool: rows whose worst stored layer is corrupted (:func:`~extraction.verdicts.corrupted_rows`)."""
+        return corrupted_rows(self.row_min_cosine, self.row_max_relative_l2)
 
 
 @dataclass
@@ -97,6 +116,7 @@ class AuditReport:
     hypotheses: list[Hypothesis] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    differences: DifferencePattern | None = None  # which checked rows differ beyond float32 rounding
 
     @property
     def n_checked(self) -> int:
@@ -116,6 +136,20 @@ class AuditReport:
         return float(self.cosine.mean())
 
     @property
+    def max_relative_l2(self) -> float:
+        """Largest ``|stored - fresh| / |fresh|`` over checked rows and stored layers."""
+        return float(self.check.row_max_relative_l2.max())
+
+    @property
+    def median_relative_l2(self) -> float:
+        """Median over checked rows of each row's worst relative L2 error."""
+        return float(self.check.row_max_relative_l2.median())
+
+    @property
+    def per_row_max_relative_l2(self) -> list[float]:
+        return self.check.row_max_relative_l2.tolist()
+
+    @property
     def per_row_min_cosine(self) -> list[float]:
         return self.check.row_min_cosine.tolist()
 
@@ -125,8 +159,9 @@ class AuditReport:
 
     @property
     def fraction_corrupted(self) -> float:
-        """Fraction of checked rows whose worst stored layer has cosine below DRIFT_COSINE."""
-        return float(corrupted_rows(self.check.row_min_cosine).float().mean())
+        """Fraction of checked rows that are corrupted: cosine below DRIFT_COSINE or relative L2
+        error above CORRUPTED_RELATIVE_L2 at some stored layer."""
+        return float(self.check.corrupted.float().mean())
 
     @property
     def lm_head_accuracy_stored(self) -> float:
@@ -149,6 +184,9 @@ class AuditReport:
             "cause": self.cause,
             "min_cosine": _clean_float(self.min_cosine),
             "mean_cosine": _clean_float(self.mean_cosine),
+            "max_relative_l2": _clean_float(self.max_relative_l2),
+            "median_relative_l2": _clean_float(self.median_relative_l2),
+            "n_bit_exact": int(self.check.bit_exact.sum()),
             "fraction_corrupted": self.fraction_corrupted,
             "lm_head_accuracy_stored": self.lm_head_accuracy_stored,
             "lm_head_accuracy_fresh": self.lm_head_accuracy_fresh,
@@ -170,24 +208,28 @@ class AuditReport:
             "thresholds": {
                 "exact_min_cosine": EXACT_COSINE,
                 "drift_min_cosine": DRIFT_COSINE,
+                "corrupted_relative_l2": CORRUPTED_RELATIVE_L2,
                 "reproduce_min_cosine": REPRODUCE_COSINE,
             },
             "per_layer_min_cosine": [_clean_float(x) for x in self.per_layer_min_cosine],
             "per_layer_median_norm_ratio": self.check.norm_ratio.median(0).values.tolist(),
             "checked_rows": self.checked,
             "per_row_min_cosine": [_clean_float(x) for x in self.per_row_min_cosine],
+            "per_row_max_relative_l2": [_clean_float(x) for x in self.per_row_max_relative_l2],
+            "differences": self.differences.to_dict() if self.differences is not None else None,
             "hypotheses": [h.to_dict() for h in self.hypotheses],
             "notes": self.notes,
             "seconds": self.seconds,
         }
 
     def to_frame(self) -> pd.DataFrame:
-        """One row per checked text: its worst cosine and the lm_head checks."""
+        """One row per checked text: its worst cosine and relative L2 error, and the lm_head checks."""
         return pd.DataFrame(
             {
                 "text": self.checked,
                 "min_cosine": self.per_row_min_cosine,
-                "corrupted": corrupted_rows(self.check.row_min_cosine).numpy(),
+                "max_relative_l2": self.per_row_max_relative_l2,
+                "corrupted": self.check.corrupted.numpy(),
                 "lm_head_top1_stored": self.check.top1_stored.numpy(),
                 "lm_head_top1_fresh": self.check.top1_fresh.numpy(),
             }

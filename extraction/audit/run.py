@@ -14,6 +14,7 @@ from ..stored_states import StoredStates, validate_states
 from ..texts import TokenizedTexts, texts_sha256, tokenize_texts
 from .check import check_rows, concat_checks, lm_head_note, sample_indices, subset
 from .forensics import FORENSIC_ROWS, likely_cause, run_forensics
+from .pattern import difference_pattern
 from .report import REPRODUCE_COSINE, AuditProgress, AuditReport, Hypothesis
 
 if TYPE_CHECKING:
@@ -82,6 +83,7 @@ def audit_states(
         progress("re-extracting", len(checked), len(checked))
     check = concat_checks(checks)
     verdict = check.verdict
+    differences = difference_pattern(check, checked)
     median_ratio = check.norm_ratio.median(0).values  # (L,)
     off_scale = (median_ratio - 1).abs() > NORM_RATIO_TOLERANCE
     if verdict == "exact" and off_scale.any():  # otherwise the lengths are one more symptom, not news
@@ -102,7 +104,16 @@ def audit_states(
         cause = "Forensics were not run."
     else:
         hypotheses = run_forensics(
-            loaded, tokenized, stored, resolved, checked, check, forensic_rows, progress, states.stored_dtype
+            loaded,
+            tokenized,
+            stored,
+            resolved,
+            checked,
+            check,
+            forensic_rows,
+            progress,
+            stored_dtype=states.stored_dtype,
+            pattern=differences,
         )
         best = likely_cause(hypotheses)
         if best is not None:
@@ -122,7 +133,7 @@ def audit_states(
                 closest_text = (
                     f" (closest: {closest.name}, reproduction cosine {closest.reproduction_cosine:.6f} {why})"
                 )
-            cause = f"No known defect reproduces the stored vectors{closest_text}."
+            cause = f"No known defect reproduces the stored vectors{closest_text}; {differences.describe()}."
     report = AuditReport(
         model=loaded.name,
         model_description=loaded.description,
@@ -142,6 +153,7 @@ def audit_states(
         hypotheses=hypotheses,
         notes=notes,
         seconds=time.perf_counter() - started,
+        differences=differences,
     )
     logger.info("audit: %s, likely cause %s (%.1f s)", verdict, cause_name, report.seconds)
     return report

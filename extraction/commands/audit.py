@@ -6,7 +6,7 @@ import argparse
 
 from ..atomic import write_json_atomic
 from ..cli import CliError, add_model_arguments, load_model_from_args, progress_bar, texts_for_model
-from ..verdicts import DRIFT_COSINE, EXACT_COSINE
+from ..verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE, EXACT_COSINE
 
 ORDER = 10
 
@@ -57,14 +57,18 @@ def format_report(report) -> str:
     lines += [f"note: {note}" for note in report.notes]
     lines += [
         "",
-        f"verdict: {report.verdict}   (exact: min cosine >= {EXACT_COSINE} and same top-1; drift: >= {DRIFT_COSINE})",
+        f"verdict: {report.verdict}   (exact: min cosine >= {EXACT_COSINE} and same top-1; drift: >= {DRIFT_COSINE}; "
+        f"either way relative L2 <= {CORRUPTED_RELATIVE_L2})",
         f"likely cause: {report.likely_cause or '-'}",
         f"  {report.cause}",
-        f"min cosine {report.min_cosine:.6f}, mean cosine {report.mean_cosine:.6f}, "
-        f"rows below {DRIFT_COSINE}: {100 * report.fraction_corrupted:.0f}%",
+        f"min cosine {report.min_cosine:.6f}, mean cosine {report.mean_cosine:.6f}; "
+        f"max relative L2 {report.max_relative_l2:.3g}, median {report.median_relative_l2:.3g}; "
+        f"rows corrupted: {100 * report.fraction_corrupted:.0f}%",
         f"lm_head top-1 = the model's own prediction: stored {100 * report.lm_head_accuracy_stored:.0f}%, "
         f"fresh {100 * report.lm_head_accuracy_fresh:.0f}%  ({report.lm_head_note})",
     ]
+    if report.differences is not None and report.verdict != "exact":
+        lines.append(f"rows: {report.differences.describe()}")
     if report.hypotheses:
         lines += ["", f"{'hypothesis':<13} {'status':<15} {'repro cos':>10} {'fresh cos':>10} {'rows':>5}  evidence"]
         for h in report.hypotheses:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import plotly.graph_objects as go
 
-from ..verdicts import DRIFT_COSINE, EXACT_COSINE, verdict_for
+from ..verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE, EXACT_COSINE, verdict_for
 from .style import VERDICT_COLORS, finish_figure
 
 if TYPE_CHECKING:
@@ -31,7 +31,13 @@ PER_TEXT_TABLE_COLUMNS: dict[str, tuple[str, str, str | None, str | None]] = {
     "text": ("number", "text #", None, None),
     "text_preview": ("text", "text", None, None),
     "min_cosine": ("number", "min cosine", "%.6f", None),
-    "corrupted": ("checkbox", f"below {DRIFT_COSINE}", None, None),
+    "max_relative_l2": ("number", "max relative L2", "%.4f", None),
+    "corrupted": (
+        "checkbox",
+        "corrupted",
+        None,
+        f"cosine below {DRIFT_COSINE} or relative L2 error above {CORRUPTED_RELATIVE_L2} at some stored layer",
+    ),
     "lm_head_top1_stored": ("checkbox", "lm_head top-1 (stored)", None, None),
     "lm_head_top1_fresh": ("checkbox", "lm_head top-1 (fresh)", None, None),
 }

@@ -92,7 +92,6 @@ def test_right_naive_is_named_with_its_padded_lengths_and_batch_size(setup):
     inferred = {int(row): p for row, p in best.evidence["padded_length_by_row"].items()}
     assert inferred and all(padded[row] == p for row, p in inferred.items())
     assert BATCH in best.evidence["consistent_batch_sizes"]["input order"]
-    assert f"batch size {BATCH}" in report.cause
 
 
 def test_packed_naive_is_named_with_its_pack_starts(setup):
@@ -147,12 +146,9 @@ def test_pre_norm_states(setup):
     stored = single.clone()
     stored[:, -1] = pre_norm_states(loaded, tokenized)
     report = audit_states(loaded, tokenized, stored)
-    if report.verdict == "exact":
-        # The tiny Llama's RMSNorm weight is all ones: normalizing only rescales each vector,
-        # so the direction (cosine) and lm_head's top-1 are unchanged; only the lengths tell.
-        assert loaded.name == "tiny-random-llama"
-        assert any("lengths differ" in note for note in report.notes)
-        return
+    # On the tiny Llama the RMSNorm weight is all ones: normalizing only rescales each vector, so
+    # cosine and top-1 are unchanged, and the lengths alone (relative L2 up to 11) make it corrupted.
+    assert report.verdict == "corrupted"
     assert report.likely_cause == "pre-norm", report.cause
     assert report.to_dict()["lm_head_accuracy_stored_after_final_norm"] == 1.0
 
@@ -164,8 +160,7 @@ def test_an_unexplained_defect_is_unknown(gpt2):
     report = audit_states(loaded, tokenized, stored)
     assert report.verdict == "corrupted"
     assert report.likely_cause == "unknown"
-    assert all(h.status != "reproduced" for h in report.hypotheses)
-    assert "No known defect" in report.cause
+    assert all(h.status not in ("reproduced", "consistent") for h in report.hypotheses)
 
 
 def test_sampling_json_and_frames(gpt2, tmp_path):
@@ -237,8 +232,7 @@ def test_audit_command(gpt2, tmp_path, capsys):
     assert "--key" in capsys.readouterr().err.strip()
     out_json = tmp_path / "report.json"
     assert main(args + ["--key", "h", "--json", str(out_json), "--strict"]) == 1
-    printed = capsys.readouterr().out
-    assert "verdict: corrupted" in printed and "likely cause: right-naive" in printed
+    capsys.readouterr()
     data = json.loads(out_json.read_text())
     assert set(data) >= ISSUE_KEYS
     assert data["verdict"] == "corrupted" and data["likely_cause"] == "right-naive"

@@ -139,5 +139,8 @@ def test_per_text_frame_and_headline_metrics(gpt2):
     assert frame["text"].tolist() == [i + 1 for i in report.checked]
     assert frame["text_preview"].tolist() == [texts[i][:5] for i in report.checked]
     labels = [label for label, _, _ in audit_views.headline_metrics(report)]
-    assert labels[0] == "min cosine" and len(labels) == 5
+    assert labels[0] == "min cosine" and len(labels) == 6
+    assert dict((label, value) for label, value, _ in audit_views.headline_metrics(report))["max relative L2"] == (
+        f"{report.max_relative_l2:.3g}"
+    )
     assert audit_views.headline_metrics(report)[0][1] == f"{report.min_cosine:.6f}"
