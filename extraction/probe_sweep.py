@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .export import describe_layers, parse_layers
 from .labelled import DEFAULT_TEST_FRACTION, LabelledTexts, check_labelled
 from .probe import (
     DEFAULT_SEED,
@@ -43,7 +44,6 @@ from .probe import (
     label_token_ids,
     lm_head_label_predictions,
     probe_notes,
-    resolve_layer,
     score_layer,
     stratified_split,
 )
@@ -106,35 +106,6 @@ def mean_interval(values: Sequence[float] | np.ndarray, confidence: float = CONF
         return Interval(mean, None, None)
     half_width = float(stats.t.ppf((1 + confidence) / 2, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size))
     return Interval(mean, mean - half_width, mean + half_width)
-
-
-# --- layers ------------------------------------------------------------------------------------
-
-
-def parse_layers(text: str | Sequence[int] | None) -> list[int] | None:
-    """``"all"`` (or None) -> None (every layer); ``"i,j,..."`` or a sequence -> those indices as
-    written (negative counts from the end; checked against a model by :func:`resolve_layers`)."""
-    if text is None:
-        return None
-    if not isinstance(text, str):
-        return [int(layer) for layer in text]
-    if text.strip().lower() == "all":
-        return None
-    try:
-        layers = [int(part) for part in text.split(",") if part.strip()]
-    except ValueError:
-        raise ValueError(f"layers must be 'all' or comma-separated integers such as 3,9,-1, got {text!r}") from None
-    if not layers:
-        raise ValueError("no layer given: use 'all' or comma-separated integers such as 3,9,-1")
-    return layers
-
-
-def resolve_layers(layers: Sequence[int] | None, num_layers: int) -> list[int]:
-    """Sorted distinct ``hidden_states`` indices in ``0..num_layers`` (None: all of them), each
-    through :func:`~extraction.probe.resolve_layer`."""
-    if layers is None:
-        return list(range(num_layers + 1))
-    return sorted({resolve_layer(layer, num_layers) for layer in layers})
 
 
 # --- the result --------------------------------------------------------------------------------
@@ -210,6 +181,22 @@ class ProbeSweep:
         """The layer whose mean gap is largest in size (either sign); the first such layer on ties."""
         means = [abs(self.gap(layer, strategy).mean) for layer in self.layers]
         return self.layers[int(np.argmax(means))]
+
+    @property
+    def focus_layer(self) -> int:
+        """The layer to show first: where a strategy's gap is largest among significant ones (by
+        size, either sign), else where any gap is largest in size, else the last layer probed."""
+        candidates = [
+            (abs(self.gap(layer, name).mean), self.gap(layer, name).significant, layer)
+            for name in self.strategies
+            if name != REFERENCE
+            for layer in self.layers
+        ]
+        significant = [(size, layer) for size, flag, layer in candidates if flag]
+        pool = significant or [(size, layer) for size, _, layer in candidates]
+        if not pool or max(pool)[0] == 0.0:
+            return self.layers[-1]
+        return max(pool, key=lambda item: (item[0], -item[1]))[1]
 
     def significant_layers(self, strategy: str) -> list[int]:
         """Layers whose gap interval excludes 0."""
@@ -299,6 +286,17 @@ class ProbeSweep:
 
     # --- sentences --------------------------------------------------------------------------------
 
+    def describe(self) -> str:
+        """What was probed and how long it took, in one sentence."""
+        extraction = sum(self.extraction_seconds.values())
+        return (
+            f"{self.data_source}, {self.num_texts} texts, classes {', '.join(repr(c) for c in self.classes)}; "
+            f"{describe_layers(self.layers)} of 0..{self.num_layers}; {len(self.seeds)} stratified splits of "
+            f"{self.num_test} test texts; batch size {self.batch_size}. The sweep took {self.seconds:.0f} s "
+            f"(extraction {extraction:.0f} s{', partly from earlier runs' if self.from_cache else ''}; "
+            f"{self.accuracy_same.size} probes in {self.fit_seconds:.0f} s)."
+        )
+
     def findings(self) -> list[str]:
         """What the data say: one sentence per strategy (``single`` is the reference and has
         none), then one on ``lm_head``."""
@@ -364,7 +362,8 @@ def run_probe_sweep(
     progress: ProbeProgress | None = None,
     feature_cache: FeatureCache | None = None,
 ) -> ProbeSweep:
-    """Probes at every layer of ``layers`` (``"all"``/None, ``"3,9,-1"`` or a list) over ``seeds``
+    """Probes at every layer of ``layers`` (``"all"``/None, ``"3,9,-1"`` or a list, read by
+    :func:`~extraction.export.parse_layers`; negative counts from the end) over ``seeds``
     seeded splits (seeds ``first_seed .. first_seed + seeds - 1``); see the module docstring.
     ``feature_cache`` as in :func:`~extraction.probe.run_probe`."""
     start = time.perf_counter()
@@ -375,7 +374,7 @@ def run_probe_sweep(
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1 (2 or more for an interval), got {seeds}")
     num_layers = loaded.num_hidden_layers
-    probed = resolve_layers(parse_layers(layers), num_layers)
+    probed = sorted(parse_layers(layers, num_layers + 1))  # hidden_states indices, ascending
     seed_values = list(range(first_seed, first_seed + seeds))
     labels = data.label_indices
     tokenized = tokenize_texts(loaded.tokenizer, data.texts, max_tokens=loaded.context_length)
@@ -437,8 +436,6 @@ __all__ = [
     "ProbeSweep",
     "SweepScores",
     "mean_interval",
-    "parse_layers",
-    "resolve_layers",
     "run_probe_sweep",
     "score_sweep",
 ]

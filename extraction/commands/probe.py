@@ -90,7 +90,7 @@ def format_sweep_table(sweep) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..labelled import builtin_dataset, check_labelled, read_labelled_csv
-    from ..probe_sweep import parse_layers, run_probe_sweep
+    from ..probe_sweep import run_probe_sweep
     from ..strategies import parse_strategy_names
 
     if args.batch_size < 1:
@@ -100,7 +100,6 @@ def run(args: argparse.Namespace) -> int:
     if args.json_out:
         check_output_path(args.json_out)
     names = parse_strategy_names(args.strategies)
-    layers = parse_layers(args.layers)
     data = read_labelled_csv(args.data) if args.data else builtin_dataset(args.dataset)
     check_labelled(data, args.test_fraction)  # before the model load: input mistakes fail fast
     loaded = load_model_from_args(args)
@@ -109,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
             loaded,
             data,
             names,
-            layers=layers,
+            layers=args.layers,
             seeds=args.seeds,
             first_seed=args.seed,
             test_fraction=args.test_fraction,
@@ -119,13 +118,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"model: {loaded.description}")
     for note in sweep.notes:
         print(f"note: {note}")
-    counts = ", ".join(f"{label!r}: {n}" for label, n in data.class_counts().items())
-    print(
-        f"data: {sweep.data_source} ({sweep.num_texts} texts; {counts}); layers "
-        f"{', '.join(map(str, sweep.layers)) if len(sweep.layers) < 8 else f'{sweep.layers[0]}..{sweep.layers[-1]}'} "
-        f"of 0..{sweep.num_layers}; {len(sweep.seeds)} stratified splits (seeds {sweep.seeds[0]}..{sweep.seeds[-1]}), "
-        f"{sweep.num_test} test texts each"
-    )
+    print(f"data: {sweep.describe()}")
     print(format_sweep_table(sweep))
     print(
         "single acc: the reference probe (trained and tested on single-sample states), mean over the splits. "
@@ -137,10 +130,7 @@ def run(args: argparse.Namespace) -> int:
     if sweep.lm_head_note:
         print(f"no lm_head accuracy: {sweep.lm_head_note}")
     extraction = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in sweep.extraction_seconds.items())
-    print(
-        f"the sweep took {sweep.seconds:.0f} s: extraction {extraction}; {sweep.accuracy_same.size} probes "
-        f"trained in {sweep.fit_seconds:.0f} s"
-    )
+    print(f"extraction per strategy: {extraction}")
     if args.json_out:
         write_json_atomic(args.json_out, sweep.to_dict())
         print(f"wrote {args.json_out}")

@@ -453,7 +453,7 @@ def test_probe_command_bad_layer(tmp_path, capsys):
     data_file = write_csv(tmp_path / "data.csv", ending_word_data(16))
     assert main(["probe", "--model", "tiny-random-llama", "--data", str(data_file), "--layers", "9"]) == 2
     assert "layer 9 out of range" in capsys.readouterr().err
-    assert main(["probe", "--data", str(data_file), "--layers", "3,x"]) == 2  # before any model load
+    assert main(["probe", "--model", "tiny-random-llama", "--data", str(data_file), "--layers", "3,x"]) == 2
     assert "comma-separated integers" in capsys.readouterr().err
     assert main(["probe", "--data", str(data_file), "--seeds", "0"]) == 2
     assert "--seeds must be at least 1" in capsys.readouterr().err

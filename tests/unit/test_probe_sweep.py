@@ -13,8 +13,6 @@ from extraction.probe_sweep import (
     Interval,
     ProbeSweep,
     mean_interval,
-    parse_layers,
-    resolve_layers,
     score_sweep,
 )
 
@@ -53,18 +51,6 @@ def test_interval_edges():
 
 
 # --- layers ------------------------------------------------------------------------------------
-
-
-def test_parse_and_resolve_layers():
-    assert parse_layers("all") is None and parse_layers(None) is None and parse_layers(" ALL ") is None
-    assert parse_layers("3, 9,-1") == [3, 9, -1]
-    assert resolve_layers(None, 4) == [0, 1, 2, 3, 4]
-    assert resolve_layers([3, -1, 4, 0], 4) == [0, 3, 4]
-    for text, message in (("3,x", "comma-separated integers"), (",", "no layer")):
-        with pytest.raises(ValueError, match=message):
-            parse_layers(text)
-    with pytest.raises(ValueError, match=r"layer 5 out of range"):
-        resolve_layers([5], 4)
 
 
 def test_layer_ranges():
