@@ -8,7 +8,7 @@ the corruption: its validation accuracy overstates what inference will see.
 For each strategy :func:`run_probe`:
 
 1. extracts the last-real-token state of every text at one layer (``hidden_states``
-   index, default the last);
+   index, default the last) and at the last layer (for ``lm_head``);
 2. splits the texts train/test, stratified by label, with a fixed seed (the same split
    for every strategy);
 3. trains a standardized logistic-regression probe on the strategy's train features;
@@ -19,12 +19,14 @@ For each strategy :func:`run_probe`:
    strategy's final-layer test states and predicts the label whose token has the
    highest logit: the zero-shot ``lm_head_accuracy``.
 
-The train/score step, :func:`fit_and_score`, is a pure function of feature arrays. The
-labelled data it runs on is :mod:`extraction.labelled`; a few of its names are re-exported
-here for the Probe page, which imports them from this module.
+The train/score step, :func:`fit_and_score` (and :func:`score_layer`, every strategy at one
+layer), is a pure function of feature arrays. The states come from
+:mod:`extraction.probe_features` (one extraction per strategy, cached); the labelled data from
+:mod:`extraction.labelled`, a few of whose names are re-exported here for the Probe page.
+:mod:`extraction.probe_sweep` runs the same step over every layer and several seeded splits.
 
 Over 400 lines for one concern: the split, the pure train/score step, the zero-shot
-``lm_head`` scoring and the report all serve :func:`run_probe` and only it.
+``lm_head`` scoring and the report all serve :func:`run_probe` and the sweep built on it.
 """
 
 from __future__ import annotations
