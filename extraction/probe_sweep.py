@@ -184,19 +184,20 @@ class ProbeSweep:
 
     @property
     def focus_layer(self) -> int:
-        """The layer to show first: where a strategy's gap is largest among significant ones (by
-        size, either sign), else where any gap is largest in size, else the last layer probed."""
-        candidates = [
-            (abs(self.gap(layer, name).mean), self.gap(layer, name).significant, layer)
-            for name in self.strategies
-            if name != REFERENCE
-            for layer in self.layers
+        """The layer to show first: where validation overstates inference most (the largest
+        significant positive gap of any strategy); else where any significant gap is largest in
+        size; else where any gap is; else (no gap anywhere) the last layer probed."""
+        gaps = [
+            (self.gap(layer, name), layer) for name in self.strategies if name != REFERENCE for layer in self.layers
         ]
-        significant = [(size, layer) for size, flag, layer in candidates if flag]
-        pool = significant or [(size, layer) for size, _, layer in candidates]
-        if not pool or max(pool)[0] == 0.0:
-            return self.layers[-1]
-        return max(pool, key=lambda item: (item[0], -item[1]))[1]
+        for pool in (
+            [(gap.mean, layer) for gap, layer in gaps if gap.significant and gap.mean > 0],
+            [(abs(gap.mean), layer) for gap, layer in gaps if gap.significant],
+            [(abs(gap.mean), layer) for gap, layer in gaps if gap.mean != 0.0],
+        ):
+            if pool:
+                return max(pool, key=lambda item: (item[0], -item[1]))[1]
+        return self.layers[-1]
 
     def significant_layers(self, strategy: str) -> list[int]:
         """Layers whose gap interval excludes 0."""

@@ -154,6 +154,17 @@ def test_sweep_gap_interval_table_and_json():
         sweep.gap(7, "right-naive")
 
 
+def test_focus_layer_prefers_where_validation_overstates_inference():
+    sweep = constructed_sweep()
+    sweep.accuracy_single[0, 1] += 0.2  # layer 0: gap about -0.22, larger in size than layer 1's +0.04
+    assert sweep.largest_gap_layer("right-naive") == 0
+    assert sweep.focus_layer == 1  # the largest significant positive gap
+    sweep.accuracy_same[1, 1] = sweep.accuracy_single[1, 1]  # no positive gap left
+    assert sweep.focus_layer == 0  # the largest significant gap in size
+    sweep.accuracy_single[:] = sweep.accuracy_same
+    assert sweep.focus_layer == 1  # no gap anywhere: the last layer
+
+
 def test_findings_say_no_significant_gap_where_the_interval_covers_zero():
     sweep = constructed_sweep(gaps_layer_1=(0.1, -0.1, 0.05, -0.05, 0.0))
     sweep.accuracy_single[0, 1] = sweep.accuracy_same[0, 1] - np.array([0.1, -0.1, 0.0, 0.0, 0.0])
