@@ -135,6 +135,7 @@ def _accuracy_bars(
     """Bars of ``accuracy_same`` and ``accuracy_single`` per ``strategy`` row of ``frame`` (with
     ``gap``, ``corrupted_fraction`` and ``lm_head_accuracy`` columns), optional error bars."""
     errors = errors or {}
+    text_position = "inside" if errors else "outside"  # outside labels would sit on the error bars
     names = list(frame["strategy"])
     same = frame["accuracy_same"].to_numpy()
     single = frame["accuracy_single"].to_numpy()
@@ -152,7 +153,7 @@ def _accuracy_bars(
             name="same strategy's test states (validation)",
             marker={"color": PROBE_SAME_COLOR},
             text=[f"{value:.0%}" for value in same],
-            textposition="outside",
+            textposition=text_position,
             customdata=customdata,
             hovertemplate=hover,
             error_y=_error_bars(errors.get("accuracy_same")),
@@ -165,7 +166,7 @@ def _accuracy_bars(
             name="single-sample test states (inference)",
             marker={"color": PROBE_SINGLE_COLOR, "pattern": {"shape": "/", "fgcolor": "#FFFFFF", "solidity": 0.3}},
             text=[f"{value:.0%}" for value in single],
-            textposition="outside",
+            textposition=text_position,
             customdata=customdata,
             hovertemplate=hover,
             error_y=_error_bars(errors.get("accuracy_single")),
@@ -210,8 +211,9 @@ def _accuracy_bars(
 def probe_sweep_figure(sweep: ProbeSweep) -> go.Figure:
     """The gap (validation minus inference accuracy, in points) across layers: a line per strategy
     (``single``, the reference, is 0 by construction and left out) with its 95% interval over the
-    splits as a band, a star at the layer where the gap is largest in size, and 0 as a grey line:
-    where a band covers it, that layer's gap is not significant."""
+    splits as a band, a star at the layer where the gap is largest in size (none for a strategy
+    without any gap), and 0 as a grey line: where a band covers it, that layer's gap is not
+    significant."""
     figure = go.Figure()
     layers = sweep.layers
     for name in sweep.strategies:
@@ -227,6 +229,7 @@ def probe_sweep_figure(sweep: ProbeSweep) -> go.Figure:
                 go.Scatter(
                     x=list(layers) + list(layers)[::-1],
                     y=high + low[::-1],
+                    mode="lines",
                     fill="toself",
                     fillcolor=rgba(color, 0.18),
                     line={"width": 0},
@@ -261,6 +264,8 @@ def probe_sweep_figure(sweep: ProbeSweep) -> go.Figure:
             )
         )
         peak = sweep.largest_gap_layer(name)
+        if mean[layers.index(peak)] == 0.0:
+            continue  # no gap anywhere: no largest one to mark
         figure.add_trace(
             go.Scatter(
                 x=[peak],

@@ -186,7 +186,9 @@ def test_sweep_figures_draw_the_numbers():
     np.testing.assert_allclose(band.y[1], 100 * sweep.gap(1, "right-naive").high)
     (star,) = [trace for trace in figure.data if trace.marker.symbol == "star"]
     assert list(star.x) == [1]
+    sweep.accuracy_single[:] = sweep.accuracy_same  # no gap anywhere: no star
+    assert not [trace for trace in probe_sweep_figure(sweep).data if trace.marker.symbol == "star"]
     assert not any(trace.name == "single" for trace in figure.data)
-    bars = [trace for trace in probe_layer_figure(sweep, 1).data if trace.type == "bar"]
+    bars = [trace for trace in probe_layer_figure(constructed_sweep(), 1).data if trace.type == "bar"]
     np.testing.assert_allclose(bars[0].y, [0.9, 0.94])
     assert bars[0].error_y.array[1] == pytest.approx(0.0392644, abs=1e-6)
