@@ -60,8 +60,9 @@ from extraction.export import parse_layers
 from extraction.models import ATTN_IMPLEMENTATIONS, DEFAULT_MODEL, DTYPES, MODEL_PRESETS, LoadedModel, load_model
 from extraction.plotting.style import VERDICT_COLORS, VERDICT_ICONS, VERDICT_TEXT_COLORS, strategy_color
 from extraction.predictions import TOP_K, token_strings, top_k_frame
-from extraction.probe import LabelledTexts, ProbeReport, run_probe
+from extraction.probe import LabelledTexts
 from extraction.probe_inputs import data_digest
+from extraction.probe_sweep import ProbeSweep, run_probe_sweep
 from extraction.stored_states import StoredStates, read_states
 from extraction.strategies import STRATEGIES
 from extraction.texts import TextsError, decode_bytes, parse_text_items, split_lines, tokenize_texts
@@ -593,7 +594,7 @@ def run_guarded(work: Callable[[], T], prefix: str | None = None, hold_model: bo
 
 def progress_callback(bar) -> Callable[[str, int, int, int, int], None]:
     """A ``progress(name, number, count, done, total)`` callback of a strategy-by-strategy
-    extraction (``compare_strategies``, ``run_probe``) that fills the ``st.progress`` ``bar``."""
+    extraction (``compare_strategies``, ``run_probe_sweep``) that fills the ``st.progress`` ``bar``."""
 
     def progress(name: str, number: int, count: int, done: int, total: int) -> None:
         fraction = ((number - 1) + (done / total if total else 1.0)) / count
@@ -624,10 +625,9 @@ def apply_preset(values: dict[str, Any]) -> None:
 class ProbeRun(TypedDict):
     """One run of the Probe page, kept in ``st.session_state``."""
 
-    report: ProbeReport
+    sweep: ProbeSweep
     settings: ModelSettings
     model_description: str
-    seconds: float  # wall-clock time of extraction and training
 
 
 def train_probes(
@@ -635,25 +635,25 @@ def train_probes(
     settings: ModelSettings,
     data: LabelledTexts,
     strategies: Sequence[str],
-    layer: int,
-    seed: int,
+    layers: str,
+    seeds: int,
     batch_size: int,
     cache_key: str,
 ) -> ProbeRun | None:
-    """:func:`~extraction.probe.run_probe` with a progress bar, the model held, and the states
-    kept in the session under ``cache_key`` for this model and data set (adding a strategy later
-    extracts only the new one); None after an ``st.error`` when it fails."""
+    """:func:`~extraction.probe_sweep.run_probe_sweep` with a progress bar, the model held, and
+    the states kept in the session under ``cache_key`` for this model and data set (adding a
+    strategy later extracts only the new one; other layers or seeds extract nothing); None after
+    an ``st.error`` when it fails."""
     feature_cache = session_cache(cache_key, (settings, data_digest(data)))
     bar = st.progress(0.0, text="Starting…")
-    start = time.perf_counter()
     try:
-        report = run_guarded(
-            lambda: run_probe(
+        sweep = run_guarded(
+            lambda: run_probe_sweep(
                 loaded,
                 data,
                 strategies,
-                layer=layer,
-                seed=seed,
+                layers=layers,
+                seeds=seeds,
                 batch_size=batch_size,
                 progress=progress_callback(bar),
                 feature_cache=feature_cache,
@@ -661,12 +661,11 @@ def train_probes(
             prefix="The probe run failed",
             hold_model=True,
         )
-        seconds = time.perf_counter() - start
     finally:
         bar.empty()
-    if report is None:
+    if sweep is None:
         return None
-    return ProbeRun(report=report, settings=settings, model_description=loaded.description, seconds=seconds)
+    return ProbeRun(sweep=sweep, settings=settings, model_description=loaded.description)
 
 
 class AuditRun(TypedDict):

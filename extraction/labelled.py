@@ -1,5 +1,7 @@
 """Labelled texts for the probe: reading and checking a labelled CSV (``text`` and ``label``
-columns), and the built-in sentiment set shipped in ``extraction/data``."""
+columns), and the built-in sets shipped in ``extraction/data`` (:data:`BUILTIN_DATASETS`:
+``sentiment``, the reviews, and ``tense``, a harder past/future set; docs/datasets.md says
+how each was made)."""
 
 from __future__ import annotations
 
@@ -18,11 +20,35 @@ from .texts import decode_bytes
 DEFAULT_TEST_FRACTION = 0.25
 #: Each class needs this many rows: at least one in the test split and several to train on.
 MIN_ROWS_PER_CLASS = 4
-BUILTIN_DATASET = "sentiment_demo.csv"
-BUILTIN_DESCRIPTION = (
-    "200 short product, movie and restaurant reviews written for this project, ending in "
-    "' Sentiment:', labelled ' positive' / ' negative' (balanced, 6 to 77 tokens)"
-)
+
+
+@dataclass(frozen=True)
+class BuiltinDataset:
+    """A labelled set shipped in ``extraction/data``, written by its generator script there."""
+
+    file: str  # the CSV in extraction/data
+    generator: str  # the script in extraction/data that writes it
+    description: str  # one sentence for UIs and --help
+
+
+#: The built-in labelled sets, by the name ``probe --dataset`` and the Probe page use.
+BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
+    "sentiment": BuiltinDataset(
+        "sentiment_demo.csv",
+        "generate_sentiment_demo.py",
+        "200 short product, movie and restaurant reviews written for this project, ending in "
+        "' Sentiment:', labelled ' positive' / ' negative' (balanced, 6 to 77 tokens)",
+    ),
+    "tense": BuiltinDataset(
+        "tense_demo.csv",
+        "generate_tense_demo.py",
+        "400 one-event texts written for this project, ending in ' Tense:', labelled ' past' / ' future' by "
+        "the tense of the event's main clause, with time adverbs, clauses and present-tense context that "
+        "point either way (balanced, 7 to 72 tokens)",
+    ),
+}
+#: The set used when none is named: the reviews (see docs/datasets.md for the choice).
+DEFAULT_DATASET = "sentiment"
 
 
 @dataclass
@@ -99,10 +125,19 @@ def read_labelled_csv(path: str | Path) -> LabelledTexts:
     return parse_labelled_csv(decode_bytes(path.read_bytes(), str(path)), str(path))
 
 
-def builtin_dataset() -> LabelledTexts:
-    """The labelled demo set shipped in ``extraction/data`` (see ``generate_sentiment_demo.py``)."""
-    content = resources.files(__package__).joinpath("data", BUILTIN_DATASET).read_text(encoding="utf-8")
-    return parse_labelled_csv(content, f"built-in {BUILTIN_DATASET}")
+def builtin_dataset(name: str = DEFAULT_DATASET) -> LabelledTexts:
+    """The built-in labelled set ``name`` (a key of :data:`BUILTIN_DATASETS`), read from
+    ``extraction/data``; ``ValueError`` for an unknown name or a set whose CSV is not installed."""
+    if name not in BUILTIN_DATASETS:
+        raise ValueError(f"unknown built-in data set {name!r}; valid: {', '.join(BUILTIN_DATASETS)}")
+    dataset = BUILTIN_DATASETS[name]
+    path = resources.files(__package__).joinpath("data", dataset.file)
+    if not path.is_file():
+        raise ValueError(
+            f"built-in data set {name!r} is not installed: extraction/data/{dataset.file} is missing "
+            f"(run extraction/data/{dataset.generator})"
+        )
+    return parse_labelled_csv(path.read_text(encoding="utf-8"), f"built-in {dataset.file}")
 
 
 def check_labelled(data: LabelledTexts, test_fraction: float = DEFAULT_TEST_FRACTION) -> None:
@@ -124,8 +159,9 @@ def check_labelled(data: LabelledTexts, test_fraction: float = DEFAULT_TEST_FRAC
 
 
 __all__ = [
-    "BUILTIN_DATASET",
-    "BUILTIN_DESCRIPTION",
+    "BUILTIN_DATASETS",
+    "DEFAULT_DATASET",
+    "BuiltinDataset",
     "DEFAULT_TEST_FRACTION",
     "MIN_ROWS_PER_CLASS",
     "LabelledTexts",

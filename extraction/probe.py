@@ -8,7 +8,7 @@ the corruption: its validation accuracy overstates what inference will see.
 For each strategy :func:`run_probe`:
 
 1. extracts the last-real-token state of every text at one layer (``hidden_states``
-   index, default the last);
+   index, default the last) and at the last layer (for ``lm_head``);
 2. splits the texts train/test, stratified by label, with a fixed seed (the same split
    for every strategy);
 3. trains a standardized logistic-regression probe on the strategy's train features;
@@ -19,19 +19,21 @@ For each strategy :func:`run_probe`:
    strategy's final-layer test states and predicts the label whose token has the
    highest logit: the zero-shot ``lm_head_accuracy``.
 
-The train/score step, :func:`fit_and_score`, is a pure function of feature arrays. The
-labelled data it runs on is :mod:`extraction.labelled`; a few of its names are re-exported
-here for the Probe page, which imports them from this module.
+The train/score step, :func:`fit_and_score` (and :func:`score_layer`, every strategy at one
+layer), is a pure function of feature arrays. The states come from
+:mod:`extraction.probe_features` (one extraction per strategy, cached); the labelled data from
+:mod:`extraction.labelled`, a few of whose names are re-exported here for the Probe page.
+:mod:`extraction.probe_sweep` runs the same step over every layer and several seeded splits.
 
 Over 400 lines for one concern: the split, the pure train/score step, the zero-shot
-``lm_head`` scoring and the report all serve :func:`run_probe` and only it.
+``lm_head`` scoring and the report all serve :func:`run_probe` and the sweep built on it.
 """
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -45,9 +47,9 @@ from sklearn.preprocessing import StandardScaler
 
 from . import metrics
 from .compare import apply_lm_head
-from .extract import extract_states
 from .labelled import (
-    BUILTIN_DESCRIPTION,
+    BUILTIN_DATASETS,
+    DEFAULT_DATASET,
     DEFAULT_TEST_FRACTION,
     MIN_ROWS_PER_CLASS,
     LabelledTexts,
@@ -55,6 +57,7 @@ from .labelled import (
     check_labelled,
     parse_labelled_csv,
 )
+from .probe_features import FeatureCache, ProbeProgress, strategy_states
 from .strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, REFERENCE, parse_strategy_names
 from .texts import tokenize_texts
 from .verdicts import corrupted_rows
@@ -76,14 +79,6 @@ GAP_EXPLANATION = (
     "the corruption, and validation overstates what it will do in use. With exact states the two "
     "test sets are the same and the gap is 0."
 )
-
-#: ``progress(strategy_name, strategy_number, strategy_count, done_texts, total_texts)``
-ProbeProgress = Callable[[str, int, int, int, int], None]
-#: Extracted states kept between runs, keyed by (strategy, batch size, max batch tokens, layers):
-#: ``(features (N, d), final-layer states (N, d), extraction seconds)``. Valid for one model and
-#: one data set only.
-FeatureCache = dict[tuple[str, int, int | None, tuple[int, ...]], tuple[np.ndarray, torch.Tensor, float]]
-
 
 # --- the split ---------------------------------------------------------------------------
 
@@ -368,6 +363,54 @@ def resolve_layer(layer: int | None, num_layers: int) -> int:
     return resolved
 
 
+def score_layer(
+    features: dict[str, np.ndarray],
+    labels: np.ndarray,
+    train_indices: np.ndarray,
+    test_indices: np.ndarray,
+    seed: int = DEFAULT_SEED,
+) -> dict[str, ProbeScores]:
+    """Per strategy, :func:`fit_and_score` on its ``features[name] (N, d)`` at one layer: trained
+    on the ``train_indices`` rows, scored on its own ``test_indices`` rows and on the reference's
+    (``features["single"]``). Pure: the one step a single-layer run and a layer sweep share."""
+    reference_test = features[REFERENCE][test_indices]  # (n_test, d)
+    return {
+        name: fit_and_score(
+            states[train_indices],
+            labels[train_indices],
+            states[test_indices],
+            reference_test,
+            labels[test_indices],
+            seed=seed,
+        )
+        for name, states in features.items()
+    }
+
+
+def lm_head_label_predictions(loaded: LoadedModel, final_states: np.ndarray, token_ids: Sequence[int]) -> np.ndarray:
+    """(N,) class index: argmax over the label tokens of ``lm_head`` applied to final-layer states
+    ``(N, d)``. ``hidden_states[-1]`` is already after the final norm: ``lm_head`` alone gives the logits."""
+    logits = apply_lm_head(loaded, torch.from_numpy(np.ascontiguousarray(final_states)), final_norm=False)  # (N, V)
+    return label_predictions(logits[:, list(token_ids)])
+
+
+def corrupted_fraction(states: np.ndarray, reference: np.ndarray) -> float:
+    """Fraction of rows of ``states (n, d)`` corrupted against ``reference (n, d)``
+    (:func:`~extraction.verdicts.corrupted_rows` of their cosine and relative L2 error)."""
+    states_t, reference_t = torch.from_numpy(states), torch.from_numpy(reference)
+    cosine = metrics.cosine_similarity(states_t, reference_t)  # (n,)
+    relative_l2 = metrics.relative_l2_error(states_t, reference_t)  # (n,)
+    return float(corrupted_rows(cosine, relative_l2).double().mean())
+
+
+def probe_notes(loaded: LoadedModel, truncation_note: str | None) -> list[str]:
+    """The notes of a probe run: random weights, the pad token used, texts cut to the context."""
+    notes = [note for note in (loaded.pad_token_note, truncation_note) if note]
+    if loaded.is_random:
+        notes.insert(0, f"{loaded.name} has random weights: accuracies only show whether strategies agree.")
+    return notes
+
+
 def run_probe(
     loaded: LoadedModel,
     data: LabelledTexts,
@@ -380,7 +423,9 @@ def run_probe(
     progress: ProbeProgress | None = None,
     feature_cache: FeatureCache | None = None,
 ) -> ProbeReport:
-    """Train and score a probe per strategy (``single`` is always included); see the module docstring.
+    """Train and score a probe per strategy (``single`` is always included) at one layer on one
+    split; see the module docstring. :func:`~extraction.probe_sweep.run_probe_sweep` does this for
+    many layers and seeds.
 
     ``feature_cache``: a dict this function reads and fills, so that a later run on the same
     model and data extracts only strategies (or layers, batch sizes) it has not seen. The
@@ -392,87 +437,41 @@ def run_probe(
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     num_layers = loaded.num_hidden_layers
     layer = resolve_layer(layer, num_layers)
-    kept_layers = sorted({layer, num_layers})  # the probed layer and the final one for lm_head
     classes = data.classes
     labels = data.label_indices
     train_indices, test_indices = stratified_split(labels, test_fraction, seed)
     tokenized = tokenize_texts(loaded.tokenizer, data.texts, max_tokens=loaded.context_length)
     token_ids, lm_head_note = label_token_ids(loaded.tokenizer, classes)
-    notes = [note for note in (loaded.pad_token_note, tokenized.truncation_note) if note]
-    if loaded.is_random:
-        notes.insert(0, f"{loaded.name} has random weights: accuracies only show whether strategies agree.")
-
-    features: dict[str, np.ndarray] = {}
-    final_states: dict[str, torch.Tensor] = {}
-    cache = feature_cache if feature_cache is not None else {}
-    seconds: dict[str, float] = {}
-    from_cache: set[str] = set()
-    for number, name in enumerate(names, start=1):
-
-        def report(done: int, total: int, name: str = name, number: int = number) -> None:
-            if progress is not None:
-                progress(name, number, len(names), done, total)
-
-        key = (name, batch_size, max_batch_tokens, tuple(kept_layers))
-        if key not in cache:
-            report(0, len(tokenized))
-            extraction = extract_states(
-                loaded,
-                tokenized,
-                name,
-                batch_size,
-                max_batch_tokens,
-                layers=kept_layers,
-                keep_logits=False,
-                progress=report,
-            )
-            cache[key] = (
-                extraction.hidden[:, kept_layers.index(layer)].numpy(),  # (N, d)
-                extraction.hidden[:, kept_layers.index(num_layers)],  # (N, d)
-                extraction.seconds,
-            )
-        else:
-            from_cache.add(name)
-        report(len(tokenized), len(tokenized))
-        features[name], final, seconds[name] = cache[key]
-        final_states[name] = final[test_indices]  # (n_test, d)
-
+    # the probed layer and the final one for lm_head
+    states = strategy_states(
+        loaded, tokenized, names, [layer, num_layers], batch_size, max_batch_tokens, progress, feature_cache
+    )
+    features = {name: states[name].at(layer) for name in names}  # (N, d) each
+    scores = score_layer(features, labels, train_indices, test_indices, seed)
     test_labels = labels[test_indices]
-    reference_test = features[REFERENCE][test_indices]  # (n_test, d)
     results: dict[str, StrategyProbe] = {}
     for name in names:
-        scores = fit_and_score(
-            features[name][train_indices],
-            labels[train_indices],
-            features[name][test_indices],
-            reference_test,
-            test_labels,
-            seed=seed,
-        )
-        test_states = torch.from_numpy(features[name][test_indices])  # (n_test, d)
-        cosine = metrics.cosine_similarity(test_states, torch.from_numpy(reference_test))  # (n_test,)
-        relative_l2 = metrics.relative_l2_error(test_states, torch.from_numpy(reference_test))  # (n_test,)
         lm_head_accuracy = lm_head_predictions = None
         if token_ids is not None:
-            # hidden_states[-1] is already after the final norm: lm_head alone gives the logits.
-            logits = apply_lm_head(loaded, final_states[name], final_norm=False)  # (n_test, V)
-            lm_head_predictions = label_predictions(logits[:, token_ids])  # (n_test,)
+            lm_head_predictions = lm_head_label_predictions(loaded, states[name].at(num_layers), token_ids)[
+                test_indices
+            ]  # (n_test,)
             lm_head_accuracy = accuracy(lm_head_predictions, test_labels)
         results[name] = StrategyProbe(
             name=name,
-            scores=scores,
+            scores=scores[name],
             features=features[name],
-            corrupted_test_fraction=float(corrupted_rows(cosine, relative_l2).double().mean()),
+            corrupted_test_fraction=corrupted_fraction(features[name][test_indices], features[REFERENCE][test_indices]),
             lm_head_accuracy=lm_head_accuracy,
             lm_head_predictions=lm_head_predictions,
-            extraction_seconds=seconds[name],
-            from_cache=name in from_cache,
+            extraction_seconds=states[name].seconds,
+            from_cache=states[name].from_cache,
         )
         logger.info(
             "%s: probe %.3f on its own test features, %.3f on single's",
             name,
-            scores.accuracy_same,
-            scores.accuracy_single,
+            scores[name].accuracy_same,
+            scores[name].accuracy_single,
         )
     return ProbeReport(
         model=loaded.name,
@@ -491,13 +490,14 @@ def run_probe(
         batch_size=batch_size,
         strategies=results,
         lm_head_note=lm_head_note,
-        notes=notes,
+        notes=probe_notes(loaded, tokenized.truncation_note),
     )
 
 
 __all__ = [
     # re-exported from extraction.labelled for pages/5_Probe.py
-    "BUILTIN_DESCRIPTION",
+    "BUILTIN_DATASETS",
+    "DEFAULT_DATASET",
     "DEFAULT_TEST_FRACTION",
     "MIN_ROWS_PER_CLASS",
     "LabelledTexts",
@@ -508,12 +508,17 @@ __all__ = [
     "DEFAULT_SEED",
     "GAP_EXPLANATION",
     "FeatureCache",
+    "ProbeProgress",
     "ProbeReport",
     "ProbeScores",
     "StrategyProbe",
+    "corrupted_fraction",
     "fit_and_score",
     "label_token_ids",
+    "lm_head_label_predictions",
+    "probe_notes",
     "resolve_layer",
     "run_probe",
+    "score_layer",
     "stratified_split",
 ]

@@ -1,5 +1,5 @@
-"""The inputs of one dashboard probe run: the labelled texts (the built-in set or an uploaded
-CSV), checked before any model is loaded, the default strategies and batch size, and a digest
+"""The inputs of one dashboard probe run: the labelled texts (a built-in set by name, or an
+uploaded CSV), checked before any model is loaded, the default strategies and batch size, and a digest
 naming a data set's content (states extracted for one data set are reused only for the same content).
 """
 
@@ -19,6 +19,12 @@ MAX_PROBE_TEXTS = 2000
 #: costs one more pass over the data.
 DEFAULT_STRATEGIES = ["right-naive", "right", "packed-naive"]
 DEFAULT_BATCH_SIZE = 8
+#: Help of the dashboard's CSV upload.
+UPLOAD_HELP = (
+    f"At least two labels, each on at least {probe.MIN_ROWS_PER_CLASS} rows; at most {MAX_PROBE_TEXTS} rows. Labels "
+    "are used as written: ' positive' with a leading space is the single token a model predicts after "
+    "'Sentiment:', so the zero-shot lm_head accuracy can be computed."
+)
 
 
 class NamedUpload(Protocol):
@@ -29,11 +35,13 @@ class NamedUpload(Protocol):
     def getvalue(self) -> bytes: ...
 
 
-def labelled_texts(use_builtin: bool, upload: NamedUpload | None) -> probe.LabelledTexts:
-    """The built-in set, or the uploaded CSV; ``ValueError`` saying what is wrong otherwise."""
+def labelled_texts(
+    use_builtin: bool, upload: NamedUpload | None, dataset: str = probe.DEFAULT_DATASET
+) -> probe.LabelledTexts:
+    """The built-in set ``dataset``, or the uploaded CSV; ``ValueError`` saying what is wrong otherwise."""
     if use_builtin:
         # Looked up on the module at call time, so a replaced builtin_dataset (tests) is used.
-        return probe.builtin_dataset()
+        return probe.builtin_dataset(dataset)
     if upload is None:
         raise ValueError("no file uploaded: upload a .csv with text and label columns, or use the built-in set")
     name = str(upload.name)
@@ -41,14 +49,18 @@ def labelled_texts(use_builtin: bool, upload: NamedUpload | None) -> probe.Label
 
 
 def checked_probe_inputs(
-    strategies: Sequence[str], use_builtin: bool, upload: NamedUpload | None, max_rows: int = MAX_PROBE_TEXTS
+    strategies: Sequence[str],
+    use_builtin: bool,
+    upload: NamedUpload | None,
+    max_rows: int = MAX_PROBE_TEXTS,
+    dataset: str = probe.DEFAULT_DATASET,
 ) -> probe.LabelledTexts:
     """The labelled texts of a run, checked in the order a user fixes them: a strategy chosen,
     a readable file (:func:`labelled_texts`), a probe-able set (:func:`~extraction.probe.check_labelled`),
     at most ``max_rows`` rows. Raises ``ValueError`` (``TextsError`` for undecodable files)."""
     if not strategies:
         raise ValueError("no strategy chosen: pick at least one strategy to compare with single")
-    data = labelled_texts(use_builtin, upload)
+    data = labelled_texts(use_builtin, upload, dataset)
     probe.check_labelled(data)
     if len(data) > max_rows:
         raise ValueError(

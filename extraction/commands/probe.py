@@ -1,113 +1,146 @@
-"""``probe``: what a probe trained on each strategy's states scores at inference time."""
+"""``probe``: what a probe trained on each strategy's states scores at inference time, across
+layers and seeded splits, with a 95% interval on the gap."""
 
 from __future__ import annotations
 
 import argparse
 
 from ..atomic import write_json_atomic
-from ..cli import CliError, add_model_arguments, load_model_from_args, strategy_progress_bars, texts_for_model
-from ..verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE
+from ..cli import (
+    CliError,
+    add_model_arguments,
+    check_output_path,
+    load_model_from_args,
+    strategy_progress_bars,
+    texts_for_model,
+)
 
 ORDER = 20
 
 
 def add_parser(subparsers) -> None:
-    from ..labelled import BUILTIN_DATASET, DEFAULT_TEST_FRACTION
+    from ..labelled import BUILTIN_DATASETS, DEFAULT_DATASET, DEFAULT_TEST_FRACTION
     from ..probe import DEFAULT_SEED
+    from ..probe_sweep import DEFAULT_SEEDS
     from ..strategies import DEFAULT_BATCH_SIZE, STRATEGIES
 
     parser = subparsers.add_parser(
         "probe",
-        help="train a probe on each strategy's states; score it on the same strategy and on single-sample states",
+        help="train a probe on each strategy's states at every layer; score it on the same strategy and on "
+        "single-sample states",
         description=(
-            "For each strategy, train a standardized logistic-regression probe on its train-split states and score "
-            "it on its own test-split states (what validation shows) and on single-sample test states (what "
-            "inference sees)."
+            "For each strategy, layer and seeded split, train a standardized logistic-regression probe on the "
+            "strategy's train-split states and score it on its own test-split states (what validation shows) and "
+            "on single-sample test states (what inference sees). Reports the mean gap per layer and strategy with "
+            "a 95%% t-interval over the splits."
         ),
     )
     add_model_arguments(parser)
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument(
+        "--dataset",
+        choices=list(BUILTIN_DATASETS),
+        default=DEFAULT_DATASET,
+        help=f"built-in labelled set (default {DEFAULT_DATASET}): "
+        + "; ".join(f"{name}: {dataset.description}" for name, dataset in BUILTIN_DATASETS.items()).replace("%", "%%"),
+    )
+    source.add_argument("--data", help="your own labelled .csv with text and label columns (instead of --dataset)")
     parser.add_argument(
-        "--data", help=f"labelled .csv with text and label columns (default: the built-in {BUILTIN_DATASET})"
+        "--layers",
+        default="all",
+        help="hidden_states indices to probe: all (default) or comma-separated, e.g. 3,9,-1 "
+        "(0 = embeddings, -1 = the last layer, after the final norm)",
     )
     parser.add_argument(
-        "--layer",
+        "--seeds",
         type=int,
-        default=None,
-        help="hidden_states index to probe: 0 = embeddings, N = last block (default); negative counts from the end",
+        default=DEFAULT_SEEDS,
+        help=f"seeded train/test splits per layer (default {DEFAULT_SEEDS}; 2 or more for an interval)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=DEFAULT_SEED, help="first split seed: the splits use seed .. seed + seeds - 1"
     )
     parser.add_argument("--strategies", default="all", help=f"comma-separated, or all: {','.join(STRATEGIES)}")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument(
         "--test-fraction", type=float, default=DEFAULT_TEST_FRACTION, help="share of each class held out for testing"
     )
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="seed of the stratified train/test split")
     parser.add_argument("--json", dest="json_out", help="write the results as JSON to this file")
     parser.set_defaults(run=run)
 
 
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
+def _gap_cell(interval, significant_mark: str = "*") -> str:
+    from ..probe_findings import points
+
+    if interval.low is None:
+        return points(interval.mean)
+    mark = significant_mark if interval.significant else " "
+    return f"{points(interval.mean)} [{points(interval.low)},{points(interval.high)}]{mark}"
 
 
-def format_probe_table(report) -> str:
-    """The readable table ``probe`` prints."""
-    header = (
-        f"{'strategy':<13} {'acc same':>9} {'acc single':>11} {'gap':>7} {'lm_head':>8} {'flips':>7} {'corrupted':>10}"
-    )
-    lines = [header, "-" * len(header)]
-    for name, result in report.strategies.items():
-        lines.append(
-            f"{name:<13} {_percent(result.accuracy_same):>9} {_percent(result.accuracy_single):>11} "
-            f"{100 * result.gap:>+7.1f} {_percent(result.lm_head_accuracy):>8} "
-            f"{_percent(result.scores.prediction_flips):>7} {_percent(result.corrupted_test_fraction):>10}"
-        )
+def format_sweep_table(sweep) -> str:
+    """The readable table ``probe`` prints: a row per layer, the reference probe's accuracy, then
+    each strategy's mean gap in points with its 95% interval (``*``: the interval excludes 0)."""
+    from ..strategies import REFERENCE
+
+    others = [name for name in sweep.strategies if name != REFERENCE]
+    width = 24
+    header = f"{'layer':>5} {'single acc':>10}  " + "".join(f"{name:<{width}}" for name in others)
+    lines = [header.rstrip(), "-" * len(header.rstrip())]
+    reference = sweep.strategies.index(REFERENCE)
+    for i, layer in enumerate(sweep.layers):
+        cells = "".join(f"{_gap_cell(sweep.gap(layer, name)):<{width}}" for name in others)
+        accuracy = f"{100 * sweep.accuracy_single[i, reference].mean():.1f}%"
+        lines.append(f"{layer:>5} {accuracy:>10}  {cells}".rstrip())
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
     from ..labelled import LabelledTexts, builtin_dataset, check_labelled, read_labelled_csv
-    from ..probe import run_probe
+    from ..probe_sweep import run_probe_sweep
     from ..strategies import parse_strategy_names
 
     if args.batch_size < 1:
         raise CliError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.seeds < 1:
+        raise CliError(f"--seeds must be at least 1 (2 or more for an interval), got {args.seeds}")
+    if args.json_out:
+        check_output_path(args.json_out)
     names = parse_strategy_names(args.strategies)
-    data = read_labelled_csv(args.data) if args.data else builtin_dataset()
+    data = read_labelled_csv(args.data) if args.data else builtin_dataset(args.dataset)
     check_labelled(data, args.test_fraction)  # before the model load: input mistakes fail fast
     loaded = load_model_from_args(args)
     if args.chat_template:
         data = LabelledTexts(texts_for_model(data.texts, loaded, args), data.labels, data.source)
     with strategy_progress_bars() as progress:
-        report = run_probe(
+        sweep = run_probe_sweep(
             loaded,
             data,
             names,
-            layer=args.layer,
+            layers=args.layers,
+            seeds=args.seeds,
+            first_seed=args.seed,
             test_fraction=args.test_fraction,
-            seed=args.seed,
             batch_size=args.batch_size,
             progress=progress,
         )
     print(f"model: {loaded.description}")
-    for note in report.notes:
+    for note in sweep.notes:
         print(f"note: {note}")
-    counts = ", ".join(f"{label!r}: {n}" for label, n in data.class_counts().items())
+    print(f"data: {sweep.describe()}")
+    print(format_sweep_table(sweep))
     print(
-        f"data: {report.data_source} ({report.num_texts} texts; {counts}); layer {report.layer} of "
-        f"0..{report.num_layers}; {len(report.train_indices)} train / {len(report.test_indices)} test "
-        f"(stratified, seed {report.seed})"
+        "single acc: the reference probe (trained and tested on single-sample states), mean over the splits. "
+        "Per strategy: gap = accuracy on its own test states (validation) - on single-sample test states "
+        "(inference), mean in points [95% t-interval over the splits]; * = the interval excludes 0."
     )
-    if report.lm_head_note:
-        print(f"no lm_head accuracy: {report.lm_head_note}")
-    print(format_probe_table(report))
-    print(
-        "acc same: probe scored on test states extracted like its training states (what validation shows); "
-        "acc single: on single-sample test states (what inference sees); gap = same - single; flips: test "
-        f"predictions that change between the two; corrupted: test states with cosine < {DRIFT_COSINE} or relative "
-        f"L2 > {CORRUPTED_RELATIVE_L2} to single's; "
-        "lm_head: zero-shot, argmax over the label tokens on final-layer test states."
-    )
+    for finding in sweep.findings():
+        print(f"- {finding}")
+    if sweep.lm_head_note:
+        print(f"no lm_head accuracy: {sweep.lm_head_note}")
+    extraction = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in sweep.extraction_seconds.items())
+    print(f"extraction per strategy: {extraction}")
     if args.json_out:
-        write_json_atomic(args.json_out, report.to_dict())
+        write_json_atomic(args.json_out, sweep.to_dict())
         print(f"wrote {args.json_out}")
     return 0

@@ -8,7 +8,8 @@ through it: ``from extraction import plotting; plotting.one_minus_cosine_figure(
 * :mod:`.style`: strategy and verdict colours, log floors, labels, the shared finish;
 * :mod:`.comparison`: per-layer cosine and relative L2, heatmap, top-1/KL, logit lens;
 * :mod:`.layouts`: batch layout and attention pictures (computed in :mod:`extraction.layout_views`);
-* :mod:`.probe`: probe accuracy, validation vs inference, and the probe table's column labels;
+* :mod:`.probe`: probe accuracy, validation vs inference (one layer, or a sweep's layer with error
+  bars), the gap across layers with its band, and the probe tables' column labels;
 * :mod:`.audit`: the audit histogram of a stored dataset, and the audit tables' column labels.
 """
 
@@ -30,6 +31,8 @@ from .probe import (
     PROBE_SINGLE_COLOR,
     PROBE_TABLE_COLUMNS,
     probe_accuracy_figure,
+    probe_layer_figure,
+    probe_sweep_figure,
 )
 from .style import (
     COSINE_LOG_FLOOR,
@@ -70,6 +73,8 @@ __all__ = [
     "logit_lens_figure",
     "one_minus_cosine_figure",
     "probe_accuracy_figure",
+    "probe_layer_figure",
+    "probe_sweep_figure",
     "relative_l2_figure",
     "strategy_color",
     "strategy_dash",

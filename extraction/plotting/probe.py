@@ -1,18 +1,24 @@
-"""The probe-impact figure of a :class:`~extraction.probe.ProbeReport` (validation accuracy
-next to inference accuracy, per strategy) and the labels of its table's columns."""
+"""The probe-impact figures: validation accuracy next to inference accuracy per strategy (of a
+:class:`~extraction.probe.ProbeReport`, or of one layer of a
+:class:`~extraction.probe_sweep.ProbeSweep` with error bars), the gap across layers with its
+band (:func:`probe_sweep_figure`), and the labels of their tables' columns."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 
+from ..probe_sweep import Interval, mean_interval
+from ..strategies import REFERENCE
 from ..verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE
-from .style import finish_figure
+from .style import finish_figure, rgba, strategy_color, strategy_dash
 
 if TYPE_CHECKING:
     from ..probe import ProbeReport
+    from ..probe_sweep import ProbeSweep
 
 #: The two bars of each strategy on the probe figure: blue (solid) and orange (hatched), a
 #: colour-blind-safe pair that the hatching also tells apart in grey scale.
@@ -20,7 +26,8 @@ PROBE_SAME_COLOR = "#4477AA"
 PROBE_SINGLE_COLOR = "#EE7733"
 PROBE_LM_HEAD_COLOR = "#000000"
 
-#: How the columns of :meth:`~extraction.probe.ProbeReport.to_frame` are shown in a table:
+#: How the columns of :meth:`~extraction.probe.ProbeReport.to_frame` and
+#: :meth:`~extraction.probe_sweep.ProbeSweep.to_frame` are shown in a table:
 #: ``{column: (kind, label, number format, help)}``.
 PROBE_TABLE_COLUMNS: dict[str, tuple[str, str, str | None, str | None]] = {
     "accuracy_same": (
@@ -30,13 +37,25 @@ PROBE_TABLE_COLUMNS: dict[str, tuple[str, str, str | None, str | None]] = {
         "On the strategy's own test states (validation).",
     ),
     "accuracy_single": ("number", "accuracy, single-sample", "percent", "On single-sample test states (inference)."),
-    "gap": ("number", "gap", "percent", "accuracy_same - accuracy_single"),
+    "gap": ("number", "gap", "percent", "accuracy_same - accuracy_single (mean over the splits)"),
+    "gap_low": ("number", "gap, 95% low", "percent", "t-interval over the seeded splits"),
+    "gap_high": ("number", "gap, 95% high", "percent", "t-interval over the seeded splits"),
+    "significant": ("checkbox", "significant", None, "The gap's 95% interval excludes 0."),
+    "train_accuracy": ("number", "train accuracy", "percent", "On its own training states."),
     "lm_head_accuracy": (
         "number",
         "zero-shot lm_head",
         "percent",
-        "argmax over the label tokens of lm_head on the strategy's final-layer test states",
+        "argmax over the label tokens of lm_head on the strategy's final-layer test states (last layer only)",
     ),
+    "lm_head_gap": (
+        "number",
+        "lm_head gap",
+        "percent",
+        "zero-shot lm_head on the strategy's final states - on single-sample ones (last layer only)",
+    ),
+    "lm_head_gap_low": ("number", "lm_head gap, 95% low", "percent", None),
+    "lm_head_gap_high": ("number", "lm_head gap, 95% high", "percent", None),
     "prediction_flips": (
         "number",
         "predictions changed",
@@ -50,6 +69,13 @@ PROBE_TABLE_COLUMNS: dict[str, tuple[str, str, str | None, str | None]] = {
         f"Test states with cosine < {DRIFT_COSINE} or relative L2 > {CORRUPTED_RELATIVE_L2} to single's "
         "(verdicts.corrupted_rows).",
     ),
+    "corrupted_fraction": (
+        "number",
+        "corrupted states",
+        "percent",
+        f"States (all texts) with cosine < {DRIFT_COSINE} or relative L2 > {CORRUPTED_RELATIVE_L2} "
+        "to single's at this layer.",
+    ),
     "extraction_seconds": ("number", "extraction (s)", "%.1f", None),
 }
 
@@ -60,11 +86,63 @@ def probe_accuracy_figure(report: ProbeReport) -> go.Figure:
     with the zero-shot ``lm_head`` accuracy as a diamond where the labels are single tokens and
     the majority-class rate of the test split as a dotted line."""
     frame = report.to_frame()
+    counts = np.bincount(report.test_labels)
+    majority = float(counts.max() / counts.sum()) if counts.sum() else 0.0
+    subtitle = (
+        f"{report.model}, layer {report.layer} of {report.num_layers}; {len(report.test_indices)} test texts "
+        f"of {report.num_texts} ({report.data_source})"
+    )
+    frame = frame.rename(columns={"corrupted_test_fraction": "corrupted_fraction"})
+    return _accuracy_bars(frame, majority, "Probe accuracy: validation vs inference", subtitle)
+
+
+def probe_layer_figure(sweep: ProbeSweep, layer: int) -> go.Figure:
+    """The single-layer view of a sweep: :func:`probe_accuracy_figure`'s bars at ``layer``, each the
+    mean over the seeded splits with its 95% interval as an error bar; ``lm_head`` diamonds only at
+    the last layer (the only one lm_head reads)."""
+    frame = sweep.layer_frame(layer)
+    j = {name: sweep.strategies.index(name) for name in frame["strategy"]}
+    i = sweep.layers.index(layer)
+    errors = {
+        column: [mean_interval(array[i, j[name]]) for name in frame["strategy"]]
+        for column, array in (("accuracy_same", sweep.accuracy_same), ("accuracy_single", sweep.accuracy_single))
+    }
+    subtitle = (
+        f"{sweep.model}, layer {layer} of {sweep.num_layers}; mean of {len(sweep.seeds)} splits of "
+        f"{sweep.num_test} test texts (of {sweep.num_texts}, {sweep.data_source}); bars: 95% interval"
+    )
+    return _accuracy_bars(frame, sweep.majority_rate, f"Probe accuracy at layer {layer}", subtitle, errors)
+
+
+def _error_bars(intervals: list[Interval] | None) -> dict | None:
+    if intervals is None or any(interval.low is None for interval in intervals):
+        return None
+    return {
+        "type": "data",
+        "symmetric": False,
+        "array": [interval.high - interval.mean for interval in intervals],
+        "arrayminus": [interval.mean - interval.low for interval in intervals],
+        "color": "#333333",
+        "thickness": 1.2,
+    }
+
+
+def _accuracy_bars(
+    frame: pd.DataFrame,
+    majority: float,
+    title: str,
+    subtitle: str,
+    errors: dict[str, list[Interval]] | None = None,
+) -> go.Figure:
+    """Bars of ``accuracy_same`` and ``accuracy_single`` per ``strategy`` row of ``frame`` (with
+    ``gap``, ``corrupted_fraction`` and ``lm_head_accuracy`` columns), optional error bars."""
+    errors = errors or {}
+    text_position = "inside" if errors else "outside"  # outside labels would sit on the error bars
     names = list(frame["strategy"])
     same = frame["accuracy_same"].to_numpy()
     single = frame["accuracy_single"].to_numpy()
     gap = frame["gap"].to_numpy()
-    customdata = np.stack([gap * 100, frame["corrupted_test_fraction"].to_numpy() * 100], axis=-1)  # (S, 2)
+    customdata = np.stack([gap * 100, frame["corrupted_fraction"].to_numpy() * 100], axis=-1)  # (S, 2)
     hover = (
         "<b>%{x}</b><br>%{fullData.name}: %{y:.1%}<br>gap (same - single): %{customdata[0]:+.1f} points"
         "<br>corrupted test states: %{customdata[1]:.0f}%<extra></extra>"
@@ -77,9 +155,10 @@ def probe_accuracy_figure(report: ProbeReport) -> go.Figure:
             name="same strategy's test states (validation)",
             marker={"color": PROBE_SAME_COLOR},
             text=[f"{value:.0%}" for value in same],
-            textposition="outside",
+            textposition=text_position,
             customdata=customdata,
             hovertemplate=hover,
+            error_y=_error_bars(errors.get("accuracy_same")),
         )
     )
     figure.add_trace(
@@ -89,9 +168,10 @@ def probe_accuracy_figure(report: ProbeReport) -> go.Figure:
             name="single-sample test states (inference)",
             marker={"color": PROBE_SINGLE_COLOR, "pattern": {"shape": "/", "fgcolor": "#FFFFFF", "solidity": 0.3}},
             text=[f"{value:.0%}" for value in single],
-            textposition="outside",
+            textposition=text_position,
             customdata=customdata,
             hovertemplate=hover,
+            error_y=_error_bars(errors.get("accuracy_single")),
         )
     )
     lm_head = frame["lm_head_accuracy"].to_numpy(dtype=float)
@@ -111,8 +191,6 @@ def probe_accuracy_figure(report: ProbeReport) -> go.Figure:
                 hovertemplate="<b>%{x}</b><br>zero-shot lm_head: %{y:.1%}<extra></extra>",
             )
         )
-    counts = np.bincount(report.test_labels)
-    majority = float(counts.max() / counts.sum()) if counts.sum() else 0.0
     figure.add_hline(y=majority, line={"dash": "dot", "color": "#777777"})
     # Named in the legend rather than annotated on the plot, where it would cover the bars.
     figure.add_trace(
@@ -127,10 +205,93 @@ def probe_accuracy_figure(report: ProbeReport) -> go.Figure:
     figure.update_layout(barmode="group", bargap=0.25, bargroupgap=0.05)
     figure.update_xaxes(title_text="strategy the probe's training states were extracted with")
     figure.update_yaxes(title_text="test accuracy", range=[0, 1.12], tickformat=".0%")
-    subtitle = (
-        f"{report.model}, layer {report.layer} of {report.num_layers}; {len(report.test_indices)} test texts "
-        f"of {report.num_texts} ({report.data_source})"
-    )
-    figure = finish_figure(figure, "Probe accuracy: validation vs inference", height=480, subtitle=subtitle)
+    figure = finish_figure(figure, title, height=480, subtitle=subtitle)
     figure.update_layout(legend={"title": {"text": ""}, "orientation": "h", "y": -0.25, "x": 0})
     return figure
+
+
+def probe_sweep_figure(sweep: ProbeSweep) -> go.Figure:
+    """The gap (validation minus inference accuracy, in points) across layers: a line per strategy
+    (``single``, the reference, is 0 by construction and left out) with its 95% interval over the
+    splits as a band, a star at the layer where the gap is largest in size (none for a strategy
+    without any gap), and 0 as a grey line: where a band covers it, that layer's gap is not
+    significant."""
+    figure = go.Figure()
+    layers = sweep.layers
+    for name in sweep.strategies:
+        if name == REFERENCE:
+            continue
+        color = strategy_color(name)
+        intervals = [sweep.gap(layer, name) for layer in layers]
+        mean = np.array([100 * interval.mean for interval in intervals])  # (L,)
+        if all(interval.low is not None for interval in intervals):
+            low = [100 * interval.low for interval in intervals]
+            high = [100 * interval.high for interval in intervals]
+            figure.add_trace(
+                go.Scatter(
+                    x=list(layers) + list(layers)[::-1],
+                    y=high + low[::-1],
+                    mode="lines",
+                    fill="toself",
+                    fillcolor=rgba(color, 0.18),
+                    line={"width": 0},
+                    hoverinfo="skip",
+                    showlegend=False,
+                    legendgroup=name,
+                    name=f"{name} 95% interval",
+                )
+            )
+        customdata = [
+            [
+                100 * (interval.low if interval.low is not None else np.nan),
+                100 * (interval.high if interval.high is not None else np.nan),
+                "significant" if interval.significant else "no significant gap",
+            ]
+            for interval in intervals
+        ]
+        figure.add_trace(
+            go.Scatter(
+                x=layers,
+                y=mean,
+                mode="lines+markers",
+                name=name,
+                legendgroup=name,
+                line={"color": color, "dash": strategy_dash(name), "width": 2},
+                marker={"size": 5},
+                customdata=customdata,
+                hovertemplate=(
+                    f"<b>{name}</b>, layer %{{x}}<br>gap %{{y:+.1f}} points<br>95%% interval "
+                    "%{customdata[0]:+.1f} to %{customdata[1]:+.1f}<br>%{customdata[2]}<extra></extra>"
+                ).replace("%%", "%"),
+            )
+        )
+        peak = sweep.largest_gap_layer(name)
+        if mean[layers.index(peak)] == 0.0:
+            continue  # no gap anywhere: no largest one to mark
+        figure.add_trace(
+            go.Scatter(
+                x=[peak],
+                y=[mean[layers.index(peak)]],
+                mode="markers+text",
+                marker={"symbol": "star", "size": 16, "color": color, "line": {"color": "#000000", "width": 1}},
+                text=[f"{mean[layers.index(peak)]:+.1f} at {peak}"],
+                textposition="top center",
+                textfont={"color": color},
+                name=f"{name}: largest gap (layer {peak})",
+                legendgroup=name,
+                showlegend=False,
+                hovertemplate=f"<b>{name}</b>: largest gap, layer {peak}<extra></extra>",
+            )
+        )
+    figure.add_hline(y=0, line={"color": "#777777", "width": 1})
+    figure.update_xaxes(
+        title_text="layer (hidden_states index; 0 = embeddings)",
+        range=[layers[0] - 0.5, layers[-1] + 0.5],
+        dtick=1 if len(layers) <= 16 else 2,
+    )
+    figure.update_yaxes(title_text="gap: validation - inference accuracy (points)", zeroline=False)
+    subtitle = (
+        f"{sweep.model}; {sweep.data_source}, {sweep.num_texts} texts; mean of {len(sweep.seeds)} stratified splits "
+        f"({sweep.num_test} test texts each); band: 95% interval; star: largest gap"
+    )
+    return finish_figure(figure, "Probe gap across layers: where validation lies", height=480, subtitle=subtitle)

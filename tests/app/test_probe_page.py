@@ -1,7 +1,8 @@
-"""The Probe page under Streamlit's AppTest, on the tiny random Llama.
+"""The Probe page under Streamlit's AppTest, on the tiny random Llama: the layer sweep.
 
-The built-in set is replaced by its first rows (the page imports ``builtin_dataset`` on
-every script run, so patching the module attribute reaches it) to keep runs short.
+The built-in sets are replaced by the reviews' first rows (the page looks ``builtin_dataset``
+up on every script run, so patching the module attribute reaches it) to keep runs short; the
+names the page asks for are recorded.
 """
 
 from __future__ import annotations
@@ -22,14 +23,24 @@ PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "5_Probe.py")
 TIMEOUT = 300  # a run extracts every text with several strategies
 TINY = "tiny-random-llama"
 SMALL_ROWS = 32
+ASKED: list[str] = []  # built-in set names the page asked for
+
+
+def _small_builtin(patch: pytest.MonkeyPatch) -> None:
+    full = extraction.probe.builtin_dataset()
+    small = LabelledTexts(full.texts[:SMALL_ROWS], full.labels[:SMALL_ROWS], "built-in (first rows)")
+
+    def builtin_dataset(name="sentiment"):
+        ASKED.append(name)
+        return small
+
+    patch.setattr(extraction.probe, "builtin_dataset", builtin_dataset)
+    patch.setenv("HF_HUB_OFFLINE", "1")
 
 
 @pytest.fixture(autouse=True)
 def _small_builtin_set(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    full = extraction.probe.builtin_dataset()
-    small = LabelledTexts(full.texts[:SMALL_ROWS], full.labels[:SMALL_ROWS], "built-in (first rows)")
-    monkeypatch.setattr(extraction.probe, "builtin_dataset", lambda: small)
+    _small_builtin(monkeypatch)
 
 
 def _page() -> AppTest:
@@ -39,8 +50,9 @@ def _page() -> AppTest:
     return at
 
 
-def _train(at: AppTest, strategies: list[str], **numbers) -> AppTest:
+def _train(at: AppTest, strategies: list[str], layers: str = "all", **numbers) -> AppTest:
     at.multiselect(key="probe.strategies").set_value(strategies)
+    at.text_input(key="probe.layers").set_value(layers)
     for key, value in numbers.items():
         at.number_input(key=f"probe.{key}").set_value(value)
     at.button(key="probe.run").click()
@@ -66,8 +78,10 @@ def _assert_clean(at: AppTest) -> None:
 def test_page_loads_and_asks_for_a_run():
     at = AppTest.from_file(PAGE, default_timeout=TIMEOUT).run()
     _assert_clean(at)
-    assert at.radio(key="probe.source").value == "Built-in sentiment reviews"
+    assert at.radio(key="probe.source").value == "Sentiment reviews (built-in)"
     assert at.multiselect(key="probe.strategies").value == ["right-naive", "right", "packed-naive"]
+    assert at.text_input(key="probe.layers").value == "all"
+    assert at.number_input(key="probe.seeds").value == 5
     assert any("Train the probes" in info.value for info in at.info)
     assert not at.get("plotly_chart")
 
@@ -76,40 +90,60 @@ def test_page_loads_and_asks_for_a_run():
 def trained():
     # module-scoped: the built-in set is patched by hand here (the autouse fixture is per test)
     patch = pytest.MonkeyPatch()
-    full = extraction.probe.builtin_dataset()
-    small = LabelledTexts(full.texts[:SMALL_ROWS], full.labels[:SMALL_ROWS], "built-in (first rows)")
-    patch.setattr(extraction.probe, "builtin_dataset", lambda: small)
-    patch.setenv("HF_HUB_OFFLINE", "1")
-    at = _train(_page(), ["right-naive", "right"], batch_size=4)
+    _small_builtin(patch)
+    at = _train(_page(), ["right-naive", "right"], seeds=3, batch_size=4)
     yield at
     patch.undo()
 
 
-def test_run_shows_chart_table_and_explanation(trained):
+def test_sweep_shows_gap_across_layers_and_one_layer(trained):
     at = trained
     _assert_clean(at)
-    report = at.session_state["probe.result"]["report"]
-    assert list(report.strategies) == ["single", "right-naive", "right"]
-    assert report.num_texts == SMALL_ROWS and report.model == TINY
-    (chart,) = at.get("plotly_chart")
-    assert chart.proto.spec  # the figure was sent
+    sweep = at.session_state["probe.result"]["sweep"]
+    assert sweep.strategies == ["single", "right-naive", "right"] and sweep.layers == [0, 1, 2, 3, 4]
+    assert len(sweep.seeds) == 3 and sweep.num_texts == SMALL_ROWS and sweep.model == TINY
+    sweep_chart, layer_chart = at.get("plotly_chart")
+    assert sweep_chart.proto.spec and layer_chart.proto.spec  # both figures were sent
+    markdown = "\n".join(element.value for element in at.markdown)
+    for finding in sweep.findings():
+        assert finding in markdown
+    # the single-layer view opens where the gap is largest
+    assert at.selectbox(key="probe.layer_view").value == sweep.focus_layer
     (table_element,) = at.dataframe
     table = table_element.value
-    assert list(table["strategy"]) == list(report.strategies)
-    np.testing.assert_allclose(table["accuracy_single"], [r.accuracy_single for r in report.strategies.values()])
-    np.testing.assert_allclose(table["gap"], table["accuracy_same"] - table["accuracy_single"])
-    markdown = "\n".join(element.value for element in at.markdown)
-    assert "What the gap means" in markdown
-    assert report.strategies["right-naive"].summary() in markdown
+    assert list(table["strategy"]) == sweep.strategies
+    np.testing.assert_allclose(table["gap"], [sweep.gap(sweep.focus_layer, name).mean for name in sweep.strategies])
     assert any("random weights" in warning.value for warning in at.warning)
 
 
-def test_adding_a_strategy_extracts_only_the_new_one(trained):
-    at = _train(trained, ["right-naive", "right", "packed-naive"], batch_size=4)
+def test_choosing_a_layer_redraws_without_recomputing(trained):
+    sweep = trained.session_state["probe.result"]["sweep"]
+    other = next(layer for layer in sweep.layers if layer != sweep.focus_layer)
+    at = trained.selectbox(key="probe.layer_view").set_value(other).run()
     _assert_clean(at)
-    report = at.session_state["probe.result"]["report"]
-    assert [name for name, r in report.strategies.items() if r.from_cache] == ["single", "right-naive", "right"]
-    assert not report.strategies["packed-naive"].from_cache
+    assert at.session_state["probe.result"]["sweep"] is sweep
+    table = at.dataframe[0].value
+    np.testing.assert_allclose(table["accuracy_same"], sweep.layer_frame(other)["accuracy_same"])
+    for finding in sweep.layer_findings(other):
+        assert finding in "\n".join(element.value for element in at.markdown)
+
+
+def test_adding_a_strategy_extracts_only_the_new_one(trained):
+    at = _train(trained, ["right-naive", "right", "packed-naive"], seeds=2, batch_size=4)
+    _assert_clean(at)
+    sweep = at.session_state["probe.result"]["sweep"]
+    assert sweep.from_cache == ["single", "right-naive", "right"]
+    assert len(sweep.seeds) == 2
+
+
+def test_the_tense_set_is_asked_by_name():
+    ASKED.clear()
+    at = _page()
+    at.radio(key="probe.source").set_value("Past or future tense (built-in)").run()
+    at = _train(at, ["right"], layers="-1", seeds=2, batch_size=8)
+    _assert_clean(at)
+    assert ASKED == ["tense"]
+    assert at.session_state["probe.result"]["sweep"].layers == [4]
 
 
 def test_uploaded_csv_is_probed():
@@ -117,11 +151,11 @@ def test_uploaded_csv_is_probed():
     at.radio(key="probe.source").set_value("Upload a CSV").run()
     rows = [(f"{' '.join(['word'] * (1 + i % 9))} {label}", f" {label}") for i, label in enumerate(["yes", "no"] * 6)]
     at.file_uploader(key="probe.upload").set_value(("reviews.csv", _csv_bytes(rows), "text/csv"))
-    at = _train(at, ["right-naive"], batch_size=4)
+    at = _train(at, ["right-naive"], layers="-1", seeds=2, batch_size=4)
     _assert_clean(at)
-    report = at.session_state["probe.result"]["report"]
-    assert report.data_source == "reviews.csv" and report.classes == [" no", " yes"]
-    assert report.strategies["right-naive"].lm_head_accuracy is not None
+    sweep = at.session_state["probe.result"]["sweep"]
+    assert sweep.data_source == "reviews.csv" and sweep.classes == [" no", " yes"]
+    assert sweep.lm_head_accuracy is not None
 
 
 @pytest.mark.parametrize(
@@ -145,11 +179,13 @@ def test_bad_uploads_are_clear_errors(content, message):
     assert "probe.result" not in at.session_state
 
 
-def test_no_strategy_and_bad_layer_are_clear_errors():
+def test_no_strategy_and_bad_layers_are_clear_errors():
     at = _train(_page(), [])
     _assert_clean(at)
     assert "no strategy chosen" in _errors(at)
-    at = _train(at, ["right"], layer=9)
+    at = _train(at, ["right"], layers="9")
     _assert_clean(at)
     assert "layer 9 out of range" in _errors(at)
+    at = _train(at, ["right"], layers="3,x")
+    assert "comma-separated integers" in _errors(at)
     assert "probe.result" not in at.session_state

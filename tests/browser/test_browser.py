@@ -3,8 +3,8 @@
 On the app the tier's ``served_app`` fixture serves (``conftest.py``), clicks
 "Show me the bug" (tiny random GPT-2: seconds), waits for the verdict cards and charts,
 visits every page through the sidebar (a new URL would start a new session without
-results; pages added later only need to load without an exception), and saves a
-screenshot of each page under ``test-artifacts/``.
+results; pages added later only need to load without an exception), runs the Probe page's
+default layer sweep, and saves a screenshot of each page under ``test-artifacts/``.
 
 Without chromium the test is skipped, except under CI (``CI`` set), where it fails.
 """
@@ -32,6 +32,8 @@ CHROMIUM_ARGS = [
 #: Generous: the run loads a model and extracts with 7 strategies on a shared 2-core machine.
 RUN_TIMEOUT_MS = 240_000
 PAGE_TIMEOUT_MS = 60_000
+#: The Probe page's default sweep: 200 texts, 4 strategies, every layer, 5 splits, on tiny GPT-2.
+PROBE_TIMEOUT_MS = 400_000
 #: Pages after Home, as the sidebar names them, with a heading each must show.
 PAGES = [("Layers", "Layers"), ("Predictions", "Predictions"), ("How it works", "How it works")]
 
@@ -103,6 +105,20 @@ def test_bug_preset_and_every_page(browser_page, served_app):  # chromium is che
         _wait_until_idle(page)
         _no_exception(page)
         _screenshot(page, f"{number:02d}-{link.lower().replace(' ', '-')}")
+
+    # The Probe page, run with its defaults on the preset's model, opens on the layer sweep.
+    nav.get_by_role("link", name="Probe", exact=True).click()
+    page.get_by_role("button", name="Train the probes").click()
+    page.get_by_role("heading", name="Where validation lies: the gap across layers").wait_for(timeout=PROBE_TIMEOUT_MS)
+    _wait_until_idle(page)
+    _no_exception(page)
+    main = page.locator('[data-testid="stMain"]')
+    charts = main.locator(".js-plotly-plot")
+    assert charts.count() == 2  # the gap across layers, and the chosen layer's bars
+    expect(charts.first).to_contain_text("Probe gap across layers")
+    expect(main).to_contain_text("right: no significant gap at any of the")  # right padding read right is exact
+    expect(page.locator(".st-key-probe-layer_view")).to_be_visible()  # the single-layer view's select box
+    _screenshot(page, f"{len(PAGES) + len(others) + 2:02d}-probe-sweep")
 
 
 def _wait_until_idle(page) -> None:

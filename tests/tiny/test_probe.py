@@ -11,6 +11,8 @@ import torch
 from extraction.cli import main
 from extraction.extract import extract_states
 from extraction.labelled import (
+    BUILTIN_DATASETS,
+    DEFAULT_DATASET,
     MIN_ROWS_PER_CLASS,
     LabelledTexts,
     builtin_dataset,
@@ -158,16 +160,33 @@ def test_resolve_layer():
 # --- the built-in set ----------------------------------------------------------------------
 
 
-def test_builtin_set_is_balanced_labelled_reviews_of_varied_length(tiny_llama):
-    data = builtin_dataset()
-    assert len(data) >= 200
-    assert data.class_counts() == {" negative": len(data) // 2, " positive": len(data) // 2}
+@pytest.mark.parametrize(
+    ("name", "suffix", "classes", "minimum"),
+    [("sentiment", " Sentiment:", [" negative", " positive"], 200), ("tense", " Tense:", [" future", " past"], 300)],
+)
+def test_builtin_sets_are_balanced_labelled_texts_of_varied_length(tiny_llama, name, suffix, classes, minimum):
+    assert set(BUILTIN_DATASETS) == {"sentiment", "tense"} and DEFAULT_DATASET == "sentiment"
+    data = builtin_dataset(name)
+    assert data.source == f"built-in {BUILTIN_DATASETS[name].file}"
+    assert len(data) >= minimum
+    assert data.class_counts() == dict.fromkeys(classes, len(data) // 2)
     assert len(set(data.texts)) == len(data)
-    assert all(text.endswith(" Sentiment:") for text in data.texts)
+    assert all(text.endswith(suffix) for text in data.texts)
     lengths = tokenize_texts(tiny_llama.tokenizer, data.texts).lengths
     assert max(lengths) >= 4 * min(lengths)  # padding matters: lengths vary widely
     ids, note = label_token_ids(tiny_llama.tokenizer, data.classes)
     assert note is None and len(ids) == 2
+
+
+def test_builtin_dataset_errors(monkeypatch):
+    import extraction.labelled
+
+    with pytest.raises(ValueError, match=r"unknown built-in data set 'topic'; valid: sentiment, tense"):
+        builtin_dataset("topic")
+    missing = extraction.labelled.BuiltinDataset("nowhere.csv", "make_nowhere.py", "absent")
+    monkeypatch.setitem(extraction.labelled.BUILTIN_DATASETS, "nowhere", missing)
+    with pytest.raises(ValueError, match=r"'nowhere' is not installed: extraction/data/nowhere.csv is missing"):
+        builtin_dataset("nowhere")
 
 
 def test_builtin_csv_is_what_its_generator_writes():
@@ -301,7 +320,7 @@ def test_summaries_follow_the_numbers(tiny_report):
 
 
 def test_feature_cache_extracts_each_strategy_once(tiny_llama, monkeypatch):
-    import extraction.probe as probe_module
+    import extraction.probe_features as probe_module
 
     calls = []
     real_extract = probe_module.extract_states
@@ -363,6 +382,10 @@ def test_probe_command_prints_table_and_writes_json(tmp_path, capsys):
             str(data_file),
             "--strategies",
             "right-naive",
+            "--layers",
+            "0,-1",
+            "--seeds",
+            "3",
             "--batch-size",
             "4",
             "--json",
@@ -371,13 +394,40 @@ def test_probe_command_prints_table_and_writes_json(tmp_path, capsys):
     )
     assert code == 0
     printed = capsys.readouterr().out
-    assert "RANDOM WEIGHTS" in printed and "acc single" in printed
-    assert any(line.startswith("right-naive") for line in printed.splitlines())
+    assert "RANDOM WEIGHTS" in printed and "single acc" in printed
+    assert [line.split()[0] for line in printed.splitlines() if line[:5].strip() in ("0", "4")] == ["0", "4"]
     report = json.loads(out.read_text())
-    assert set(report["strategies"]) == {"single", "right-naive"}
-    for record in report["strategies"].values():
-        assert 0.0 <= record["accuracy_same"] <= 1.0 and 0.0 <= record["accuracy_single"] <= 1.0
-        assert 0.0 <= record["lm_head_accuracy"] <= 1.0
+    assert report["seeds"] == 3 and report["seed_values"] == [0, 1, 2]
+    assert set(report["layers"]) == {"0", "4"}
+    for layer in report["layers"].values():
+        assert set(layer) == {"single", "right-naive"}
+        for record in layer.values():
+            assert 0.0 <= record["accuracy_same"] <= 1.0 and 0.0 <= record["accuracy_single"] <= 1.0
+            assert record["gap_low"] <= record["gap"] <= record["gap_high"]
+            assert record["gap"] == pytest.approx(record["accuracy_same"] - record["accuracy_single"])
+    assert "lm_head_accuracy" in report["layers"]["4"]["right-naive"]
+    assert "lm_head_accuracy" not in report["layers"]["0"]["right-naive"]
+    assert report["seconds"] > 0 and set(report["extraction_seconds"]) == {"single", "right-naive"}
+
+
+def test_probe_command_on_a_builtin_set_by_name(capsys, monkeypatch):
+    import extraction.labelled
+
+    calls = []
+    real = extraction.labelled.builtin_dataset
+
+    def first_rows(name="sentiment"):
+        calls.append(name)
+        full = real(name)
+        return LabelledTexts(full.texts[:12] + full.texts[-12:], full.labels[:12] + full.labels[-12:], full.source)
+
+    monkeypatch.setattr(extraction.labelled, "builtin_dataset", first_rows)
+    argv = ["probe", "--model", "tiny-random-llama", "--strategies", "right", "--layers", "-1", "--seeds", "2"]
+    assert main([*argv, "--dataset", "sentiment"]) == 0
+    assert calls == ["sentiment"] and "sentiment_demo.csv" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:  # argparse's choices
+        main(["probe", "--dataset", "nonsense"])
+    assert exited.value.code == 2 and "invalid choice: 'nonsense'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -401,5 +451,9 @@ def test_probe_command_input_errors(tmp_path, capsys, content, message):
 
 def test_probe_command_bad_layer(tmp_path, capsys):
     data_file = write_csv(tmp_path / "data.csv", ending_word_data(16))
-    assert main(["probe", "--model", "tiny-random-llama", "--data", str(data_file), "--layer", "9"]) == 2
+    assert main(["probe", "--model", "tiny-random-llama", "--data", str(data_file), "--layers", "9"]) == 2
     assert "layer 9 out of range" in capsys.readouterr().err
+    assert main(["probe", "--model", "tiny-random-llama", "--data", str(data_file), "--layers", "3,x"]) == 2
+    assert "comma-separated integers" in capsys.readouterr().err
+    assert main(["probe", "--data", str(data_file), "--seeds", "0"]) == 2
+    assert "--seeds must be at least 1" in capsys.readouterr().err
