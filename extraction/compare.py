@@ -12,6 +12,9 @@ Thresholds (:mod:`extraction.verdicts`, shared with the audit):
 The cause (a :data:`~extraction.verdicts.CauseKind` and a sentence, :func:`~extraction.causes.diagnose`)
 is derived from what was measured and from what the batch layout did to the texts, not
 from a fixed table keyed by strategy name.
+
+(About 400 lines for one concern: the per-strategy measurements, the logit lens, and the
+report with its table and JSON forms; the causes live in :mod:`.causes`.)
 """
 
 from __future__ import annotations

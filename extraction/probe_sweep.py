@@ -21,6 +21,9 @@ What the interval means: how much the mean gap would move with other random spli
 world; the interval is not a population confidence interval, and it is narrower than one.
 It does answer the question a single split cannot: is a gap of a few points more than the
 luck of which texts landed in the test split?
+
+(Over 400 lines for one concern: the sweep's result type with its table and JSON forms, the
+interval, and the run; what a sweep says in sentences lives in :mod:`.probe_findings`.)
 """
 
 from __future__ import annotations
