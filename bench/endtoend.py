@@ -67,6 +67,10 @@ def end_to_end(
                     if child.returncode != 0:
                         return {"error": child_failure(child, f"extract --strategy {strategy} on {count} texts")}
                     best[run] = min(best.get(run, float("inf")), child.wall_seconds)
+                    say(
+                        f"end to end: {run} on {count} texts: {child.wall_seconds:.1f} s "
+                        f"(load {os.getloadavg()[0]:.1f})"
+                    )
                     if run == "auto-cold":
                         choice_cold = _seconds_in(child.stdout, "auto (")
             results.append(

@@ -152,6 +152,7 @@ def time_peers(
         _sync(device)
         seconds = time.perf_counter() - start
         gflops = flops / seconds / 1e9
+        say(f"peers: {name}: {1000 * seconds / len(texts):.1f} ms per text (load {os.getloadavg()[0]:.1f})")
         return PeerTiming(
             name=name,
             texts=len(texts),
