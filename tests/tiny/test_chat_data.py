@@ -127,6 +127,7 @@ def test_probe_with_chat_template_formats_the_labelled_texts(tmp_path, capsys):
     args = ["probe", "--model", "tiny-random-llama", "--data", str(data_file), "--strategies", "right-naive,right"]
     assert main([*args, "--batch-size", "4", "--layer", "0", "--chat-template", "--json", str(out)]) == 0
     report = json.loads(out.read_text())
-    assert report["strategies"]["right"]["corrupted_test_fraction"] == 0.0
-    assert report["strategies"]["right-naive"]["corrupted_test_fraction"] > 0.0
+    layer = report["layers"]["0"]  # the probe command reports the layer sweep
+    assert layer["right"]["corrupted_fraction"] == 0.0
+    assert layer["right-naive"]["corrupted_fraction"] > 0.0
     capsys.readouterr()

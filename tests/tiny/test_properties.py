@@ -63,7 +63,9 @@ ODD_CHARACTERS = [
 pieces = st.one_of(
     st.sampled_from(["the", "cat", "sat", "on", "a", "mat", "padding", "."]),
     st.sampled_from(ODD_CHARACTERS),
-    st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=4),
+    # U+001D alone tokenizes to nothing on these tokenizers (measured): such a text is refused
+    # by number, which the empty-text test below covers; here every text must have tokens.
+    st.text(st.characters(exclude_categories=("Cs",), exclude_characters="\x1d"), min_size=1, max_size=4),
 )
 texts_strategy = st.lists(st.lists(pieces, min_size=1, max_size=12).map("".join), min_size=2, max_size=7)
 batch_sizes = st.integers(min_value=1, max_value=8)
