@@ -47,7 +47,7 @@ BUILTIN_DATASETS: dict[str, BuiltinDataset] = {
         "point either way (balanced, 7 to 72 tokens)",
     ),
 }
-#: The set used when none is named: the reviews (see docs/datasets.md for the choice).
+#: The set used when none is named: the reviews (half the texts of `tense`; README, "Probe impact", says why).
 DEFAULT_DATASET = "sentiment"
 
 
