@@ -4,7 +4,9 @@
 layer on, by how much) and from what the batch layout did to those texts: was the read
 position padding, at which position id was it read, could it see other texts or padding.
 Every layout fact comes from segment ids, never from token ids: chat texts end in the eos
-token, which is often the pad token too. The kinds are the closed set
+token, which is often the pad token too. Under ``mean``/``tokens`` pooling the facts are about
+every position pooled for the text (:func:`extraction.pooling.span_facts`): pads counted in
+a mean, or kept as rows, are the pooled form of a pad state read. The kinds are the closed set
 :data:`~extraction.verdicts.CAUSE_KINDS`.
 """
 
@@ -72,7 +74,9 @@ def diagnose(comparison: StrategyComparison, reference: ExtractionResult, facts:
     n = comparison.cosine.shape[0]
     per_text_min = comparison.cosine.nan_to_num(-1.0).min(1).values  # (N,)
     per_text_rel = comparison.relative_l2.nan_to_num(float("inf")).max(1).values  # (N,)
-    affected = (per_text_min < EXACT_COSINE) | ~comparison.top1_same | (per_text_rel > CORRUPTED_RELATIVE_L2)  # (N,)
+    top1_differs = ~comparison.top1_same if comparison.top1_same is not None else torch.zeros(n, dtype=torch.bool)
+    rows_differ = comparison.rows_differ if comparison.rows_differ is not None else torch.zeros(n, dtype=torch.bool)
+    affected = (per_text_min < EXACT_COSINE) | top1_differs | (per_text_rel > CORRUPTED_RELATIVE_L2) | rows_differ
     pad_read = ext.read_is_pad  # (N,) from the layout's segment ids
     other_token = ~pad_read & (ext.read_token_ids != reference.read_token_ids)  # (N,) a real token, not the last
     shifted = ext.read_position_ids != reference.read_position_ids
@@ -84,6 +88,15 @@ def diagnose(comparison: StrategyComparison, reference: ExtractionResult, facts:
         where = f"first at layer {bad_layers[0]}" if bad_layers else "in the logits"
         return "unknown", (
             f"NaN or inf values appeared ({comparison.nonfinite} entries, {where}); the states are unusable."
+        )
+    if rows_differ.any():
+        counts, reference_counts = ext.offsets.diff(), reference.offsets.diff()
+        example = int(rows_differ.nonzero()[0])
+        pads = "pad positions kept as tokens: " if (rows_differ & pad_read).any() else ""
+        return "pad-state", (
+            f"For {_count(rows_differ)} of {n} texts the rows kept are not the text's tokens ({pads}text "
+            f"{example + 1} has {int(counts[example])} rows for {int(reference_counts[example])} tokens): the "
+            "positions kept ignore where the text ends, so the row count no longer matches the tokens."
         )
     if not affected.any():
         if shifted.any():
@@ -104,6 +117,11 @@ def diagnose(comparison: StrategyComparison, reference: ExtractionResult, facts:
     layer_note = (
         f" from layer {comparison.first_divergent_layer} on" if comparison.first_divergent_layer is not None else ""
     )
+    if (target & pad_read).sum() >= majority and ext.pooling == "mean":
+        return "pad-state", (
+            f"Pads counted in the mean: for {_count(target & pad_read)} of {n} texts the mean runs over every "
+            f"column of the padded row, padding included (the pooling ignores the attention mask){rounding}."
+        )
     if (target & pad_read).sum() >= majority:
         return "pad-state", (
             f"For {_count(target & pad_read)} of {n} texts a pad token's state was read instead of the last real "

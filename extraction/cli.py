@@ -75,6 +75,19 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_pooling_argument(parser: argparse.ArgumentParser, choices: Sequence[str] | None = None) -> None:
+    """--pooling: which states a text gives (:mod:`extraction.pooling`); ``choices`` narrows them."""
+    from .pooling import DEFAULT_POOLING, POOLING_SUMMARY, POOLINGS
+
+    choices = list(choices or POOLINGS)
+    parser.add_argument(
+        "--pooling",
+        default=DEFAULT_POOLING,
+        choices=choices,
+        help="; ".join(f"{name}: {POOLING_SUMMARY[name]}" for name in choices) + f" (default {DEFAULT_POOLING})",
+    )
+
+
 def load_model_from_args(args: argparse.Namespace):
     from .models import load_model
 

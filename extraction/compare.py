@@ -9,6 +9,13 @@ Thresholds (:mod:`extraction.verdicts`, shared with the audit):
   :data:`CORRUPTED_RELATIVE_L2`, but not exact;
 * ``corrupted``: anything else, or any NaN/inf.
 
+Pooling (:mod:`extraction.pooling`): every strategy and the reference are extracted with
+the same pooling. Under ``mean`` the text's mean states are compared; under ``tokens``
+each text's rows position by position (:func:`~extraction.metrics.per_text_token_metrics`),
+the worst row giving the text's figures, and a text with another row count than
+``single`` gives it is ``corrupted`` (pad positions kept as tokens). ``lm_head`` agreement
+(top-1, KL, the logit lens) is defined for ``last`` only and is None otherwise.
+
 The cause (a :data:`~extraction.verdicts.CauseKind` and a sentence, :func:`~extraction.causes.diagnose`)
 is derived from what was measured and from what the batch layout did to the texts, not
 from a fixed table keyed by strategy name.
@@ -30,6 +37,7 @@ import torch
 from . import metrics
 from .causes import ModelFacts, diagnose
 from .extract import ExtractionResult, extract_states
+from .pooling import DEFAULT_POOLING, Pooling, parse_pooling
 from .strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, REFERENCE, STRATEGIES, parse_strategy_names
 from .texts import TokenizedTexts, tokenize_texts
 from .verdicts import (
@@ -49,6 +57,11 @@ logger = logging.getLogger(__name__)
 
 #: Rows of logits computed together in the logit lens (about 50 MB of float32 logits at V = 49,152).
 _LENS_ROWS = 256
+
+#: Under ``tokens`` pooling every strategy's rows of every token are kept: at most this many
+#: float32 values a strategy (64 MiB; about 940 tokens of SmolLM2's 31 x 576); texts past it
+#: (in input order) are left out of the comparison and a note says so.
+MAX_COMPARED_TOKEN_VALUES = 2**24
 
 #: ``progress(strategy_name, strategy_number, strategy_count, done_texts, total_texts)``
 CompareProgress = Callable[[str, int, int, int, int], None]
@@ -93,15 +106,21 @@ class StrategyComparison:
     cosine: torch.Tensor  # (N, L) cosine similarity to single, per text and layer
     relative_l2: torch.Tensor  # (N, L) |h - h_single| / |h_single|
     max_abs: torch.Tensor  # (N, L) max_i |h_i - h_single_i|
-    top1_same: torch.Tensor  # (N,) bool: lm_head(extracted final state) top-1 == single model's top-1 (near-tie counts)
-    kl: torch.Tensor  # (N,) KL(single || strategy) of the next-token distributions, nats
-    lm_head_reproduces: torch.Tensor  # (N,) bool: lm_head(extracted final state) matches this strategy's own logits
-    logit_lens_agreement: torch.Tensor  # (L,) fraction of texts whose logit-lens top-1 matches single's at that layer
+    # The lm_head measures: defined under ``last`` pooling only (None otherwise).
+    top1_same: torch.Tensor | None  # (N,) bool: lm_head(extracted final state) top-1 == single's (near-tie counts)
+    kl: torch.Tensor | None  # (N,) KL(single || strategy) of the next-token distributions, nats
+    lm_head_reproduces: torch.Tensor | None  # (N,) bool: lm_head(extracted final state) matches its own logits
+    logit_lens_agreement: torch.Tensor | None  # (L,) fraction of texts whose logit-lens top-1 matches single's
     nonfinite: int  # NaN/inf entries in this strategy's states and logits
+    rows_differ: torch.Tensor | None = None  # (N,) bool under tokens: another row count than single's
     verdict: Verdict = "exact"
     cause: str = ""
     cause_kind: CauseKind = "none"  # which defect the cause names (verdicts.CAUSE_KINDS)
     first_divergent_layer: int | None = None  # first layer with some cosine < EXACT_COSINE
+
+    @property
+    def pooling(self) -> Pooling:
+        return self.extraction.pooling
 
     @property
     def min_cosine(self) -> float:
@@ -129,8 +148,13 @@ class StrategyComparison:
         return self.cosine.min(1).values.tolist()
 
     @property
-    def top1_agreement(self) -> float:
-        return float(self.top1_same.float().mean())
+    def top1_agreement(self) -> float | None:
+        """Fraction of texts with single's top-1 next token (None: not defined for this pooling)."""
+        return None if self.top1_same is None else float(self.top1_same.float().mean())
+
+    @property
+    def mean_kl(self) -> float | None:
+        return None if self.kl is None else float(self.kl.mean())
 
     def to_dict(self) -> dict:
         """JSON-ready summary (the ``compare --json`` per-strategy record)."""
@@ -139,6 +163,7 @@ class StrategyComparison:
             return None if x != x else x
 
         return {
+            "pooling": self.pooling,
             "verdict": self.verdict,
             "cause_kind": self.cause_kind,
             "cause": self.cause,
@@ -148,9 +173,12 @@ class StrategyComparison:
             "per_layer_min_cosine": [clean(x) for x in self.per_layer_min_cosine],
             "per_layer_mean_cosine": [clean(x) for x in self.per_layer_mean_cosine],
             "top1_agreement": self.top1_agreement,
-            "mean_kl": clean(float(self.kl.mean())),
-            "lm_head_reproduces_logits": float(self.lm_head_reproduces.float().mean()),
-            "logit_lens_agreement": self.logit_lens_agreement.tolist(),
+            "mean_kl": None if self.mean_kl is None else clean(self.mean_kl),
+            "lm_head_reproduces_logits": (
+                None if self.lm_head_reproduces is None else float(self.lm_head_reproduces.float().mean())
+            ),
+            "logit_lens_agreement": None if self.logit_lens_agreement is None else self.logit_lens_agreement.tolist(),
+            "texts_with_other_row_count": None if self.rows_differ is None else int(self.rows_differ.sum()),
             "first_divergent_layer": self.first_divergent_layer,
             "nonfinite_values": self.nonfinite,
             "per_text_min_cosine": [clean(x) for x in self.per_text_min_cosine],
@@ -250,26 +278,43 @@ def compare_extractions(
     lens_agreement: torch.Tensor | None = None,
     final_logits: torch.Tensor | None = None,
 ) -> StrategyComparison:
-    """Measure ``extraction`` against ``reference`` (both with every layer and logits).
+    """Measure ``extraction`` against ``reference`` (both with every layer, the same pooling,
+    and logits under ``last``).
 
     ``lens_agreement`` (L,) and ``final_logits`` (N, V), ``lm_head`` of the extracted final
     states, are computed here unless given (:func:`compare_strategies` computes them for every
-    strategy at once)."""
-    atol, rtol = logit_tolerance(loaded.dtype)
-    cosine = metrics.cosine_similarity(extraction.hidden, reference.hidden).float()  # (N, L)
-    relative_l2 = metrics.relative_l2_error(extraction.hidden, reference.hidden).float()
-    max_abs = metrics.max_abs_diff(extraction.hidden, reference.hidden).float()
-    if final_logits is None:
-        final_logits = apply_lm_head(loaded, extraction.hidden[:, -1], final_norm=False)  # (N, V)
-    top1_same = metrics.top1_agrees(final_logits, reference.logits, atol, rtol)
-    kl = metrics.kl_divergence(reference.logits, extraction.logits).float()
-    reproduces_gap = metrics.max_abs_diff(final_logits, extraction.logits)
-    reproduces = reproduces_gap <= atol * 10 + rtol * 100 * extraction.logits.abs().amax(-1).double()
-    if lens_agreement is None:
-        lens_agreement = logit_lens_agreement(loaded, reference.hidden, {extraction.strategy: extraction.hidden})[
-            extraction.strategy
-        ]
-    nonfinite = metrics.nonfinite_count(extraction.hidden) + metrics.nonfinite_count(extraction.logits)
+    strategy at once); neither exists for ``mean``/``tokens`` pooling."""
+    if extraction.pooling != reference.pooling:
+        raise ValueError(f"pooling {extraction.pooling!r} compared with a {reference.pooling!r} reference")
+    rows_differ = None
+    if extraction.pooling == "tokens":
+        measured = metrics.per_text_token_metrics(
+            extraction.hidden, extraction.offsets, reference.hidden, reference.offsets
+        )
+        cosine, relative_l2, max_abs = (measured[key].float() for key in ("cosine", "relative_l2", "max_abs"))
+        rows_differ = measured["rows_differ"]
+    else:
+        cosine = metrics.cosine_similarity(extraction.hidden, reference.hidden).float()  # (N, L)
+        relative_l2 = metrics.relative_l2_error(extraction.hidden, reference.hidden).float()
+        max_abs = metrics.max_abs_diff(extraction.hidden, reference.hidden).float()
+    top1_same = kl = reproduces = None
+    if extraction.pooling == "last":
+        atol, rtol = logit_tolerance(loaded.dtype)
+        if final_logits is None:
+            final_logits = apply_lm_head(loaded, extraction.hidden[:, -1], final_norm=False)  # (N, V)
+        top1_same = metrics.top1_agrees(final_logits, reference.logits, atol, rtol)
+        kl = metrics.kl_divergence(reference.logits, extraction.logits).float()
+        reproduces_gap = metrics.max_abs_diff(final_logits, extraction.logits)
+        reproduces = reproduces_gap <= atol * 10 + rtol * 100 * extraction.logits.abs().amax(-1).double()
+        if lens_agreement is None:
+            lens_agreement = logit_lens_agreement(loaded, reference.hidden, {extraction.strategy: extraction.hidden})[
+                extraction.strategy
+            ]
+    else:
+        lens_agreement = None
+    nonfinite = metrics.nonfinite_count(extraction.hidden)
+    if extraction.logits is not None:
+        nonfinite += metrics.nonfinite_count(extraction.logits)
     divergent = (cosine.nan_to_num(-1.0) < EXACT_COSINE).any(0).nonzero().flatten()
     comparison = StrategyComparison(
         name=extraction.strategy,
@@ -282,10 +327,15 @@ def compare_extractions(
         lm_head_reproduces=reproduces,
         logit_lens_agreement=lens_agreement,
         nonfinite=nonfinite,
+        rows_differ=rows_differ,
         first_divergent_layer=int(divergent[0]) if len(divergent) else None,
     )
     comparison.verdict = verdict_for(
-        comparison.min_cosine, bool(top1_same.all()), nonfinite > 0, max_relative_l2=comparison.max_relative_l2
+        comparison.min_cosine,
+        top1_same is None or bool(top1_same.all()),
+        nonfinite > 0,
+        max_relative_l2=comparison.max_relative_l2,
+        rows_match=rows_differ is None or not bool(rows_differ.any()),
     )
     comparison.cause_kind, comparison.cause = diagnose(comparison, reference, ModelFacts.from_loaded(loaded))
     return comparison
@@ -306,6 +356,7 @@ class ComparisonReport:
     reference: ExtractionResult
     strategies: dict[str, StrategyComparison]
     notes: list[str] = field(default_factory=list)  # pad-token choice, truncation, ...
+    pooling: Pooling = DEFAULT_POOLING
 
     @property
     def num_layers(self) -> int:
@@ -329,7 +380,7 @@ class ComparisonReport:
                     "mean_cosine": comp.mean_cosine,
                     "max_relative_l2": comp.max_relative_l2,
                     "top1_agreement": comp.top1_agreement,
-                    "mean_kl": float(comp.kl.mean()),
+                    "mean_kl": comp.mean_kl,
                     "pad_fraction": comp.extraction.pad_fraction,
                     "tokens_per_second": comp.extraction.tokens_per_second,
                     "cause": comp.cause,
@@ -349,6 +400,7 @@ class ComparisonReport:
             "attn_implementation": self.attn_implementation,
             "random_weights": self.is_random,
             "batch_size": self.batch_size,
+            "pooling": self.pooling,
             "num_texts": len(self.tokenized),
             "thresholds": {
                 "exact_min_cosine": EXACT_COSINE,
@@ -367,15 +419,21 @@ def compare_strategies(
     batch_size: int = DEFAULT_BATCH_SIZE,
     max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
     progress: CompareProgress | None = None,
+    pooling: Pooling = DEFAULT_POOLING,
 ) -> ComparisonReport:
-    """Extract with ``single`` and each of ``strategies`` (default all) and compare."""
+    """Extract with ``single`` and each of ``strategies`` (default all), pooled by
+    ``pooling``, and compare."""
     names = parse_strategy_names(strategies)
+    pooling = parse_pooling(pooling)
     tokenized = (
         texts
         if isinstance(texts, TokenizedTexts)
         else tokenize_texts(loaded.tokenizer, list(texts), max_tokens=loaded.context_length)
     )
     notes = [note for note in (loaded.pad_token_note, tokenized.truncation_note) if note]
+    if pooling == "tokens":
+        tokenized, capped = cap_token_texts(tokenized, loaded.num_hidden_layers + 1, loaded.hidden_size)
+        notes.extend(capped)
     if loaded.is_random:
         notes.insert(0, f"{loaded.name} has random weights: its predictions mean nothing, only agreement does.")
     extractions: dict[str, ExtractionResult] = {}
@@ -386,18 +444,26 @@ def compare_strategies(
                 progress(name, number, len(names), done, total)
 
         report(0, len(tokenized))
-        extractions[name] = extract_states(loaded, tokenized, name, batch_size, max_batch_tokens, progress=report)
+        extractions[name] = extract_states(
+            loaded, tokenized, name, batch_size, max_batch_tokens, progress=report, pooling=pooling
+        )
     reference = extractions[REFERENCE]
-    lens = logit_lens_agreement(loaded, reference.hidden, {name: ext.hidden for name, ext in extractions.items()})
-    # lm_head of every strategy's final states in one pass over the vocabulary matrix.
-    finals = torch.cat([extractions[name].hidden[:, -1] for name in names])  # (S N, d)
-    final_logits = torch.cat(
-        [apply_lm_head(loaded, finals[k : k + _LENS_ROWS], final_norm=False) for k in range(0, len(finals), _LENS_ROWS)]
-    ).split(len(tokenized))  # S x (N, V)
-    comparisons = {
-        name: compare_extractions(loaded, reference, extractions[name], lens[name], final_logits[k])
-        for k, name in enumerate(names)
-    }
+    if pooling == "last":
+        lens = logit_lens_agreement(loaded, reference.hidden, {name: ext.hidden for name, ext in extractions.items()})
+        # lm_head of every strategy's final states in one pass over the vocabulary matrix.
+        finals = torch.cat([extractions[name].hidden[:, -1] for name in names])  # (S N, d)
+        final_logits = torch.cat(
+            [
+                apply_lm_head(loaded, finals[k : k + _LENS_ROWS], final_norm=False)
+                for k in range(0, len(finals), _LENS_ROWS)
+            ]
+        ).split(len(tokenized))  # S x (N, V)
+        comparisons = {
+            name: compare_extractions(loaded, reference, extractions[name], lens[name], final_logits[k])
+            for k, name in enumerate(names)
+        }
+    else:
+        comparisons = {name: compare_extractions(loaded, reference, extractions[name]) for name in names}
     return ComparisonReport(
         model=loaded.name,
         model_description=loaded.description,
@@ -410,7 +476,27 @@ def compare_strategies(
         reference=reference,
         strategies=comparisons,
         notes=notes,
+        pooling=pooling,
     )
+
+
+def cap_token_texts(tokenized: TokenizedTexts, num_states: int, width: int) -> tuple[TokenizedTexts, list[str]]:
+    """The first texts whose token rows fit :data:`MAX_COMPARED_TOKEN_VALUES` (at least one),
+    and a note saying what was left out (none when everything fits)."""
+    budget = max(1, MAX_COMPARED_TOKEN_VALUES // (num_states * width))  # tokens
+    total, keep = 0, 0
+    for length in tokenized.lengths:
+        if keep and total + length > budget:
+            break
+        total, keep = total + length, keep + 1
+    if keep == len(tokenized):
+        return tokenized, []
+    note = (
+        f"Pooling 'tokens' keeps every token's state of every strategy: the first {keep} of {len(tokenized)} texts "
+        f"({total:,} of {sum(tokenized.lengths):,} tokens) were compared, to keep each strategy's rows within "
+        f"{MAX_COMPARED_TOKEN_VALUES * 4 // 2**20} MiB."
+    )
+    return tokenized.subset(range(keep)), [note]
 
 
 __all__ = [

@@ -1,6 +1,9 @@
-"""Run a strategy over tokenized texts and keep only the last-real-token rows.
+"""Run a strategy over tokenized texts and keep only the rows the pooling needs.
 
-For every text this keeps the hidden state at every layer (the ``hidden_states``
+For every text this keeps, under ``pooling="last"`` (the default), the state of its last
+real token at every layer; under ``"mean"`` the mean of the states at the positions its
+layout pools (:mod:`extraction.pooling`), and under ``"tokens"`` one row per such position.
+States follow (the ``hidden_states``
 convention: index 0 is the embeddings output, i.e. the input of the first block, index
 i the output of block i, and the last index the state the model feeds to ``lm_head``,
 i.e. after the final norm) and the next-token logits at the position read.
@@ -34,6 +37,7 @@ from typing import TYPE_CHECKING, Literal
 
 import torch
 
+from .pooling import DEFAULT_POOLING, Pooling, parse_pooling, pool_rows, pooled_positions, row_offsets, span_facts
 from .strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, BatchLayout, Strategy, get_strategy
 from .texts import TokenizedTexts
 
@@ -52,22 +56,39 @@ _BLOCK_LIST_NAMES = ("layers", "h", "blocks", "layer", "decoder_layers")
 
 @dataclass
 class ExtractionResult:
-    """The rows one strategy extracted, in input order (``N`` texts, ``L`` layers kept, width ``d``)."""
+    """The rows one strategy extracted, in input order (``N`` texts, ``L`` layers kept, width ``d``).
+
+    Under ``pooling="tokens"`` ``hidden`` holds ``R`` rows, text ``i`` owning
+    ``hidden[offsets[i]:offsets[i + 1]]``; the per-text facts below are then about the
+    text's pooled positions (see :func:`extraction.pooling.span_facts`).
+    """
 
     strategy: str
-    hidden: torch.Tensor  # (N, L, d) float32 on cpu: last-real-token state per kept layer
+    hidden: torch.Tensor  # (N, L, d) float32 on cpu (tokens: (R, L, d)): the pooled state per kept layer
     layers: list[int]  # hidden_states index of each of the L kept layers
-    logits: torch.Tensor | None  # (N, V) float32: the model's own next-token logits at the read position
-    read_token_ids: torch.Tensor  # (N,) token id at the position read
+    logits: torch.Tensor | None  # (N, V) float32: the model's own next-token logits at the read position (last only)
+    read_token_ids: torch.Tensor  # (N,) token id at the position read (pooled: at the text's last real token)
     read_position_ids: torch.Tensor  # (N,) position id the model used there
-    read_is_pad: torch.Tensor  # (N,) bool: the read position held padding (a pad position's state was read)
-    saw_other_text: torch.Tensor  # (N,) bool: the read position could attend to another text
+    read_is_pad: torch.Tensor  # (N,) bool: a read (pooled) position held padding: a pad state read, counted or kept
+    saw_other_text: torch.Tensor  # (N,) bool: the read (a pooled) position could attend to another text
     saw_padding: torch.Tensor  # (N,) bool: it could attend to (or is) a pad position
     forward_passes: int
     real_tokens: int  # tokens of the texts themselves
     computed_positions: int  # positions the model computed, padding included
     seconds: float
     capture: str = "hidden-states"  # how the rows were captured: "hooks" or "hidden-states"
+    pooling: Pooling = DEFAULT_POOLING
+    offsets: torch.Tensor | None = None  # (N + 1,) int64 under "tokens": text i owns rows offsets[i]:offsets[i+1]
+
+    @property
+    def num_texts(self) -> int:
+        return len(self.read_token_ids)
+
+    def rows_of(self, text: int) -> torch.Tensor:
+        """Text ``text``'s rows: ``(L, d)`` for ``last``/``mean``, ``(n, L, d)`` for ``tokens``."""
+        if self.offsets is None:
+            return self.hidden[text]
+        return self.hidden[int(self.offsets[text]) : int(self.offsets[text + 1])]
 
     @property
     def pad_fraction(self) -> float:
@@ -105,19 +126,28 @@ class _ReadRowRecorder:
     logits come back as ``(1, K, V)``, one row per text read, in the group's order.
     """
 
-    def __init__(self, blocks: torch.nn.ModuleList, lm_head: torch.nn.Module, layers: Sequence[int]):
+    def __init__(
+        self,
+        blocks: torch.nn.ModuleList,
+        lm_head: torch.nn.Module,
+        layers: Sequence[int],
+        pooling: Pooling = DEFAULT_POOLING,
+    ):
         self.blocks, self.lm_head = blocks, lm_head
         self.layers = list(layers)
-        self.rows: torch.Tensor | None = None  # (K,) long
-        self.cols: torch.Tensor | None = None  # (K,) long
-        self.captured: dict[int, torch.Tensor] = {}  # hidden_states index -> (K, d)
+        self.pooling = pooling
+        self.rows: torch.Tensor | None = None  # (P,) long: the pooled positions (last: the read ones)
+        self.cols: torch.Tensor | None = None  # (P,) long
+        self.owner: torch.Tensor | None = None  # (P,) long: the text each belongs to
+        self.num_texts = 0
+        self.captured: dict[int, torch.Tensor] = {}  # hidden_states index -> (K, d) or (P, d) under tokens
         self.lm_head_calls = 0
 
     def _keep(self, index: int, states: torch.Tensor) -> torch.Tensor:
         # Under a device map (accelerate) blocks live on several devices: index where the states are.
-        picked = states[self.rows.to(states.device), self.cols.to(states.device)]  # (K, d)
+        picked = states[self.rows.to(states.device), self.cols.to(states.device)]  # (P, d)
         if index in self.layers:
-            self.captured[index] = picked
+            self.captured[index] = pool_rows(picked, self.owner, self.num_texts, self.pooling)
         return picked
 
     def _block_hook(self, index: int):
@@ -130,7 +160,9 @@ class _ReadRowRecorder:
     def _lm_head_hook(self, module, args):
         (states, *rest) = args  # (B, C, d): every column when logits_to_keep is not passed
         self.lm_head_calls += 1
-        picked = self._keep(len(self.blocks), states)  # (K, d)
+        picked = self._keep(len(self.blocks), states)  # (P, d)
+        if self.pooling != "last":
+            picked = picked[:1]  # logits are kept for the last token only: one row is enough
         return (picked[None], *rest)  # (1, K, d)
 
     @contextmanager
@@ -148,11 +180,12 @@ class _ReadRowRecorder:
                 handle.remove()
 
     def run(self, model: torch.nn.Module, layout: BatchLayout, inputs: dict[str, torch.Tensor]):
-        """One forward pass; returns ``(states (K, L, d), logits (K, V))`` in the group's order."""
-        self.rows, self.cols = (
-            layout.read_rows.to(inputs["input_ids"].device),
-            layout.read_cols.to(inputs["input_ids"].device),
-        )
+        """One forward pass; returns ``(states (K, L, d), logits (K, V))`` in the group's order
+        (tokens: states ``(P, L, d)`` grouped by text; the logits only mean something under ``last``)."""
+        device = inputs["input_ids"].device
+        rows, cols, owner = pooled_positions(layout, self.pooling)
+        self.rows, self.cols, self.owner = rows.to(device), cols.to(device), owner.to(device)
+        self.num_texts = len(layout.read_rows)
         self.captured, calls = {}, self.lm_head_calls
         output = model(**inputs, use_cache=False)
         if self.lm_head_calls != calls + 1 or len(self.captured) != len(self.layers):
@@ -163,21 +196,37 @@ class _ReadRowRecorder:
 
 
 def _run_hidden_states(
-    model: torch.nn.Module, layout: BatchLayout, inputs: dict[str, torch.Tensor], layers: Sequence[int]
+    model: torch.nn.Module,
+    layout: BatchLayout,
+    inputs: dict[str, torch.Tensor],
+    layers: Sequence[int],
+    pooling: Pooling = DEFAULT_POOLING,
 ):
-    """One forward pass with ``output_hidden_states``; returns ``(states (K, L, d), logits (K, V))``."""
+    """One forward pass with ``output_hidden_states``; returns ``(states (K, L, d), logits (K, V))``
+    (tokens: states ``(P, L, d)``; the logits only mean something under ``last``)."""
     device = inputs["input_ids"].device
     rows, cols = layout.read_rows.to(device), layout.read_cols.to(device)
     kwargs = {}
     use_logits_to_keep = _supports_logits_to_keep(model)
-    if use_logits_to_keep:
+    if use_logits_to_keep and pooling != "last":
+        kwargs["logits_to_keep"] = 1
+        col_index = torch.zeros_like(layout.read_cols)
+        rows = torch.zeros_like(rows)
+    elif use_logits_to_keep:
         # Only the read columns go through lm_head: (B, C, V) with C distinct columns.
         keep_cols, col_index = torch.unique(layout.read_cols, return_inverse=True)
         kwargs["logits_to_keep"] = keep_cols.to(device)
     output = model(**inputs, output_hidden_states=True, use_cache=False, **kwargs)
     all_states = output.hidden_states  # tuple of L+1 tensors (B, T, d)
+    pool_r, pool_c, owner = pooled_positions(layout, pooling)
+    num_texts = len(layout.read_rows)
     # Under a device map (accelerate) layers live on several devices: index where each one is.
-    picked = [all_states[i][rows.to(all_states[i].device), cols.to(all_states[i].device)] for i in layers]  # L x (K, d)
+    picked = [
+        pool_rows(
+            all_states[i][pool_r.to(all_states[i].device), pool_c.to(all_states[i].device)], owner, num_texts, pooling
+        )
+        for i in layers
+    ]  # L x (K, d), tokens: L x (P, d)
     states = torch.stack([layer_rows.to(device) for layer_rows in picked], dim=1)  # (K, L, d)
     logit_cols = col_index.to(device) if use_logits_to_keep else cols
     logits_device = output.logits.device
@@ -236,8 +285,10 @@ def extract_states(
     keep_logits: bool = True,
     progress: ProgressCallback | None = None,
     capture: CaptureMode = "auto",
+    pooling: Pooling = DEFAULT_POOLING,
 ) -> ExtractionResult:
-    """Extract last-real-token states of every text with ``strategy``.
+    """Extract the states of every text with ``strategy``, pooled by ``pooling``
+    (:mod:`extraction.pooling`; logits are kept under ``last`` only).
 
     ``layers`` selects ``hidden_states`` indices to keep (default all, ``0..num_layers``).
     ``capture`` picks how the rows are taken (see the module docstring): ``"auto"``
@@ -248,6 +299,8 @@ def extract_states(
         strategy = get_strategy(strategy)
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    pooling = parse_pooling(pooling)
+    keep_logits = keep_logits and pooling == "last"
     if capture not in CAPTURE_MODES:
         raise ValueError(f"unknown capture {capture!r}; valid: {', '.join(CAPTURE_MODES)}")
     model = loaded.model
@@ -260,7 +313,8 @@ def extract_states(
     if capture == "hooks" and not use_hooks:
         raise ValueError(f"hook capture does not reproduce output_hidden_states on {loaded.name}; use 'hidden-states'")
     n, width = len(tokenized), loaded.hidden_size
-    hidden = torch.empty(n, len(layers), width, dtype=torch.float32)  # (N, L, d)
+    hidden = torch.empty(n if pooling != "tokens" else 0, len(layers), width, dtype=torch.float32)  # (N, L, d)
+    token_rows: list[torch.Tensor | None] = [None] * n  # tokens: text i's (n_i, L, d)
     logits: torch.Tensor | None = None  # (N, V), allocated once the vocabulary width is known
     facts = {
         key: torch.empty(n, dtype=dtype)
@@ -270,13 +324,16 @@ def extract_states(
             ("read_is_pad", torch.bool),
             ("saw_other_text", torch.bool),
             ("saw_padding", torch.bool),
+            ("rows", torch.long),
         )
     }
     groups = strategy.plan(tokenized.lengths, batch_size, max_batch_tokens)
     computed = done = 0
     start = time.perf_counter()
     recorder = (
-        _ReadRowRecorder(find_blocks(model, loaded.num_hidden_layers), loaded.lm_head, layers) if use_hooks else None
+        _ReadRowRecorder(find_blocks(model, loaded.num_hidden_layers), loaded.lm_head, layers, pooling)
+        if use_hooks
+        else None
     )
     with torch.inference_mode(), recorder.attached() if recorder else _nothing():
         for group in groups:
@@ -286,18 +343,28 @@ def extract_states(
             if recorder is not None:
                 states, group_logits = recorder.run(model, layout, inputs)  # (K, L, d), (K, V)
             else:
-                states, group_logits = _run_hidden_states(model, layout, inputs, layers)
-            hidden[group] = states.float().cpu()
+                states, group_logits = _run_hidden_states(model, layout, inputs, layers, pooling)
+            group_facts = span_facts(layout, pooling)
+            if pooling == "tokens":
+                for index, text_rows in zip(group, states.float().cpu().split(group_facts["rows"].tolist()), strict=True):
+                    token_rows[index] = text_rows
+            else:
+                hidden[group] = states.float().cpu()
             if keep_logits:
                 if logits is None:
                     logits = torch.empty(n, group_logits.shape[-1], dtype=torch.float32)
                 logits[group] = group_logits.float().cpu()
-            for key, value in layout.read_facts().items():
+            for key, value in group_facts.items():
                 facts[key][group] = value
             done += len(group)
             if progress is not None:
                 progress(done, n)
     seconds = time.perf_counter() - start
+    offsets = None
+    if pooling == "tokens":
+        hidden = torch.cat(token_rows) if n else hidden
+        token_rows.clear()
+        offsets = row_offsets(facts["rows"])
     result = ExtractionResult(
         strategy=strategy.name,
         hidden=hidden,
@@ -313,6 +380,8 @@ def extract_states(
         computed_positions=computed,
         seconds=seconds,
         capture="hooks" if use_hooks else "hidden-states",
+        pooling=pooling,
+        offsets=offsets,
     )
     logger.info(
         "%s: %d texts, %d passes, %.1f tokens/s, %.0f%% padding (%s)",

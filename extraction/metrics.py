@@ -80,3 +80,35 @@ def top1_agrees(
 def nonfinite_count(x: torch.Tensor) -> int:
     """Number of NaN or +-inf entries in ``x``."""
     return int((~torch.isfinite(x)).sum().item())
+
+
+def per_text_token_metrics(
+    rows: torch.Tensor, offsets: torch.Tensor, reference_rows: torch.Tensor, reference_offsets: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """Token rows of ``N`` texts against the reference's, reduced per text and layer.
+
+    ``rows`` ``(R, L, d)`` with ``offsets`` ``(N + 1,)`` (text i owns ``rows[offsets[i]:
+    offsets[i + 1]]``), and the same for the reference. Each text's rows are compared
+    position by position over the rows both have; returns ``cosine`` (N, L) the worst over
+    the text's rows, ``relative_l2`` and ``max_abs`` (N, L) the largest, and
+    ``rows_differ`` (N,) bool: the text has another row count than the reference's (its
+    extra rows match nothing; a count mismatch is itself a defect, judged by the caller).
+    A text without common rows gets NaN.
+    """
+    n = len(offsets) - 1
+    if len(reference_offsets) - 1 != n:
+        raise ValueError(f"{n} texts against {len(reference_offsets) - 1} in the reference")
+    num_layers = rows.shape[1]
+    out = {key: torch.full((n, num_layers), float("nan"), dtype=torch.float64) for key in ("cosine", "relative_l2", "max_abs")}
+    counts, reference_counts = offsets.diff(), reference_offsets.diff()
+    for i in range(n):
+        common = int(min(counts[i], reference_counts[i]))
+        if common == 0:
+            continue
+        a = rows[int(offsets[i]) : int(offsets[i]) + common]  # (m, L, d)
+        b = reference_rows[int(reference_offsets[i]) : int(reference_offsets[i]) + common]
+        out["cosine"][i] = cosine_similarity(a, b).amin(0)
+        out["relative_l2"][i] = relative_l2_error(a, b).amax(0)
+        out["max_abs"][i] = max_abs_diff(a, b).amax(0)
+    out["rows_differ"] = counts != reference_counts
+    return out

@@ -45,10 +45,17 @@ class BatchLayout:
     mask_kind: MaskKind  # "padding": a 2-D mask hides pads; "none": no mask; "block-diagonal": 4-D mask by segment
     read_rows: torch.Tensor  # (K,) long: batch row read for each text of the group
     read_cols: torch.Tensor  # (K,) long: column read for each text of the group
+    #: (B, T) long: the text each position is pooled into under ``mean``/``tokens`` (-1: none);
+    #: None means ``segment_ids`` (each text's own tokens). See :mod:`extraction.pooling`.
+    pool_ids: torch.Tensor | None = None
 
     @property
     def shape(self) -> tuple[int, int]:
         return tuple(self.input_ids.shape)  # type: ignore[return-value]
+
+    def pooled_ids(self) -> torch.Tensor:
+        """(B, T) long: the text (within the group) each position is pooled into, -1 for none."""
+        return self.segment_ids if self.pool_ids is None else self.pool_ids
 
     @property
     def is_pad(self) -> torch.Tensor:
@@ -238,7 +245,8 @@ class Single(Strategy):
 @register
 class RightNaive(Strategy):
     """Right padding, reading position -1: for every text shorter than the longest in its
-    batch, position -1 holds a pad token, so the state read is a pad token's state."""
+    batch, position -1 holds a pad token, so the state read is a pad token's state. Pooled,
+    it takes every column of the row (``hidden.mean(1)``): pads counted in the mean."""
 
     name = "right-naive"
     naive = True
@@ -249,7 +257,8 @@ class RightNaive(Strategy):
         input_ids, segment_ids = _pad(token_ids, pad_id, "right")
         rows = torch.arange(len(token_ids))
         cols = torch.full((len(token_ids),), input_ids.shape[1] - 1)
-        return BatchLayout(input_ids, segment_ids, None, "padding", rows, cols)
+        whole_rows = rows[:, None].expand_as(input_ids).clone()  # every column counts for its row's text
+        return BatchLayout(input_ids, segment_ids, None, "padding", rows, cols, pool_ids=whole_rows)
 
 
 @register

@@ -298,6 +298,15 @@ class TokenizedTexts:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def subset(self, indices: Sequence[int]) -> TokenizedTexts:
+        """The texts at ``indices``, in that order (truncation records renumbered)."""
+        indices = list(indices)
+        where = {old: new for new, old in enumerate(indices)}
+        truncated = [(where[i], n) for i, n in self.truncated if i in where]
+        return TokenizedTexts(
+            [self.texts[i] for i in indices], [self.token_ids[i] for i in indices], truncated, self.max_tokens
+        )
+
     @property
     def truncation_note(self) -> str | None:
         if not self.truncated:

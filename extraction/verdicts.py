@@ -69,15 +69,25 @@ CAUSE_KINDS: tuple[CauseKind, ...] = (
 
 
 def verdict_for(
-    min_cosine: float, all_top1_same: bool, any_nonfinite: bool = False, max_relative_l2: float = 0.0
+    min_cosine: float,
+    all_top1_same: bool,
+    any_nonfinite: bool = False,
+    max_relative_l2: float = 0.0,
+    rows_match: bool = True,
 ) -> Verdict:
     """The verdict rule above, as a pure function.
 
     ``max_relative_l2`` is the largest ``|h - h_single| / |h_single|`` over the rows and
     layers judged (:func:`~extraction.metrics.relative_l2_error`); every caller that has
     the states passes it (0.0, the default, only where no states were compared).
+    ``rows_match`` is False when some text has another number of rows than single-sample
+    extraction gives it (``tokens`` pooling with pad positions kept as tokens): corrupted,
+    whatever the rows they share measure. ``all_top1_same`` is True where no ``lm_head``
+    agreement is defined (``mean``/``tokens`` pooling).
     """
     if any_nonfinite or math.isnan(min_cosine) or math.isnan(max_relative_l2):  # NaN never passes
+        return "corrupted"
+    if not rows_match:
         return "corrupted"
     if max_relative_l2 > CORRUPTED_RELATIVE_L2:
         return "corrupted"

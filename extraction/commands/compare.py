@@ -9,6 +9,7 @@ from ..atomic import write_bytes_atomic, write_json_atomic
 from ..cli import (
     CliError,
     add_model_arguments,
+    add_pooling_argument,
     check_output_path,
     load_model_from_args,
     strategy_progress_bars,
@@ -29,6 +30,7 @@ def add_parser(subparsers) -> None:
         required=True,
         help="texts file: .txt (one a line), .jsonl (text or chat messages field), .csv (text column)",
     )
+    add_pooling_argument(parser)
     parser.add_argument("--strategies", default="all", help=f"comma-separated, or all: {','.join(STRATEGIES)}")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument(
@@ -52,9 +54,10 @@ def format_compare_table(report) -> str:
     lines = [header, "-" * len(header)]
     for name, comp in report.strategies.items():
         ext = comp.extraction
+        top1 = "n/a" if comp.top1_agreement is None else f"{100 * comp.top1_agreement:.0f}%"
         lines.append(
             f"{name:<13} {comp.verdict:<10} {comp.min_cosine:>10.6f} {comp.mean_cosine:>10.6f} "
-            f"{comp.max_relative_l2:>10.4f} {100 * comp.top1_agreement:>5.0f}% {100 * ext.pad_fraction:>5.0f}% "
+            f"{comp.max_relative_l2:>10.4f} {top1:>6} {100 * ext.pad_fraction:>5.0f}% "
             f"{ext.tokens_per_second:>8.0f}  {comp.cause_kind:<14} {comp.cause}"
         )
     return "\n".join(lines)
@@ -62,6 +65,7 @@ def format_compare_table(report) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..compare import compare_strategies
+    from ..pooling import POOLING_SUMMARY
     from ..strategies import parse_strategy_names
     from ..texts import read_text_items, tokenize_texts
 
@@ -89,14 +93,20 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             max_batch_tokens=args.max_batch_tokens,
             progress=progress,
+            pooling=args.pooling,
         )
     print(f"model: {loaded.description}")
     for note in report.notes:
         print(f"note: {note}")
+    top1_rule = " and same top-1" if args.pooling == "last" else ""
+    print(
+        f"pooling {args.pooling}: {POOLING_SUMMARY[args.pooling]}"
+        + ("" if args.pooling == "last" else " (top-1 agreement is defined for the last token only: n/a)")
+    )
     print(
         f"{len(tokenized)} texts, {sum(tokenized.lengths)} tokens, batch size {args.batch_size} "
         f"(at most {args.max_batch_tokens} positions a pass); "
-        f"thresholds: exact >= {EXACT_COSINE} min cosine and same top-1, drift >= {DRIFT_COSINE}; "
+        f"thresholds: exact >= {EXACT_COSINE} min cosine{top1_rule}, drift >= {DRIFT_COSINE}; "
         f"corrupted whenever max relative L2 > {CORRUPTED_RELATIVE_L2}"
     )
     print(format_compare_table(report))
