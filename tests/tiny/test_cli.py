@@ -59,6 +59,27 @@ def test_compare_subset_of_strategies(texts_file, capsys):
     assert not any(line.startswith("right ") for line in lines)
 
 
+def test_compare_mean_pooling_json(texts_file, tmp_path, capsys):
+    out = tmp_path / "mean.json"
+    argv = ["compare", "--model", "tiny-random-gpt2", "--texts", str(texts_file), "--batch-size", "3"]
+    assert main([*argv, "--pooling", "mean", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "pooling mean" in printed
+    data = json.loads(out.read_text())
+    assert data["pooling"] == "mean"
+    assert data["strategies"]["right-naive"]["cause_kind"] == "pad-state"
+    assert data["strategies"]["left-naive"]["verdict"] == "corrupted"
+    assert data["strategies"]["right"]["verdict"] == "exact"
+    assert all(record["top1_agreement"] is None for record in data["strategies"].values())
+
+
+def test_an_unknown_pooling_is_a_usage_error(texts_file, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["compare", "--model", "tiny-random-llama", "--texts", str(texts_file), "--pooling", "max"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'max'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

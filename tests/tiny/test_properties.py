@@ -3,13 +3,16 @@
 For random texts, odd characters included, and random batch sizes and token budgets:
 
 * every strategy whose verdict on that model is exact agrees with ``single`` within
-  tolerance (cosine >= EXACT_COSINE at every layer, for every text);
+  tolerance (cosine >= EXACT_COSINE and relative L2 within CORRUPTED_RELATIVE_L2 at every
+  layer, for every text) under each pooling (last, mean, tokens: the same rows, row for row);
 * ``right-naive`` differs for exactly the texts that are shorter than the longest text
-  in their batch (they read a pad token's state) and agrees for the others;
+  in their batch (they read a pad token's state, count pads in their mean, or keep pad
+  positions as rows) and agrees for the others;
 * a text that tokenizes to zero tokens is refused with a :class:`TextsError` naming it;
 * texts that may end in the pad token (``<|im_end|>``, as chat data does): the exact
   strategies stay exact, and wherever ``right-naive`` differs its ``cause_kind`` is
-  ``pad-state`` (never ``cross-text``: the layout, not the token id, decides).
+  ``pad-state`` (never ``cross-text``: the layout, not the token id, decides), under
+  every pooling.
 
 Each tiny model is loaded once per module; ``extract_states`` is called directly.
 """
@@ -23,10 +26,12 @@ from hypothesis import strategies as st
 
 from extraction.compare import EXACT_COSINE, compare_strategies
 from extraction.extract import extract_states
-from extraction.metrics import cosine_similarity
+from extraction.metrics import cosine_similarity, per_text_token_metrics, relative_l2_error
 from extraction.models import LoadedModel, load_model
+from extraction.pooling import POOLINGS
 from extraction.strategies import REFERENCE, STRATEGIES, get_strategy
 from extraction.texts import TextsError, tokenize_texts
+from extraction.verdicts import CORRUPTED_RELATIVE_L2
 
 #: Strategies that are not exact in float32, per model (the rest must match ``single``).
 NOT_EXACT = {
@@ -88,17 +93,36 @@ def last_token_states(loaded: LoadedModel, tokenized, name: str, batch_size: int
     return extract_states(loaded, tokenized, name, batch_size, budget, keep_logits=False).hidden
 
 
+def per_text_measures(extraction, reference) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per text: the worst cosine (N,), the largest relative L2 (N,) over layers (and rows under
+    tokens), and whether the row count differs from the reference's (N,)."""
+    if extraction.pooling == "tokens":
+        measured = per_text_token_metrics(extraction.hidden, extraction.offsets, reference.hidden, reference.offsets)
+        cosine, relative, differ = measured["cosine"], measured["relative_l2"], measured["rows_differ"]
+    else:
+        cosine = cosine_similarity(extraction.hidden, reference.hidden)
+        relative = relative_l2_error(extraction.hidden, reference.hidden)
+        differ = torch.zeros(len(cosine), dtype=torch.bool)
+    return cosine.min(1).values, relative.max(1).values, differ
+
+
 @PROPERTY_SETTINGS
 @given(texts=texts_strategy, batch_size=batch_sizes, budget=budgets)
 def test_exact_strategies_agree_with_single(tiny: LoadedModel, texts, batch_size, budget):
     tokenized = tokenize_texts(tiny.tokenizer, texts, max_tokens=tiny.context_length)
-    reference = last_token_states(tiny, tokenized, REFERENCE, 1, budget)  # (N, L, d)
-    assert torch.isfinite(reference).all()
-    for name in STRATEGIES:
-        if name == REFERENCE or name in NOT_EXACT[tiny.name]:
-            continue
-        cosine = cosine_similarity(last_token_states(tiny, tokenized, name, batch_size, budget), reference)  # (N, L)
-        assert cosine.min() >= EXACT_COSINE, (name, cosine.min(1).values.tolist())
+    for pooling in POOLINGS:
+        reference = extract_states(tiny, tokenized, REFERENCE, 1, budget, keep_logits=False, pooling=pooling)
+        assert torch.isfinite(reference.hidden).all()
+        if pooling == "tokens":
+            assert reference.offsets.diff().tolist() == tokenized.lengths
+        for name in STRATEGIES:
+            if name == REFERENCE or name in NOT_EXACT[tiny.name]:
+                continue
+            extraction = extract_states(tiny, tokenized, name, batch_size, budget, keep_logits=False, pooling=pooling)
+            cosine, relative, differ = per_text_measures(extraction, reference)
+            assert not differ.any(), (name, pooling)
+            assert cosine.min() >= EXACT_COSINE, (name, pooling, cosine.tolist())
+            assert relative.max() <= CORRUPTED_RELATIVE_L2, (name, pooling, relative.tolist())
 
 
 @PROPERTY_SETTINGS
@@ -109,13 +133,22 @@ def test_right_naive_differs_exactly_for_the_shorter_texts_of_a_batch(tiny: Load
     reference = last_token_states(tiny, tokenized, REFERENCE, 1, budget)
     naive = last_token_states(tiny, tokenized, "right-naive", batch_size, budget)
     per_text_min = cosine_similarity(naive, reference).min(1).values  # (N,)
+    pooled = {
+        pooling: per_text_measures(
+            extract_states(tiny, tokenized, "right-naive", batch_size, budget, keep_logits=False, pooling=pooling),
+            extract_states(tiny, tokenized, REFERENCE, 1, budget, keep_logits=False, pooling=pooling),
+        )
+        for pooling in ("mean", "tokens")
+    }
     for group in get_strategy("right-naive").plan(lengths, batch_size, budget):
         longest = max(lengths[i] for i in group)
         for i in group:
-            if lengths[i] < longest:  # position -1 of this row is a pad token
-                assert per_text_min[i] < EXACT_COSINE, (i, lengths, group)
-            else:
-                assert per_text_min[i] >= EXACT_COSINE, (i, lengths, group)
+            shorter = lengths[i] < longest  # position -1 of this row is a pad token, and pads follow the text
+            assert (per_text_min[i] < EXACT_COSINE) == shorter, (i, lengths, group)
+            assert bool(pooled["tokens"][2][i]) == shorter, (i, lengths, group)  # pad positions kept as rows
+            assert pooled["tokens"][0][i] >= EXACT_COSINE  # the rows it shares with single are the tokens
+            if not shorter:  # pads counted in the mean can still average to a near-equal vector, so only this way
+                assert pooled["mean"][0][i] >= EXACT_COSINE, (i, lengths, group)
 
 
 @settings(
@@ -125,16 +158,20 @@ def test_right_naive_differs_exactly_for_the_shorter_texts_of_a_batch(tiny: Load
 def test_texts_ending_in_the_pad_token_keep_true_verdicts_and_causes(tiny: LoadedModel, texts, ends_in_pad, batch_size):
     pad = tiny.tokenizer.convert_ids_to_tokens(tiny.pad_token_id)  # '<|im_end|>': the eos token, as chat data ends
     texts = [text + pad if end else text for text, end in zip(texts, ends_in_pad, strict=False)]
-    report = compare_strategies(tiny, texts, batch_size=batch_size)
-    for name, comparison in report.strategies.items():
-        if name not in NOT_EXACT[tiny.name]:
-            assert (comparison.verdict, comparison.cause_kind) == ("exact", "none"), (name, comparison.cause)
-    naive = report.strategies["right-naive"]
-    assert not naive.extraction.saw_other_text.any()
-    if naive.verdict != "exact":
-        assert naive.cause_kind == "pad-state", naive.cause
-    differs = naive.cosine.min(1).values < EXACT_COSINE  # (N,)
-    assert (differs == naive.extraction.read_is_pad).all()  # exactly the texts read at a pad position
+    for pooling in POOLINGS:
+        report = compare_strategies(tiny, texts, batch_size=batch_size, pooling=pooling)
+        for name, comparison in report.strategies.items():
+            if name not in NOT_EXACT[tiny.name]:
+                assert (comparison.verdict, comparison.cause_kind) == ("exact", "none"), (name, pooling)
+        naive = report.strategies["right-naive"]
+        assert not naive.extraction.saw_other_text.any()
+        if naive.verdict != "exact":
+            assert naive.cause_kind == "pad-state", (pooling, naive.cause)
+        if pooling == "last":
+            differs = naive.cosine.min(1).values < EXACT_COSINE  # (N,)
+            assert (differs == naive.extraction.read_is_pad).all()  # exactly the texts read at a pad position
+        if pooling == "tokens":
+            assert (naive.rows_differ == naive.extraction.read_is_pad).all()  # exactly the texts with pad rows
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
