@@ -430,13 +430,13 @@ def card_numbers(min_cosine: float, top1_agreement: float | None, max_relative_l
 def pooling_line(report: ComparisonReport) -> str:
     """Markdown: the pooling a run's results show, and what it keeps of each text."""
     pooling = report.pooling
-    line = f"**Pooling: `{pooling}`**, {POOLING_SUMMARY[pooling]}"
+    line = f"**Pooling:** `{pooling}` ({POOLING_SUMMARY[pooling]}"
     if pooling == "tokens":
         line += (
             ", compared token by token: a text's figures are its worst token's, and a text with another "
             "number of rows than `single` gives is corrupted"
         )
-    return line + "."
+    return line + ")."
 
 
 def lm_head_unavailable(report: ComparisonReport, what: str) -> bool:

@@ -28,6 +28,9 @@ ATTENTION_CATEGORIES: tuple[tuple[str, str], ...] = tuple(zip(ATTENTION_LABELS, 
 POOLED_COLOR = "#000000"
 POOLED_PAD_COLOR = "#BB5566"
 
+#: Half the side of a pooled cell's outline, in cells (a cell spans 1; the gap between cells stays clear).
+FRAME_INSET = 0.44
+
 #: Above this many columns the tokens are not written inside the cells (only hover shows them).
 MAX_LABELLED_COLUMNS = 24
 
@@ -112,27 +115,40 @@ def batch_layout_figure(
 
 
 def _add_pooled_frames(figure: go.Figure, layout: BatchLayout, text_indices: Sequence[int], pooling: Pooling) -> None:
-    """Frames on the pooled cells: black on a text's own positions, red on pad positions."""
+    """Frames on the pooled cells: black on a text's own positions, red on pad positions.
+
+    ``last``: one bold square marker per text (the position read). ``mean``/``tokens``: an
+    outline inside every pooled cell, drawn in data coordinates so that it fits the cell
+    whatever its width and leaves the token and its position id readable."""
     cells = pooled_cells(layout, pooling)
-    # Under last one bold frame per text; under mean/tokens many, so thinner ones.
-    size, width = (30, 3) if pooling == "last" else (27, 2)
     for is_pad, color, label in zip(
         (False, True), (POOLED_COLOR, POOLED_PAD_COLOR), POOLED_LEGEND[pooling], strict=True
     ):
         chosen = cells["is_pad"] == is_pad
         if not bool(chosen.any()):
             continue
-        owners = [f"text {text_indices[int(k)] + 1}" for k in cells["owner"][chosen]]
-        figure.add_trace(
-            go.Scatter(
-                x=cells["cols"][chosen].tolist(),
-                y=cells["rows"][chosen].tolist(),
-                customdata=owners,
-                mode="markers",
-                marker={"symbol": "square-open", "size": size, "color": color, "line": {"width": width}},
-                name=label,
-                hovertemplate=f"%{{customdata}}: {label}<extra></extra>",
+        rows, cols = cells["rows"][chosen].tolist(), cells["cols"][chosen].tolist()
+        if pooling == "last":
+            owners = [f"text {text_indices[int(k)] + 1}" for k in cells["owner"][chosen]]
+            figure.add_trace(
+                go.Scatter(
+                    x=cols,
+                    y=rows,
+                    customdata=owners,
+                    mode="markers",
+                    marker={"symbol": "square-open", "size": 30, "color": color, "line": {"width": 3}},
+                    name=label,
+                    hovertemplate=f"%{{customdata}}: {label}<extra></extra>",
+                )
             )
+            continue
+        x: list[float | None] = []
+        y: list[float | None] = []
+        for row, col in zip(rows, cols, strict=True):  # a closed outline per cell, None between cells
+            x += [col - FRAME_INSET, col + FRAME_INSET, col + FRAME_INSET, col - FRAME_INSET, col - FRAME_INSET, None]
+            y += [row - FRAME_INSET, row - FRAME_INSET, row + FRAME_INSET, row + FRAME_INSET, row - FRAME_INSET, None]
+        figure.add_trace(
+            go.Scatter(x=x, y=y, mode="lines", line={"color": color, "width": 2}, name=label, hoverinfo="skip")
         )
 
 

@@ -12,6 +12,7 @@ import torch
 
 from extraction import layout_views, plotting, predictions
 from extraction.compare import VERDICTS, compare_strategies
+from extraction.plotting import layouts
 from extraction.strategies import STRATEGIES, get_strategy
 
 TEXTS = ["The capital of France is", "Hello", "Once upon a time, in a small village by the sea, there", "2 + 2 ="]
@@ -191,8 +192,15 @@ def test_batch_layout_marks_padding_tokens_and_read_positions():
 
 
 def _frames(figure) -> dict[str, list[tuple[int, int]]]:
-    """The pooled-cell frames of a layout figure: legend name -> sorted (row, column) cells."""
-    return {trace.name: sorted(zip(trace.y, trace.x, strict=True)) for trace in figure.data[1:]}
+    """The pooled-cell outlines of a layout figure: legend name -> sorted (row, column) cells
+    (each outline is 5 corners and a None; its first corner is the cell's top left)."""
+    return {
+        trace.name: sorted(
+            (round(row + layouts.FRAME_INSET), round(col + layouts.FRAME_INSET))
+            for row, col in zip(trace.y[0::6], trace.x[0::6], strict=True)
+        )
+        for trace in figure.data[1:]
+    }
 
 
 def test_layout_marks_the_pooled_cells_under_mean_and_tokens():
