@@ -99,3 +99,28 @@ def test_bug_preset_goes_back_to_last(mean_run):
     assert not mean_run.exception
     assert mean_run.radio(key="home.pooling").value == "last"
     assert mean_run.session_state[ui.KEY_RUN].report.pooling == "last"
+
+
+def test_tokens_run_loads_every_page():
+    at = AppTest.from_file(APP, default_timeout=TIMEOUT).run()
+    at.selectbox(key=ui.KEY_MODEL_CHOICE).set_value("tiny-random-gpt2")
+    at.multiselect(key="home.strategies").set_value(["right-naive", "right"])
+    at.text_area(key="home.texts").input("Hello\nThe capital of France is\n2 + 2 =")
+    at.radio(key="home.pooling").set_value("tokens")
+    at.button(key="home.run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    report = at.session_state[ui.KEY_RUN].report
+    assert report.pooling == "tokens"
+    # Pad positions kept as rows: right-naive has other row counts than single; right keeps the tokens.
+    assert {name: c.verdict for name, c in report.strategies.items()} == {
+        "single": "exact",
+        "right-naive": "corrupted",
+        "right": "exact",
+    }
+    assert at.dataframe[0].value["top1_agreement"].tolist() == [NOT_APPLICABLE] * 3
+    for page in ("pages/1_Layers.py", "pages/2_Predictions.py", "pages/3_How_it_works.py"):
+        at.switch_page(page).run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+        assert ui.pooling_line(report) in _markdown(at)
+    kept = [chart for chart in at.get("plotly_chart") if POOLED_LEGEND["tokens"][1] in chart.proto.spec]
+    assert kept  # How it works: right-naive's pad positions framed as kept rows
