@@ -13,6 +13,8 @@ from pathlib import Path
 import streamlit as st
 
 import ui
+from extraction.pooling import DEFAULT_POOLING, POOLING_SUMMARY, POOLINGS
+from extraction.predictions import LM_HEAD_ONLY_LAST
 from extraction.report_html import comparison_report_html
 from extraction.samples import SAMPLE_TEXTS
 from extraction.strategies import REFERENCE, STRATEGIES
@@ -25,6 +27,7 @@ KEY_BATCH_SIZE = "home.batch_size"
 KEY_TEXTS = "home.texts"
 KEY_UPLOAD = "home.upload"
 KEY_CHAT = "home.chat"
+KEY_POOLING = "home.pooling"
 KEY_RUN_REQUESTED = "home.run_requested"
 
 STRATEGY_CHOICES = [name for name in STRATEGIES if name != REFERENCE]
@@ -40,6 +43,7 @@ BUG_PRESET = {
     KEY_BATCH_SIZE: 4,
     KEY_TEXTS: "\n".join(SAMPLE_TEXTS),
     KEY_CHAT: False,
+    KEY_POOLING: "last",  # the classic read-position mistakes
     KEY_RUN_REQUESTED: True,  # and run it
 }
 
@@ -54,8 +58,9 @@ def home() -> None:
         "Hidden states extracted in padded batches can differ from what the model computes on each text "
         "alone: a pad token's state read instead of the last word, positions shifted, packed texts "
         "attending to each other. A probe trained on them learns the corruption. This page extracts the "
-        "last-token state of every layer with each **padding strategy** and compares it with "
-        "**single-sample extraction** (one text per forward pass, the ground truth)."
+        "state of every layer (the last token's, the mean over the text's tokens, or every token's: the "
+        "**pooling**) with each **padding strategy** and compares it with **single-sample extraction** (one "
+        "text per forward pass, the ground truth)."
     )
 
     preset_column, preset_note = st.columns([1, 3], vertical_alignment="center")
@@ -76,7 +81,12 @@ def home() -> None:
 
     st.subheader("Run a comparison")
     ui.set_defaults(
-        {KEY_STRATEGIES: STRATEGY_CHOICES, KEY_BATCH_SIZE: DEFAULT_BATCH_SIZE, KEY_TEXTS: "\n".join(SAMPLE_TEXTS)}
+        {
+            KEY_STRATEGIES: STRATEGY_CHOICES,
+            KEY_BATCH_SIZE: DEFAULT_BATCH_SIZE,
+            KEY_TEXTS: "\n".join(SAMPLE_TEXTS),
+            KEY_POOLING: DEFAULT_POOLING,
+        }
     )
     options_column, texts_column = st.columns([1, 2])
     with options_column:
@@ -94,6 +104,16 @@ def home() -> None:
             1,
             64,
             "Texts per forward pass. Padding bugs need texts of different lengths in one batch.",
+        )
+        pooling = st.radio(
+            "Pooling",
+            POOLINGS,
+            key=KEY_POOLING,
+            horizontal=True,
+            persist_state="session",
+            help="What each text's state is: "
+            + "; ".join(f"**{name}**: {about}" for name, about in POOLING_SUMMARY.items())
+            + ". Under mean and tokens, lm_head agreement (top-1, KL) is n/a: it is defined for the last token only.",
         )
     with texts_column:
         text_box = st.text_area(
@@ -128,7 +148,9 @@ def home() -> None:
         loaded = ui.load_model_or_error(settings) if inputs is not None else None
         if loaded is not None:
             run = ui.run_guarded(
-                lambda: ui.run_comparison(loaded, texts, strategies, int(batch_size), settings, source, as_chat),
+                lambda: ui.run_comparison(
+                    loaded, texts, strategies, int(batch_size), settings, source, as_chat, pooling
+                ),
                 prefix="The run failed",
             )
             if run is not None:
@@ -147,6 +169,9 @@ def home() -> None:
         f"**Model:** {run.model_description}. **{len(report.tokenized)} texts** from the {run.source}, "
         f"batch size {report.batch_size}; computed in {run.seconds:.1f} s."
     )
+    st.markdown(ui.pooling_line(report))
+    if report.pooling != pooling:
+        st.info(f"These results use pooling `{report.pooling}`; click **Run** to see `{pooling}`.", icon="ℹ️")
     for note in report.notes:
         st.warning(note, icon="⚠️")
     if run.texts_dropped:
@@ -155,12 +180,9 @@ def home() -> None:
             + ui.MORE_TEXTS_HINT,
             icon="⚠️",
         )
-    st.caption(
-        f"**exact**: min cosine ≥ {ui.EXACT_COSINE} over all texts and layers and the same top-1 next token for every "
-        f"text; **drift**: min cosine ≥ {ui.DRIFT_COSINE}; **corrupted**: anything else, any relative L2 error "
-        f"above {ui.CORRUPTED_RELATIVE_L2} (cosine misses errors along a massive-activation dimension), or NaN/inf. "
-        "`single` is the reference."
-    )
+    st.caption(ui.verdict_rule(report.pooling))
+    if report.pooling != "last":
+        st.caption(f"**top-1 agreement, KL: n/a.** {LM_HEAD_ONLY_LAST}")
 
     compared = [name for name in report.strategies if name != REFERENCE]
     columns_per_row = 3
@@ -181,23 +203,8 @@ def home() -> None:
                 st.markdown(comparison.cause)
 
     st.subheader("Summary")
-    summary = report.summary_frame()
-    st.dataframe(
-        summary,
-        hide_index=True,
-        column_config={
-            "min_cosine": st.column_config.NumberColumn("min cosine", format="%.6f"),
-            "mean_cosine": st.column_config.NumberColumn("mean cosine", format="%.6f"),
-            "max_relative_l2": st.column_config.NumberColumn("max relative L2", format="%.4f"),
-            "cause_kind": st.column_config.TextColumn("cause kind"),
-            "top1_agreement": st.column_config.NumberColumn("top-1 agreement", format="percent"),
-            "mean_kl": st.column_config.NumberColumn("mean KL (nats)", format="%.2e"),
-            "pad_fraction": st.column_config.NumberColumn("padding", format="percent"),
-            "tokens_per_second": st.column_config.NumberColumn("tokens/s", format="%.0f"),
-            "cause": st.column_config.TextColumn("cause", width="large"),
-        },
-        key="home.summary",
-    )
+    summary, summary_columns = ui.summary_table(report)
+    st.dataframe(summary, hide_index=True, column_config=summary_columns, key="home.summary")
     st.caption(
         "Per-layer details: **Layers**; next-token predictions: **Predictions**; batch pictures: **How it works**."
     )
@@ -224,7 +231,7 @@ def home() -> None:
     ui.download_button(
         download_columns[0],
         "Summary (CSV)",
-        lambda: summary.to_csv(index=False),
+        lambda: report.summary_frame().to_csv(index=False),
         "padding-audit-summary.csv",
         "home.download.summary",
     )

@@ -59,7 +59,8 @@ from extraction.examples import example_states
 from extraction.export import parse_layers
 from extraction.models import ATTN_IMPLEMENTATIONS, DEFAULT_MODEL, DTYPES, MODEL_PRESETS, LoadedModel, load_model
 from extraction.plotting.style import VERDICT_COLORS, VERDICT_ICONS, VERDICT_TEXT_COLORS, strategy_color
-from extraction.predictions import TOP_K, token_strings, top_k_frame
+from extraction.pooling import DEFAULT_POOLING, POOLING_SUMMARY, Pooling
+from extraction.predictions import LM_HEAD_ONLY_LAST, NOT_APPLICABLE, TOP_K, has_lm_head, token_strings, top_k_frame
 from extraction.probe import LabelledTexts
 from extraction.probe_inputs import data_digest
 from extraction.probe_sweep import ProbeSweep, run_probe_sweep
@@ -93,6 +94,8 @@ __all__ = [
     "load_model_or_error",
     "metric_row",
     "model_in_use",
+    "pooling_line",
+    "lm_head_unavailable",
     "page_files",
     "progress_callback",
     "register_home_page",
@@ -107,7 +110,9 @@ __all__ = [
     "sidebar_model_picker",
     "sidebar_run_summary",
     "store_run",
+    "summary_table",
     "texts_from_inputs",
+    "verdict_rule",
     "whole_number_input",
     "strategy_cause_line",
     "strategy_chip",
@@ -390,9 +395,9 @@ def cause_message(likely_cause: str | None, cause: str) -> None:
         st.error(f"**{likely_cause}**: {cause}", icon="🔎")
 
 
-def card_numbers(min_cosine: float, top1_agreement: float, max_relative_l2: float | None = None) -> str:
+def card_numbers(min_cosine: float, top1_agreement: float | None, max_relative_l2: float | None = None) -> str:
     """HTML: the headline numbers of a verdict card (min cosine, max relative L2 when given,
-    top-1 agreement), side by side, sized to fit a narrow card."""
+    top-1 agreement, "n/a" when None: outside ``last`` pooling), side by side, sized to fit a narrow card."""
 
     def cell(label: str, value: str, help_text: str) -> str:
         return (
@@ -413,9 +418,67 @@ def card_numbers(min_cosine: float, top1_agreement: float, max_relative_l2: floa
         '<div style="display:flex;gap:1.5rem;flex-wrap:wrap;margin:0.2rem 0 0.6rem 0">'
         + cell("min cosine", cosine_text, "lowest cosine similarity to single over all texts and layers")
         + relative
-        + cell("top-1 agreement", f"{top1_agreement:.0%}", "texts whose lm_head top-1 token equals single's")
+        + (
+            cell("top-1 agreement", NOT_APPLICABLE, LM_HEAD_ONLY_LAST)
+            if top1_agreement is None
+            else cell("top-1 agreement", f"{top1_agreement:.0%}", "texts whose lm_head top-1 token equals single's")
+        )
         + "</div>"
     )
+
+
+def pooling_line(report: ComparisonReport) -> str:
+    """Markdown: the pooling a run's results show, and what it keeps of each text."""
+    pooling = report.pooling
+    line = f"**Pooling:** `{pooling}` ({POOLING_SUMMARY[pooling]}"
+    if pooling == "tokens":
+        line += (
+            ", compared token by token: a text's figures are its worst token's, and a text with another "
+            "number of rows than `single` gives is corrupted"
+        )
+    return line + ")."
+
+
+def lm_head_unavailable(report: ComparisonReport, what: str) -> bool:
+    """True, after an ``st.info`` saying why, when ``report``'s pooling has no lm_head measures
+    (``what``: the chart or table that is not drawn); False under ``last``."""
+    if has_lm_head(report):
+        return False
+    st.info(f"{what}: not drawn for pooling `{report.pooling}`. {LM_HEAD_ONLY_LAST}", icon="ℹ️")
+    return True
+
+
+def verdict_rule(pooling: Pooling) -> str:
+    """Markdown: the verdict rule as it applies under ``pooling`` (the top-1 part under ``last`` only)."""
+    same_top1 = " and the same top-1 next token for every text" if pooling == "last" else ""
+    rows = "; under `tokens`, a text with another number of rows than `single`'s" if pooling == "tokens" else ""
+    return (
+        f"**exact**: min cosine ≥ {EXACT_COSINE} over all texts and layers{same_top1}; **drift**: min cosine ≥ "
+        f"{DRIFT_COSINE}; **corrupted**: anything else, any relative L2 error above {CORRUPTED_RELATIVE_L2} "
+        f"(cosine misses errors along a massive-activation dimension), or NaN/inf{rows}. `single` is the reference."
+    )
+
+
+def summary_table(report: ComparisonReport) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """(frame, column_config) of Home's summary table: :meth:`ComparisonReport.summary_frame`,
+    with top-1 agreement and mean KL shown as "n/a" where the pooling has no lm_head measures."""
+    frame = report.summary_frame()
+    config = {
+        "min_cosine": st.column_config.NumberColumn("min cosine", format="%.6f"),
+        "mean_cosine": st.column_config.NumberColumn("mean cosine", format="%.6f"),
+        "max_relative_l2": st.column_config.NumberColumn("max relative L2", format="%.4f"),
+        "cause_kind": st.column_config.TextColumn("cause kind"),
+        "top1_agreement": st.column_config.NumberColumn("top-1 agreement", format="percent"),
+        "mean_kl": st.column_config.NumberColumn("mean KL (nats)", format="%.2e"),
+        "pad_fraction": st.column_config.NumberColumn("padding", format="percent"),
+        "tokens_per_second": st.column_config.NumberColumn("tokens/s", format="%.0f"),
+        "cause": st.column_config.TextColumn("cause", width="large"),
+    }
+    if not has_lm_head(report):
+        for column, label in (("top1_agreement", "top-1 agreement"), ("mean_kl", "mean KL (nats)")):
+            frame[column] = NOT_APPLICABLE
+            config[column] = st.column_config.TextColumn(label, help=LM_HEAD_ONLY_LAST)
+    return frame, config
 
 
 def strategy_cause_line(report: ComparisonReport, name: str) -> str:
@@ -488,7 +551,7 @@ def sidebar_run_summary(run: RunResult | None = None) -> None:
         st.header("Results shown")
         st.caption(
             f"**{run.settings.name}**, {report.dtype}, attention {report.attn_implementation}, "
-            f"batch size {report.batch_size}; {len(report.tokenized)} texts ({run.source}); "
+            f"batch size {report.batch_size}, pooling {report.pooling}; {len(report.tokenized)} texts ({run.source}); "
             f"{report.num_layers} hidden states (embeddings + {report.num_layers - 1} layers)."
         )
         if report.is_random:
@@ -529,10 +592,13 @@ def run_comparison(
     settings: ModelSettings,
     source: str = "text box",
     as_chat: bool = False,
+    pooling: Pooling = DEFAULT_POOLING,
 ) -> RunResult:
-    """Compare ``strategies`` on ``texts`` with a progress bar naming the strategy being extracted.
-    Chat conversations, and with ``as_chat`` every plain text (one user turn), are rendered
-    with the model's chat template first (:func:`~extraction.chat.format_texts`).
+    """Compare ``strategies`` on ``texts``, pooled by ``pooling``, with a progress bar naming
+    the strategy being extracted. Chat conversations, and with ``as_chat`` every plain text
+    (one user turn), are rendered with the model's chat template first
+    (:func:`~extraction.chat.format_texts`). The run is kept in the session
+    (:func:`store_run`): a new pooling is a new run, never a stale one.
 
     Raises what :func:`~extraction.compare.compare_strategies` raises (``TextsError`` for
     unusable texts or a model without a chat template, ``ValueError`` for bad options).
@@ -545,11 +611,12 @@ def run_comparison(
     start = time.perf_counter()
     with model_in_use():
         report = compare_strategies(
-            loaded, tokenized, strategies, batch_size=batch_size, progress=progress_callback(bar)
+            loaded, tokenized, strategies, batch_size=batch_size, progress=progress_callback(bar), pooling=pooling
         )
     bar.progress(1.0, text="Comparing with single-sample extraction…")
     tokenizer = loaded.tokenizer
-    strings = token_strings(tokenizer.decode, tokenized.token_ids)
+    # The report's texts: under tokens pooling the comparison may cap them (a note says so).
+    strings = token_strings(tokenizer.decode, report.tokenized.token_ids)
     top_k = top_k_frame(report, lambda token: tokenizer.decode([token]), k=TOP_K)
     seconds = time.perf_counter() - start
     bar.empty()

@@ -1,6 +1,8 @@
 """What the "How it works" pictures show, computed (no drawing here): the forward passes a
 strategy makes on some texts, the token in each cell of a pass, who each position can
-attend to, and one sentence per text on where it is read and what that position saw.
+attend to, the positions pooled into each text's state (:func:`pooled_cells`: the read
+position under ``last``, the positions averaged under ``mean`` or kept under ``tokens``),
+and one sentence per text on where it is read (or pooled) and what those positions saw.
 
 :mod:`extraction.plotting.layouts` draws these; the dashboard's page chooses with them.
 """
@@ -12,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .pooling import Pooling, pooled_positions, span_facts
 from .strategies import BatchLayout, get_strategy
 
 if TYPE_CHECKING:
@@ -24,6 +27,21 @@ ATTENTION_LABELS: tuple[str, ...] = (
     "sees ANOTHER text",
     "sees padding",
 )
+
+#: What the frames of a layout picture mark, per pooling (captions of the picture).
+POOLED_MARKS: dict[str, str] = {
+    "last": "a black frame marks the position read",
+    "mean": "a black frame marks each position averaged into its text's state; a red frame, a pad position "
+    "counted in the mean",
+    "tokens": "a black frame marks each position kept as a row of its text; a red frame, a pad position kept "
+    "as if it were a token",
+}
+#: The legend of the pooled frames, per pooling: (a text's own position, a pad position).
+POOLED_LEGEND: dict[str, tuple[str, str]] = {
+    "last": ("position read", "pad position read"),
+    "mean": ("averaged (mean)", "pad counted in the mean"),
+    "tokens": ("kept as a row (tokens)", "pad kept as a row"),
+}
 
 
 def plan_layouts(
@@ -74,10 +92,25 @@ def attention_categories(layout: BatchLayout, row: int) -> torch.Tensor:
     return torch.where(visible, category, torch.zeros_like(category))
 
 
+def pooled_cells(layout: BatchLayout, pooling: Pooling) -> dict[str, torch.Tensor]:
+    """The cells that make each text's state under ``pooling``, from the layout itself
+    (:func:`~extraction.pooling.pooled_positions`): ``rows``, ``cols``, ``owner`` (the text
+    ``k`` of the pass each belongs to) and ``is_pad`` (the cell holds padding), each ``(P,)``.
+    ``last``: the read positions; ``mean``: the positions averaged; ``tokens``: those kept."""
+    rows, cols, owner = pooled_positions(layout, pooling)
+    return {"rows": rows, "cols": cols, "owner": owner, "is_pad": layout.segment_ids[rows, cols] < 0}
+
+
 def read_descriptions(
-    layout: BatchLayout, token_strings: Sequence[Sequence[str]], text_indices: Sequence[int]
+    layout: BatchLayout,
+    token_strings: Sequence[Sequence[str]],
+    text_indices: Sequence[int],
+    pooling: Pooling = "last",
 ) -> list[str]:
-    """One sentence per text of the pass: where it is read and what that position could see."""
+    """One sentence per text of the pass: where it is read (``last``) or which positions are
+    pooled into it (``mean``, ``tokens``), and what those positions could see."""
+    if pooling != "last":
+        return _pooled_descriptions(layout, token_strings, text_indices, pooling)
     facts = layout.read_facts()
     segments = layout.segment_ids
     sentences = []
@@ -107,6 +140,50 @@ def read_descriptions(
             )
         else:
             what = "it sees only its own tokens, at their own positions"
+        sentences.append(f"{where}: {what}.")
+    return sentences
+
+
+def _pooled_descriptions(
+    layout: BatchLayout, token_strings: Sequence[Sequence[str]], text_indices: Sequence[int], pooling: Pooling
+) -> list[str]:
+    """:func:`read_descriptions` under ``mean``/``tokens``: the span pooled per text, pads in it,
+    what it could see, and its position ids against those the text has alone."""
+    cells = pooled_cells(layout, pooling)
+    facts = span_facts(layout, pooling)
+    positions = layout.effective_position_ids()  # (B, T)
+    verb = "averaged over" if pooling == "mean" else "kept as rows from"
+    sentences = []
+    for k, text_index in enumerate(text_indices):
+        mine = cells["owner"] == k  # (P,)
+        rows, cols, is_pad = cells["rows"][mine], cells["cols"][mine], cells["is_pad"][mine]
+        tokens = len(token_strings[text_index])
+        pads = int(is_pad.sum())
+        span = ", ".join(
+            f"row {int(row)}, columns {int(cols[rows == row].min())}-{int(cols[rows == row].max())}"
+            for row in rows.unique()
+        )
+        counted = f"{len(rows)} positions: {len(rows) - pads} of its {tokens} tokens" + (
+            f" and {pads} pad positions" if pads else ""
+        )
+        where = f"Text {text_index + 1} is {verb} {span} ({counted})"
+        own_positions = positions[rows[~is_pad], cols[~is_pad]]  # (n,)
+        if pads and pooling == "mean":
+            what = "the pad positions' states are counted in the mean: a corrupted state"
+        elif pads:
+            what = f"the pad positions are stored as if they were tokens: {len(rows)} rows for {tokens} tokens"
+        elif bool(facts["saw_other_text"][k]):
+            what = "its positions attend to another text's tokens: contaminated states"
+        elif bool(facts["saw_padding"][k]):
+            what = "its positions attend to padding"
+        elif not torch.equal(own_positions, torch.arange(len(own_positions))):
+            what = (
+                f"its position ids run {int(own_positions.min())}-{int(own_positions.max())} where they would be "
+                f"0-{len(own_positions) - 1} alone, which changes the states on models with absolute position "
+                "embeddings"
+            )
+        else:
+            what = "only its own tokens, at their own positions, seeing only its own text"
         sentences.append(f"{where}: {what}.")
     return sentences
 

@@ -1,10 +1,12 @@
 """A comparison as one self-contained HTML file, to share with people who will not run anything.
 
 :func:`comparison_report_html` turns a :class:`~extraction.compare.ComparisonReport` into
-one page: the run's settings, one verdict card per strategy with its cause, the notes
-(random weights, the pad token, texts cut to the context), the per-layer figure, the
-predictions figure, the batch layout of the worst strategy with a sentence per text, the
-summary table, the texts, and the library versions. The figures are the package's own
+one page: the run's settings (the pooling among them), one verdict card per strategy with
+its cause, the notes (random weights, the pad token, texts cut to the context, tokens
+capped), the per-layer figure, the predictions figure (``last`` pooling only: lm_head
+agreement is not defined for a mean or every token, and the page says so), the batch
+layout of the worst strategy with its pooled positions marked and a sentence per text,
+the summary table, the texts, and the library versions. The figures are the package's own
 (:mod:`extraction.plotting`); plotly.js is inlined once, in the page's head, and every
 figure calls it, so the file opens offline with working charts and nothing is fetched.
 Every text from the run (texts, causes, notes, model names, settings) is HTML-escaped;
@@ -28,8 +30,9 @@ from plotly.offline import get_plotlyjs
 from . import layout_views, plotting, predictions
 from .export import library_versions
 from .plotting.style import VERDICT_COLORS, VERDICT_ICONS, VERDICT_TEXT_COLORS
+from .pooling import POOLING_SUMMARY
 from .strategies import REFERENCE, STRATEGIES
-from .verdicts import DRIFT_COSINE, EXACT_COSINE
+from .verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE, EXACT_COSINE
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -93,13 +96,15 @@ def _card(report: ComparisonReport, name: str) -> str:
     swatch = f'<span class="swatch" style="background:{plotting.strategy_color(name)}"></span>'
     summary = STRATEGIES[name].summary if name in STRATEGIES else ""
     cosine = "NaN" if comparison.min_cosine != comparison.min_cosine else f"{comparison.min_cosine:.6f}"
+    top1 = comparison.top1_agreement
+    top1_text = predictions.NOT_APPLICABLE if top1 is None else f"{top1:.0%}"
     return (
         f'<div class="card" data-strategy="{_e(name)}" data-verdict="{_e(verdict)}">'
         f"<div>{swatch}<code>{_e(name)}</code> &nbsp; {badge}</div>"
         f'<div class="muted">{_e(summary)}</div>'
         '<div class="numbers">'
         f"<div><div>min cosine</div><div>{cosine}</div></div>"
-        f"<div><div>top-1 agreement</div><div>{comparison.top1_agreement:.0%}</div></div></div>"
+        f"<div><div>top-1 agreement</div><div>{top1_text}</div></div></div>"
         f'<div class="cause">{_e(comparison.cause)}</div></div>'
     )
 
@@ -114,7 +119,10 @@ def _summary_table(report: ComparisonReport) -> str:
     header = "".join(f"<th>{_e(column)}</th>" for column in frame.columns)
     rows = []
     for record in frame.itertuples(index=False):
-        cells = [f"{value:.6g}" if isinstance(value, float) else str(value) for value in record]
+        cells = [
+            f"{value:.6g}" if isinstance(value, float) else predictions.NOT_APPLICABLE if value is None else str(value)
+            for value in record
+        ]
         rows.append("<tr>" + "".join(f"<td>{_e(cell)}</td>" for cell in cells) + "</tr>")
     return f"<table><tr>{header}</tr>{''.join(rows)}</table>"
 
@@ -132,8 +140,9 @@ def _layout_section(report: ComparisonReport, token_strings: Sequence[Sequence[s
         token_strings,
         texts,
         title=f"{name}: forward pass 1 of {len(passes)} on texts {', '.join(str(i + 1) for i in texts)}",
+        pooling=report.pooling,
     )
-    sentences = layout_views.read_descriptions(layout, token_strings, texts)
+    sentences = layout_views.read_descriptions(layout, token_strings, texts, report.pooling)
     strategy = STRATEGIES.get(name)
     about = (
         f"<p><b>What it does.</b> {_e(strategy.summary)} <b>When it breaks.</b> {_e(strategy.breaks_when)}</p>"
@@ -143,8 +152,9 @@ def _layout_section(report: ComparisonReport, token_strings: Sequence[Sequence[s
     return (
         f"<h2>How the worst strategy lays out the texts: <code>{_e(name)}</code></h2>"
         f'<p class="muted">Rows are batch rows, columns positions; each text has its own colour, padding is white '
-        f"(<code>pad</code>); the small number in a cell is the position id; a black frame marks the position "
-        f"read. Texts laid out together as one batch of {len(chosen)} (the run used batch size "
+        f"(<code>pad</code>); the small number in a cell is the position id; "
+        f"{_e(layout_views.POOLED_MARKS[report.pooling])}. Texts laid out together as one batch of {len(chosen)} "
+        f"(the run used batch size "
         f"{report.batch_size}).</p>{about}"
         + _figure(figure, "figure-layout")
         + "<ul>"
@@ -186,11 +196,14 @@ def comparison_report_html(
         ("absolute position embeddings", "yes" if report.uses_absolute_positions else "no"),
         ("texts", f"{len(report.tokenized)} ({sum(report.tokenized.lengths)} tokens)"),
         ("batch size", report.batch_size),
+        ("pooling", f"{report.pooling}: {POOLING_SUMMARY[report.pooling]}"),
         ("strategies", ", ".join(report.strategies)),
         (
             "thresholds",
-            f"exact: min cosine >= {EXACT_COSINE} and the same top-1 token; drift: >= {DRIFT_COSINE}; "
-            "corrupted: anything else, or NaN/inf",
+            f"exact: min cosine >= {EXACT_COSINE}"
+            + (" and the same top-1 token" if predictions.has_lm_head(report) else "")
+            + f"; drift: >= {DRIFT_COSINE}; corrupted: anything else, relative L2 above {CORRUPTED_RELATIVE_L2}, "
+            "or NaN/inf",
         ),
         *(settings or {}).items(),
         ("created", datetime.now(UTC).isoformat(timespec="seconds")),
@@ -199,8 +212,8 @@ def comparison_report_html(
     sections = [
         f"<h1>{_e(title)}</h1>",
         '<p class="muted">Hidden states extracted in padded batches compared with single-sample extraction (one '
-        "text per forward pass, the ground truth): the last real token's state at every layer, per padding "
-        "strategy.</p>",
+        f"text per forward pass, the ground truth): {_e(POOLING_SUMMARY[report.pooling])} at every layer "
+        f"(pooling <code>{_e(report.pooling)}</code>), per padding strategy.</p>",
         "<h2>Settings</h2>",
         _table(run_settings),
         notes,
@@ -214,7 +227,10 @@ def comparison_report_html(
             "<h2>Per layer</h2>",
             _figure(plotting.one_minus_cosine_figure(report, compared), "figure-layers"),
             "<h2>Predictions</h2>",
-            _figure(plotting.top1_kl_figure(report, compared), "figure-predictions"),
+            _figure(plotting.top1_kl_figure(report, compared), "figure-predictions")
+            if predictions.has_lm_head(report)
+            else f'<p class="muted" id="predictions-not-applicable">Not drawn for pooling <code>'
+            f"{_e(report.pooling)}</code>: {_e(predictions.LM_HEAD_ONLY_LAST)}</p>",
             _layout_section(report, token_strings, pad_token_id),
         ]
     texts = "".join(f"<li>{_e(text)}</li>" for text in report.texts)

@@ -15,12 +15,13 @@ report = run.report
 
 st.title("Layers")
 st.markdown(
-    "For every text, the last real token's hidden state at each layer is compared with the state "
+    "For every text, its hidden state at each layer (pooled as below) is compared with the state "
     "single-sample extraction gives (`single`: one text per forward pass). **Cosine 1** means the "
     "same direction; a corrupted strategy falls far below. Layer 0 is the embeddings: a difference "
     "there means the wrong token or position was read; a difference that appears only later comes "
     "from attention (padding or another text seen)."
 )
+st.markdown(ui.pooling_line(report))
 
 compared = [name for name in report.strategies if name != REFERENCE]
 if not compared:

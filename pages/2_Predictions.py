@@ -20,6 +20,7 @@ st.markdown(
     "single-sample model's; the right one is the KL divergence between the two next-token "
     "distributions (0 when identical)."
 )
+st.markdown(ui.pooling_line(report))
 if report.is_random:
     st.warning(
         f"{report.model} has random weights: the predicted tokens are noise, but whether a strategy "
@@ -30,6 +31,11 @@ if report.is_random:
 compared = [name for name in report.strategies if name != REFERENCE]
 if not compared:
     st.info("This run compared no strategy with `single`: choose some on the Home page.")
+    st.stop()
+if ui.lm_head_unavailable(report, "The top-1 / KL chart, the top next tokens table and the logit lens"):
+    st.caption(
+        "Run with pooling `last` on Home to see them; **Layers** and **How it works** show this pooling's results."
+    )
     st.stop()
 
 bars = plotting.top1_kl_figure(report, compared)

@@ -22,14 +22,16 @@ st.title("How it works")
 st.markdown(
     "A model given a batch sees a rectangle of tokens: shorter texts are filled with **padding**, "
     "an **attention mask** says which positions each token may look at, and **position ids** say "
-    "where each token sits. Each strategy fills that rectangle differently and reads each text's "
-    "state at one position. The pictures below lay out the texts you ran, with their real tokens."
+    "where each token sits. Each strategy fills that rectangle differently and pools each text's "
+    "state from some of its positions. The pictures below lay out the texts you ran, with their real tokens."
 )
+st.markdown(ui.pooling_line(report))
 st.markdown(
     "- **Layout**: one row per batch row; colour = which text; white `pad` = padding; the small "
-    "number under each token is its position id; a black frame marks the position read.\n"
+    f"number under each token is its position id; {layout_views.POOLED_MARKS[report.pooling]}.\n"
     "- **Attention**: for one batch row, which positions (down) can attend to which (across). "
-    "**Red** means a text attends to another text (a leak); grey means it attends to padding."
+    "**Red** means a text attends to another text (a leak); grey means it attends to padding; an arrow "
+    "marks the positions pooled."
 )
 
 texts = report.texts
@@ -78,6 +80,7 @@ for tab, name in zip(tabs, names, strict=True):
                     run.token_strings,
                     group_texts,
                     title=f"{name}: forward pass {number} of {len(passes)}, {layout.shape[0]} x {layout.shape[1]}",
+                    pooling=report.pooling,
                 ),
                 key=f"how.layout.{name}.{number}",
             )
@@ -85,14 +88,21 @@ for tab, name in zip(tabs, names, strict=True):
             attention_column, words_column = st.columns([3, 2], vertical_alignment="center")
             attention_column.plotly_chart(
                 plotting.attention_figure(
-                    layout, row, run.token_strings, group_texts, title=f"{name}: who sees whom in row {row}"
+                    layout,
+                    row,
+                    run.token_strings,
+                    group_texts,
+                    title=f"{name}: who sees whom in row {row}",
+                    pooling=report.pooling,
                 ),
                 key=f"how.attention.{name}.{number}",
             )
             words_column.markdown(
                 "\n".join(
                     f"- {sentence}"
-                    for sentence in layout_views.read_descriptions(layout, run.token_strings, group_texts)
+                    for sentence in layout_views.read_descriptions(
+                        layout, run.token_strings, group_texts, report.pooling
+                    )
                 )
             )
         st.caption(ui.strategy_cause_line(report, name))

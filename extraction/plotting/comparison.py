@@ -2,7 +2,9 @@
 per layer, the per-text heatmap, next-token top-1/KL bars and the logit lens.
 
 Every builder takes results and returns a ``plotly.graph_objects.Figure`` with a title,
-axis labels and units, so the dashboard only renders what the package draws.
+axis labels and units, so the dashboard only renders what the package draws. The layer
+figures draw any pooling (a text's pooled state; under ``tokens`` its worst token); the
+prediction figures exist under ``last`` pooling only and raise ``ValueError`` otherwise.
 """
 
 from __future__ import annotations
@@ -30,6 +32,18 @@ from .style import (
 
 if TYPE_CHECKING:
     from ..compare import ComparisonReport, StrategyComparison
+
+
+def _with_pooling(title: str, pooling: str) -> str:
+    """``title``, naming the pooling when it is not the default ``last``."""
+    return title if pooling == "last" else f"{title} ({pooling} pooling)"
+
+
+def _require_lm_head(report: ComparisonReport, figure: str) -> None:
+    """``ValueError`` unless ``report`` has lm_head measures (``last`` pooling)."""
+    if report.pooling != "last":
+        raise ValueError(f"the {figure} is defined for pooling 'last' only; this report uses {report.pooling!r}")
+
 
 # --- layers ----------------------------------------------------------------------------------
 
@@ -79,7 +93,7 @@ def cosine_by_layer_figure(
     layer_axis(figure, report.num_layers)
     return finish_figure(
         figure,
-        "Cosine similarity to single-sample extraction, per layer",
+        _with_pooling("Cosine similarity to single-sample extraction, per layer", report.pooling),
         subtitle="Line: mean over texts; shaded band: down to the minimum over texts. 1 = identical.",
     )
 
@@ -135,7 +149,10 @@ def one_minus_cosine_figure(
     layer_axis(figure, report.num_layers)
     return finish_figure(
         figure,
-        "Distance from single-sample extraction: 1 - cosine of the worst text, per layer (log scale)",
+        _with_pooling(
+            "Distance from single-sample extraction: 1 - cosine of the worst text, per layer (log scale)",
+            report.pooling,
+        ),
         subtitle=(
             f"Identical states (to float32 precision) give 0, drawn at {COSINE_LOG_FLOOR:.0e}: "
             "the lines of exact strategies overlap there."
@@ -186,7 +203,9 @@ def cosine_heatmap_figure(comparison: StrategyComparison, texts: Sequence[str], 
     layer_axis(figure, num_layers)
     scale = "log10(1 - cosine)" if log_scale else "cosine similarity"
     return finish_figure(
-        figure, f"{comparison.name}: {scale} to single, per text and layer", height=max(320, 120 + 26 * n)
+        figure,
+        _with_pooling(f"{comparison.name}: {scale} to single, per text and layer", comparison.pooling),
+        height=max(320, 120 + 26 * n),
     )
 
 
@@ -212,7 +231,10 @@ def relative_l2_figure(
         )
     figure.update_yaxes(type="log", title_text="max relative L2 error over texts (log scale)", exponentformat="power")
     layer_axis(figure, report.num_layers)
-    return finish_figure(figure, "Relative L2 error |h - h_single| / |h_single| of the worst text, per layer")
+    return finish_figure(
+        figure,
+        _with_pooling("Relative L2 error |h - h_single| / |h_single| of the worst text, per layer", report.pooling),
+    )
 
 
 # --- predictions -----------------------------------------------------------------------------
@@ -223,7 +245,9 @@ def top1_kl_figure(
 ) -> go.Figure:
     """Two bar charts per strategy: top-1 agreement of ``lm_head`` on the extracted final
     state with the single-sample model (percent of texts), and the mean
-    ``KL(p_single || p_strategy)`` of the next-token distributions (nats, log scale)."""
+    ``KL(p_single || p_strategy)`` of the next-token distributions (nats, log scale).
+    ``last`` pooling only."""
+    _require_lm_head(report, "top-1 / KL figure")
     names = chosen_strategies(report, strategies, include_reference)
     figure = make_subplots(
         rows=1,
@@ -278,7 +302,9 @@ def logit_lens_figure(
     report: ComparisonReport, strategies: Sequence[str] | None = None, include_reference: bool = False
 ) -> go.Figure:
     """Logit-lens agreement per layer: the share of texts whose top-1 token of
-    ``lm_head(final_norm(h))`` (the last layer without the extra norm) equals single's."""
+    ``lm_head(final_norm(h))`` (the last layer without the extra norm) equals single's.
+    ``last`` pooling only."""
+    _require_lm_head(report, "logit-lens figure")
     figure = go.Figure()
     layers = list(range(report.num_layers))
     for name in chosen_strategies(report, strategies, include_reference):

@@ -1,5 +1,7 @@
 """Figures of the batch layouts a strategy makes: the layout grid of one forward pass and who
-attends to whom in one of its rows. What they show is computed in :mod:`extraction.layout_views`.
+attends to whom in one of its rows, with the positions pooled into each text's state marked
+(the read position under ``last``; every position averaged under ``mean`` or kept under
+``tokens``). What they show is computed in :mod:`extraction.layout_views`.
 """
 
 from __future__ import annotations
@@ -9,7 +11,8 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from ..layout_views import ATTENTION_LABELS, attention_categories, cell_tokens
+from ..layout_views import ATTENTION_LABELS, POOLED_LEGEND, attention_categories, cell_tokens, pooled_cells
+from ..pooling import Pooling
 from ..strategies import BatchLayout
 from .style import finish_figure
 
@@ -20,6 +23,13 @@ PAD_COLOR = "#FFFFFF"
 ATTENTION_COLORS: tuple[str, ...] = ("#FFFFFF", "#0072B2", "#D55E00", "#999999")
 #: Attention picture categories: (label, colour).
 ATTENTION_CATEGORIES: tuple[tuple[str, str], ...] = tuple(zip(ATTENTION_LABELS, ATTENTION_COLORS, strict=True))
+
+#: Frame colours of the pooled cells: a text's own position, a pad position (Paul Tol's red, as "corrupted").
+POOLED_COLOR = "#000000"
+POOLED_PAD_COLOR = "#BB5566"
+
+#: Half the side of a pooled cell's outline, in cells (a cell spans 1; the gap between cells stays clear).
+FRAME_INSET = 0.44
 
 #: Above this many columns the tokens are not written inside the cells (only hover shows them).
 MAX_LABELLED_COLUMNS = 24
@@ -32,11 +42,18 @@ def _display_token(token: str) -> str:
 
 
 def batch_layout_figure(
-    layout: BatchLayout, token_strings: Sequence[Sequence[str]], text_indices: Sequence[int], title: str
+    layout: BatchLayout,
+    token_strings: Sequence[Sequence[str]],
+    text_indices: Sequence[int],
+    title: str,
+    pooling: Pooling = "last",
 ) -> go.Figure:
     """One forward pass as a grid: rows are batch rows, columns positions; each text has its
     own colour, padding is white with ``pad``; the small number under each token is the
-    position id the model uses; a black frame marks the position read for each text.
+    position id the model uses; a black frame marks each position pooled into a text's state
+    (:func:`~extraction.layout_views.pooled_cells`: the position read under ``last``, every
+    position averaged under ``mean`` or kept under ``tokens``), a red frame a pad position
+    pooled (a pad state read, counted in the mean, or kept as a row).
 
     ``token_strings[i]`` are the decoded tokens of text ``text_indices[k]`` for segment k.
     """
@@ -81,18 +98,7 @@ def batch_layout_figure(
             ygap=2,
         )
     )
-    for k, text_index in enumerate(text_indices):
-        figure.add_trace(
-            go.Scatter(
-                x=[int(layout.read_cols[k])],
-                y=[int(layout.read_rows[k])],
-                mode="markers",
-                marker={"symbol": "square-open", "size": 30, "color": "#000000", "line": {"width": 3}},
-                name="position read" if k == 0 else None,
-                showlegend=k == 0,
-                hovertemplate=f"text {text_index + 1} is read here<extra></extra>",
-            )
-        )
+    _add_pooled_frames(figure, layout, text_indices, pooling)
     figure.update_xaxes(
         title_text="column in the batch (small number in a cell: position id)", dtick=1 if cols <= 40 else None
     )
@@ -108,12 +114,56 @@ def batch_layout_figure(
     return figure
 
 
+def _add_pooled_frames(figure: go.Figure, layout: BatchLayout, text_indices: Sequence[int], pooling: Pooling) -> None:
+    """Frames on the pooled cells: black on a text's own positions, red on pad positions.
+
+    ``last``: one bold square marker per text (the position read). ``mean``/``tokens``: an
+    outline inside every pooled cell, drawn in data coordinates so that it fits the cell
+    whatever its width and leaves the token and its position id readable."""
+    cells = pooled_cells(layout, pooling)
+    for is_pad, color, label in zip(
+        (False, True), (POOLED_COLOR, POOLED_PAD_COLOR), POOLED_LEGEND[pooling], strict=True
+    ):
+        chosen = cells["is_pad"] == is_pad
+        if not bool(chosen.any()):
+            continue
+        rows, cols = cells["rows"][chosen].tolist(), cells["cols"][chosen].tolist()
+        if pooling == "last":
+            owners = [f"text {text_indices[int(k)] + 1}" for k in cells["owner"][chosen]]
+            figure.add_trace(
+                go.Scatter(
+                    x=cols,
+                    y=rows,
+                    customdata=owners,
+                    mode="markers",
+                    marker={"symbol": "square-open", "size": 30, "color": color, "line": {"width": 3}},
+                    name=label,
+                    hovertemplate=f"%{{customdata}}: {label}<extra></extra>",
+                )
+            )
+            continue
+        x: list[float | None] = []
+        y: list[float | None] = []
+        for row, col in zip(rows, cols, strict=True):  # a closed outline per cell, None between cells
+            x += [col - FRAME_INSET, col + FRAME_INSET, col + FRAME_INSET, col - FRAME_INSET, col - FRAME_INSET, None]
+            y += [row - FRAME_INSET, row - FRAME_INSET, row + FRAME_INSET, row + FRAME_INSET, row - FRAME_INSET, None]
+        figure.add_trace(
+            go.Scatter(x=x, y=y, mode="lines", line={"color": color, "width": 2}, name=label, hoverinfo="skip")
+        )
+
+
 def attention_figure(
-    layout: BatchLayout, row: int, token_strings: Sequence[Sequence[str]], text_indices: Sequence[int], title: str
+    layout: BatchLayout,
+    row: int,
+    token_strings: Sequence[Sequence[str]],
+    text_indices: Sequence[int],
+    title: str,
+    pooling: Pooling = "last",
 ) -> go.Figure:
     """Which positions of batch ``row`` can attend to which: query positions down, key
     positions across; red cells are a text attending to another text (a leak), grey ones
-    to padding. Rows marked with an arrow are the positions read."""
+    to padding. Rows marked with an arrow are the positions pooled (read under ``last``,
+    averaged under ``mean``, kept under ``tokens``)."""
     categories = attention_categories(layout, row)  # (T, T)
     cols = categories.shape[0]
     ticks = [
@@ -150,16 +200,18 @@ def attention_figure(
                 showlegend=index > 0,
             )
         )
-    read_here = [int(c) for r, c in zip(layout.read_rows.tolist(), layout.read_cols.tolist(), strict=True) if r == row]
-    if read_here:
+    cells = pooled_cells(layout, pooling)
+    pooled_here = cells["cols"][cells["rows"] == row].tolist()
+    if pooled_here:
+        label = POOLED_LEGEND[pooling][0]
         figure.add_trace(
             go.Scatter(
-                x=[-1.2] * len(read_here),
-                y=read_here,
+                x=[-1.2] * len(pooled_here),
+                y=pooled_here,
                 mode="markers",
                 marker={"symbol": "triangle-right", "size": 12, "color": "#000000"},
-                name="position read",
-                hovertemplate="read position %{y}<extra></extra>",
+                name=label,
+                hovertemplate=f"{label}: position %{{y}}<extra></extra>",
             )
         )
     show_ticks = cols <= MAX_LABELLED_COLUMNS

@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from extraction import audit_views, layout_views, predictions, probe_inputs
+from extraction import audit_views, layout_views, plotting, predictions, probe_inputs
 from extraction.audit import audit_states
 from extraction.compare import compare_strategies
 from extraction.examples import EXAMPLE_BATCH, EXAMPLE_TEXTS, example_states
@@ -64,6 +64,21 @@ def test_read_positions_frame_names_the_token_read(report, gpt2):
     assert frame["saw padding"].tolist() == [False, True]
     assert frame["position id there"][1] == int(report.strategies["right-naive"].extraction.read_position_ids[1])
     assert frame["KL (nats)"][0] == 0.0
+
+
+def test_prediction_tables_under_mean_pooling_leave_lm_head_out(gpt2, report):
+    pooled = compare_strategies(gpt2, TEXTS, ["right-naive", "right"], batch_size=4, pooling="mean")
+    assert not predictions.has_lm_head(pooled) and predictions.has_lm_head(report)
+    assert predictions.disagreements(pooled, ["right-naive", "right"]) == [0] * len(TEXTS)
+    assert predictions.top_k_frame(pooled, str).empty  # no logits outside last
+    strings = predictions.token_strings(gpt2.tokenizer.decode, pooled.tokenized.token_ids)
+    frame = predictions.read_positions_frame(pooled, 1, ["single", "right-naive"], strings, 0, "<pad>")
+    assert list(frame.columns) == ["strategy", "token read", "position id there", "saw padding", "saw another text"]
+    assert frame["saw padding"].tolist() == [False, True]  # right-naive counts the pads of "Hello" in its mean
+    with pytest.raises(ValueError, match="pooling 'last' only"):
+        plotting.top1_kl_figure(pooled)
+    with pytest.raises(ValueError, match="pooling 'last' only"):
+        plotting.logit_lens_figure(pooled)
 
 
 # --- layout views ----------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import torch
 
 from extraction import layout_views, plotting, predictions
 from extraction.compare import VERDICTS, compare_strategies
+from extraction.plotting import layouts
 from extraction.strategies import STRATEGIES, get_strategy
 
 TEXTS = ["The capital of France is", "Hello", "Once upon a time, in a small village by the sea, there", "2 + 2 ="]
@@ -181,12 +182,69 @@ def test_batch_layout_marks_padding_tokens_and_read_positions():
     assert (z == 0).tolist() == layout.is_pad.tolist()  # padding is category 0
     assert heatmap.text[0][0].startswith("a") and heatmap.text[0][2].startswith("pad")
     assert heatmap.text[1][3].startswith("f")
-    reads = [(marker.y[0], marker.x[0]) for marker in markers]
-    assert reads == [(0, 3), (1, 3), (2, 3)]  # position -1 of every row, pads for texts 1 and 3
+    frames = {marker.name: list(zip(marker.y, marker.x, strict=True)) for marker in markers}
+    # Position -1 of every row: a pad for texts 1 and 3 (red frame), the last token of text 2.
+    assert frames == {"position read": [(1, 3)], "pad position read": [(0, 3), (2, 3)]}
     (group, layout), *_ = layout_views.plan_layouts("left", TOKENS, PAD, batch_size=3)
     figure = plotting.batch_layout_figure(layout, STRINGS, group, title="left")
     # Left padding with position ids from the mask: the real tokens of text 1 sit at 0 and 1.
     assert figure.data[0].text[0][2].endswith(">0</span>") and figure.data[0].text[0][3].endswith(">1</span>")
+
+
+def _frames(figure) -> dict[str, list[tuple[int, int]]]:
+    """The pooled-cell outlines of a layout figure: legend name -> sorted (row, column) cells
+    (each outline is 5 corners and a None; its first corner is the cell's top left)."""
+    return {
+        trace.name: sorted(
+            (round(row + layouts.FRAME_INSET), round(col + layouts.FRAME_INSET))
+            for row, col in zip(trace.y[0::6], trace.x[0::6], strict=True)
+        )
+        for trace in figure.data[1:]
+    }
+
+
+def test_layout_marks_the_pooled_cells_under_mean_and_tokens():
+    (group, naive), *_ = layout_views.plan_layouts("right-naive", TOKENS, PAD, batch_size=3)
+    (_, right), *_ = layout_views.plan_layouts("right", TOKENS, PAD, batch_size=3)
+    every_cell = sorted((row, col) for row in range(3) for col in range(4))
+    pad_cells = sorted(map(tuple, naive.is_pad.nonzero().tolist()))
+    # right-naive's hidden.mean(1) averages every column of its row: the pad cells are framed in red.
+    naive_mean = _frames(plotting.batch_layout_figure(naive, STRINGS, group, title="mean", pooling="mean"))
+    assert naive_mean["pad counted in the mean"] == pad_cells and len(pad_cells) == 5
+    assert sorted(naive_mean["averaged (mean)"] + pad_cells) == every_cell
+    # right pools only the real tokens: nothing framed in red, every real cell framed.
+    right_mean = _frames(plotting.batch_layout_figure(right, STRINGS, group, title="mean", pooling="mean"))
+    real_cells = sorted(map(tuple, (~right.is_pad).nonzero().tolist()))
+    assert right_mean == {"averaged (mean)": real_cells} and len(real_cells) == sum(map(len, TOKENS))
+    right_tokens = _frames(plotting.batch_layout_figure(right, STRINGS, group, title="tokens", pooling="tokens"))
+    assert right_tokens == {"kept as a row (tokens)": real_cells}
+    cells = layout_views.pooled_cells(naive, "tokens")
+    assert cells["owner"].tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]  # every column kept, pads too
+    assert int(cells["is_pad"].sum()) == 5
+    # The attention picture of row 0 marks the query positions pooled there.
+    attention = plotting.attention_figure(naive, 0, STRINGS, group, title="right-naive", pooling="mean")
+    marked = [trace for trace in attention.data if trace.name == "averaged (mean)"]
+    assert len(marked) == 1 and sorted(marked[0].y) == [0, 1, 2, 3]
+
+
+def test_pooled_descriptions_name_pads_and_shifts():
+    (group, naive), *_ = layout_views.plan_layouts("right-naive", TOKENS, PAD, batch_size=3)
+    sentences = layout_views.read_descriptions(naive, STRINGS, group, pooling="mean")
+    assert len(sentences) == 3
+    assert "2 pad positions" in sentences[0] and "counted in the mean" in sentences[0]
+    assert "pad" not in sentences[1].split(":")[0] and "only its own tokens" in sentences[1]  # the longest text
+    kept = layout_views.read_descriptions(naive, STRINGS, group, pooling="tokens")
+    assert "4 rows for 2 tokens" in kept[0]
+    (group, shifted), *_ = layout_views.plan_layouts("left-naive", TOKENS, PAD, batch_size=3)
+    assert (
+        "position ids run 2-3 where they would be 0-1"
+        in (layout_views.read_descriptions(shifted, STRINGS, group, pooling="mean")[0])
+    )
+    (group, fixed), *_ = layout_views.plan_layouts("left", TOKENS, PAD, batch_size=3)
+    assert all(
+        "only its own tokens" in sentence
+        for sentence in layout_views.read_descriptions(fixed, STRINGS, group, pooling="tokens")
+    )
 
 
 def test_attention_categories_by_hand():

@@ -13,7 +13,7 @@ from plotly.offline import get_plotlyjs
 from extraction import compare_strategies, comparison_report_html
 from extraction.cli import EXIT_USAGE, main
 from extraction.layout_views import worst_strategy
-from extraction.predictions import token_strings
+from extraction.predictions import NOT_APPLICABLE, token_strings
 from extraction.samples import SAMPLE_TEXTS
 from extraction.strategies import REFERENCE
 
@@ -32,12 +32,27 @@ class _Page(HTMLParser):
         self.figure_ids: list[str] = []
         self.scripts: list[str] = []
         self.external: list[str] = []  # src/href attributes (none expected)
+        self.top1: dict[str, str] = {}  # strategy -> the card's top-1 agreement as shown
+        self.settings: dict[str, str] = {}  # the first table: row header -> cell
+        self.ids: list[str] = []  # every element id
         self._in_script = False
+        self._card: str | None = None
+        self._after_top1_label = False
+        self._cell: str | None = None  # "th" or "td" while inside one
+        self._header = ""
+        self._tables = 0
 
     def handle_starttag(self, tag, attrs):
         attributes = dict(attrs)
         if tag == "div" and attributes.get("class") == "card":
             self.cards[attributes["data-strategy"]] = attributes["data-verdict"]
+            self._card = attributes["data-strategy"]
+        if attributes.get("id"):
+            self.ids.append(attributes["id"])
+        if tag == "table":
+            self._tables += 1
+        if tag in ("th", "td"):
+            self._cell = tag
         if tag == "div" and attributes.get("id", "").startswith("figure-"):
             self.figure_ids.append(attributes["id"])
         self.external += [value for name, value in attrs if name in ("src", "href") and value]
@@ -48,10 +63,20 @@ class _Page(HTMLParser):
     def handle_endtag(self, tag):
         if tag == "script":
             self._in_script = False
+        if tag in ("th", "td"):
+            self._cell = None
 
     def handle_data(self, data):
         if self._in_script:
             self.scripts[-1] += data
+        if self._card is not None and self._after_top1_label and data.strip():
+            self.top1[self._card], self._after_top1_label = data.strip(), False
+        elif data.strip() == "top-1 agreement":
+            self._after_top1_label = True
+        if self._tables == 1 and self._cell == "th":
+            self._header = data
+        elif self._tables == 1 and self._cell == "td":
+            self.settings[self._header] = data
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +95,7 @@ def test_one_card_per_strategy_with_its_verdict(report, page):
     expected = {name: comparison.verdict for name, comparison in report.strategies.items() if name != REFERENCE}
     assert parsed.cards == expected
     assert expected["right-naive"] == "corrupted" and expected["right"] == "exact"  # GPT-2: the bug shows
+    assert parsed.top1 == {name: f"{report.strategies[name].top1_agreement:.0%}" for name in expected}
 
 
 def test_plotly_js_inlined_exactly_once_and_nothing_external(page):
@@ -118,6 +144,32 @@ def test_compare_writes_the_report(tmp_path, capsys):
     parsed.feed(out.read_text(encoding="utf-8"))
     assert parsed.cards == {"right-naive": "corrupted"}
     assert sorted(parsed.figure_ids) == sorted(FIGURE_IDS)
+
+
+def test_mean_pooling_report_states_it_and_draws_no_lm_head_chart(tiny_gpt2):
+    report = compare_strategies(tiny_gpt2, SAMPLE_TEXTS[:6], ["right-naive", "right"], batch_size=4, pooling="mean")
+    parsed = _Page()
+    parsed.feed(comparison_report_html(report, tiny_gpt2.tokenizer))
+    assert parsed.settings["pooling"].startswith("mean")
+    # Pads counted in the mean corrupt right-naive; right's mask-weighted mean is exact.
+    assert parsed.cards == {"right-naive": "corrupted", "right": "exact"}
+    assert parsed.top1 == {"right-naive": NOT_APPLICABLE, "right": NOT_APPLICABLE}
+    assert sorted(parsed.figure_ids) == sorted(FIGURE_IDS - {"figure-predictions"})
+    assert "predictions-not-applicable" in parsed.ids
+
+
+def test_compare_html_under_tokens_pooling(tmp_path, capsys):
+    texts = tmp_path / "texts.txt"
+    texts.write_text("\n".join(SAMPLE_TEXTS[:4]), encoding="utf-8")
+    out = tmp_path / "report.html"
+    arguments = ["compare", "--model", "tiny-random-gpt2", "--texts", str(texts), "--strategies", "right-naive"]
+    assert main([*arguments, "--pooling", "tokens", "--html", str(out)]) == 0
+    parsed = _Page()
+    parsed.feed(out.read_text(encoding="utf-8"))
+    assert parsed.settings["pooling"].startswith("tokens")
+    assert parsed.cards == {"right-naive": "corrupted"}  # pad positions kept as rows
+    assert parsed.top1 == {"right-naive": NOT_APPLICABLE}
+    assert "figure-predictions" not in parsed.figure_ids
 
 
 @pytest.mark.parametrize("clash", ["texts", "json"])

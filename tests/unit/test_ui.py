@@ -73,3 +73,9 @@ def test_model_in_use_lets_one_session_run_the_model_at_a_time():
     with ui.model_in_use():
         assert ui._MODEL_LOCK.locked()
     assert not ui._MODEL_LOCK.locked()
+
+
+def test_card_numbers_say_not_applicable_without_top1():
+    html = ui.card_numbers(0.99, None, 0.01)
+    assert ">n/a<" in html and "last token only" in html
+    assert ">n/a<" not in ui.card_numbers(0.99, 1.0, 0.01)
