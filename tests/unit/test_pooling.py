@@ -20,7 +20,7 @@ def test_pooling_names_and_a_clear_error():
 
 def _positions_by_text(layout, pooling):
     rows, cols, owner = pooled_positions(layout, pooling)
-    return {k: list(zip(rows[owner == k].tolist(), cols[owner == k].tolist())) for k in range(len(TOKENS))}
+    return {k: list(zip(rows[owner == k].tolist(), cols[owner == k].tolist(), strict=True)) for k in range(len(TOKENS))}
 
 
 def test_right_naive_pools_every_column_of_the_row_the_others_the_real_tokens():
