@@ -47,7 +47,8 @@ def states_at(
     positions ``layout.pooled_ids()`` gives the text, (K, L, d); ``tokens`` those positions as rows,
     (K, n, L, d), which needs every text to pool the same number ``n`` of positions."""
     rows, cols, owner = pooled_positions(layout, pooling)
-    num_texts = len(layout.read_rows)
+    # Pooled, the texts are those pool_ids names (a right-padded row reads many positions of one text).
+    num_texts = len(layout.read_rows) if pooling == "last" else int(owner.max()) + 1
     picked = _positions_states(loaded, layout, layers, rows, cols)  # (P, L, d)
     pooled = pool_rows(picked, owner, num_texts, pooling)  # last/mean (K, L, d); tokens (P, L, d)
     if pooling != "tokens":
