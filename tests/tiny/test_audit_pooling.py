@@ -221,3 +221,21 @@ def test_check_extractor_tokens(tiny_gpt2):
         check_extractor(
             lambda t: (real_token_rows(tiny_gpt2, t)[0], torch.zeros(7)), tiny_gpt2, texts, pooling="tokens"
         )
+
+
+def test_probe_on_mean_states(tiny_llama, tmp_path):
+    """probe --pooling mean: features are the strategies' means; the JSON says mean and has no
+    lm_head accuracy; right-naive's means (pads counted) are corrupted, right's are not."""
+    from tests.tiny.test_probe import ending_word_data, write_csv
+
+    data_file = write_csv(tmp_path / "data.csv", ending_word_data(24))
+    out = tmp_path / "probe.json"
+    args = ["probe", "--model", "tiny-random-llama", "--data", str(data_file), "--strategies", "right-naive,right"]
+    assert main([*args, "--layers", "0,2", "--seeds", "2", "--pooling", "mean", "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["pooling"] == "mean" and data["lm_head_layer"] is None
+    layer = data["layers"]["2"]
+    assert layer["right"]["corrupted_fraction"] == 0.0
+    assert layer["right-naive"]["corrupted_fraction"] > 0.0
+    with pytest.raises(SystemExit):  # tokens is not a probe pooling
+        main([*args, "--pooling", "tokens"])
