@@ -46,6 +46,11 @@ def headline_metrics(report: AuditReport) -> list[tuple[str, str, str | None]]:
             f"{report.fraction_corrupted:.0%}",
             f"Cosine below {DRIFT_COSINE} or relative L2 above {CORRUPTED_RELATIVE_L2} at the worst stored layer.",
         ),
-        ("lm_head top-1, stored", f"{report.lm_head_accuracy_stored:.0%}", lm_head_help),
-        ("lm_head top-1, fresh", f"{report.lm_head_accuracy_fresh:.0%}", lm_head_help),
+        ("lm_head top-1, stored", _percent(report.lm_head_accuracy_stored), lm_head_help),
+        ("lm_head top-1, fresh", _percent(report.lm_head_accuracy_fresh), lm_head_help),
     ]
+
+
+def _percent(value: float | None) -> str:
+    """``"83%"``, or ``"-"`` where there is no value (no lm_head check outside last pooling)."""
+    return "-" if value is None else f"{value:.0%}"

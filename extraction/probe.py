@@ -57,6 +57,7 @@ from .labelled import (
     check_labelled,
     parse_labelled_csv,
 )
+from .pooling import DEFAULT_POOLING, Pooling
 from .probe_features import FeatureCache, ProbeProgress, strategy_states
 from .strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, REFERENCE, parse_strategy_names
 from .texts import tokenize_texts
@@ -308,6 +309,7 @@ class ProbeReport:
     strategies: dict[str, StrategyProbe]
     lm_head_note: str | None = None  # why there is no lm_head accuracy, if there is none
     notes: list[str] = field(default_factory=list)
+    pooling: Pooling = DEFAULT_POOLING  # how each text's state was pooled (last or mean)
 
     def to_frame(self) -> pd.DataFrame:
         """One row per strategy: accuracy_same, accuracy_single, gap, lm_head_accuracy (NaN
@@ -344,6 +346,7 @@ class ProbeReport:
             "seed": self.seed,
             "test_fraction": self.test_fraction,
             "batch_size": self.batch_size,
+            "pooling": self.pooling,
             "lm_head_note": self.lm_head_note,
             "notes": self.notes,
             "strategies": {name: result.to_dict() for name, result in self.strategies.items()},
@@ -422,6 +425,7 @@ def run_probe(
     max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
     progress: ProbeProgress | None = None,
     feature_cache: FeatureCache | None = None,
+    pooling: Pooling = DEFAULT_POOLING,
 ) -> ProbeReport:
     """Train and score a probe per strategy (``single`` is always included) at one layer on one
     split; see the module docstring. :func:`~extraction.probe_sweep.run_probe_sweep` does this for
@@ -429,7 +433,9 @@ def run_probe(
 
     ``feature_cache``: a dict this function reads and fills, so that a later run on the same
     model and data extracts only strategies (or layers, batch sizes) it has not seen. The
-    caller must use one dict per (model, data set): the keys do not name them.
+    caller must use one dict per (model, data set): the keys do not name them. ``pooling``:
+    ``last`` (the last real token's state) or ``mean`` (the mean of the text's tokens' states,
+    as each strategy's layout pools them); ``lm_head`` accuracy is measured under ``last`` only.
     """
     names = parse_strategy_names(strategies)
     check_labelled(data, test_fraction)
@@ -442,9 +448,11 @@ def run_probe(
     train_indices, test_indices = stratified_split(labels, test_fraction, seed)
     tokenized = tokenize_texts(loaded.tokenizer, data.texts, max_tokens=loaded.context_length)
     token_ids, lm_head_note = label_token_ids(loaded.tokenizer, classes)
+    if pooling != "last":
+        token_ids, lm_head_note = None, f"lm_head predicts from a last token's state, not from a {pooling} of states"
     # the probed layer and the final one for lm_head
     states = strategy_states(
-        loaded, tokenized, names, [layer, num_layers], batch_size, max_batch_tokens, progress, feature_cache
+        loaded, tokenized, names, [layer, num_layers], batch_size, max_batch_tokens, progress, feature_cache, pooling
     )
     features = {name: states[name].at(layer) for name in names}  # (N, d) each
     scores = score_layer(features, labels, train_indices, test_indices, seed)
@@ -491,6 +499,7 @@ def run_probe(
         strategies=results,
         lm_head_note=lm_head_note,
         notes=probe_notes(loaded, tokenized.truncation_note),
+        pooling=pooling,
     )
 
 

@@ -1,5 +1,7 @@
-"""The states a probe is trained on: each strategy's last-real-token states at the layers
-asked, extracted once per strategy and kept in a :data:`FeatureCache` between runs.
+"""The states a probe is trained on: each strategy's states at the layers asked, pooled by
+``pooling`` (``last``: the last real token, the default; ``mean``: the mean of the text's
+tokens as the strategy's layout pools them, :mod:`extraction.pooling`), extracted once per
+strategy and kept in a :data:`FeatureCache` between runs.
 
 One extraction gives every layer's state of a text (the forward pass computes them all), so
 a layer sweep costs one pass per strategy, and a later run that asks for a subset of the
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .extract import extract_states
+from .pooling import DEFAULT_POOLING, Pooling
 
 if TYPE_CHECKING:
     from .models import LoadedModel
@@ -32,6 +35,7 @@ class StrategyStates:
     layers: tuple[int, ...]  # hidden_states index of each slice of ``states``, ascending
     seconds: float  # wall-clock time of the extraction
     from_cache: bool = False  # taken from a FeatureCache filled by an earlier run
+    pooling: Pooling = DEFAULT_POOLING  # how each text's state was pooled
 
     def at(self, layer: int) -> np.ndarray:
         """(N, d): every text's state at ``hidden_states[layer]``."""
@@ -40,19 +44,26 @@ class StrategyStates:
         return self.states[:, self.layers.index(layer)]
 
 
-#: Extracted states kept between runs, keyed by (strategy, batch size, max batch tokens, layers).
+#: Extracted states kept between runs, keyed by (strategy, batch size, max batch tokens, layers);
+#: each entry says its pooling (an entry of another pooling is never used).
 #: Valid for one model and one data set only: the keys do not name them.
 FeatureCache = dict[tuple[str, int, int | None, tuple[int, ...]], StrategyStates]
 
 
 def cached_states(
-    cache: FeatureCache, name: str, batch_size: int, max_batch_tokens: int | None, layers: Sequence[int]
+    cache: FeatureCache,
+    name: str,
+    batch_size: int,
+    max_batch_tokens: int | None,
+    layers: Sequence[int],
+    pooling: Pooling = DEFAULT_POOLING,
 ) -> StrategyStates | None:
-    """A cache entry of ``name`` with this batch size and token budget holding every layer of
-    ``layers`` (the exact key, or any entry extracted with more layers), or None."""
+    """A cache entry of ``name`` with this batch size, token budget and pooling holding every
+    layer of ``layers`` (the exact key, or any entry extracted with more layers), or None."""
     wanted = set(layers)
     for (strategy, size, budget, held), entry in cache.items():
-        if (strategy, size, budget) == (name, batch_size, max_batch_tokens) and wanted <= set(held):
+        same = (strategy, size, budget, entry.pooling) == (name, batch_size, max_batch_tokens, pooling)
+        if same and wanted <= set(held):
             return entry
     return None
 
@@ -66,9 +77,13 @@ def strategy_states(
     max_batch_tokens: int | None,
     progress: ProbeProgress | None = None,
     cache: FeatureCache | None = None,
+    pooling: Pooling = DEFAULT_POOLING,
 ) -> dict[str, StrategyStates]:
-    """Every strategy's states at ``layers`` (``hidden_states`` indices), from ``cache`` where it
-    holds them, else extracted (one pass per strategy) and added to it."""
+    """Every strategy's states at ``layers`` (``hidden_states`` indices) pooled by ``pooling``
+    (``last`` or ``mean``), from ``cache`` where it holds them, else extracted (one pass per
+    strategy) and added to it (an entry of another pooling is replaced)."""
+    if pooling not in ("last", "mean"):
+        raise ValueError(f"probes take one state per text: pooling 'last' or 'mean', not {pooling!r}")
     cache = cache if cache is not None else {}
     kept = tuple(sorted(set(layers)))
     result: dict[str, StrategyStates] = {}
@@ -78,7 +93,7 @@ def strategy_states(
             if progress is not None:
                 progress(name, number, len(names), done, total)
 
-        held = cached_states(cache, name, batch_size, max_batch_tokens, kept)
+        held = cached_states(cache, name, batch_size, max_batch_tokens, kept, pooling)
         if held is None:
             report(0, len(tokenized))
             extraction = extract_states(
@@ -90,15 +105,17 @@ def strategy_states(
                 layers=list(kept),
                 keep_logits=False,
                 progress=report,
+                pooling=pooling,
             )
             cache[(name, batch_size, max_batch_tokens, kept)] = StrategyStates(
                 extraction.hidden.numpy(),  # (N, L, d)
                 kept,
                 extraction.seconds,
+                pooling=pooling,
             )
             result[name] = cache[(name, batch_size, max_batch_tokens, kept)]
         else:
-            result[name] = StrategyStates(held.states, held.layers, held.seconds, from_cache=True)
+            result[name] = StrategyStates(held.states, held.layers, held.seconds, from_cache=True, pooling=pooling)
         report(len(tokenized), len(tokenized))
     return result
 

@@ -40,6 +40,7 @@ from scipy import stats
 
 from .export import describe_layers, parse_layers
 from .labelled import DEFAULT_TEST_FRACTION, LabelledTexts, check_labelled
+from .pooling import DEFAULT_POOLING, Pooling
 from .probe import (
     DEFAULT_SEED,
     accuracy,
@@ -148,6 +149,7 @@ class ProbeSweep:
     fit_seconds: float = 0.0  # training and scoring every probe
     seconds: float = 0.0  # the whole sweep: extraction (or cache) and probes
     notes: list[str] = field(default_factory=list)
+    pooling: Pooling = DEFAULT_POOLING  # how each text's state was pooled (last or mean)
 
     # --- per layer and strategy -----------------------------------------------------------------
 
@@ -269,6 +271,7 @@ class ProbeSweep:
             "num_test": self.num_test,
             "test_fraction": self.test_fraction,
             "batch_size": self.batch_size,
+            "pooling": self.pooling,
             "seeds": len(self.seeds),
             "seed_values": self.seeds,
             "confidence": CONFIDENCE,
@@ -365,11 +368,14 @@ def run_probe_sweep(
     max_batch_tokens: int | None = DEFAULT_MAX_BATCH_TOKENS,
     progress: ProbeProgress | None = None,
     feature_cache: FeatureCache | None = None,
+    pooling: Pooling = DEFAULT_POOLING,
 ) -> ProbeSweep:
     """Probes at every layer of ``layers`` (``"all"``/None, ``"3,9,-1"`` or a list, read by
     :func:`~extraction.export.parse_layers`; negative counts from the end) over ``seeds``
     seeded splits (seeds ``first_seed .. first_seed + seeds - 1``); see the module docstring.
-    ``feature_cache`` as in :func:`~extraction.probe.run_probe`."""
+    ``feature_cache`` as in :func:`~extraction.probe.run_probe`. ``pooling``: each text's state is
+    its last real token's (``last``) or the mean of its tokens' (``mean``), as each strategy's
+    layout pools them; ``lm_head`` accuracy is measured under ``last`` only."""
     start = time.perf_counter()
     names = parse_strategy_names(strategies)
     check_labelled(data, test_fraction)
@@ -383,8 +389,12 @@ def run_probe_sweep(
     labels = data.label_indices
     tokenized = tokenize_texts(loaded.tokenizer, data.texts, max_tokens=loaded.context_length)
     token_ids, lm_head_note = label_token_ids(loaded.tokenizer, data.classes)
+    if pooling != "last":
+        token_ids, lm_head_note = None, f"lm_head predicts from a last token's state, not from a {pooling} of states"
     kept = sorted({*probed, num_layers})  # the final layer for lm_head
-    states = strategy_states(loaded, tokenized, names, kept, batch_size, max_batch_tokens, progress, feature_cache)
+    states = strategy_states(
+        loaded, tokenized, names, kept, batch_size, max_batch_tokens, progress, feature_cache, pooling
+    )
 
     fit_start = time.perf_counter()
     splits = [stratified_split(labels, test_fraction, seed) for seed in seed_values]
@@ -429,6 +439,7 @@ def run_probe_sweep(
         fit_seconds=time.perf_counter() - fit_start,
         seconds=time.perf_counter() - start,
         notes=probe_notes(loaded, tokenized.truncation_note),
+        pooling=pooling,
     )
 
 

@@ -21,6 +21,8 @@ class StoredStates:
         key: the tensor's name inside the file (None for ``.npy`` and bare ``.pt`` tensors).
         stored_dtype: the dtype in the file, e.g. ``"bfloat16"`` (the tensor is converted).
         metadata: safetensors string metadata (empty for other formats).
+        offsets: ``(N + 1,)`` int64 when the file also holds an ``offsets`` tensor (``tokens``
+            pooling: ``tensor`` is then ``(R, L, d)`` and text i owns rows ``offsets[i]:offsets[i + 1]``).
     """
 
     tensor: torch.Tensor
@@ -28,6 +30,12 @@ class StoredStates:
     key: str | None
     stored_dtype: str
     metadata: dict[str, str] = field(default_factory=dict)
+    offsets: torch.Tensor | None = None
+
+    @property
+    def pooling(self) -> str | None:
+        """The pooling recorded by ``extract`` in the metadata (``"pooling"``), if any."""
+        return self.metadata.get("pooling") or None
 
     @property
     def shape(self) -> tuple[int, ...]:

@@ -37,6 +37,9 @@ from .states_record import StoredStates
 
 logger = logging.getLogger(__name__)
 
+#: The name of the row-offsets tensor a ``tokens`` file holds beside its states (``(N + 1,)`` int64).
+OFFSETS_KEY = "offsets"
+
 STATE_SUFFIXES = (".safetensors", ".npy", ".npz", ".pt", ".pth", ".zip")  # .zip: a zipped folder of shards
 
 
@@ -48,7 +51,10 @@ def _describe(tensors: dict[str, object]) -> str:
 
 
 def _pick(tensors: dict[str, object], key: str | None, source: str) -> tuple[str, object]:
-    """The tensor named ``key``, or the only one; ``ValueError`` naming them otherwise."""
+    """The tensor named ``key``, or the only one besides an ``offsets`` tensor; ``ValueError``
+    naming them otherwise."""
+    if key is None and OFFSETS_KEY in tensors and len(tensors) > 1:
+        tensors = {name: value for name, value in tensors.items() if name != OFFSETS_KEY}
     if not tensors:
         raise ValueError(f"{source}: holds no tensor")
     if key is not None:
@@ -108,7 +114,21 @@ def read_safetensors_header(data: bytes | Path) -> dict:
     return header
 
 
-def _read_safetensors(data: bytes, source: str, key: str | None) -> tuple[str, object, dict[str, str]]:
+def _offsets_in(tensors: dict[str, object], key: str | None, source: str) -> torch.Tensor | None:
+    """The ``offsets`` tensor beside the states (``tokens`` pooling) as int64, or None; a
+    non-integer or non-vector one raises ``ValueError``."""
+    value = tensors.get(OFFSETS_KEY) if key != OFFSETS_KEY and len(tensors) > 1 else None
+    if value is None:
+        return None
+    offsets = torch.from_numpy(np.asarray(value)) if isinstance(value, np.ndarray) else value
+    if not isinstance(offsets, torch.Tensor) or offsets.is_floating_point() or offsets.dim() != 1:
+        raise ValueError(f"{source}: its {OFFSETS_KEY!r} tensor must be a vector of integers (N + 1 row offsets)")
+    return offsets.to(torch.long)
+
+
+def _read_safetensors(
+    data: bytes, source: str, key: str | None
+) -> tuple[str, object, dict[str, str], torch.Tensor | None]:
     from safetensors import SafetensorError
     from safetensors.torch import load as load_safetensors
 
@@ -119,10 +139,12 @@ def _read_safetensors(data: bytes, source: str, key: str | None) -> tuple[str, o
         raise ValueError(f"{source}: cannot read it as safetensors ({error}); is it truncated or corrupt?") from None
     metadata = header.get("__metadata__") or {}
     name, value = _pick(tensors, key, source)
-    return name, value, {str(k): str(v) for k, v in metadata.items()}
+    return name, value, {str(k): str(v) for k, v in metadata.items()}, _offsets_in(tensors, key, source)
 
 
-def _read_numpy(data: bytes, source: str, key: str | None, suffix: str) -> tuple[str | None, object]:
+def _read_numpy(
+    data: bytes, source: str, key: str | None, suffix: str
+) -> tuple[str | None, object, torch.Tensor | None]:
     magic = b"\x93NUMPY" if suffix == ".npy" else b"PK"
     if not data.startswith(magic):
         raise ValueError(f"{source}: is not a {suffix} file (its first bytes are not the {suffix} signature)")
@@ -142,17 +164,17 @@ def _read_numpy(data: bytes, source: str, key: str | None, suffix: str) -> tuple
             raise ValueError(f"{source}: is a .npy array, not an .npz archive: rename it to .npy")
         if key is not None:
             logger.info("%s: a .npy file holds one array; --key %s ignored", source, key)
-        return None, loaded
+        return None, loaded, None
     try:
         with loaded:
             arrays = {name: loaded[name] for name in loaded.files}
     # Damage shows up on access; a header claiming a huge shape shows up as MemoryError.
     except (ValueError, OSError, EOFError, MemoryError, zipfile.BadZipFile, zlib.error) as error:
         raise ValueError(f"{source}: cannot read it as .npz ({error}); is it truncated or corrupt?") from None
-    return _pick(arrays, key, source)
+    return (*_pick(arrays, key, source), _offsets_in(arrays, key, source))
 
 
-def _read_torch(data: bytes, source: str, key: str | None) -> tuple[str | None, object]:
+def _read_torch(data: bytes, source: str, key: str | None) -> tuple[str | None, object, torch.Tensor | None]:
     try:
         loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
@@ -164,19 +186,19 @@ def _read_torch(data: bytes, source: str, key: str | None) -> tuple[str | None, 
             ) from None
         raise ValueError(f"{source}: cannot read it as a torch file ({message}); is it truncated or corrupt?") from None
     if isinstance(loaded, torch.Tensor):
-        return None, loaded
+        return None, loaded, None
     if isinstance(loaded, dict):
         tensors = {str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
         if key is not None and key in loaded and not isinstance(loaded[key], torch.Tensor):
             raise ValueError(f"{source}: entry {key!r} is a {type(loaded[key]).__name__}, not a tensor")
-        return _pick(tensors, key, source)
+        return (*_pick(tensors, key, source), _offsets_in(tensors, key, source))
     if isinstance(loaded, list | tuple) and loaded and all(isinstance(t, torch.Tensor) for t in loaded):
         shapes = {tuple(t.shape) for t in loaded}
         if len(shapes) != 1:
             raise ValueError(
                 f"{source}: a list of tensors of different shapes ({sorted(shapes)[:3]}...) cannot be rows"
             )
-        return None, torch.stack(list(loaded))  # one tensor per text -> (N, ...)
+        return None, torch.stack(list(loaded)), None  # one tensor per text -> (N, ...)
     raise ValueError(f"{source}: holds a {type(loaded).__name__}; expected a tensor or a dict of tensors")
 
 
@@ -212,13 +234,15 @@ def read_states(source: str | Path | bytes, name: str | None = None, key: str | 
         raise ValueError(f"{label}: the file is empty")
     metadata: dict[str, str] = {}
     if suffix == ".safetensors":
-        picked, value, metadata = _read_safetensors(data, label, key)
+        picked, value, metadata, offsets = _read_safetensors(data, label, key)
     elif suffix in (".npy", ".npz"):
-        picked, value = _read_numpy(data, label, key, suffix)
+        picked, value, offsets = _read_numpy(data, label, key, suffix)
     else:
-        picked, value = _read_torch(data, label, key)
+        picked, value, offsets = _read_torch(data, label, key)
     tensor, dtype_name = _to_float_tensor(value, label, picked)
-    return StoredStates(tensor=tensor, source=label, key=picked, stored_dtype=dtype_name, metadata=metadata)
+    return StoredStates(
+        tensor=tensor, source=label, key=picked, stored_dtype=dtype_name, metadata=metadata, offsets=offsets
+    )
 
 
 # --- checking --------------------------------------------------------------------------
@@ -293,3 +317,21 @@ def validate_states(
             "those states are corrupted beyond any comparison"
         )
     return tensor, resolved
+
+
+def validate_offsets(offsets: torch.Tensor | None, num_texts: int, num_rows: int) -> torch.Tensor:
+    """Check the row offsets of a ``tokens`` file (text i owns rows ``offsets[i]:offsets[i + 1]``):
+    ``(N + 1,)``, starting at 0, never decreasing, ending at the row count. Returns them as int64."""
+    if offsets is None:
+        raise ValueError(
+            f"tokens pooling needs an {OFFSETS_KEY!r} tensor (N + 1 row offsets) beside the states; the file has none"
+        )
+    offsets = offsets.to(torch.long).flatten()
+    if len(offsets) != num_texts + 1:
+        raise ValueError(f"{OFFSETS_KEY!r} has {len(offsets)} entries for {num_texts} texts: expected N + 1")
+    if int(offsets[0]) != 0 or (offsets.diff() < 0).any() or int(offsets[-1]) != num_rows:
+        raise ValueError(
+            f"{OFFSETS_KEY!r} must start at 0, never decrease and end at the row count {num_rows} "
+            f"(it starts at {int(offsets[0])} and ends at {int(offsets[-1])})"
+        )
+    return offsets

@@ -1,6 +1,8 @@
 """Measuring stored rows against fresh single-sample extraction: cosine, relative L2 error,
-bit-exactness, length ratio and ``lm_head`` top-1 per row (:func:`check_rows`), and the
-helpers that pick and slice the rows."""
+bit-exactness, length ratio and ``lm_head`` top-1 per row (:func:`check_rows`; ``lm_head`` under
+``last`` pooling only), a text's token rows under ``tokens`` pooling (:func:`check_token_rows`,
+where another row count than the text's tokens is itself a defect), and the helpers that pick
+and slice the rows."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ import torch
 from .. import metrics
 from ..compare import apply_lm_head, logit_tolerance
 from ..extract import extract_states
+from ..pooling import DEFAULT_POOLING, Pooling, row_offsets
 from ..texts import TokenizedTexts
 from .report import RowCheck
 
@@ -34,20 +37,79 @@ def lm_head_note(layer: int, num_states: int) -> str:
     return f"final norm then lm_head on the stored layer {layer} (an intermediate layer: logit lens)"
 
 
-def check_rows(loaded: LoadedModel, tokenized: TokenizedTexts, stored: torch.Tensor, layers: Sequence[int]) -> RowCheck:
-    """Re-extract ``tokenized`` one text at a time and measure ``stored`` (K, L, d) against it.
+def token_rows(stored: torch.Tensor, offsets: torch.Tensor, texts: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows of ``texts`` from ``stored`` (R, L, d) with ``offsets`` (N + 1,): ``(rows, their offsets)``."""
+    parts = [stored[int(offsets[i]) : int(offsets[i + 1])] for i in texts]
+    counts = torch.tensor([len(part) for part in parts], dtype=torch.long)
+    return torch.cat(parts) if parts else stored[:0], row_offsets(counts)
 
-    The lm_head checks use the last stored layer if it is the model's last hidden
-    state (``lm_head(h)``), otherwise the highest stored layer (``lm_head(final_norm(h))``);
-    "the model's own top-1" is the single-sample next-token prediction.
+
+def check_token_rows(
+    loaded: LoadedModel,
+    tokenized: TokenizedTexts,
+    stored: torch.Tensor,
+    offsets: torch.Tensor,
+    layers: Sequence[int],
+) -> RowCheck:
+    """Re-extract ``tokenized`` (K texts) one at a time under ``tokens`` pooling and measure their
+    stored rows ``stored`` (R, L, d), text k owning ``offsets[k]:offsets[k + 1]``, against it.
+
+    Per text (:func:`~extraction.metrics.per_text_token_metrics`): the worst cosine and relative L2
+    over the rows both sides have, position by position; ``rows_differ`` when the row count is not
+    the token count (corrupted whatever the shared rows measure); bit-exact when the counts match
+    and every row is equal; the length ratio is the mean over the shared rows. No lm_head checks.
     """
+    fresh = extract_states(loaded, tokenized, "single", layers=list(layers), keep_logits=False, pooling="tokens")
+    measured = metrics.per_text_token_metrics(stored, offsets, fresh.hidden, fresh.offsets)
+    counts, fresh_counts = offsets.diff(), fresh.offsets.diff()
+    bit_exact = torch.zeros(len(counts), dtype=torch.bool)
+    norm_ratio = torch.full((len(counts), len(layers)), float("nan"))
+    for k in range(len(counts)):
+        common = int(min(counts[k], fresh_counts[k]))
+        a = stored[int(offsets[k]) : int(offsets[k]) + common]  # (m, L, d)
+        b = fresh.hidden[int(fresh.offsets[k]) : int(fresh.offsets[k]) + common]
+        bit_exact[k] = bool(counts[k] == fresh_counts[k]) and bool((a == b).all())
+        if common:
+            norm_ratio[k] = (a.double().norm(dim=-1) / b.double().norm(dim=-1).clamp(min=1e-12)).mean(0).float()
+    return RowCheck(
+        cosine=measured["cosine"].float(),
+        relative_l2=measured["relative_l2"].float(),
+        bit_exact=bit_exact,
+        norm_ratio=norm_ratio,
+        top1_stored=None,
+        top1_fresh=None,
+        top1_same=None,
+        top1_stored_renormed=None,
+        rows_differ=measured["rows_differ"],
+    )
+
+
+def check_rows(
+    loaded: LoadedModel,
+    tokenized: TokenizedTexts,
+    stored: torch.Tensor,
+    layers: Sequence[int],
+    pooling: Pooling = DEFAULT_POOLING,
+) -> RowCheck:
+    """Re-extract ``tokenized`` one text at a time and measure ``stored`` (K, L, d) against it,
+    both pooled by ``pooling`` (``last`` or ``mean``; ``tokens`` is :func:`check_token_rows`).
+
+    Under ``last`` the lm_head checks use the last stored layer if it is the model's last hidden
+    state (``lm_head(h)``), otherwise the highest stored layer (``lm_head(final_norm(h))``);
+    "the model's own top-1" is the single-sample next-token prediction. Under ``mean`` there
+    are none (the ``top1_*`` fields are None).
+    """
+    if pooling == "tokens":
+        raise ValueError("tokens rows are checked with check_token_rows (they need offsets)")
     layers = list(layers)
     num_states = loaded.num_hidden_layers + 1
-    fresh = extract_states(loaded, tokenized, "single", layers=layers, keep_logits=True)
+    fresh = extract_states(loaded, tokenized, "single", layers=layers, keep_logits=pooling == "last", pooling=pooling)
     similarity = state_cosine(stored, fresh.hidden).float()  # (K, L)
     relative_l2 = state_relative_l2(stored, fresh.hidden).float()  # (K, L)
     bit_exact = (stored == fresh.hidden).flatten(1).all(1)  # (K,)
     norm_ratio = (stored.double().norm(dim=-1) / fresh.hidden.double().norm(dim=-1).clamp(min=1e-12)).float()
+    if pooling != "last":
+        return RowCheck(similarity, relative_l2, bit_exact, norm_ratio, None, None, None, None)
     lens_position = int(np.argmax(layers))
     is_last = layers[lens_position] == num_states - 1
     atol, rtol = logit_tolerance(loaded.dtype)
@@ -87,16 +149,20 @@ def state_relative_l2(stored: torch.Tensor, fresh: torch.Tensor) -> torch.Tensor
 
 
 def concat_checks(checks: list[RowCheck]) -> RowCheck:
-    renormed = [c.top1_stored_renormed for c in checks]
+    def joined(name: str) -> torch.Tensor | None:
+        parts = [getattr(c, name) for c in checks]
+        return None if any(p is None for p in parts) else torch.cat(parts)
+
     return RowCheck(
         cosine=torch.cat([c.cosine for c in checks]),
         relative_l2=torch.cat([c.relative_l2 for c in checks]),
         bit_exact=torch.cat([c.bit_exact for c in checks]),
         norm_ratio=torch.cat([c.norm_ratio for c in checks]),
-        top1_stored=torch.cat([c.top1_stored for c in checks]),
-        top1_fresh=torch.cat([c.top1_fresh for c in checks]),
-        top1_same=torch.cat([c.top1_same for c in checks]),
-        top1_stored_renormed=None if any(r is None for r in renormed) else torch.cat(renormed),
+        top1_stored=joined("top1_stored"),
+        top1_fresh=joined("top1_fresh"),
+        top1_same=joined("top1_same"),
+        top1_stored_renormed=joined("top1_stored_renormed"),
+        rows_differ=joined("rows_differ"),
     )
 
 

@@ -1,6 +1,10 @@
 """What the forensic hypotheses share: the :class:`Evidence` (stored and fresh states of the
 rows tested) and :class:`RowSearch`, the bookkeeping of a hypothesis tested row by row, with
-the rule that says whether a candidate reproduces a stored row."""
+the rule that says whether a candidate reproduces a stored row.
+
+A "row" is a text: its stored state (L, d) under ``last``/``mean``, its stored rows (m, L, d)
+under ``tokens``; candidates have one more leading dimension. A candidate of another shape
+(another row count) reproduces nothing."""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..pooling import DEFAULT_POOLING, Pooling
 from ..texts import TokenizedTexts
-from ..verdicts import CORRUPTED_RELATIVE_L2
+from ..verdicts import CORRUPTED_RELATIVE_L2, CauseKind
 from .check import state_cosine, state_relative_l2
 from .pattern import DifferencePattern
 from .report import REPRODUCE_COSINE, Hypothesis, HypothesisStatus
@@ -29,28 +34,51 @@ class Evidence:
 
     loaded: LoadedModel
     tokenized: TokenizedTexts
-    stored: torch.Tensor  # (N, L, d)
+    stored: torch.Tensor  # (N, L, d); tokens: (R, L, d), text i owning offsets[i]:offsets[i + 1]
     layers: list[int]
     rows: list[int]  # forensic rows, worst first
-    fresh: dict[int, torch.Tensor]  # row -> (S, d) fresh single-sample states at every hidden state
+    fresh: dict[int, torch.Tensor]  # row -> (S, d) fresh single-sample states at every hidden state (tokens: (n, S, d))
     exact_checked: list[int]  # checked rows that match (row min cosine >= EXACT and same top-1)
     affected_checked: list[int]  # checked rows that do not
     pattern: DifferencePattern  # which checked rows differ, and how
     stored_dtype: str = "float32"  # the dtype in the file
+    pooling: Pooling = DEFAULT_POOLING  # how the file pooled each text's states
+    offsets: torch.Tensor | None = None  # (N + 1,) under tokens
+
+    def stored_row(self, row: int) -> torch.Tensor:
+        """Text ``row``'s stored state (L, d), or its stored rows (m, L, d) under tokens."""
+        if self.offsets is None:
+            return self.stored[row]
+        return self.stored[int(self.offsets[row]) : int(self.offsets[row + 1])]
 
     def fresh_at_layers(self, row: int) -> torch.Tensor:
-        return self.fresh[row][self.layers]  # (L, d)
+        return self.fresh[row][..., self.layers, :]  # (L, d); tokens (n, L, d)
+
+    def fresh_cosine(self, row: int) -> float:
+        """min cos(stored, fresh) over the row's layers (and rows); -1 when the row counts differ
+        (rows the text does not have match nothing)."""
+        stored_row, fresh_row = self.stored_row(row), self.fresh_at_layers(row)
+        if stored_row.shape != fresh_row.shape:
+            return -1.0
+        return float(row_scores(stored_row, fresh_row[None])[0])
 
 
 def row_scores(stored_row: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """(C,) min over layers of cos(stored_row (L, d), candidates (C, L, d)); NaN -> -1."""
-    return state_cosine(candidates, stored_row.expand_as(candidates)).nan_to_num(-1.0).min(-1).values
+    """(C,) min over layers (and token rows) of cos(stored_row (..., L, d), candidates (C, ..., L, d));
+    NaN -> -1; -1 for every candidate when the shapes differ."""
+    if candidates.shape[1:] != stored_row.shape:
+        return torch.full((candidates.shape[0],), -1.0)
+    cosines = state_cosine(candidates, stored_row.expand_as(candidates)).nan_to_num(-1.0)  # (C, ..., L)
+    return cosines.flatten(1).min(-1).values
 
 
 def row_relative_l2(stored_row: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-    """(C,) max over layers of |stored_row - candidate| / |candidate| (stored_row (L, d), candidates (C, L, d));
-    NaN -> inf."""
-    return state_relative_l2(stored_row.expand_as(candidates), candidates).nan_to_num(float("inf")).max(-1).values
+    """(C,) max over layers (and token rows) of |stored_row - candidate| / |candidate| (shapes as
+    :func:`row_scores`); NaN -> inf; inf when the shapes differ."""
+    if candidates.shape[1:] != stored_row.shape:
+        return torch.full((candidates.shape[0],), float("inf"))
+    errors = state_relative_l2(stored_row.expand_as(candidates), candidates).nan_to_num(float("inf"))
+    return errors.flatten(1).max(-1).values
 
 
 def reproduces(repro_cosine: float, fresh_cosine: float, repro_relative_l2: float = 0.0) -> bool:
@@ -78,10 +106,10 @@ class RowSearch:
 
     def score(self, row: int, candidates: torch.Tensor) -> bool:
         """Record the best of ``candidates`` (C, L, d) for ``row``; True when it reproduces the row."""
-        stored_row = self.evidence.stored[row]
+        stored_row = self.evidence.stored_row(row)
         scores = row_scores(stored_row, candidates)  # (C,)
         best = int(scores.argmax())
-        fresh_cosine = float(row_scores(stored_row, self.evidence.fresh_at_layers(row)[None])[0])
+        fresh_cosine = self.evidence.fresh_cosine(row)
         repro_cosine = float(scores[best])
         self.tested.append(row)
         self.repro_cosines.append(repro_cosine)
@@ -97,10 +125,11 @@ class RowSearch:
     def skip(self, row: int) -> None:
         """A row the hypothesis cannot produce (e.g. the first text for packing)."""
         self.tested.append(row)
-        fresh = float(row_scores(self.evidence.stored[row], self.evidence.fresh_at_layers(row)[None])[0])
-        self.fresh_cosines.append(fresh)
+        self.fresh_cosines.append(self.evidence.fresh_cosine(row))
 
-    def result(self, name: str, title: str, detail_ok: str, evidence: dict) -> Hypothesis:
+    def result(
+        self, name: str, title: str, detail_ok: str, evidence: dict, cause_kind: CauseKind = "unknown"
+    ) -> Hypothesis:
         if not self.tested:
             status: HypothesisStatus = "not applicable"
         elif len(self.reproduced) == len(self.tested):
@@ -121,4 +150,6 @@ class RowSearch:
             )
             if status == "partial":
                 detail += "; " + detail_ok
-        return Hypothesis(name, title, status, repro, fresh, list(self.tested), list(self.reproduced), detail, evidence)
+        return Hypothesis(
+            name, title, status, repro, fresh, list(self.tested), list(self.reproduced), detail, evidence, cause_kind
+        )

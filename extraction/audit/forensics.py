@@ -4,6 +4,17 @@ Each hypothesis reproduces the stored rows under one defect (see :mod:`extractio
 for the list), within fixed bounds, on the worst few rows; :func:`run_forensics` runs
 them all and :func:`likely_cause` picks the reproduced one, if any. ``dtype`` and
 ``kernels`` live in :mod:`.precision`, ``wrong-layer`` in :mod:`.layers`.
+
+Every reproduction is pooled the way the file was (``last``, ``mean`` or ``tokens``): the
+layouts of :mod:`.reproduce` say which positions each candidate pools (``pool_ids``) and
+:mod:`extraction.pooling` pools them, as extraction does. Under ``mean``, ``right-naive`` is
+the mean over every column of a row right-padded to P (pads counted, ``hidden.mean(1)``),
+``left-naive`` the mean of the text's tokens at shifted positions, ``packed-naive`` the mean
+of the text's segment read after the texts before it; under ``tokens``, ``right-naive`` keeps
+every column of the padded row as rows (P is the stored row count), the other padding
+hypotheses keep the text's tokens. ``dtype``, ``pre-norm`` and ``wrong-layer`` are tried
+under ``last`` and ``mean``. A hypothesis's ``cause_kind`` comes from the layout it found
+(pads read or pooled, positions shifted, other texts seen), never from its name.
 """
 
 from __future__ import annotations
@@ -16,17 +27,26 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..extract import extract_states
+from ..pooling import DEFAULT_POOLING, Pooling
 from ..strategies import MAX_PACK_TOKENS
 from ..texts import TokenizedTexts
 from ..verdicts import EXACT_COSINE
 from .batching import consistent_batchings, consistent_pack_sizes, describe_batchings
 from .check import subset
 from .evidence import Evidence, RowSearch
+from .layers import TITLE as WRONG_LAYER_TITLE
 from .layers import wrong_layer_hypothesis
 from .pattern import DifferencePattern, difference_pattern
-from .precision import dtype_hypothesis, kernels_hypothesis
+from .precision import DTYPE_TITLE, dtype_hypothesis, kernels_hypothesis
 from .report import AuditProgress, Hypothesis, RowCheck
-from .reproduce import concatenated_layout, pre_norm_states, right_padded_layout, shifted_positions_layout, states_at
+from .reproduce import (
+    concatenated_layout,
+    padded_means,
+    pre_norm_states,
+    right_padded_layout,
+    shifted_positions_layout,
+    states_at,
+)
 
 if TYPE_CHECKING:
     from ..models import LoadedModel
@@ -57,22 +77,48 @@ def _rows_text(values: dict[int, list[int]], unit: str) -> str:
     return ", ".join(items) + (" ..." if len(values) > 4 else "")
 
 
+RIGHT_NAIVE_TITLES = {
+    "last": "right padding read at position -1 (a pad token's state)",
+    "mean": "right padding, the mean over every column (pads counted in the mean)",
+    "tokens": "right padding, every column kept as a token (pad positions stored as rows)",
+}
+
+
+def _right_naive_candidates(ev: Evidence, row: int, width: int) -> tuple[torch.Tensor, list[int]] | None:
+    """The row's reproductions right-padded to each length it can have been padded to, and those
+    lengths; None when it cannot have been padded (already the longest, or as many rows as tokens)."""
+    ids = ev.tokenized.token_ids[row]
+    n = len(ids)
+    if ev.pooling == "tokens":
+        padded = len(ev.stored_row(row))  # every column kept: the row count is the padded length
+        if padded <= n:
+            return None
+        layout = right_padded_layout(ids, padded, ev.loaded.pad_token_id)
+        return states_at(ev.loaded, layout, ev.layers, "tokens"), [padded]  # (1, P, L, d)
+    if n >= width:  # the longest text is never padded
+        return None
+    layout = right_padded_layout(ids, width, ev.loaded.pad_token_id)
+    widths = list(range(n + 1, width + 1))
+    if ev.pooling == "mean":
+        return padded_means(ev.loaded, layout, ev.layers, widths), widths  # (C, L, d)
+    return states_at(ev.loaded, layout, ev.layers)[1:], widths  # (C, L, d): read at -1 of each padded length
+
+
 def _hypothesis_right_naive(ev: Evidence) -> Hypothesis:
-    title = "right padding read at position -1 (a pad token's state)"
+    title = RIGHT_NAIVE_TITLES[ev.pooling]
     lengths = ev.tokenized.lengths
     width = max(lengths)
     search = RowSearch(ev)
     inferred: dict[int, list[int]] = {}
     for row in ev.rows:
-        ids = ev.tokenized.token_ids[row]
-        if len(ids) >= width:  # the longest text is never padded
+        found = _right_naive_candidates(ev, row, width)
+        if found is None:
             search.skip(row)
             break
-        layout = right_padded_layout(ids, width, ev.loaded.pad_token_id)
-        candidates = states_at(ev.loaded, layout, ev.layers)[1:]  # (C, L, d): padded lengths n+1..width
+        candidates, widths = found
         if not search.score(row, candidates):
             break
-        inferred[row] = [len(ids) + 1 + k for k in search.tied[row]]
+        inferred[row] = [widths[k] for k in search.tied[row]]
     known = {**{r: lengths[r] for r in ev.exact_checked}, **inferred}
     longer = [r for r in ev.affected_checked if r not in inferred]
     batchings = consistent_batchings(lengths, known, longer) if inferred else {}
@@ -82,12 +128,19 @@ def _hypothesis_right_naive(ev: Evidence) -> Hypothesis:
         "padded_length_is_a_text_length": {str(r): bool(set(p) & lengths_set) for r, p in inferred.items()},
         "consistent_batch_sizes": batchings,
     }
+    what = {
+        "last": "pad-token states",
+        "mean": "means over the padded rows, pads counted,",
+        "tokens": "the padded rows' every column, pads kept as rows,",
+    }[ev.pooling]
     detail = (
-        f"the stored rows are pad-token states at padded lengths {_rows_text(inferred, ' tokens')} "
+        f"the stored rows are {what} at padded lengths {_rows_text(inferred, ' tokens')} "
         f"(reproduction cosine {min(search.repro_cosines, default=float('nan')):.6f}); "
         + (describe_batchings(batchings) if inferred else "")
     )
-    return search.result("right-naive", title, detail, evidence)
+    # Every reproduced row was padded past its last token (P > n): a pad position read, counted or kept.
+    padded = any(max(p) > lengths[r] for r, p in inferred.items())
+    return search.result("right-naive", title, detail, evidence, "pad-state" if padded else "unknown")
 
 
 def _hypothesis_left_naive(ev: Evidence) -> Hypothesis:
@@ -114,7 +167,7 @@ def _hypothesis_left_naive(ev: Evidence) -> Hypothesis:
             search.skip(row)
             break
         layout = shifted_positions_layout(ids, [p - len(ids) for p in padded])
-        if not search.score(row, states_at(ev.loaded, layout, ev.layers)):
+        if not search.score(row, states_at(ev.loaded, layout, ev.layers, ev.pooling)):
             break
         inferred[row] = [padded[k] for k in search.tied[row]]
     known = {**{r: lengths[r] for r in ev.exact_checked}, **inferred}
@@ -129,7 +182,9 @@ def _hypothesis_left_naive(ev: Evidence) -> Hypothesis:
         f"(reproduction cosine {min(search.repro_cosines, default=float('nan')):.6f}); "
         + (describe_batchings(batchings) if inferred else "")
     )
-    return search.result("left-naive", title, detail, evidence)
+    # The reproducing layout put the tokens at positions P - n .. P - 1 with P > n.
+    shifted = any(max(p) > lengths[r] for r, p in inferred.items())
+    return search.result("left-naive", title, detail, evidence, "position-shift" if shifted else "unknown")
 
 
 def _hypothesis_packed_naive(ev: Evidence) -> Hypothesis:
@@ -150,7 +205,7 @@ def _hypothesis_packed_naive(ev: Evidence) -> Hypothesis:
             search.skip(row)
             break
         layout = concatenated_layout([token_ids[s : row + 1] for s in starts], ev.loaded.pad_token_id)
-        if not search.score(row, states_at(ev.loaded, layout, ev.layers)):
+        if not search.score(row, states_at(ev.loaded, layout, ev.layers, ev.pooling)):
             break
         inferred[row] = sorted(starts[k] for k in search.tied[row])
     known = {**{r: r for r in ev.exact_checked}, **inferred}
@@ -167,17 +222,21 @@ def _hypothesis_packed_naive(ev: Evidence) -> Hypothesis:
         f"reproduction cosine {min(search.repro_cosines, default=float('nan')):.6f}); "
         + (f"consistent with packs of {listed} texts in input order" if sizes else "no fixed pack size fits")
     )
-    return search.result("packed-naive", title, detail, evidence)
+    # The reproducing layout has texts before the row's own in its pack, visible to it (no mask).
+    saw_others = any(min(s) < r for r, s in inferred.items())
+    return search.result("packed-naive", title, detail, evidence, "cross-text" if saw_others else "unknown")
 
 
 def _hypothesis_pre_norm(ev: Evidence) -> Hypothesis:
     title = "the last layer was stored before the final norm"
     num_states = ev.loaded.num_hidden_layers + 1
+    if ev.pooling == "tokens":
+        return Hypothesis("pre-norm", title, "not applicable", None, None, [], [], UNTESTED_UNDER_TOKENS)
     if num_states - 1 not in ev.layers or ev.loaded.final_norm is None:
         reason = "the model's last layer is not stored" if ev.loaded.final_norm else "the model has no final norm"
         return Hypothesis("pre-norm", title, "not applicable", None, None, [], [], reason)
     last = ev.layers.index(num_states - 1)
-    pre = pre_norm_states(ev.loaded, subset(ev.tokenized, ev.rows))  # (R, d)
+    pre = pre_norm_states(ev.loaded, subset(ev.tokenized, ev.rows), ev.pooling)  # (R, d)
     search = RowSearch(ev)
     for k, row in enumerate(ev.rows):
         reproduction = ev.fresh_at_layers(row).clone()  # (L, d)
@@ -191,13 +250,27 @@ def _hypothesis_pre_norm(ev: Evidence) -> Hypothesis:
     return search.result("pre-norm", title, detail, {"layer": num_states - 1})
 
 
+UNTESTED_UNDER_TOKENS = "not tested under tokens pooling (per-token files are tested for padding defects)"
+
+
+def _per_text_only(hypothesis: Callable[[Evidence], Hypothesis], name: str, title: str):
+    """``hypothesis`` under last/mean; not applicable under tokens."""
+
+    def run(ev: Evidence) -> Hypothesis:
+        if ev.pooling == "tokens":
+            return Hypothesis(name, title, "not applicable", None, None, [], [], UNTESTED_UNDER_TOKENS)
+        return hypothesis(ev)
+
+    return run
+
+
 HYPOTHESES: dict[str, Callable[[Evidence], Hypothesis]] = {
     "right-naive": _hypothesis_right_naive,
     "left-naive": _hypothesis_left_naive,
     "packed-naive": _hypothesis_packed_naive,
-    "dtype": dtype_hypothesis,
+    "dtype": _per_text_only(dtype_hypothesis, "dtype", DTYPE_TITLE),
     "pre-norm": _hypothesis_pre_norm,
-    "wrong-layer": wrong_layer_hypothesis,
+    "wrong-layer": _per_text_only(wrong_layer_hypothesis, "wrong-layer", WRONG_LAYER_TITLE),
 }
 
 
@@ -212,10 +285,13 @@ def run_forensics(
     progress: AuditProgress | None = None,
     stored_dtype: str = "float32",
     pattern: DifferencePattern | None = None,
+    pooling: Pooling = DEFAULT_POOLING,
+    offsets: torch.Tensor | None = None,
 ) -> list[Hypothesis]:
     """Try every hypothesis in :data:`HYPOTHESES` on the worst affected checked rows, then
-    ``kernels``, which is named by the pattern of the differences when none reproduces them."""
-    affected_mask = (check.row_min_cosine < EXACT_COSINE) | ~check.top1_same | check.corrupted  # (K,)
+    ``kernels``, which is named by the pattern of the differences when none reproduces them.
+    ``stored`` is (N, L, d), or (R, L, d) with ``offsets`` (N + 1,) under ``tokens``."""
+    affected_mask = (check.row_min_cosine < EXACT_COSINE) | check.top1_differs | check.corrupted  # (K,)
     # Worst first: corrupted rows (by cosine or by relative L2), then by cosine.
     order = sorted(range(len(checked)), key=lambda k: (not bool(check.corrupted[k]), float(check.row_min_cosine[k])))
     worst = [checked[int(k)] for k in order if affected_mask[int(k)]][:forensic_rows]
@@ -223,18 +299,20 @@ def run_forensics(
         return []
     affected = [checked[k] for k in range(len(checked)) if affected_mask[k]]
     exact = [checked[k] for k in range(len(checked)) if not affected_mask[k]]
-    fresh_all = extract_states(loaded, subset(tokenized, worst), "single", keep_logits=False).hidden  # (R, S, d)
+    fresh_all = extract_states(loaded, subset(tokenized, worst), "single", keep_logits=False, pooling=pooling)
     evidence = Evidence(
         loaded=loaded,
         tokenized=tokenized,
         stored=stored,
         layers=list(layers),
         rows=worst,
-        fresh={row: fresh_all[k] for k, row in enumerate(worst)},
+        fresh={row: fresh_all.rows_of(k) for k, row in enumerate(worst)},  # (S, d); tokens (n, S, d)
         exact_checked=exact,
         affected_checked=affected,
         pattern=pattern if pattern is not None else difference_pattern(check, checked),
         stored_dtype=stored_dtype,
+        pooling=pooling,
+        offsets=offsets,
     )
     results = []
     for number, (name, hypothesis) in enumerate(HYPOTHESES.items()):

@@ -31,7 +31,7 @@ class DifferencePattern:
     """How the checked rows (text indices, 0-based) split by their distance to fresh states."""
 
     checked: list[int]  # text indices re-extracted
-    differing: list[int]  # relative L2 error above FLOAT32_MATCH_RELATIVE_L2 at some stored layer
+    differing: list[int]  # relative L2 error above FLOAT32_MATCH_RELATIVE_L2 at some stored layer (or rows differ)
     bit_exact: list[int]  # equal to the fresh state bit for bit at every stored layer
     corrupted: list[int]  # corrupted by the verdict rule (cosine or relative L2)
     max_relative_l2: float  # over the checked rows and stored layers
@@ -84,6 +84,8 @@ def difference_pattern(check: RowCheck, checked: Sequence[int]) -> DifferencePat
     row_l2 = check.row_max_relative_l2  # (K,)
     row_cos = check.row_min_cosine  # (K,)
     differs = row_l2 > FLOAT32_MATCH_RELATIVE_L2  # (K,)
+    if check.rows_differ is not None:  # tokens: a row count that is not the token count differs, whatever the rows
+        differs |= check.rows_differ
     differing = [checked[k] for k in range(len(checked)) if bool(differs[k])]
     return DifferencePattern(
         checked=list(checked),

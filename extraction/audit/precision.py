@@ -88,10 +88,12 @@ def _reproductions(ev: Evidence, dtype: torch.dtype, rows: Sequence[int]) -> dic
     longest = max(range(len(lengths)), key=lambda i: lengths[i])
     out = {}
     for made, reduced in reduced_precision_copies(ev.loaded, dtype).items():
-        hidden = extract_states(reduced, sub, "single", layers=ev.layers, keep_logits=False).hidden
+        hidden = extract_states(reduced, sub, "single", layers=ev.layers, keep_logits=False, pooling=ev.pooling).hidden
         out[f"{made}, one text at a time"] = hidden
         if len(rows) > 1:
-            batched = extract_states(reduced, sub, "right", batch_size=len(rows), layers=ev.layers, keep_logits=False)
+            batched = extract_states(
+                reduced, sub, "right", batch_size=len(rows), layers=ev.layers, keep_logits=False, pooling=ev.pooling
+            )
             out[f"{made}, in a batch"] = batched.hidden
         if lengths[longest] > max(lengths[r] for r in rows):
             # CPU reduced-precision matmuls take another path for larger inputs: measured on SmolLM2 bf16, rows
@@ -99,7 +101,13 @@ def _reproductions(ev: Evidence, dtype: torch.dtype, rows: Sequence[int]) -> dic
             # only by small ones.
             wide = subset(ev.tokenized, [*rows, longest])
             batched = extract_states(
-                reduced, wide, "right", batch_size=len(rows) + 1, layers=ev.layers, keep_logits=False
+                reduced,
+                wide,
+                "right",
+                batch_size=len(rows) + 1,
+                layers=ev.layers,
+                keep_logits=False,
+                pooling=ev.pooling,
             )
             out[f"{made}, in a batch padded to the longest text"] = batched.hidden[: len(rows)]
         del reduced
@@ -172,13 +180,15 @@ def dtype_hypothesis(ev: Evidence) -> Hypothesis:
             "representable_fraction": representable,
         }
     )
-    return Hypothesis("dtype", DTYPE_TITLE, status, repro_cosine, fresh_cosine, rows, reproduced, detail, evidence)
+    return Hypothesis(
+        "dtype", DTYPE_TITLE, status, repro_cosine, fresh_cosine, rows, reproduced, detail, evidence, "rounding"
+    )
 
 
 def kernels_hypothesis(ev: Evidence, others: Sequence[Hypothesis]) -> Hypothesis:
     """``kernels``: named by the pattern when nothing reproduces the rows (module docstring)."""
     pattern = ev.pattern
-    representable = reduced_bits(ev.stored[ev.rows])
+    representable = reduced_bits(torch.cat([ev.stored_row(r).flatten() for r in ev.rows]))
     evidence = {"pattern": pattern.to_dict(), "representable_fraction": representable}
     reproduced = [h.name for h in others if h.status == "reproduced"]
     reduced = [name for name, fraction in representable.items() if fraction >= REPRESENTABLE_FRACTION]
@@ -202,4 +212,4 @@ def kernels_hypothesis(ev: Evidence, others: Sequence[Hypothesis]) -> Hypothesis
             f"stored values are float32 results ({100 * representable['bfloat16']:.2f}% representable in bfloat16)"
         )
     fresh = pattern.min_cosine_differing
-    return Hypothesis("kernels", KERNELS_TITLE, status, None, fresh, [], [], detail, evidence)
+    return Hypothesis("kernels", KERNELS_TITLE, status, None, fresh, [], [], detail, evidence, "kernels")

@@ -10,7 +10,16 @@ from typing import TYPE_CHECKING, Literal
 import pandas as pd
 import torch
 
-from ..verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE, EXACT_COSINE, Verdict, corrupted_rows, verdict_for
+from ..pooling import DEFAULT_POOLING, Pooling
+from ..verdicts import (
+    CORRUPTED_RELATIVE_L2,
+    DRIFT_COSINE,
+    EXACT_COSINE,
+    CauseKind,
+    Verdict,
+    corrupted_rows,
+    verdict_for,
+)
 
 if TYPE_CHECKING:
     from .pattern import DifferencePattern
@@ -44,10 +53,14 @@ class Hypothesis:
     rows_reproduced: list[int]  # of those, the ones it reproduces
     detail: str  # the evidence in one or two sentences
     evidence: dict = field(default_factory=dict)  # JSON-ready specifics (inferred lengths, batch sizes, ...)
+    #: What the reproducing layout did to the texts (pads read or pooled, positions shifted, texts
+    #: seen), or the rounding named; "unknown" where the hypothesis names no padding defect.
+    cause_kind: CauseKind = "unknown"
 
     def to_dict(self) -> dict:
         return {
             "name": self.name,
+            "cause_kind": self.cause_kind,
             "title": self.title,
             "status": self.status,
             "reproduction_cosine": _clean_float(self.reproduction_cosine),
@@ -61,16 +74,33 @@ class Hypothesis:
 
 @dataclass
 class RowCheck:
-    """Stored rows measured against fresh single-sample extraction (K rows, L stored layers)."""
+    """Stored rows measured against fresh single-sample extraction (K texts, L stored layers).
+
+    Under ``tokens`` pooling each of the K is a text's rows: cosine and relative L2 are the
+    worst over its rows both sides have, and ``rows_differ`` says its row count is not its
+    token count. The ``top1_*`` checks are None outside ``last`` (lm_head reads a last token).
+    """
 
     cosine: torch.Tensor  # (K, L) cos(stored, fresh) per row and stored layer
     relative_l2: torch.Tensor  # (K, L) |stored - fresh| / |fresh| per row and stored layer
     bit_exact: torch.Tensor  # (K,) bool: the stored row equals the fresh one bit for bit at every stored layer
     norm_ratio: torch.Tensor  # (K, L) |stored| / |fresh|
-    top1_stored: torch.Tensor  # (K,) bool: lm_head on the stored state gives the model's own top-1 token
-    top1_fresh: torch.Tensor  # (K,) bool: the same on the fresh state (True for the last layer)
-    top1_same: torch.Tensor  # (K,) bool: stored and fresh states give the same top-1 (near-tie counts)
+    top1_stored: torch.Tensor | None  # (K,) bool: lm_head on the stored state gives the model's own top-1 token
+    top1_fresh: torch.Tensor | None  # (K,) bool: the same on the fresh state (True for the last layer)
+    top1_same: torch.Tensor | None  # (K,) bool: stored and fresh states give the same top-1 (near-tie counts)
     top1_stored_renormed: torch.Tensor | None  # (K,) bool: lm_head(final_norm(stored last)) gives the model's top-1
+    rows_differ: torch.Tensor | None = None  # (K,) bool, tokens only: another row count than the text's tokens'
+
+    @property
+    def rows_match(self) -> bool:
+        return self.rows_differ is None or not bool(self.rows_differ.any())
+
+    @property
+    def top1_differs(self) -> torch.Tensor:
+        """(K,) bool: lm_head top-1 differs from the fresh state's (all False outside ``last``)."""
+        if self.top1_same is None:
+            return torch.zeros(self.cosine.shape[0], dtype=torch.bool)
+        return ~self.top1_same
 
     @property
     def row_min_cosine(self) -> torch.Tensor:
@@ -86,12 +116,16 @@ class RowCheck:
     def verdict(self) -> Verdict:
         min_cosine = float(self.cosine.min()) if self.cosine.numel() else float("nan")
         max_relative_l2 = float(self.row_max_relative_l2.max()) if self.relative_l2.numel() else float("nan")
-        return verdict_for(min_cosine, bool(self.top1_same.all()), max_relative_l2=max_relative_l2)
+        return verdict_for(
+            min_cosine, not bool(self.top1_differs.any()), max_relative_l2=max_relative_l2, rows_match=self.rows_match
+        )
 
     @property
     def corrupted(self) -> torch.Tensor:
-        """(K,) bool: rows whose worst stored layer is corrupted (:func:`~extraction.verdicts.corrupted_rows`)."""
-        return corrupted_rows(self.row_min_cosine, self.row_max_relative_l2)
+        """(K,) bool: rows whose worst stored layer is corrupted (:func:`~extraction.verdicts.corrupted_rows`),
+        or whose row count is not the text's token count (``tokens``)."""
+        corrupted = corrupted_rows(self.row_min_cosine, self.row_max_relative_l2)
+        return corrupted if self.rows_differ is None else corrupted | self.rows_differ
 
 
 @dataclass
@@ -117,6 +151,8 @@ class AuditReport:
     notes: list[str] = field(default_factory=list)
     seconds: float = 0.0
     differences: DifferencePattern | None = None  # which checked rows differ beyond float32 rounding
+    pooling: Pooling = DEFAULT_POOLING  # how a text's states were pooled in the file (and re-extracted)
+    cause_kind: CauseKind = "none"  # which defect the likely cause is (verdicts.CAUSE_KINDS)
 
     @property
     def n_checked(self) -> int:
@@ -164,12 +200,15 @@ class AuditReport:
         return float(self.check.corrupted.float().mean())
 
     @property
-    def lm_head_accuracy_stored(self) -> float:
-        return float(self.check.top1_stored.float().mean())
+    def lm_head_accuracy_stored(self) -> float | None:
+        """None outside ``last`` pooling (lm_head predicts from a last token's state)."""
+        top1 = self.check.top1_stored
+        return None if top1 is None else float(top1.float().mean())
 
     @property
-    def lm_head_accuracy_fresh(self) -> float:
-        return float(self.check.top1_fresh.float().mean())
+    def lm_head_accuracy_fresh(self) -> float | None:
+        top1 = self.check.top1_fresh
+        return None if top1 is None else float(top1.float().mean())
 
     @property
     def best_hypothesis(self) -> Hypothesis | None:
@@ -180,7 +219,9 @@ class AuditReport:
         renormed = self.check.top1_stored_renormed
         return {
             "verdict": self.verdict,
+            "pooling": self.pooling,
             "likely_cause": self.likely_cause,
+            "cause_kind": self.cause_kind,
             "cause": self.cause,
             "min_cosine": _clean_float(self.min_cosine),
             "mean_cosine": _clean_float(self.mean_cosine),
@@ -216,6 +257,11 @@ class AuditReport:
             "checked_rows": self.checked,
             "per_row_min_cosine": [_clean_float(x) for x in self.per_row_min_cosine],
             "per_row_max_relative_l2": [_clean_float(x) for x in self.per_row_max_relative_l2],
+            "rows_differ": (
+                [self.checked[k] for k in self.check.rows_differ.nonzero().flatten().tolist()]
+                if self.check.rows_differ is not None
+                else None
+            ),
             "differences": self.differences.to_dict() if self.differences is not None else None,
             "hypotheses": [h.to_dict() for h in self.hypotheses],
             "notes": self.notes,
@@ -230,8 +276,8 @@ class AuditReport:
                 "min_cosine": self.per_row_min_cosine,
                 "max_relative_l2": self.per_row_max_relative_l2,
                 "corrupted": self.check.corrupted.numpy(),
-                "lm_head_top1_stored": self.check.top1_stored.numpy(),
-                "lm_head_top1_fresh": self.check.top1_fresh.numpy(),
+                "lm_head_top1_stored": _column(self.check.top1_stored, self.n_checked),
+                "lm_head_top1_fresh": _column(self.check.top1_fresh, self.n_checked),
             }
         )
 
@@ -251,6 +297,10 @@ class AuditReport:
             ],
             columns=["hypothesis", "status", "reproduction_cosine", "fresh_cosine", "rows", "detail"],
         )
+
+
+def _column(flags: torch.Tensor | None, n: int):
+    return flags.numpy() if flags is not None else [None] * n
 
 
 def _clean_float(x: float | None) -> float | None:

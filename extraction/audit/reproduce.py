@@ -1,6 +1,9 @@
 """Forward passes on custom layouts, to reproduce what a defective extraction stored: the
-states at a layout's read positions (:func:`states_at`), the pre-norm last state, and the
-layouts of right padding, shifted positions and unmasked packing."""
+states a layout gives its texts under a pooling (:func:`states_at`, pooled as extraction pools:
+:func:`extraction.pooling.pooled_positions` and :func:`~extraction.pooling.pool_rows` over the
+layout's ``pool_ids``), the pooled means of a right-padded row at every padded length at once
+(:func:`padded_means`), the pre-norm last state, and the layouts of right padding, shifted
+positions and unmasked packing."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..pooling import DEFAULT_POOLING, Pooling, pool_rows, pooled_positions
 from ..strategies import BatchLayout
 from ..texts import TokenizedTexts
 
@@ -21,31 +25,77 @@ def _supports_logits_to_keep(model: torch.nn.Module) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
-def states_at(loaded: LoadedModel, layout: BatchLayout, layers: Sequence[int]) -> torch.Tensor:
-    """Run one forward pass on ``layout``; the states at its read positions: (K, L, d) float32."""
+def _positions_states(
+    loaded: LoadedModel, layout: BatchLayout, layers: Sequence[int], rows: torch.Tensor, cols: torch.Tensor
+) -> torch.Tensor:
+    """One forward pass on ``layout``; the states at positions ``(rows, cols)`` (P,): (P, L, d) float32."""
     kwargs = {"logits_to_keep": 1} if _supports_logits_to_keep(loaded.model) else {}
     with torch.inference_mode():
         output = loaded.model(
             **layout.model_inputs(loaded.dtype, loaded.device), output_hidden_states=True, use_cache=False, **kwargs
         )
-        rows, cols = layout.read_rows.to(loaded.device), layout.read_cols.to(loaded.device)
-        picked = torch.stack([output.hidden_states[layer][rows, cols] for layer in layers], dim=1)  # (K, L, d)
+        rows, cols = rows.to(loaded.device), cols.to(loaded.device)
+        picked = torch.stack([output.hidden_states[layer][rows, cols] for layer in layers], dim=1)  # (P, L, d)
     return picked.float().cpu()
 
 
-def pre_norm_states(loaded: LoadedModel, tokenized: TokenizedTexts) -> torch.Tensor:
-    """The last block's output before the final norm at each text's last token: (N, d).
+def states_at(
+    loaded: LoadedModel, layout: BatchLayout, layers: Sequence[int], pooling: Pooling = DEFAULT_POOLING
+) -> torch.Tensor:
+    """Run one forward pass on ``layout``; each of its K texts' states under ``pooling``, pooled
+    as extraction pools them: ``last`` the read positions, (K, L, d); ``mean`` the mean over the
+    positions ``layout.pooled_ids()`` gives the text, (K, L, d); ``tokens`` those positions as rows,
+    (K, n, L, d), which needs every text to pool the same number ``n`` of positions."""
+    rows, cols, owner = pooled_positions(layout, pooling)
+    # Pooled, the texts are those pool_ids names (a right-padded row reads many positions of one text).
+    num_texts = len(layout.read_rows) if pooling == "last" else int(owner.max()) + 1
+    picked = _positions_states(loaded, layout, layers, rows, cols)  # (P, L, d)
+    pooled = pool_rows(picked, owner, num_texts, pooling)  # last/mean (K, L, d); tokens (P, L, d)
+    if pooling != "tokens":
+        return pooled
+    counts = torch.bincount(owner, minlength=num_texts)
+    if (counts != counts[0]).any():
+        raise ValueError(f"tokens reproduction needs equal row counts per text, got {counts.tolist()}")
+    return pooled.view(num_texts, int(counts[0]), *pooled.shape[1:])  # (K, n, L, d)
+
+
+def padded_means(
+    loaded: LoadedModel, layout: BatchLayout, layers: Sequence[int], widths: Sequence[int]
+) -> torch.Tensor:
+    """The mean over the first ``w`` pooled positions of ``layout``'s one row, for each ``w`` of
+    ``widths``: (C, L, d) float32, from one forward pass.
+
+    With a causal model the state at a column depends only on the columns before it, so the row
+    padded to its full width gives every shorter padded row's states too: the mean that
+    ``hidden.mean(1)`` takes over a row right-padded to ``w`` (pads counted) is the mean over
+    its first ``w`` columns. Each mean is :func:`~extraction.pooling.pool_rows`'s (float32, in
+    position order), over the positions ``layout.pooled_ids()`` names."""
+    rows, cols, _ = pooled_positions(layout, "mean")
+    picked = _positions_states(loaded, layout, layers, rows, cols)  # (P, L, d)
+    means = []
+    for width in widths:
+        keep = cols < width  # (P,)
+        means.append(pool_rows(picked[keep], torch.zeros(int(keep.sum()), dtype=torch.long), 1, "mean")[0])
+    return torch.stack(means)  # (C, L, d)
+
+
+def pre_norm_states(loaded: LoadedModel, tokenized: TokenizedTexts, pooling: Pooling = DEFAULT_POOLING) -> torch.Tensor:
+    """The last block's output before the final norm at each text's last token (``mean``: the
+    mean over the text's tokens, in float32): (N, d).
 
     Single-sample, read by a forward pre-hook on the final norm. ``ValueError`` if the
-    model has no final norm module.
+    model has no final norm module, or for ``tokens`` pooling.
     """
+    if pooling == "tokens":
+        raise ValueError("pre-norm states are read per text (last or mean), not per token")
     norm = loaded.final_norm
     if norm is None:
         raise ValueError(f"{loaded.name} has no final norm module to read the pre-norm state from")
     captured: list[torch.Tensor] = []
 
     def hook(module, args):
-        captured.append(args[0][0, -1].float().cpu())  # (d,): batch of one, last position
+        states = args[0][0].float()  # (T, d): batch of one
+        captured.append((states.mean(0) if pooling == "mean" else states[-1]).cpu())  # (d,)
 
     handle = norm.register_forward_pre_hook(hook)
     try:
@@ -71,7 +121,9 @@ def right_padded_layout(token_ids: Sequence[int], width: int, pad_id: int) -> Ba
     segment_ids = torch.full((1, width), -1, dtype=torch.long)
     segment_ids[0, :n] = 0
     cols = torch.arange(n - 1, width)
-    return BatchLayout(input_ids, segment_ids, None, "padding", torch.zeros_like(cols), cols)
+    # Pooled (mean/tokens), every column of the row counts, pads included, as right-naive pools.
+    every_column = torch.zeros((1, width), dtype=torch.long)
+    return BatchLayout(input_ids, segment_ids, None, "padding", torch.zeros_like(cols), cols, pool_ids=every_column)
 
 
 def shifted_positions_layout(token_ids: Sequence[int], offsets: Sequence[int]) -> BatchLayout:
@@ -80,21 +132,28 @@ def shifted_positions_layout(token_ids: Sequence[int], offsets: Sequence[int]) -
     input_ids = torch.tensor([list(token_ids)] * count, dtype=torch.long)  # (C, n)
     position_ids = torch.tensor(offsets)[:, None] + torch.arange(n)[None, :]  # (C, n)
     segment_ids = torch.zeros(count, n, dtype=torch.long)
-    return BatchLayout(input_ids, segment_ids, position_ids, "none", torch.arange(count), torch.full((count,), n - 1))
+    per_row = torch.arange(count)[:, None].expand(count, n).clone()  # pooled: row k is candidate k
+    return BatchLayout(
+        input_ids, segment_ids, position_ids, "none", torch.arange(count), torch.full((count,), n - 1), pool_ids=per_row
+    )
 
 
 def concatenated_layout(packs: Sequence[Sequence[Sequence[int]]], pad_id: int) -> BatchLayout:
     """One row per pack: its texts concatenated, position ids restarting per text, no
     separation between texts (each sees the ones before it), right-padded to the longest
-    pack; reads the last token of each pack."""
+    pack; reads the last token of each pack (pooled: the last text's tokens of each pack)."""
     rows = [[t for ids in pack for t in ids] for pack in packs]
     width = max(len(r) for r in rows)
     input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)  # (C, W)
     segment_ids = torch.full((len(rows), width), -1, dtype=torch.long)
     position_ids = torch.zeros((len(rows), width), dtype=torch.long)
+    last_text = torch.full((len(rows), width), -1, dtype=torch.long)  # pooled: row r's last text is candidate r
     for r, pack in enumerate(packs):
+        last_text[r, len(rows[r]) - len(pack[-1]) : len(rows[r])] = r
         input_ids[r, : len(rows[r])] = torch.tensor(rows[r])
         segment_ids[r, : len(rows[r])] = 0  # one segment: the texts are not separated
         position_ids[r, : len(rows[r])] = torch.tensor([p for ids in pack for p in range(len(ids))])
     ends = torch.tensor([len(r) - 1 for r in rows])
-    return BatchLayout(input_ids, segment_ids, position_ids, "padding", torch.arange(len(rows)), ends)
+    return BatchLayout(
+        input_ids, segment_ids, position_ids, "padding", torch.arange(len(rows)), ends, pool_ids=last_text
+    )

@@ -10,9 +10,11 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..stored_states import StoredStates, validate_states
+from ..pooling import DEFAULT_POOLING, Pooling, parse_pooling
+from ..stored_states import StoredStates, validate_offsets, validate_states
 from ..texts import TokenizedTexts, texts_sha256, tokenize_texts
-from .check import check_rows, concat_checks, lm_head_note, sample_indices, subset
+from ..verdicts import CauseKind
+from .check import check_rows, check_token_rows, concat_checks, lm_head_note, sample_indices, subset, token_rows
 from .forensics import FORENSIC_ROWS, likely_cause, run_forensics
 from .pattern import difference_pattern
 from .report import REPRODUCE_COSINE, AuditProgress, AuditReport, Hypothesis
@@ -36,6 +38,27 @@ def _metadata_notes(stored: StoredStates, loaded: LoadedModel, texts: Sequence[s
     return notes
 
 
+def _unexplained_kind(check) -> CauseKind:
+    """The cause kind when no hypothesis explains the rows: ``pad-state`` when some text has
+    another row count than its tokens (positions kept that are not the text's: the measured
+    counts say so), else ``unknown``."""
+    return "pad-state" if not check.rows_match else "unknown"
+
+
+def resolve_pooling(stored: StoredStates, pooling: str | None) -> tuple[Pooling, str | None]:
+    """The pooling to audit under: ``pooling`` if given, else the file's metadata ``"pooling"``,
+    else :data:`~extraction.pooling.DEFAULT_POOLING`; and a one-line note when the two disagree."""
+    recorded = stored.pooling
+    if recorded is not None and recorded not in ("last", "mean", "tokens"):
+        recorded = None
+    if pooling is None:
+        return parse_pooling(recorded or DEFAULT_POOLING), None
+    chosen = parse_pooling(pooling)
+    if recorded is not None and recorded != chosen:
+        return chosen, f"the file's metadata says pooling {recorded!r}; auditing under {chosen!r} as asked"
+    return chosen, None
+
+
 def audit_states(
     loaded: LoadedModel,
     texts: Sequence[str] | TokenizedTexts,
@@ -47,9 +70,16 @@ def audit_states(
     forensics: bool = True,
     forensic_rows: int = FORENSIC_ROWS,
     progress: AuditProgress | None = None,
+    pooling: str | None = None,
+    offsets: torch.Tensor | None = None,
 ) -> AuditReport:
     """Audit stored states (``(N, d)`` for ``layer``, default the last, or ``(N, L, d)`` for
     ``layers``, default all or the layers in the file's metadata) against ``texts``.
+
+    ``pooling`` (default: the file's metadata ``"pooling"``, else ``last``) is how the file
+    pooled each text's states; the fresh states are pooled the same way. Under ``tokens`` the
+    file is ``(R, d)`` or ``(R, L, d)`` with ``offsets`` (N + 1,), given here or read from the file
+    (``StoredStates.offsets``); a text whose row count is not its token count is corrupted.
 
     Re-extracts ``sample`` random texts (default all) one at a time; see the
     :mod:`extraction.audit` docstring for the measurements, the verdict and the forensics.
@@ -57,6 +87,7 @@ def audit_states(
     started = time.perf_counter()
     if not isinstance(states, StoredStates):
         states = StoredStates(states.float(), "tensor", None, str(states.dtype).removeprefix("torch."))
+    pooling, pooling_note = resolve_pooling(states, pooling)
     tokenized = (
         texts
         if isinstance(texts, TokenizedTexts)
@@ -65,10 +96,23 @@ def audit_states(
     num_states = loaded.num_hidden_layers + 1
     if layers is None and layer is None and states.tensor.dim() == 3:
         layers = states.stored_layers
+    row_offsets = None
+    if pooling == "tokens":
+        row_offsets = validate_offsets(
+            offsets if offsets is not None else states.offsets, len(tokenized), states.tensor.shape[0]
+        )
+        if states.tensor.shape[0] == 0:
+            raise ValueError("stored states have no rows")
+    elif offsets is not None or states.offsets is not None:
+        raise ValueError(
+            f"the states come with row offsets (a tokens file) but are audited under pooling {pooling!r}; "
+            "use pooling 'tokens'"
+        )
+    num_rows = len(tokenized) if row_offsets is None else states.tensor.shape[0]
     stored, resolved = validate_states(
-        states.tensor, len(tokenized), loaded.hidden_size, num_states, layer=layer, layers=layers
+        states.tensor, num_rows, loaded.hidden_size, num_states, layer=layer, layers=layers
     )
-    notes = [n for n in (loaded.pad_token_note, tokenized.truncation_note) if n]
+    notes = [n for n in (pooling_note, loaded.pad_token_note, tokenized.truncation_note) if n]
     notes += _metadata_notes(states, loaded, tokenized.texts)
     if loaded.is_random:
         notes.insert(0, f"{loaded.name} has random weights: its predictions mean nothing, only agreement does.")
@@ -78,7 +122,11 @@ def audit_states(
         if progress is not None:
             progress("re-extracting", start, len(checked))
         chunk = checked[start : start + CHUNK_TEXTS]
-        checks.append(check_rows(loaded, subset(tokenized, chunk), stored[chunk], resolved))
+        if row_offsets is None:
+            checks.append(check_rows(loaded, subset(tokenized, chunk), stored[chunk], resolved, pooling))
+        else:
+            rows, chunk_offsets = token_rows(stored, row_offsets, chunk)
+            checks.append(check_token_rows(loaded, subset(tokenized, chunk), rows, chunk_offsets, resolved))
     if progress is not None:
         progress("re-extracting", len(checked), len(checked))
     check = concat_checks(checks)
@@ -97,10 +145,12 @@ def audit_states(
     lens_layer = max(resolved)
     hypotheses: list[Hypothesis] = []
     cause_name: str | None = None
+    cause_kind: CauseKind = "none"
     if verdict == "exact":
         cause = f"The stored states match single-sample extraction (min cosine {float(check.cosine.min()):.6f})."
     elif not forensics:
         cause_name = "unknown"
+        cause_kind = _unexplained_kind(check)
         cause = "Forensics were not run."
     else:
         hypotheses = run_forensics(
@@ -114,13 +164,17 @@ def audit_states(
             progress,
             stored_dtype=states.stored_dtype,
             pattern=differences,
+            pooling=pooling,
+            offsets=row_offsets,
         )
         best = likely_cause(hypotheses)
         if best is not None:
             cause_name = best.name
+            cause_kind = best.cause_kind
             cause = f"{best.title[0].upper()}{best.title[1:]}: {best.detail}."
         else:
             cause_name = "unknown"
+            cause_kind = _unexplained_kind(check)
             tried = [h for h in hypotheses if h.reproduction_cosine is not None]
             closest = max(tried, key=lambda h: h.reproduction_cosine, default=None)
             closest_text = ""
@@ -146,7 +200,11 @@ def audit_states(
         checked=checked,
         check=check,
         lm_head_layer=lens_layer,
-        lm_head_note=lm_head_note(lens_layer, num_states),
+        lm_head_note=(
+            lm_head_note(lens_layer, num_states)
+            if pooling == "last"
+            else f"no lm_head check under {pooling} pooling: lm_head predicts from a last token's state"
+        ),
         verdict=verdict,
         likely_cause=cause_name,
         cause=cause,
@@ -154,6 +212,8 @@ def audit_states(
         notes=notes,
         seconds=time.perf_counter() - started,
         differences=differences,
+        pooling=pooling,
+        cause_kind=cause_kind,
     )
     logger.info("audit: %s, likely cause %s (%.1f s)", verdict, cause_name, report.seconds)
     return report

@@ -15,6 +15,7 @@ EXIT_NOT_EXACT = 1
 
 def add_parser(subparsers) -> None:
     from ..audit import FORENSIC_ROWS
+    from ..pooling import POOLING_SUMMARY, POOLINGS
 
     parser = subparsers.add_parser(
         "audit", help="check stored hidden states against single-sample extraction and name the likely defect"
@@ -32,6 +33,13 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument(
         "--layers", help="hidden_states indices of an (N, L, d) file, comma-separated (default all, or its metadata)"
+    )
+    parser.add_argument(
+        "--pooling",
+        choices=list(POOLINGS),
+        help="how the file pooled each text's states (default: the file's metadata 'pooling', else last); "
+        + "; ".join(f"{name}: {summary}" for name, summary in POOLING_SUMMARY.items())
+        + ". A tokens file holds (R, L, d) rows and an 'offsets' tensor (N + 1)",
     )
     parser.add_argument("--sample", type=int, help="re-extract at most this many random texts (default all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random sample")
@@ -52,21 +60,26 @@ def format_report(report) -> str:
     lines = [
         f"model: {report.model_description}",
         f"states: {report.states_source}, shape {tuple(report.states_shape)} {report.states_dtype}, {layer_text}",
-        f"{report.n_texts} texts, {report.n_checked} re-extracted one at a time",
+        f"{report.n_texts} texts, {report.n_checked} re-extracted one at a time, pooling {report.pooling}",
     ]
     lines += [f"note: {note}" for note in report.notes]
     lines += [
         "",
         f"verdict: {report.verdict}   (exact: min cosine >= {EXACT_COSINE} and same top-1; drift: >= {DRIFT_COSINE}; "
         f"either way relative L2 <= {CORRUPTED_RELATIVE_L2})",
-        f"likely cause: {report.likely_cause or '-'}",
+        f"likely cause: {report.likely_cause or '-'} (cause kind {report.cause_kind})",
         f"  {report.cause}",
         f"min cosine {report.min_cosine:.6f}, mean cosine {report.mean_cosine:.6f}; "
         f"max relative L2 {report.max_relative_l2:.3g}, median {report.median_relative_l2:.3g}; "
         f"rows corrupted: {100 * report.fraction_corrupted:.0f}%",
-        f"lm_head top-1 = the model's own prediction: stored {100 * report.lm_head_accuracy_stored:.0f}%, "
-        f"fresh {100 * report.lm_head_accuracy_fresh:.0f}%  ({report.lm_head_note})",
     ]
+    if report.lm_head_accuracy_stored is None:
+        lines.append(report.lm_head_note)
+    else:
+        lines.append(
+            f"lm_head top-1 = the model's own prediction: stored {100 * report.lm_head_accuracy_stored:.0f}%, "
+            f"fresh {100 * report.lm_head_accuracy_fresh:.0f}%  ({report.lm_head_note})"
+        )
     if report.differences is not None and report.verdict != "exact":
         lines.append(f"rows: {report.differences.describe()}")
     if report.hypotheses:
@@ -119,6 +132,7 @@ def run(args: argparse.Namespace) -> int:
             forensics=not args.no_forensics,
             forensic_rows=args.forensic_rows,
             progress=progress,
+            pooling=args.pooling,
         )
     finally:
         for bar in bars.values():

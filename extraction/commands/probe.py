@@ -9,6 +9,7 @@ from ..atomic import write_json_atomic
 from ..cli import (
     CliError,
     add_model_arguments,
+    add_pooling_argument,
     check_output_path,
     load_model_from_args,
     strategy_progress_bars,
@@ -62,6 +63,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--strategies", default="all", help=f"comma-separated, or all: {','.join(STRATEGIES)}")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
+    add_pooling_argument(parser, choices=["last", "mean"])
     parser.add_argument(
         "--test-fraction", type=float, default=DEFAULT_TEST_FRACTION, help="share of each class held out for testing"
     )
@@ -97,6 +99,7 @@ def format_sweep_table(sweep) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..labelled import LabelledTexts, builtin_dataset, check_labelled, read_labelled_csv
+    from ..pooling import POOLING_SUMMARY
     from ..probe_sweep import run_probe_sweep
     from ..strategies import parse_strategy_names
 
@@ -123,11 +126,13 @@ def run(args: argparse.Namespace) -> int:
             test_fraction=args.test_fraction,
             batch_size=args.batch_size,
             progress=progress,
+            pooling=args.pooling,
         )
     print(f"model: {loaded.description}")
     for note in sweep.notes:
         print(f"note: {note}")
     print(f"data: {sweep.describe()}")
+    print(f"pooling: {sweep.pooling} ({POOLING_SUMMARY[sweep.pooling]})")
     print(format_sweep_table(sweep))
     print(
         "single acc: the reference probe (trained and tested on single-sample states), mean over the splits. "

@@ -117,10 +117,10 @@ def test_two_layers_named_for_a_2d_return(tiny_gpt2):
         check_extractor(_constant(torch.ones(3, HIDDEN)), tiny_gpt2, TEXTS[:3], layers=[1, 2])
 
 
-def test_only_last_token_pooling(tiny_gpt2):
+def test_unknown_pooling_is_refused(tiny_gpt2):
     called = []
-    with pytest.raises(ValueError, match="issue 11"):
-        check_extractor(lambda texts: called.append(texts), tiny_gpt2, TEXTS[:3], pooling="mean")
+    with pytest.raises(ValueError, match="unknown pooling"):
+        check_extractor(lambda texts: called.append(texts), tiny_gpt2, TEXTS[:3], pooling="max")
     assert called == []  # refused before the user's function runs
 
 
