@@ -157,7 +157,16 @@ def _read_numpy(
             ) from None
         raise ValueError(f"{source}: cannot read it as {suffix} ({error}); is it truncated or corrupt?") from None
     # A damaged header reaches numpy's header parser (tokenize/SyntaxError on garbage text).
-    except (OSError, EOFError, MemoryError, zipfile.BadZipFile, SyntaxError, tokenize.TokenError) as error:
+    # A damaged zip directory can claim a zip version the module does not implement.
+    except (
+        OSError,
+        EOFError,
+        MemoryError,
+        zipfile.BadZipFile,
+        NotImplementedError,
+        SyntaxError,
+        tokenize.TokenError,
+    ) as error:
         raise ValueError(f"{source}: cannot read it as {suffix} ({error}); is it truncated or corrupt?") from None
     if isinstance(loaded, np.ndarray):
         if suffix != ".npy":
@@ -169,7 +178,7 @@ def _read_numpy(
         with loaded:
             arrays = {name: loaded[name] for name in loaded.files}
     # Damage shows up on access; a header claiming a huge shape shows up as MemoryError.
-    except (ValueError, OSError, EOFError, MemoryError, zipfile.BadZipFile, zlib.error) as error:
+    except (ValueError, OSError, EOFError, MemoryError, zipfile.BadZipFile, NotImplementedError, zlib.error) as error:
         raise ValueError(f"{source}: cannot read it as .npz ({error}); is it truncated or corrupt?") from None
     return (*_pick(arrays, key, source), _offsets_in(arrays, key, source))
 
