@@ -346,7 +346,9 @@ def extract_states(
                 states, group_logits = _run_hidden_states(model, layout, inputs, layers, pooling)
             group_facts = span_facts(layout, pooling)
             if pooling == "tokens":
-                for index, text_rows in zip(group, states.float().cpu().split(group_facts["rows"].tolist()), strict=True):
+                for index, text_rows in zip(
+                    group, states.float().cpu().split(group_facts["rows"].tolist()), strict=True
+                ):
                     token_rows[index] = text_rows
             else:
                 hidden[group] = states.float().cpu()

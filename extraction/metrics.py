@@ -99,7 +99,10 @@ def per_text_token_metrics(
     if len(reference_offsets) - 1 != n:
         raise ValueError(f"{n} texts against {len(reference_offsets) - 1} in the reference")
     num_layers = rows.shape[1]
-    out = {key: torch.full((n, num_layers), float("nan"), dtype=torch.float64) for key in ("cosine", "relative_l2", "max_abs")}
+    out = {
+        key: torch.full((n, num_layers), float("nan"), dtype=torch.float64)
+        for key in ("cosine", "relative_l2", "max_abs")
+    }
     counts, reference_counts = offsets.diff(), reference_offsets.diff()
     for i in range(n):
         common = int(min(counts[i], reference_counts[i]))

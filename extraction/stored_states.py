@@ -12,6 +12,12 @@ Checking (:func:`validate_states`): a stored tensor is ``(N, d)`` for one layer 
 different from the number of texts, a width different from the model's hidden size, a
 layer count the model cannot have and NaN/inf values each raise ``ValueError``.
 
+Token-level files (``extract --pooling tokens``) hold ``hidden_states`` ``(R, L, d)`` and an
+integer ``offsets`` ``(N + 1,)`` (text i owns rows ``offsets[i]:offsets[i + 1]``): a tensor
+named :data:`OFFSETS_NAME` with integer values is read as those offsets, never as the states,
+checked (starts at 0, never decreases, ends at the row count) and returned in
+:attr:`StoredStates.offsets`; the pooling the file records is :attr:`StoredStates.stored_pooling`.
+
 A folder of shards written by ``extract --out DIR`` (or a ``.zip`` of it, as uploaded) is
 read like a file: :func:`read_states` hands it to :func:`extraction.shards.read_sharded`,
 which returns every text's row in text order.
@@ -38,6 +44,7 @@ from .states_record import StoredStates
 logger = logging.getLogger(__name__)
 
 STATE_SUFFIXES = (".safetensors", ".npy", ".npz", ".pt", ".pth", ".zip")  # .zip: a zipped folder of shards
+OFFSETS_NAME = "offsets"  # the row offsets of a token-level file (extract --pooling tokens)
 
 
 # --- reading ---------------------------------------------------------------------------
@@ -58,6 +65,34 @@ def _pick(tensors: dict[str, object], key: str | None, source: str) -> tuple[str
     if len(tensors) > 1:
         raise ValueError(f"{source}: holds several tensors ({_describe(tensors)}); choose one with --key NAME")
     return next(iter(tensors.items()))
+
+
+def _split_offsets(tensors: dict[str, object], key: str | None) -> tuple[dict[str, object], object | None]:
+    """The tensors without an integer :data:`OFFSETS_NAME` entry, and that entry (or None),
+    unless ``key`` names it."""
+    value = tensors.get(OFFSETS_NAME)
+    if key == OFFSETS_NAME or value is None:
+        return tensors, None
+    dtype = getattr(value, "dtype", None)
+    is_integer = (isinstance(value, torch.Tensor) and not value.is_floating_point() and dtype != torch.bool) or (
+        isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.integer)
+    )
+    if not is_integer:
+        return tensors, None
+    return {name: tensor for name, tensor in tensors.items() if name != OFFSETS_NAME}, value
+
+
+def check_offsets(value: object, rows: int, source: str) -> torch.Tensor:
+    """``(N + 1,)`` int64 offsets of ``rows`` token rows, or ``ValueError`` saying what is wrong."""
+    offsets = torch.as_tensor(np.asarray(value) if isinstance(value, np.ndarray) else value).long().flatten()
+    if len(offsets) < 2:
+        raise ValueError(f"{source}: {OFFSETS_NAME} needs at least 2 entries (N + 1 for N texts), got {len(offsets)}")
+    if int(offsets[0]) != 0 or bool((offsets.diff() < 0).any()) or int(offsets[-1]) != rows:
+        raise ValueError(
+            f"{source}: {OFFSETS_NAME} must start at 0, never decrease and end at the row count {rows} "
+            f"(it runs {int(offsets[0])}..{int(offsets[-1])})"
+        )
+    return offsets
 
 
 def _to_float_tensor(value: object, source: str, key: str | None) -> tuple[torch.Tensor, str]:
@@ -108,7 +143,7 @@ def read_safetensors_header(data: bytes | Path) -> dict:
     return header
 
 
-def _read_safetensors(data: bytes, source: str, key: str | None) -> tuple[str, object, dict[str, str]]:
+def _read_safetensors(data: bytes, source: str, key: str | None) -> tuple[str, object, dict[str, str], object]:
     from safetensors import SafetensorError
     from safetensors.torch import load as load_safetensors
 
@@ -118,11 +153,12 @@ def _read_safetensors(data: bytes, source: str, key: str | None) -> tuple[str, o
     except (SafetensorError, ValueError, struct.error) as error:
         raise ValueError(f"{source}: cannot read it as safetensors ({error}); is it truncated or corrupt?") from None
     metadata = header.get("__metadata__") or {}
+    tensors, offsets = _split_offsets(tensors, key)
     name, value = _pick(tensors, key, source)
-    return name, value, {str(k): str(v) for k, v in metadata.items()}
+    return name, value, {str(k): str(v) for k, v in metadata.items()}, offsets
 
 
-def _read_numpy(data: bytes, source: str, key: str | None, suffix: str) -> tuple[str | None, object]:
+def _read_numpy(data: bytes, source: str, key: str | None, suffix: str) -> tuple[str | None, object, object]:
     magic = b"\x93NUMPY" if suffix == ".npy" else b"PK"
     if not data.startswith(magic):
         raise ValueError(f"{source}: is not a {suffix} file (its first bytes are not the {suffix} signature)")
@@ -142,17 +178,18 @@ def _read_numpy(data: bytes, source: str, key: str | None, suffix: str) -> tuple
             raise ValueError(f"{source}: is a .npy array, not an .npz archive: rename it to .npy")
         if key is not None:
             logger.info("%s: a .npy file holds one array; --key %s ignored", source, key)
-        return None, loaded
+        return None, loaded, None
     try:
         with loaded:
             arrays = {name: loaded[name] for name in loaded.files}
     # Damage shows up on access; a header claiming a huge shape shows up as MemoryError.
     except (ValueError, OSError, EOFError, MemoryError, zipfile.BadZipFile, zlib.error) as error:
         raise ValueError(f"{source}: cannot read it as .npz ({error}); is it truncated or corrupt?") from None
-    return _pick(arrays, key, source)
+    arrays, offsets = _split_offsets(arrays, key)
+    return (*_pick(arrays, key, source), offsets)
 
 
-def _read_torch(data: bytes, source: str, key: str | None) -> tuple[str | None, object]:
+def _read_torch(data: bytes, source: str, key: str | None) -> tuple[str | None, object, object]:
     try:
         loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
@@ -164,19 +201,20 @@ def _read_torch(data: bytes, source: str, key: str | None) -> tuple[str | None, 
             ) from None
         raise ValueError(f"{source}: cannot read it as a torch file ({message}); is it truncated or corrupt?") from None
     if isinstance(loaded, torch.Tensor):
-        return None, loaded
+        return None, loaded, None
     if isinstance(loaded, dict):
         tensors = {str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
         if key is not None and key in loaded and not isinstance(loaded[key], torch.Tensor):
             raise ValueError(f"{source}: entry {key!r} is a {type(loaded[key]).__name__}, not a tensor")
-        return _pick(tensors, key, source)
+        tensors, offsets = _split_offsets(tensors, key)
+        return (*_pick(tensors, key, source), offsets)
     if isinstance(loaded, list | tuple) and loaded and all(isinstance(t, torch.Tensor) for t in loaded):
         shapes = {tuple(t.shape) for t in loaded}
         if len(shapes) != 1:
             raise ValueError(
                 f"{source}: a list of tensors of different shapes ({sorted(shapes)[:3]}...) cannot be rows"
             )
-        return None, torch.stack(list(loaded))  # one tensor per text -> (N, ...)
+        return None, torch.stack(list(loaded)), None  # one tensor per text -> (N, ...)
     raise ValueError(f"{source}: holds a {type(loaded).__name__}; expected a tensor or a dict of tensors")
 
 
@@ -212,13 +250,17 @@ def read_states(source: str | Path | bytes, name: str | None = None, key: str | 
         raise ValueError(f"{label}: the file is empty")
     metadata: dict[str, str] = {}
     if suffix == ".safetensors":
-        picked, value, metadata = _read_safetensors(data, label, key)
+        picked, value, metadata, offsets = _read_safetensors(data, label, key)
     elif suffix in (".npy", ".npz"):
-        picked, value = _read_numpy(data, label, key, suffix)
+        picked, value, offsets = _read_numpy(data, label, key, suffix)
     else:
-        picked, value = _read_torch(data, label, key)
+        picked, value, offsets = _read_torch(data, label, key)
     tensor, dtype_name = _to_float_tensor(value, label, picked)
-    return StoredStates(tensor=tensor, source=label, key=picked, stored_dtype=dtype_name, metadata=metadata)
+    if offsets is not None:
+        offsets = check_offsets(offsets, len(tensor) if tensor.dim() else 0, label)
+    return StoredStates(
+        tensor=tensor, source=label, key=picked, stored_dtype=dtype_name, metadata=metadata, offsets=offsets
+    )
 
 
 # --- checking --------------------------------------------------------------------------
