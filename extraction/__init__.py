@@ -17,9 +17,10 @@ here). The public API, importable from ``extraction``:
 * :func:`check_extractor` (``extract_fn, model, texts, layer=-1, pooling="last",
   layers=None``) -> :class:`AuditReport`: runs your own extraction function and audits
   its rows; :func:`assert_matches_single` raises ``AssertionError`` unless they are exact.
-* :func:`extract_to_file` (``loaded, texts, out, layers=None, strategy="auto"``) ->
+* :func:`extract_to_file` (``loaded, texts, out, layers=None, strategy="auto", pooling="last"``) ->
   :class:`ExportResult`: correct extraction of every text to a ``.safetensors`` file,
-  verified against single-sample extraction.
+  verified against single-sample extraction (``pooling="tokens"``: every token's row and
+  the texts' ``offsets``).
 
 Example (tiny random GPT-2: seconds, no download)::
 

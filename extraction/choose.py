@@ -7,7 +7,10 @@
    one so that two texts share a length) is extracted one text a pass (``single``, the
    ground truth) and then, for a candidate layout, all together in one pass. The layout is
    exact when the verdict rule of :mod:`extraction.verdicts` says ``exact`` over every
-   layer and the ``lm_head`` top-1. The ``-naive`` layouts are never candidates.
+   layer and the ``lm_head`` top-1. Under ``mean``/``tokens`` pooling (:mod:`extraction.pooling`)
+   both are extracted with that pooling and judged the same way without the top-1 (not
+   defined for a pooled state), with the row count under ``tokens``. The ``-naive``
+   layouts are never candidates.
 2. **Cost, from a model.** Every candidate's plan for *these* texts and batch size is
    priced without running it (:func:`estimate_seconds`): ``passes x pass_seconds + FLOPs /
    flops_per_second`` with ``FLOPs = 2 P_body B T + 4 d n_layers B T^2`` per pass of ``B``
@@ -19,11 +22,15 @@
    ``<cache_dir>/strategy-choices.json`` (:func:`choice_cache_path`, the cache folder of
    :mod:`extraction.models`) under a key of the model (name, source, a hash of its
    config), dtype, device, attention implementation and the torch / transformers versions
-   (:func:`choice_key`): a change of any of them is another key. A remembered decision
+   (:func:`choice_key`), and the pooling when it is not ``last``: a change of any of them
+   is another key. A remembered decision
    runs no forward pass at all; a candidate not yet checked under a key is probed and added.
 
 The single-text rows of the probe texts are handed back (:attr:`StrategyChoice.reference_rows`)
-so that ``extract`` writes them instead of extracting those texts again.
+so that ``extract`` writes them instead of extracting those texts again (under ``last`` and
+``mean``; None under ``tokens``, whose rows are not one per text).
+
+(A little over 400 lines: the probe, the cost model and the cache are one decision.)
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,7 +50,8 @@ import torch
 
 from . import metrics
 from .atomic import write_json_atomic
-from .extract import extract_states
+from .extract import ExtractionResult, extract_states
+from .pooling import DEFAULT_POOLING, Pooling, parse_pooling, row_offsets
 from .strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, REFERENCE, STRATEGIES, get_strategy
 from .texts import TokenizedTexts
 from .verdicts import verdict_for
@@ -174,7 +182,8 @@ def _config_hash(loaded: LoadedModel) -> str:
 
 
 def choice_identity(loaded: LoadedModel) -> dict[str, str]:
-    """What a remembered decision depends on: model, dtype, device, attention, versions."""
+    """What a remembered decision depends on: model, dtype, device, attention, versions
+    (and the pooling, added by :func:`choice_key`)."""
     import transformers
 
     device = loaded.device
@@ -192,9 +201,16 @@ def choice_identity(loaded: LoadedModel) -> dict[str, str]:
     }
 
 
-def choice_key(loaded: LoadedModel) -> str:
-    """The cache key of :func:`choice_identity` (a SHA-256 prefix)."""
-    return hashlib.sha256(json.dumps(choice_identity(loaded), sort_keys=True).encode()).hexdigest()[:24]
+def _pooled_identity(loaded: LoadedModel, pooling: Pooling) -> dict[str, str]:
+    """:func:`choice_identity` with the pooling when it is not ``last`` (so that the decisions
+    remembered before pooling existed keep their key)."""
+    identity = choice_identity(loaded)
+    return identity if pooling == DEFAULT_POOLING else {**identity, "pooling": pooling}
+
+
+def choice_key(loaded: LoadedModel, pooling: Pooling = DEFAULT_POOLING) -> str:
+    """The cache key of :func:`choice_identity` and the pooling (a SHA-256 prefix)."""
+    return hashlib.sha256(json.dumps(_pooled_identity(loaded, pooling), sort_keys=True).encode()).hexdigest()[:24]
 
 
 def choice_cache_path() -> Path:
@@ -231,18 +247,39 @@ def _fit_cost(flops: Sequence[float], seconds: Sequence[float]) -> tuple[float, 
 
 
 def _probe_verdict(
-    hidden: torch.Tensor, logits: torch.Tensor, reference: tuple[torch.Tensor, torch.Tensor], dtype: torch.dtype
+    hidden: torch.Tensor,
+    logits: torch.Tensor | None,
+    reference: tuple[torch.Tensor, torch.Tensor | None],
+    dtype: torch.dtype,
+    offsets: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[str, float]:
     """The verdict and min cosine of probe rows ``hidden`` (P, L, d) and ``logits`` (P, V)
-    against the single-text ``reference`` (hidden, logits)."""
+    against the single-text ``reference`` (hidden, logits), by the rule of :mod:`.verdicts`.
+
+    Under ``mean``/``tokens`` pooling ``logits`` are None (no top-1 for a pooled state);
+    under ``tokens`` ``offsets`` is ``(offsets, reference offsets)``, the rows are compared
+    text by text and another row count than the reference's is corrupted.
+    """
     from .compare import logit_tolerance
 
-    atol, rtol = logit_tolerance(dtype)
-    cosine = metrics.cosine_similarity(hidden, reference[0])  # (P, L)
+    rows_match = True
+    if offsets is not None:
+        measured = metrics.per_text_token_metrics(hidden, offsets[0], reference[0], offsets[1])
+        cosine, relative_l2 = measured["cosine"], measured["relative_l2"]  # (P, L)
+        rows_match = not bool(measured["rows_differ"].any())
+    else:
+        cosine = metrics.cosine_similarity(hidden, reference[0])  # (P, L)
+        relative_l2 = metrics.relative_l2_error(hidden, reference[0])
     min_cosine = float(cosine.min()) if not torch.isnan(cosine).any() else float("nan")
-    top1 = bool(metrics.top1_agrees(logits, reference[1], atol, rtol).all())
-    nonfinite = metrics.nonfinite_count(hidden) + metrics.nonfinite_count(logits) > 0
-    return verdict_for(min_cosine, top1, nonfinite), min_cosine
+    max_relative_l2 = float(relative_l2.max()) if not torch.isnan(relative_l2).any() else float("nan")
+    nonfinite = metrics.nonfinite_count(hidden)
+    top1 = True
+    if logits is not None:
+        atol, rtol = logit_tolerance(dtype)
+        top1 = bool(metrics.top1_agrees(logits, reference[1], atol, rtol).all())
+        nonfinite += metrics.nonfinite_count(logits)
+    verdict = verdict_for(min_cosine, top1, nonfinite > 0, max_relative_l2=max_relative_l2, rows_match=rows_match)
+    return verdict, min_cosine
 
 
 def choose_strategy(
@@ -254,15 +291,18 @@ def choose_strategy(
     remember: bool = True,
     cache_path: str | Path | None = None,
     progress: ChoiceProgress | None = None,
+    pooling: Pooling = DEFAULT_POOLING,
 ) -> StrategyChoice:
-    """The cheapest strategy, by the cost model, that is exact on this model (see the module
-    docstring). ``remember=False`` neither reads nor writes the cache; ``cache_path``
-    overrides :func:`choice_cache_path`. ``single`` is always exact, so there is always a choice.
+    """The cheapest strategy, by the cost model, that is exact on this model under ``pooling``
+    (see the module docstring). ``remember=False`` neither reads nor writes the cache;
+    ``cache_path`` overrides :func:`choice_cache_path`. ``single`` is always exact, so there is
+    always a choice.
     """
     started = time.perf_counter()
+    pooling = parse_pooling(pooling)
     lengths = tokenized.lengths
     path = Path(cache_path) if cache_path is not None else choice_cache_path()
-    key = choice_key(loaded)
+    key = choice_key(loaded, pooling)
     cache = _read_cache(path) if remember else {}
     entry = cache.get(key) if isinstance(cache.get(key), dict) else None
     known: dict[str, dict] = dict(entry.get("exactness", {})) if entry else {}
@@ -270,7 +310,7 @@ def choose_strategy(
     flops_per_second = float(entry["flops_per_second"]) if entry and "flops_per_second" in entry else None
 
     rows: list[int] = []
-    reference: tuple[torch.Tensor, torch.Tensor] | None = None  # single's (P + 1, L, d) rows and (P + 1, V) logits
+    reference: ExtractionResult | None = None  # single's extraction of the probe (P + 1 texts, the copy last)
     probe: TokenizedTexts | None = None
 
     def run_probe_reference() -> None:
@@ -283,14 +323,12 @@ def choose_strategy(
         flops, seconds, parts = [], [], []
         for ids, text in zip(items, probe.texts, strict=False):
             one = TokenizedTexts([text], [ids], [], tokenized.max_tokens)
-            result = extract_states(loaded, one, REFERENCE, keep_logits=True)
+            result = extract_states(loaded, one, REFERENCE, keep_logits=True, pooling=pooling)
             parts.append(result)
             flops.append(pass_flops(body, loaded.hidden_size, loaded.num_hidden_layers, 1, len(ids)))
             seconds.append(result.seconds)
         pass_seconds, flops_per_second = _fit_cost(flops[1:] or flops, seconds[1:] or seconds)  # first pass warms up
-        hidden = torch.cat([p.hidden for p in parts] + [parts[0].hidden])  # (P + 1, L, d): the copy last
-        logits = torch.cat([p.logits for p in parts] + [parts[0].logits])  # (P + 1, V)
-        reference = (hidden, logits)
+        reference = _concat_results(parts + [parts[0]])  # (P + 1) texts: the copy last
 
     if pass_seconds is None or flops_per_second is None:
         run_probe_reference()
@@ -316,8 +354,14 @@ def choose_strategy(
         else:
             if reference is None:
                 run_probe_reference()
-            result = extract_states(loaded, probe, name, batch_size=len(probe), max_batch_tokens=None)
-            verdict, min_cosine = _probe_verdict(result.hidden, result.logits, reference, loaded.dtype)
+            result = extract_states(loaded, probe, name, batch_size=len(probe), max_batch_tokens=None, pooling=pooling)
+            verdict, min_cosine = _probe_verdict(
+                result.hidden,
+                result.logits,
+                (reference.hidden, reference.logits),
+                loaded.dtype,
+                (result.offsets, reference.offsets) if pooling == "tokens" else None,
+            )
             record.update(verdict=verdict, min_cosine=min_cosine, checked="probe")
             known[name] = {"verdict": verdict, "min_cosine": min_cosine}
             checked += 1
@@ -330,7 +374,7 @@ def choose_strategy(
     probe_lengths = sorted({len(ids) for ids in probe.token_ids}) if probe is not None else []
     if remember and reference is not None and len(probe_lengths) >= 2:
         cache[key] = {
-            "identity": choice_identity(loaded),
+            "identity": _pooled_identity(loaded, pooling),
             "exactness": known,
             "pass_seconds": pass_seconds,
             "flops_per_second": flops_per_second,
@@ -359,7 +403,7 @@ def choose_strategy(
         why=why,
         candidates=candidates,
         probe_rows=rows,
-        reference_rows=reference[0][: len(rows)] if reference is not None else None,
+        reference_rows=reference.hidden[: len(rows)] if reference is not None and pooling != "tokens" else None,
         from_cache=reference is None,
         seconds=time.perf_counter() - started,
         pass_seconds=pass_seconds,
@@ -367,6 +411,22 @@ def choose_strategy(
     )
     logger.info("auto: %s (%.2f s)", why, choice.seconds)
     return choice
+
+
+def _concat_results(parts: Sequence[ExtractionResult]) -> ExtractionResult:
+    """One-text extractions as one: states, logits, per-text facts and (tokens) offsets concatenated."""
+    first = parts[0]
+    offsets = None
+    if first.pooling == "tokens":
+        offsets = row_offsets(torch.tensor([len(p.hidden) for p in parts]))
+    facts = ("read_token_ids", "read_position_ids", "read_is_pad", "saw_other_text", "saw_padding")
+    return replace(
+        first,
+        **{name: torch.cat([getattr(p, name) for p in parts]) for name in facts},
+        hidden=torch.cat([p.hidden for p in parts]),
+        logits=torch.cat([p.logits for p in parts]) if first.logits is not None else None,
+        offsets=offsets,
+    )
 
 
 __all__ = [

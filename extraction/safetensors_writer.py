@@ -6,6 +6,11 @@ in order, so that extraction never holds the whole dataset in memory. Both write
 temporary file in the target folder (:mod:`extraction.atomic`) and rename it into place
 at the end: an interrupted or failed write leaves no partial file. Metadata is
 safetensors string metadata (``dict[str, str]``).
+
+Two options serve ``extract --pooling tokens``: ``grow=True`` appends rows without a row
+count known in advance (the header's row count is written at :meth:`SafetensorsRowWriter.commit`),
+and ``index=(name, length)`` reserves an int64 tensor of ``length`` entries stored *before*
+the rows (the text offsets), its values given to :meth:`~SafetensorsRowWriter.commit`.
 """
 
 from __future__ import annotations
@@ -84,10 +89,12 @@ class SafetensorsRowWriter:
         dtype: torch.dtype = torch.float32,
         metadata: dict[str, str] | None = None,
         overwrite: bool = False,
+        grow: bool = False,
+        index: tuple[str, int] | None = None,
     ):
         if dtype not in _SAFETENSORS_CODES:
             raise ValueError(f"unsupported dtype {dtype}: choose one of {', '.join(map(str, _SAFETENSORS_CODES))}")
-        if not shape or shape[0] < 1:
+        if not shape or (shape[0] < 1 and not grow):
             raise ValueError(f"shape {shape} needs at least one row")
         self.path = Path(path)
         self.name = name
@@ -95,6 +102,10 @@ class SafetensorsRowWriter:
         self.dtype = dtype
         self.metadata = dict(metadata or {})
         self.overwrite = overwrite
+        self.grow = grow  # shape[0] is set to the rows written at commit
+        self.index = index  # (name, length) of an int64 tensor stored before the rows, or None
+        self._index_bytes = 8 * index[1] if index is not None else 0
+        self._index_values: torch.Tensor | None = None
         self.rows_written = 0
         self._row_bytes = int(np.prod(self.shape[1:], dtype=np.int64)) * torch.empty((), dtype=dtype).element_size()
         self._tmp: Path | None = None
@@ -102,11 +113,16 @@ class SafetensorsRowWriter:
         self._header_size = 0
 
     def _header(self, metadata: dict[str, str]) -> dict:
-        total = self._row_bytes * self.shape[0]
-        return {
-            "__metadata__": {str(k): str(v) for k, v in metadata.items()},
-            self.name: {"dtype": _SAFETENSORS_CODES[self.dtype], "shape": list(self.shape), "data_offsets": [0, total]},
+        start = self._index_bytes
+        header = {"__metadata__": {str(k): str(v) for k, v in metadata.items()}}
+        if self.index is not None:
+            header[self.index[0]] = {"dtype": "I64", "shape": [self.index[1]], "data_offsets": [0, start]}
+        header[self.name] = {
+            "dtype": _SAFETENSORS_CODES[self.dtype],
+            "shape": list(self.shape),
+            "data_offsets": [start, start + self._row_bytes * self.shape[0]],
         }
+        return header
 
     def __enter__(self) -> SafetensorsRowWriter:
         _check_target(self.path, self.overwrite)
@@ -116,6 +132,7 @@ class SafetensorsRowWriter:
         self._header_size = -(-(len(first) + _HEADER_RESERVE) // 8) * 8
         self._handle.write(struct.pack("<Q", self._header_size))
         self._handle.write(_header_bytes(self._header(self.metadata), self._header_size))
+        self._handle.write(b"\0" * self._index_bytes)  # the index, filled at commit
         return self
 
     def write(self, rows: torch.Tensor) -> None:
@@ -124,7 +141,7 @@ class SafetensorsRowWriter:
             raise RuntimeError("the writer is not open")
         if tuple(rows.shape[1:]) != self.shape[1:]:
             raise ValueError(f"rows of shape {tuple(rows.shape[1:])} do not fit a tensor of shape {self.shape}")
-        if self.rows_written + rows.shape[0] > self.shape[0]:
+        if not self.grow and self.rows_written + rows.shape[0] > self.shape[0]:
             raise ValueError(f"more than {self.shape[0]} rows written")
         self._handle.write(_tensor_bytes(rows.to(self.dtype)))
         self.rows_written += rows.shape[0]
@@ -135,7 +152,7 @@ class SafetensorsRowWriter:
             raise RuntimeError("the writer is not open")
         self._handle.flush()
         out = torch.empty((len(indices), *self.shape[1:]), dtype=torch.float32)
-        start = 8 + self._header_size
+        start = 8 + self._header_size + self._index_bytes
         with self._tmp.open("rb") as reader:
             for k, index in enumerate(indices):
                 if not 0 <= index < self.rows_written:
@@ -149,12 +166,23 @@ class SafetensorsRowWriter:
                 out[k] = row.reshape(self.shape[1:]).float()
         return out
 
-    def commit(self, metadata: dict[str, str] | None = None) -> Path:
-        """Write the final metadata (merged into the initial one) and move the file into place."""
+    def commit(self, metadata: dict[str, str] | None = None, index_values: torch.Tensor | None = None) -> Path:
+        """Write the final metadata (merged into the initial one) and, with ``index``, its
+        ``index_values`` (int64), then move the file into place."""
         if self._handle is None:
             raise RuntimeError("the writer is not open")
+        if self.grow:
+            self.shape = (self.rows_written, *self.shape[1:])
         if self.rows_written != self.shape[0]:
             raise ValueError(f"only {self.rows_written} of {self.shape[0]} rows were written")
+        if (self.index is None) != (index_values is None):
+            raise ValueError("index values are given exactly when the writer reserved an index")
+        if self.index is not None:
+            values = index_values.detach().cpu().to(torch.int64).contiguous()
+            if tuple(values.shape) != (self.index[1],):
+                raise ValueError(f"index {self.index[0]} has {self.index[1]} entries, got shape {tuple(values.shape)}")
+            self._handle.seek(8 + self._header_size)
+            self._handle.write(values.numpy().tobytes())
         self.metadata.update(metadata or {})
         final = _header_bytes(self._header(self.metadata))
         handle = self._handle

@@ -19,6 +19,11 @@
 4. **Verify** (rank 0, after a barrier): ``verify`` random rows re-extracted one at a time,
    as in a one-file run; then ``index.json`` is marked complete.
 
+Pooling: ``last`` and ``mean`` (one row per text, as in a one-file run; verification under
+the same pooling with :func:`~extraction.pooled_check.check_pooled_rows`). ``tokens`` is not
+supported for shards yet (a shard's row count would depend on its texts' tokens): it raises
+``ValueError``; extract to one file instead.
+
 (Over 400 lines on purpose: the four steps share one run's state and one order of
 collective calls, which every rank must follow exactly; split, that order would be spread
 over modules.)
@@ -57,6 +62,8 @@ from .export import (
     parse_layers,
 )
 from .extract import extract_states
+from .pooled_check import check_pooled_rows
+from .pooling import DEFAULT_POOLING, Pooling, parse_pooling
 from .safetensors_writer import STORE_DTYPES
 from .shards import (
     INDEX_NAME,
@@ -216,6 +223,7 @@ def _choose(
     auto_sample: int,
     seed: int,
     progress: ExportProgress | None,
+    pooling: Pooling = DEFAULT_POOLING,
 ):
     """Rank 0: the strategy, as a one-file run chooses it (:func:`extraction.choose.choose_strategy`),
     on a sample of :data:`AUTO_COST_SAMPLE` texts with the shortest and the longest."""
@@ -223,7 +231,7 @@ def _choose(
         return get_strategy(strategy).name, None
     rows = auto_sample_rows(plan.lengths.tolist(), AUTO_COST_SAMPLE, seed)
     sample = tokenize_texts(loaded.tokenizer, source.texts_at(rows), max_tokens=loaded.context_length)
-    choice = choose_strategy(loaded, sample, batch_size, probe_texts=auto_sample)
+    choice = choose_strategy(loaded, sample, batch_size, probe_texts=auto_sample, pooling=pooling)
     return choice.chosen, {**choice.to_dict(), "sample_rows": rows}
 
 
@@ -242,7 +250,13 @@ def auto_sample_rows(lengths: Sequence[int], size: int, seed: int = 0) -> list[i
 
 
 def _extract_shard(
-    loaded: LoadedModel, source: TextSource, shard: ShardSpec, strategy: str, batch_size: int, layers: list[int]
+    loaded: LoadedModel,
+    source: TextSource,
+    shard: ShardSpec,
+    strategy: str,
+    batch_size: int,
+    layers: list[int],
+    pooling: Pooling = DEFAULT_POOLING,
 ) -> torch.Tensor:
     """The shard's rows ``(n_i, L, d)``, extracted in steps of CHUNK_TEXTS texts as a one-file run does."""
     texts = source.read(shard.offset, shard.rows)
@@ -251,7 +265,9 @@ def _extract_shard(
     for start in range(0, shard.rows, CHUNK_TEXTS):
         rows = list(range(start, min(start + CHUNK_TEXTS, shard.rows)))
         chunk = subset(tokenized, rows)
-        hidden = extract_states(loaded, chunk, strategy, batch_size, layers=layers, keep_logits=False).hidden
+        hidden = extract_states(
+            loaded, chunk, strategy, batch_size, layers=layers, keep_logits=False, pooling=pooling
+        ).hidden
         bad = ~torch.isfinite(hidden)
         if bad.any():
             texts_bad = [shard.first_text + rows[k] + 1 for k in bad.flatten(1).any(1).nonzero().flatten().tolist()]
@@ -277,6 +293,7 @@ def _verify(
     layers: list[int],
     count: int,
     seed: int,
+    pooling: Pooling = DEFAULT_POOLING,
 ) -> Verification:
     """Rank 0: ``count`` random rows read back from the shards, re-extracted one at a time
     (the rows a one-file run with the same seed verifies)."""
@@ -290,12 +307,19 @@ def _verify(
         with safe_open(folder / entry["file"], "pt") as handle:
             written[k] = handle.get_slice(TENSOR_NAME)[row - entry["first_text"]].float()
     tokenized = tokenize_texts(loaded.tokenizer, source.texts_at(rows), max_tokens=loaded.context_length)
-    check = check_rows(loaded, tokenized, written, layers)
+    if pooling == "last":
+        check = check_rows(loaded, tokenized, written, layers)
+        top1, max_relative_l2 = float(check.top1_same.float().mean()), float(check.row_max_relative_l2.max())
+    else:
+        check = check_pooled_rows(loaded, tokenized, written, layers, pooling)
+        top1, max_relative_l2 = None, check.max_relative_l2
     return Verification(
         rows=rows,
         min_cosine=float(check.cosine.min()),
-        top1_same=float(check.top1_same.float().mean()),
+        top1_same=top1,
         verdict=check.verdict,
+        max_relative_l2=max_relative_l2,
+        pooling=pooling,
     )
 
 
@@ -315,10 +339,15 @@ def extract_to_folder(
     seed: int = 0,
     auto_sample: int = AUTO_SAMPLE,
     progress: ExportProgress | None = None,
+    pooling: Pooling = DEFAULT_POOLING,
 ) -> ShardedResult:
-    """Extract the last-real-token states of the texts of ``texts`` (a file) into the folder
-    ``out`` as shards, on this rank's share; see the module docstring. Every rank calls it."""
+    """Extract the states of the texts of ``texts`` (a file), pooled by ``pooling`` (``last`` or
+    ``mean``), into the folder ``out`` as shards, on this rank's share; see the module
+    docstring. Every rank calls it."""
     folder = Path(out)
+    pooling = parse_pooling(pooling)
+    if pooling == "tokens":
+        raise ValueError("tokens pooling is not supported for sharded runs yet: extract to one .safetensors file")
     if store_dtype not in STORE_DTYPES:
         raise ValueError(f"unknown store dtype {store_dtype!r}: choose one of {', '.join(STORE_DTYPES)}")
     if batch_size < 1 or shard_texts < 1:
@@ -350,6 +379,8 @@ def extract_to_folder(
         "shard_texts": shard_texts,
         "strategy_option": strategy,
     }
+    if pooling != DEFAULT_POOLING:  # absent under last, so that folders begun before pooling still resume
+        run["pooling"] = pooling
 
     def decide() -> dict:
         removed = remove_partials(folder)
@@ -365,9 +396,9 @@ def extract_to_folder(
             if index.get("complete"):
                 raise ValueError(f"{folder}: nothing to resume, the extraction is complete")
         else:
-            name, choice = _choose(loaded, source, plan, strategy, batch_size, auto_sample, seed, progress)
+            name, choice = _choose(loaded, source, plan, strategy, batch_size, auto_sample, seed, progress, pooling)
             sample = tokenize_texts(loaded.tokenizer, source.read(shards[0].offset, 1), loaded.context_length)
-            metadata = base_metadata(loaded, sample, name, None, layer_list, store_dtype, batch_size)
+            metadata = base_metadata(loaded, sample, name, None, layer_list, store_dtype, batch_size, pooling)
             # The metadata of the whole input, not of the one text tokenized above.
             metadata |= {
                 "strategy_choice": json.dumps(choice or {"chosen": name, "named": True}),
@@ -397,7 +428,7 @@ def extract_to_folder(
     extract_started = time.perf_counter()
     written_here = []
     for done, shard in enumerate(mine, start=1):
-        hidden = _extract_shard(loaded, source, shard, name, batch_size, layer_list)
+        hidden = _extract_shard(loaded, source, shard, name, batch_size, layer_list, pooling)
         write_shard(folder, shard, hidden, store_dtype, meta)
         written_here.append(shard.file)
         if progress is not None:
@@ -414,14 +445,14 @@ def extract_to_folder(
         if verify:
             if progress is not None:
                 progress("verifying", 0, verify)
-            verification = _verify(loaded, source, folder, index, shard_texts, layer_list, verify, seed)
+            verification = _verify(loaded, source, folder, index, shard_texts, layer_list, verify, seed, pooling)
             index["metadata"]["verification"] = json.dumps(verification.to_dict())
             if not verification.passed:
                 write_index(folder, index)
                 raise VerificationError(
                     f"verification failed: {len(verification.rows)} texts re-extracted one at a time differ from "
-                    f"the rows written with {name} (min cosine {verification.min_cosine:.6f}, verdict "
-                    f"{verification.verdict}); the folder is marked incomplete"
+                    f"the rows written with {name} under {pooling} pooling: {verification.describe()}; "
+                    "the folder is marked incomplete"
                 )
         else:
             index["metadata"]["verification"] = json.dumps({"skipped": True})
@@ -435,7 +466,14 @@ def extract_to_folder(
     verification = None
     if final["verification"] is not None:
         v = final["verification"]
-        verification = Verification(v["rows"], v["min_cosine"], v["top1_same"], v["verdict"])
+        verification = Verification(
+            v["rows"],
+            v["min_cosine"],
+            v["top1_same"],
+            v["verdict"],
+            v.get("max_relative_l2"),
+            v.get("pooling", pooling),
+        )
     return ShardedResult(
         folder=folder,
         strategy=name,

@@ -21,8 +21,8 @@ class StoredStates:
         key: the tensor's name inside the file (None for ``.npy`` and bare ``.pt`` tensors).
         stored_dtype: the dtype in the file, e.g. ``"bfloat16"`` (the tensor is converted).
         metadata: safetensors string metadata (empty for other formats).
-        offsets: ``(N + 1,)`` int64 when the file also holds an ``offsets`` tensor (``tokens``
-            pooling: ``tensor`` is then ``(R, L, d)`` and text i owns rows ``offsets[i]:offsets[i + 1]``).
+        offsets: ``(N + 1,)`` int64 for a token-level file (``extract --pooling tokens``):
+            text i owns rows ``offsets[i]:offsets[i + 1]`` of ``tensor``; None otherwise.
     """
 
     tensor: torch.Tensor
@@ -31,11 +31,6 @@ class StoredStates:
     stored_dtype: str
     metadata: dict[str, str] = field(default_factory=dict)
     offsets: torch.Tensor | None = None
-
-    @property
-    def pooling(self) -> str | None:
-        """The pooling recorded by ``extract`` in the metadata (``"pooling"``), if any."""
-        return self.metadata.get("pooling") or None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -52,3 +47,23 @@ class StoredStates:
         except json.JSONDecodeError:
             return None
         return [int(x) for x in layers] if isinstance(layers, list) else None
+
+    @property
+    def stored_pooling(self) -> str | None:
+        """The pooling the file records (``extract``'s ``pooling`` metadata), ``"tokens"`` for
+        a file with offsets and no such metadata, else None (the file does not say)."""
+        recorded = self.metadata.get("pooling")
+        if recorded:
+            return recorded
+        return "tokens" if self.offsets is not None else None
+
+    @property
+    def num_texts(self) -> int:
+        """Texts in the file: ``len(offsets) - 1`` for a token-level file, else the row count."""
+        return len(self.offsets) - 1 if self.offsets is not None else (self.shape[0] if self.shape else 0)
+
+    def rows_of(self, text: int) -> torch.Tensor:
+        """Text ``text``'s stored rows: ``tensor[text]``, or its ``(n, ...)`` token rows."""
+        if self.offsets is None:
+            return self.tensor[text]
+        return self.tensor[int(self.offsets[text]) : int(self.offsets[text + 1])]

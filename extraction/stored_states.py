@@ -12,6 +12,12 @@ Checking (:func:`validate_states`): a stored tensor is ``(N, d)`` for one layer 
 different from the number of texts, a width different from the model's hidden size, a
 layer count the model cannot have and NaN/inf values each raise ``ValueError``.
 
+Token-level files (``extract --pooling tokens``) hold ``hidden_states`` ``(R, L, d)`` and an
+integer ``offsets`` ``(N + 1,)`` (text i owns rows ``offsets[i]:offsets[i + 1]``): a tensor
+named :data:`OFFSETS_NAME` with integer values is read as those offsets, never as the states,
+checked (starts at 0, never decreases, ends at the row count) and returned in
+:attr:`StoredStates.offsets`; the pooling the file records is :attr:`StoredStates.stored_pooling`.
+
 A folder of shards written by ``extract --out DIR`` (or a ``.zip`` of it, as uploaded) is
 read like a file: :func:`read_states` hands it to :func:`extraction.shards.read_sharded`,
 which returns every text's row in text order.
@@ -37,10 +43,8 @@ from .states_record import StoredStates
 
 logger = logging.getLogger(__name__)
 
-#: The name of the row-offsets tensor a ``tokens`` file holds beside its states (``(N + 1,)`` int64).
-OFFSETS_KEY = "offsets"
-
 STATE_SUFFIXES = (".safetensors", ".npy", ".npz", ".pt", ".pth", ".zip")  # .zip: a zipped folder of shards
+OFFSETS_NAME = "offsets"  # the row offsets of a token-level file (extract --pooling tokens)
 
 
 # --- reading ---------------------------------------------------------------------------
@@ -51,10 +55,7 @@ def _describe(tensors: dict[str, object]) -> str:
 
 
 def _pick(tensors: dict[str, object], key: str | None, source: str) -> tuple[str, object]:
-    """The tensor named ``key``, or the only one besides an ``offsets`` tensor; ``ValueError``
-    naming them otherwise."""
-    if key is None and OFFSETS_KEY in tensors and len(tensors) > 1:
-        tensors = {name: value for name, value in tensors.items() if name != OFFSETS_KEY}
+    """The tensor named ``key``, or the only one; ``ValueError`` naming them otherwise."""
     if not tensors:
         raise ValueError(f"{source}: holds no tensor")
     if key is not None:
@@ -64,6 +65,47 @@ def _pick(tensors: dict[str, object], key: str | None, source: str) -> tuple[str
     if len(tensors) > 1:
         raise ValueError(f"{source}: holds several tensors ({_describe(tensors)}); choose one with --key NAME")
     return next(iter(tensors.items()))
+
+
+def _split_offsets(tensors: dict[str, object], key: str | None) -> tuple[dict[str, object], object | None]:
+    """The tensors without an integer :data:`OFFSETS_NAME` entry, and that entry (or None),
+    unless ``key`` names it."""
+    value = tensors.get(OFFSETS_NAME)
+    if key == OFFSETS_NAME or value is None:
+        return tensors, None
+    dtype = getattr(value, "dtype", None)
+    is_integer = (isinstance(value, torch.Tensor) and not value.is_floating_point() and dtype != torch.bool) or (
+        isinstance(value, np.ndarray) and np.issubdtype(value.dtype, np.integer)
+    )
+    if not is_integer:
+        return tensors, None
+    return {name: tensor for name, tensor in tensors.items() if name != OFFSETS_NAME}, value
+
+
+def check_offsets(value: object, rows: int, source: str) -> torch.Tensor:
+    """``(N + 1,)`` int64 offsets of ``rows`` token rows, or ``ValueError`` saying what is wrong."""
+    offsets = torch.as_tensor(np.asarray(value) if isinstance(value, np.ndarray) else value).long().flatten()
+    if len(offsets) < 2:
+        raise ValueError(f"{source}: {OFFSETS_NAME} needs at least 2 entries (N + 1 for N texts), got {len(offsets)}")
+    if int(offsets[0]) != 0 or bool((offsets.diff() < 0).any()) or int(offsets[-1]) != rows:
+        raise ValueError(
+            f"{source}: {OFFSETS_NAME} must start at 0, never decrease and end at the row count {rows} "
+            f"(it runs {int(offsets[0])}..{int(offsets[-1])})"
+        )
+    return offsets
+
+
+def validate_offsets(offsets: torch.Tensor | None, num_texts: int, num_rows: int) -> torch.Tensor:
+    """The row offsets of a ``tokens`` file for ``num_texts`` texts and ``num_rows`` rows (text i
+    owns rows ``offsets[i]:offsets[i + 1]``), as int64; ``ValueError`` when missing or wrong."""
+    if offsets is None:
+        raise ValueError(
+            f"tokens pooling needs an {OFFSETS_NAME!r} tensor (N + 1 row offsets) beside the states; the file has none"
+        )
+    offsets = check_offsets(offsets, num_rows, "the states")
+    if len(offsets) != num_texts + 1:
+        raise ValueError(f"{OFFSETS_NAME!r} has {len(offsets)} entries for {num_texts} texts: expected N + 1")
+    return offsets
 
 
 def _to_float_tensor(value: object, source: str, key: str | None) -> tuple[torch.Tensor, str]:
@@ -114,21 +156,7 @@ def read_safetensors_header(data: bytes | Path) -> dict:
     return header
 
 
-def _offsets_in(tensors: dict[str, object], key: str | None, source: str) -> torch.Tensor | None:
-    """The ``offsets`` tensor beside the states (``tokens`` pooling) as int64, or None; a
-    non-integer or non-vector one raises ``ValueError``."""
-    value = tensors.get(OFFSETS_KEY) if key != OFFSETS_KEY and len(tensors) > 1 else None
-    if value is None:
-        return None
-    offsets = torch.from_numpy(np.asarray(value)) if isinstance(value, np.ndarray) else value
-    if not isinstance(offsets, torch.Tensor) or offsets.is_floating_point() or offsets.dim() != 1:
-        raise ValueError(f"{source}: its {OFFSETS_KEY!r} tensor must be a vector of integers (N + 1 row offsets)")
-    return offsets.to(torch.long)
-
-
-def _read_safetensors(
-    data: bytes, source: str, key: str | None
-) -> tuple[str, object, dict[str, str], torch.Tensor | None]:
+def _read_safetensors(data: bytes, source: str, key: str | None) -> tuple[str, object, dict[str, str], object]:
     from safetensors import SafetensorError
     from safetensors.torch import load as load_safetensors
 
@@ -138,13 +166,12 @@ def _read_safetensors(
     except (SafetensorError, ValueError, struct.error) as error:
         raise ValueError(f"{source}: cannot read it as safetensors ({error}); is it truncated or corrupt?") from None
     metadata = header.get("__metadata__") or {}
+    tensors, offsets = _split_offsets(tensors, key)
     name, value = _pick(tensors, key, source)
-    return name, value, {str(k): str(v) for k, v in metadata.items()}, _offsets_in(tensors, key, source)
+    return name, value, {str(k): str(v) for k, v in metadata.items()}, offsets
 
 
-def _read_numpy(
-    data: bytes, source: str, key: str | None, suffix: str
-) -> tuple[str | None, object, torch.Tensor | None]:
+def _read_numpy(data: bytes, source: str, key: str | None, suffix: str) -> tuple[str | None, object, object]:
     magic = b"\x93NUMPY" if suffix == ".npy" else b"PK"
     if not data.startswith(magic):
         raise ValueError(f"{source}: is not a {suffix} file (its first bytes are not the {suffix} signature)")
@@ -180,10 +207,11 @@ def _read_numpy(
     # Damage shows up on access; a header claiming a huge shape shows up as MemoryError.
     except (ValueError, OSError, EOFError, MemoryError, zipfile.BadZipFile, NotImplementedError, zlib.error) as error:
         raise ValueError(f"{source}: cannot read it as .npz ({error}); is it truncated or corrupt?") from None
-    return (*_pick(arrays, key, source), _offsets_in(arrays, key, source))
+    arrays, offsets = _split_offsets(arrays, key)
+    return (*_pick(arrays, key, source), offsets)
 
 
-def _read_torch(data: bytes, source: str, key: str | None) -> tuple[str | None, object, torch.Tensor | None]:
+def _read_torch(data: bytes, source: str, key: str | None) -> tuple[str | None, object, object]:
     try:
         loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
@@ -200,7 +228,8 @@ def _read_torch(data: bytes, source: str, key: str | None) -> tuple[str | None, 
         tensors = {str(k): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
         if key is not None and key in loaded and not isinstance(loaded[key], torch.Tensor):
             raise ValueError(f"{source}: entry {key!r} is a {type(loaded[key]).__name__}, not a tensor")
-        return (*_pick(tensors, key, source), _offsets_in(tensors, key, source))
+        tensors, offsets = _split_offsets(tensors, key)
+        return (*_pick(tensors, key, source), offsets)
     if isinstance(loaded, list | tuple) and loaded and all(isinstance(t, torch.Tensor) for t in loaded):
         shapes = {tuple(t.shape) for t in loaded}
         if len(shapes) != 1:
@@ -249,6 +278,8 @@ def read_states(source: str | Path | bytes, name: str | None = None, key: str | 
     else:
         picked, value, offsets = _read_torch(data, label, key)
     tensor, dtype_name = _to_float_tensor(value, label, picked)
+    if offsets is not None:
+        offsets = check_offsets(offsets, len(tensor) if tensor.dim() else 0, label)
     return StoredStates(
         tensor=tensor, source=label, key=picked, stored_dtype=dtype_name, metadata=metadata, offsets=offsets
     )
@@ -326,21 +357,3 @@ def validate_states(
             "those states are corrupted beyond any comparison"
         )
     return tensor, resolved
-
-
-def validate_offsets(offsets: torch.Tensor | None, num_texts: int, num_rows: int) -> torch.Tensor:
-    """Check the row offsets of a ``tokens`` file (text i owns rows ``offsets[i]:offsets[i + 1]``):
-    ``(N + 1,)``, starting at 0, never decreasing, ending at the row count. Returns them as int64."""
-    if offsets is None:
-        raise ValueError(
-            f"tokens pooling needs an {OFFSETS_KEY!r} tensor (N + 1 row offsets) beside the states; the file has none"
-        )
-    offsets = offsets.to(torch.long).flatten()
-    if len(offsets) != num_texts + 1:
-        raise ValueError(f"{OFFSETS_KEY!r} has {len(offsets)} entries for {num_texts} texts: expected N + 1")
-    if int(offsets[0]) != 0 or (offsets.diff() < 0).any() or int(offsets[-1]) != num_rows:
-        raise ValueError(
-            f"{OFFSETS_KEY!r} must start at 0, never decrease and end at the row count {num_rows} "
-            f"(it starts at {int(offsets[0])} and ends at {int(offsets[-1])})"
-        )
-    return offsets

@@ -46,9 +46,10 @@ def _unexplained_kind(check) -> CauseKind:
 
 
 def resolve_pooling(stored: StoredStates, pooling: str | None) -> tuple[Pooling, str | None]:
-    """The pooling to audit under: ``pooling`` if given, else the file's metadata ``"pooling"``,
+    """The pooling to audit under: ``pooling`` if given, else the one the file records (its metadata
+    ``"pooling"``, or ``tokens`` for a file with offsets),
     else :data:`~extraction.pooling.DEFAULT_POOLING`; and a one-line note when the two disagree."""
-    recorded = stored.pooling
+    recorded = stored.stored_pooling
     if recorded is not None and recorded not in ("last", "mean", "tokens"):
         recorded = None
     if pooling is None:

@@ -24,6 +24,8 @@ def run_sharded(args: argparse.Namespace, info) -> int:
         raise CliError(
             f"--out {args.out}: {info.world_size} ranks write shards; give a folder (a name without a suffix)"
         )
+    if args.pooling == "tokens":
+        raise CliError("--pooling tokens is not supported for sharded runs yet; extract to one .safetensors file")
     if getattr(args, "chat_template", False):
         raise CliError("--chat-template is not applied to streamed shards yet; extract in one process to a file")
     if args.shard_size < 1:
@@ -73,6 +75,7 @@ def run_sharded(args: argparse.Namespace, info) -> int:
                 seed=args.seed,
                 auto_sample=args.auto_sample,
                 progress=progress,
+                pooling=args.pooling,
             )
     except VerificationError as error:
         raise CliError(str(error), EXIT_FAILURE) from None
@@ -93,7 +96,7 @@ def run_sharded(args: argparse.Namespace, info) -> int:
                 f" {mark} {c['name']:<10} {c['verdict']:<10} min cos {c['min_cosine']:.6f} "
                 f"{c['tokens_per_second']:>8.0f} tokens/s"
             )
-    print(f"strategy: {result.strategy}")
+    print(f"strategy: {result.strategy}, pooling: {args.pooling}")
     n, num_layers, width = result.shape
     if result.removed_partials:
         print(f"removed {len(result.removed_partials)} partial file(s) of the interrupted run")
@@ -105,11 +108,7 @@ def run_sharded(args: argparse.Namespace, info) -> int:
         f"{result.seconds:.1f} s on rank 0"
     )
     if result.verification is not None:
-        v = result.verification
-        print(
-            f"verified {len(v.rows)} texts one at a time: {v.verdict} (min cosine {v.min_cosine:.6f}, "
-            f"top-1 agreement {100 * v.top1_same:.0f}%)"
-        )
+        print(f"verified {len(result.verification.rows)} texts one at a time: {result.verification.describe()}")
     else:
         print("not verified (--verify 0)")
     return 0

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..cli import EXIT_FAILURE, CliError, add_model_arguments, load_model_from_args, progress_bar, texts_for_model
+from ..cli import (
+    EXIT_FAILURE,
+    CliError,
+    add_model_arguments,
+    add_pooling_argument,
+    load_model_from_args,
+    progress_bar,
+    texts_for_model,
+)
 
 ORDER = 11
 
@@ -17,16 +25,18 @@ def add_parser(subparsers) -> None:
     from ..strategies import DEFAULT_BATCH_SIZE, STRATEGIES
 
     parser = subparsers.add_parser(
-        "extract", help="extract last-token hidden states with an exact strategy to a .safetensors file"
+        "extract", help="extract hidden states (last token, mean or every token) with an exact strategy to a file"
     )
     add_model_arguments(parser)
+    add_pooling_argument(parser)
     parser.add_argument(
         "--texts", required=True, help="texts file: .txt (one a line), .jsonl (text or chat messages field), .csv"
     )
     parser.add_argument(
         "--out",
         required=True,
-        help="output .safetensors file (tensor 'hidden_states', (N, L, d)), or a folder for shards "
+        help="output .safetensors file (tensor 'hidden_states', (N, L, d); under --pooling tokens (R, L, d) rows "
+        "and 'offsets' (N+1,): text i owns rows offsets[i]:offsets[i+1]), or a folder for shards "
         "(always under torchrun / accelerate launch with several ranks)",
     )
     parser.add_argument("--layers", default="all", help="hidden_states indices, comma-separated, or all (default)")
@@ -129,6 +139,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
             auto_sample=args.auto_sample,
             progress=progress,
+            pooling=args.pooling,
         )
     except VerificationError as error:
         raise CliError(str(error), EXIT_FAILURE) from None
@@ -147,18 +158,17 @@ def run(args: argparse.Namespace) -> int:
                 f" {mark} {c['name']:<10} about {c['estimated_seconds']:>7.1f} s, {c['passes']:>5} passes, "
                 f"{100 * c['pad_fraction']:>5.1f}% padding: {verdict}" + (f" ({c['checked']})" if c["checked"] else "")
             )
-    print(f"strategy: {result.strategy}")
-    n, num_layers, width = result.shape
+    print(f"strategy: {result.strategy}, pooling: {result.pooling}")
+    rows, num_layers, width = result.shape
+    offsets = (
+        f" and offsets ({result.num_texts + 1},) for {result.num_texts} texts" if result.pooling == "tokens" else ""
+    )
     print(
-        f"wrote {result.path}: hidden_states ({n}, {num_layers}, {width}) {result.store_dtype}, "
+        f"wrote {result.path}: hidden_states ({rows}, {num_layers}, {width}) {result.store_dtype}{offsets}, "
         f"{describe_layers(result.layers)}, {result.seconds:.1f} s, {result.texts_per_second:.1f} texts/s"
     )
     if result.verification is not None:
-        v = result.verification
-        print(
-            f"verified {len(v.rows)} texts one at a time: {v.verdict} (min cosine {v.min_cosine:.6f}, "
-            f"top-1 agreement {100 * v.top1_same:.0f}%)"
-        )
+        print(f"verified {len(result.verification.rows)} texts one at a time: {result.verification.describe()}")
     else:
         print("not verified (--verify 0)")
     return 0
