@@ -71,7 +71,7 @@ CACHE_FILE = "strategy-choices.json"
 #: Names another file for the remembered decisions (default: CACHE_FILE in the cache folder).
 CACHE_ENV = "PADDING_AUDIT_CHOICES"
 #: Bump to forget every remembered decision (a change in what is remembered or how it is decided).
-CHOICE_FORMAT = 1
+CHOICE_FORMAT = 2  # 2: off the CPU the compute rate is the device's matrix-product rate
 #: Used when the probe's passes cannot be fitted (too few, or a negative slope).
 FALLBACK_PASS_SECONDS = 0.005
 FALLBACK_FLOPS_PER_SECOND = 50e9
@@ -230,8 +230,21 @@ def _read_cache(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _fit_cost(flops: Sequence[float], seconds: Sequence[float]) -> tuple[float, float]:
-    """``(pass_seconds, flops_per_second)`` from least squares of ``seconds = a + flops / r``."""
+def fit_cost(
+    flops: Sequence[float], seconds: Sequence[float], device_rate: float | None = None
+) -> tuple[float, float]:
+    """``(pass_seconds, flops_per_second)`` from least squares of ``seconds = a + flops / r`` over
+    the probe's single-text passes.
+
+    ``device_rate`` (FLOP/s of a large matrix product on the device, :func:`device_matmul_rate`)
+    is given off the CPU. There one short text a pass leaves most of the device idle: its time
+    is almost all fixed cost (kernel launches, Python), so the passes cannot tell the rate at
+    which a full batch computes, and a rate fitted from them makes padding look dear and many
+    small passes cheap (``bucketed`` chosen on an H200, 3-7x slower than ``sorted``). With
+    ``device_rate`` the rate is at least the device's, and passes whose time does not grow with
+    their FLOPs are all fixed cost. On the CPU a short text's pass already runs near the
+    matrix-product rate and the fit stands as it is.
+    """
     n = len(flops)
     if n >= 2 and max(flops) > min(flops):
         mean_f, mean_s = sum(flops) / n, sum(seconds) / n
@@ -240,10 +253,41 @@ def _fit_cost(flops: Sequence[float], seconds: Sequence[float]) -> tuple[float, 
         )
         intercept = mean_s - slope * mean_f
         if slope > 0:
-            return max(intercept, 0.0), 1.0 / slope
+            rate = 1.0 / slope
+            return max(intercept, 0.0), rate if device_rate is None else max(rate, device_rate)
+    if device_rate is not None and n:
+        return sum(seconds) / n, device_rate
     if n and sum(seconds) > 0:
         return FALLBACK_PASS_SECONDS, sum(flops) / sum(seconds)
     return FALLBACK_PASS_SECONDS, FALLBACK_FLOPS_PER_SECOND
+
+
+def device_matmul_rate(loaded: LoadedModel, rows: int = 4096, repeats: int = 5) -> float | None:
+    """FLOP/s of a ``(rows, d) x (d, 4d)`` product in the model's dtype on its device (a few
+    milliseconds off the CPU); None on the CPU, where the probe's fit is used as it is."""
+    device = loaded.device
+    if device.type == "cpu":
+        return None
+    width = loaded.hidden_size
+    a = torch.randn(rows, width, device=device, dtype=loaded.dtype)
+    b = torch.randn(width, 4 * width, device=device, dtype=loaded.dtype)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elif device.type == "mps":
+            torch.mps.synchronize()
+
+    with torch.inference_mode():
+        for _ in range(2):
+            a @ b
+        sync()
+        started = time.perf_counter()
+        for _ in range(repeats):
+            a @ b
+        sync()
+        seconds = time.perf_counter() - started
+    return 2.0 * rows * width * 4 * width * repeats / seconds if seconds > 0 else None
 
 
 def _probe_verdict(
@@ -327,7 +371,8 @@ def choose_strategy(
             parts.append(result)
             flops.append(pass_flops(body, loaded.hidden_size, loaded.num_hidden_layers, 1, len(ids)))
             seconds.append(result.seconds)
-        pass_seconds, flops_per_second = _fit_cost(flops[1:] or flops, seconds[1:] or seconds)  # first pass warms up
+        # The first pass warms up; off the CPU the rate is at least the device's (see fit_cost).
+        pass_seconds, flops_per_second = fit_cost(flops[1:] or flops, seconds[1:] or seconds, device_matmul_rate(loaded))
         reference = _concat_results(parts + [parts[0]])  # (P + 1) texts: the copy last
 
     if pass_seconds is None or flops_per_second is None:

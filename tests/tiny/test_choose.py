@@ -60,9 +60,42 @@ def test_cost_model_counts_passes_padding_and_flops(tiny_llama):
 def test_fit_recovers_a_linear_cost():
     flops = [1e9, 2e9, 4e9, 8e9]
     seconds = [0.01 + f / 5e10 for f in flops]
-    pass_seconds, rate = choose._fit_cost(flops, seconds)
+    pass_seconds, rate = choose.fit_cost(flops, seconds)
     assert pass_seconds == pytest.approx(0.01) and rate == pytest.approx(5e10)
-    assert choose._fit_cost([1e9], [0.5])[1] == pytest.approx(2e9)  # one pass: the rate alone
+    assert choose.fit_cost([1e9], [0.5])[1] == pytest.approx(2e9)  # one pass: the rate alone
+
+
+def test_off_the_cpu_the_rate_is_the_devices_and_flat_passes_are_fixed_cost():
+    # GPU-like probe passes (measured on an H200: ~42 ms a short single-text pass whatever its
+    # length): the time does not grow with the FLOPs, so it is all fixed cost.
+    flops = [1e9, 2e9, 4e9, 8e9]
+    flat = [0.043, 0.041, 0.042, 0.042]
+    assert choose.fit_cost(flops, flat, device_rate=5e13) == pytest.approx((0.042, 5e13))
+    # A fitted rate below the device's is raised to it; the CPU (no device rate) keeps the fit.
+    seconds = [0.04 + f / 1e12 for f in flops]
+    assert choose.fit_cost(flops, seconds, device_rate=5e13) == pytest.approx((0.04, 5e13))
+    assert choose.fit_cost(flops, seconds) == pytest.approx((0.04, 1e12))
+
+
+def test_with_gpu_constants_fewer_padded_passes_beat_many_unpadded_ones(tiny_llama):
+    # Before: the CPU-style fit of flat passes (5 ms a pass, the rate of the short passes) made
+    # bucketed's many passes look cheapest. With the device's rate and the passes' fixed cost,
+    # sorted (few passes, little padding) is cheaper, as the H200 measured (100,941 against
+    # 4,455 tokens/s).
+    lengths = [5 + (37 * k) % 196 for k in range(256)]
+    flops = [1e9, 2e9, 4e9]
+    old = choose.fit_cost(flops, [0.043, 0.041, 0.042])  # no device rate: the CPU rule
+    new = choose.fit_cost(flops, [0.043, 0.041, 0.042], device_rate=5e13)
+
+    def cost(name, constants):
+        return estimate_seconds(tiny_llama, lengths, name, 64, 8192, *constants, body_params=106_000_000)
+
+    assert cost("bucketed", old)["estimated_seconds"] < cost("sorted", old)["estimated_seconds"]
+    assert cost("sorted", new)["estimated_seconds"] < cost("bucketed", new)["estimated_seconds"]
+
+
+def test_no_device_rate_on_the_cpu(tiny_llama):
+    assert choose.device_matmul_rate(tiny_llama) is None
 
 
 def test_choice_is_the_cheapest_exact_layout_and_reuses_single_rows(tiny_model, cache_path):
