@@ -230,9 +230,7 @@ def _read_cache(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def fit_cost(
-    flops: Sequence[float], seconds: Sequence[float], device_rate: float | None = None
-) -> tuple[float, float]:
+def fit_cost(flops: Sequence[float], seconds: Sequence[float], device_rate: float | None = None) -> tuple[float, float]:
     """``(pass_seconds, flops_per_second)`` from least squares of ``seconds = a + flops / r`` over
     the probe's single-text passes.
 
@@ -372,7 +370,9 @@ def choose_strategy(
             flops.append(pass_flops(body, loaded.hidden_size, loaded.num_hidden_layers, 1, len(ids)))
             seconds.append(result.seconds)
         # The first pass warms up; off the CPU the rate is at least the device's (see fit_cost).
-        pass_seconds, flops_per_second = fit_cost(flops[1:] or flops, seconds[1:] or seconds, device_matmul_rate(loaded))
+        pass_seconds, flops_per_second = fit_cost(
+            flops[1:] or flops, seconds[1:] or seconds, device_matmul_rate(loaded)
+        )
         reference = _concat_results(parts + [parts[0]])  # (P + 1) texts: the copy last
 
     if pass_seconds is None or flops_per_second is None:
