@@ -18,13 +18,18 @@
    ``pass_seconds`` and ``flops_per_second`` are fitted on the probe's own single-text
    passes (least squares on their FLOPs and seconds). Candidates are checked in order of
    cost and the first exact one is taken, so usually one candidate pass is run.
-3. **Memory.** Exactness and the fitted constants are remembered in
+3. **Memory.** Exactness is remembered in
    ``<cache_dir>/strategy-choices.json`` (:func:`choice_cache_path`, the cache folder of
    :mod:`extraction.models`) under a key of the model (name, source, a hash of its
    config), dtype, device, attention implementation and the torch / transformers versions
    (:func:`choice_key`), and the pooling when it is not ``last``: a change of any of them
-   is another key. A remembered decision
-   runs no forward pass at all; a candidate not yet checked under a key is probed and added.
+   is another key. A remembered verdict runs no candidate pass; a candidate not yet checked
+   under a key is probed and added. The cost constants are NOT remembered: they are fitted
+   again on every run from the probe's single-text passes (a few short passes whose rows are
+   written to the output, so they cost nearly nothing), because they depend on what else
+   runs on the machine: constants fitted once under load (6 GFLOP/s instead of 160 on this
+   build machine) made every later run pick ``bucketed`` at 578 tokens/s over ``sorted`` at
+   777.
 
 The single-text rows of the probe texts are handed back (:attr:`StrategyChoice.reference_rows`)
 so that ``extract`` writes them instead of extracting those texts again (under ``last`` and
@@ -93,9 +98,9 @@ class StrategyChoice:
     name: str  # the chosen strategy
     why: str  # one sentence
     candidates: list[dict] = field(default_factory=list)
-    probe_rows: list[int] = field(default_factory=list)  # text indices extracted one at a time now ([] if remembered)
+    probe_rows: list[int] = field(default_factory=list)  # text indices extracted one at a time (the probe)
     reference_rows: torch.Tensor | None = field(default=None, repr=False)  # (P, L+1, d) single rows of probe_rows
-    from_cache: bool = False  # every fact used came from the cache: no forward pass was run
+    from_cache: bool = False  # every verdict used came from the cache: no candidate pass was run
     seconds: float = 0.0  # wall time of the choice
     pass_seconds: float = FALLBACK_PASS_SECONDS  # the cost model's fixed cost of one forward pass
     flops_per_second: float = FALLBACK_FLOPS_PER_SECOND  # the cost model's compute rate
@@ -348,8 +353,7 @@ def choose_strategy(
     cache = _read_cache(path) if remember else {}
     entry = cache.get(key) if isinstance(cache.get(key), dict) else None
     known: dict[str, dict] = dict(entry.get("exactness", {})) if entry else {}
-    pass_seconds = float(entry["pass_seconds"]) if entry and "pass_seconds" in entry else None
-    flops_per_second = float(entry["flops_per_second"]) if entry and "flops_per_second" in entry else None
+    pass_seconds = flops_per_second = 0.0  # fitted on this run's probe (never remembered: they follow the load)
 
     rows: list[int] = []
     reference: ExtractionResult | None = None  # single's extraction of the probe (P + 1 texts, the copy last)
@@ -375,8 +379,7 @@ def choose_strategy(
         )
         reference = _concat_results(parts + [parts[0]])  # (P + 1) texts: the copy last
 
-    if pass_seconds is None or flops_per_second is None:
-        run_probe_reference()
+    run_probe_reference()
     body = body_parameters(loaded.model)
     names = [REFERENCE] + [name for name in STRATEGIES if name not in AUTO_EXCLUDED and name != REFERENCE]
     candidates = []
@@ -421,8 +424,6 @@ def choose_strategy(
         cache[key] = {
             "identity": _pooled_identity(loaded, pooling),
             "exactness": known,
-            "pass_seconds": pass_seconds,
-            "flops_per_second": flops_per_second,
             "probe_lengths": probe_lengths,
             "updated": datetime.now(UTC).isoformat(timespec="seconds"),
         }
@@ -449,7 +450,7 @@ def choose_strategy(
         candidates=candidates,
         probe_rows=rows,
         reference_rows=reference.hidden[: len(rows)] if reference is not None and pooling != "tokens" else None,
-        from_cache=reference is None,
+        from_cache=checked == 0 and any(c["checked"] == "remembered" for c in candidates),
         seconds=time.perf_counter() - started,
         pass_seconds=pass_seconds,
         flops_per_second=flops_per_second,
