@@ -102,10 +102,9 @@ def validate_offsets(offsets: torch.Tensor | None, num_texts: int, num_rows: int
         raise ValueError(
             f"tokens pooling needs an {OFFSETS_NAME!r} tensor (N + 1 row offsets) beside the states; the file has none"
         )
-    offsets = check_offsets(offsets, num_rows, "the states")
     if len(offsets) != num_texts + 1:
         raise ValueError(f"{OFFSETS_NAME!r} has {len(offsets)} entries for {num_texts} texts: expected N + 1")
-    return offsets
+    return check_offsets(offsets, num_rows, "the states")
 
 
 def _to_float_tensor(value: object, source: str, key: str | None) -> tuple[torch.Tensor, str]:
