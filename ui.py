@@ -384,13 +384,16 @@ def metric_row(items: Sequence[tuple[str, str, str | None]]) -> None:
         column.metric(label, value, help=help_text)
 
 
-def cause_message(likely_cause: str | None, cause: str) -> None:
+def cause_message(likely_cause: str | None, cause: str, verdict: str = "corrupted") -> None:
     """The cause of a verdict: success when there is none to find (``likely_cause`` None), a
-    warning when it is ``"unknown"``, otherwise an error naming it."""
+    warning when it is ``"unknown"`` or the states only drift (rounding of another dtype or
+    other kernels: usable, not wrong), otherwise an error naming it."""
     if likely_cause is None:
         st.success(cause, icon="✅")
     elif likely_cause == "unknown":
         st.warning(f"**unknown**: {cause}", icon="❓")
+    elif verdict != "corrupted":
+        st.warning(f"**{likely_cause}**: {cause}", icon="🔎")
     else:
         st.error(f"**{likely_cause}**: {cause}", icon="🔎")
 

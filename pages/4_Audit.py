@@ -107,7 +107,7 @@ for note in report.notes:
 ui.metric_row(headline_metrics(report))
 
 st.subheader("Likely cause")
-ui.cause_message(report.likely_cause, report.cause)
+ui.cause_message(report.likely_cause, report.cause, report.verdict)
 if report.likely_cause is not None:
     st.markdown(
         "To extract correct states: `python -m extraction extract --model NAME --texts FILE "

@@ -79,3 +79,14 @@ def test_card_numbers_say_not_applicable_without_top1():
     html = ui.card_numbers(0.99, None, 0.01)
     assert ">n/a<" in html and "last token only" in html
     assert ">n/a<" not in ui.card_numbers(0.99, 1.0, 0.01)
+
+
+def test_cause_message_is_an_error_only_for_corrupted_states(monkeypatch):
+    shown: list[str] = []
+    for kind in ("success", "warning", "error"):
+        monkeypatch.setattr(ui.st, kind, lambda *args, kind=kind, **kwargs: shown.append(kind))
+    ui.cause_message(None, "matches")
+    ui.cause_message("kernels", "float32 rounding of another build", "drift")
+    ui.cause_message("unknown", "nothing explains it", "corrupted")
+    ui.cause_message("right-naive", "pads counted", "corrupted")
+    assert shown == ["success", "warning", "warning", "error"]
