@@ -138,6 +138,39 @@ def strategy_progress_bars():
             bar.close()
 
 
+@contextlib.contextmanager
+def stage_progress_bars(labels: dict[str, str], shown: bool = True):
+    """A progress callback ``(stage, done, total)`` for ``extract``: one bar a stage on stderr
+    (the previous one closed; none when ``shown`` is False, as on ranks other than 0), every
+    bar closed on leaving the block; a failed verification leaves as a :class:`CliError` with
+    exit code 1, an existing output without ``--force`` as a usage error."""
+    from .export import VerificationError
+
+    bars: dict[str, object] = {}
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if not shown:
+            return
+        if stage not in bars:
+            for bar in bars.values():
+                bar.close()
+            bars[stage] = progress_bar(labels.get(stage, stage), total)
+            if stage == "choosing":
+                bars[stage].unit = "layout"
+        bars[stage].n = done
+        bars[stage].refresh()
+
+    try:
+        yield progress
+    except VerificationError as error:
+        raise CliError(str(error), EXIT_FAILURE) from None
+    except FileExistsError as error:
+        raise CliError(str(error)) from None
+    finally:
+        for bar in bars.values():
+            bar.close()
+
+
 # --- entry point -----------------------------------------------------------------------
 
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import EXIT_FAILURE, CliError, load_model_from_args, progress_bar
+from ..cli import CliError, load_model_from_args, stage_progress_bars
 
 
 def run_sharded(args: argparse.Namespace, info) -> int:
     from ..distributed import launched
-    from ..export import VerificationError, describe_layers
+    from ..export import describe_layers
     from ..sharded_export import extract_to_folder
     from ..shards import is_folder_output
     from ..strategies import get_strategy
@@ -44,46 +44,26 @@ def run_sharded(args: argparse.Namespace, info) -> int:
     source = TextSource(args.texts)
     args.device = info.device(args.device)
     loaded = load_model_from_args(args)
-    bars: dict[str, object] = {}
-    labels = {"choosing": "auto: strategies compared", "extracting": "shards", "verifying": "verifying"}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if not info.is_main:
-            return
-        if stage not in bars:
-            for bar in bars.values():
-                bar.close()
-            bars[stage] = progress_bar(labels.get(stage, stage), total)
-        bars[stage].n = done
-        bars[stage].refresh()
-
-    try:
-        with launched(info, str(loaded.device)):
-            result = extract_to_folder(
-                loaded,
-                source,
-                args.out,
-                info,
-                layers=args.layers,
-                strategy=args.strategy,
-                batch_size=args.batch_size,
-                store_dtype=args.store_dtype,
-                verify=args.verify,
-                overwrite=args.force,
-                resume=args.resume,
-                shard_texts=args.shard_size,
-                seed=args.seed,
-                auto_sample=args.auto_sample,
-                progress=progress,
-                pooling=args.pooling,
-            )
-    except VerificationError as error:
-        raise CliError(str(error), EXIT_FAILURE) from None
-    except FileExistsError as error:
-        raise CliError(str(error)) from None
-    finally:
-        for bar in bars.values():
-            bar.close()
+    labels = {"choosing": "auto: layouts checked", "extracting": "shards", "verifying": "verifying"}
+    with stage_progress_bars(labels, shown=info.is_main) as progress, launched(info, str(loaded.device)):
+        result = extract_to_folder(
+            loaded,
+            source,
+            args.out,
+            info,
+            layers=args.layers,
+            strategy=args.strategy,
+            batch_size=args.batch_size,
+            store_dtype=args.store_dtype,
+            verify=args.verify,
+            overwrite=args.force,
+            resume=args.resume,
+            shard_texts=args.shard_size,
+            seed=args.seed,
+            auto_sample=args.auto_sample,
+            progress=progress,
+            pooling=args.pooling,
+        )
     if not info.is_main:
         return 0
     print(f"model: {loaded.description}")

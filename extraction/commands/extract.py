@@ -6,12 +6,11 @@ import argparse
 from pathlib import Path
 
 from ..cli import (
-    EXIT_FAILURE,
     CliError,
     add_model_arguments,
     add_pooling_argument,
     load_model_from_args,
-    progress_bar,
+    stage_progress_bars,
     texts_for_model,
 )
 
@@ -81,7 +80,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..distributed import rank_from_environment
-    from ..export import VerificationError, describe_layers, extract_to_file
+    from ..export import describe_layers, extract_to_file
     from ..shards import is_folder_output
     from ..strategies import get_strategy
     from ..texts import read_text_items, tokenize_texts
@@ -112,20 +111,8 @@ def run(args: argparse.Namespace) -> int:
     loaded = load_model_from_args(args)
     texts = texts_for_model(items, loaded, args)
     tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
-    bars: dict[str, object] = {}
     labels = {"choosing": "auto: layouts checked", "extracting": "extracting", "verifying": "verifying"}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in bars:
-            for bar in bars.values():
-                bar.close()
-            bars[stage] = progress_bar(labels.get(stage, stage), total)
-            if stage == "choosing":
-                bars[stage].unit = "layout"
-        bars[stage].n = done
-        bars[stage].refresh()
-
-    try:
+    with stage_progress_bars(labels) as progress:
         result = extract_to_file(
             loaded,
             tokenized,
@@ -141,13 +128,6 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
             pooling=args.pooling,
         )
-    except VerificationError as error:
-        raise CliError(str(error), EXIT_FAILURE) from None
-    except FileExistsError as error:
-        raise CliError(str(error)) from None
-    finally:
-        for bar in bars.values():
-            bar.close()
     print(f"model: {loaded.description}")
     if result.choice is not None:
         print(f"auto ({result.choice.seconds:.1f} s): {result.choice.why}")
