@@ -762,11 +762,12 @@ def run_audit(
     layers_text: str,
     sample: int,
     forensics: bool,
+    pooling: str | None = None,
 ) -> AuditRun | None:
     """:func:`~extraction.audit.audit_states` of ``inputs`` (None: the worked example of
     :mod:`extraction.examples`, built on ``loaded``) with a progress bar and the model held;
     ``layer`` applies to an (N, d) file, ``layers_text`` to an (N, L, d) one, ``sample`` 0 means
-    every text. None after an ``st.error`` when it fails."""
+    every text, ``pooling`` None the pooling the file records. None after an ``st.error`` when it fails."""
 
     def audit() -> AuditRun:
         states, items = inputs if inputs is not None else example_states(loaded)
@@ -793,6 +794,7 @@ def run_audit(
                 sample=sample or None,
                 forensics=forensics,
                 progress=progress,
+                pooling=pooling,
             )
         finally:
             bar.empty()

@@ -12,13 +12,15 @@ from extraction.audit import CAUSES, REPRODUCE_COSINE
 from extraction.audit_views import headline_metrics, per_text_frame
 from extraction.examples import EXAMPLE_BATCH
 from extraction.export import describe_layers
+from extraction.pooling import POOLING_SUMMARY, POOLINGS
 from extraction.stored_states import STATE_SUFFIXES
 from extraction.texts import TEXT_SUFFIXES
-from extraction.verdicts import DRIFT_COSINE, EXACT_COSINE
+from extraction.verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE, EXACT_COSINE
 
 KEY_LAYER = "audit.layer"
 KEY_SAMPLE = "audit.sample"
 KEY_FORENSICS = "audit.forensics"
+KEY_POOLING = "audit.pooling"
 KEY_RESULT = "audit.result"  # ui.AuditRun of the last run
 
 #: Texts re-extracted one at a time by default: the command line checks any number.
@@ -37,6 +39,13 @@ EXAMPLE_HELP = (
 ALL_LAYERS = "all (or the layers in the file's metadata)"
 LAYERS_HELP = "Comma-separated hidden_states indices, when the file holds some layers only."
 SAMPLE_HELP = "A random sample, one forward pass per text. The command line `audit` checks all by default."
+FROM_FILE = "as the file records (else last)"
+POOLING_CHOICES = [FROM_FILE, *POOLINGS]
+POOLING_HELP = (
+    "How a text's states were made: "
+    + "; ".join(f"{name}: {POOLING_SUMMARY[name]}" for name in POOLINGS)
+    + ". A file written by `extract` records it; a tokens file holds an `offsets` tensor."
+)
 
 
 st.set_page_config(page_title="Audit · padding-audit", page_icon="🔎", layout="wide")
@@ -51,7 +60,7 @@ st.markdown(
     "defect to name the one that made them."
 )
 
-ui.set_defaults({KEY_LAYER: -1, KEY_SAMPLE: DEFAULT_SAMPLE, KEY_FORENSICS: True})
+ui.set_defaults({KEY_LAYER: -1, KEY_SAMPLE: DEFAULT_SAMPLE, KEY_FORENSICS: True, KEY_POOLING: FROM_FILE})
 files_column, options_column = st.columns([3, 2])
 with files_column:
     states_upload = st.file_uploader("Stored states", type=STATE_TYPES, key="audit.states", help=STATES_HELP)
@@ -66,6 +75,7 @@ with options_column:
     layers_text = st.text_input(
         "Layers of an (N, L, d) file", key="audit.layers", placeholder=ALL_LAYERS, help=LAYERS_HELP
     )
+    pooling = st.selectbox("Pooling of the stored states", POOLING_CHOICES, key=KEY_POOLING, help=POOLING_HELP)
     forensics = st.checkbox("Search for the cause (forensics)", key=KEY_FORENSICS)
 st.caption(
     f"Uploads are limited to {st.get_option('server.maxUploadSize')} MB per file here; for larger files run "
@@ -83,7 +93,8 @@ if audit_clicked or example_clicked:
     inputs = ui.run_guarded(lambda: ui.audit_inputs(states_upload, texts_upload, tensor_key)) if audit_clicked else None
     loaded = ui.load_model_or_error(settings) if example_clicked or inputs is not None else None
     if loaded is not None:
-        result = ui.run_audit(loaded, inputs, int(layer), layers_text, int(sample), forensics)
+        chosen_pooling = None if pooling == FROM_FILE else pooling
+        result = ui.run_audit(loaded, inputs, int(layer), layers_text, int(sample), forensics, chosen_pooling)
         if result is not None:
             st.session_state[KEY_RESULT] = result
 
@@ -98,8 +109,10 @@ st.markdown(f"## Verdict: {ui.verdict_badge(report.verdict)}", unsafe_allow_html
 st.caption(
     f"**Model:** {result['model_description']}. **States:** {report.states_source}, shape "
     f"{tuple(report.states_shape)} {report.states_dtype}, {describe_layers(report.layers)}. "
-    f"{report.n_checked} of {report.n_texts} texts re-extracted in {report.seconds:.1f} s. "
-    f"Exact: min cosine ≥ {EXACT_COSINE} and the same top-1; drift: ≥ {DRIFT_COSINE}; otherwise corrupted."
+    f"{report.n_checked} of {report.n_texts} texts re-extracted in {report.seconds:.1f} s, pooling "
+    f"`{report.pooling}`. Exact: min cosine ≥ {EXACT_COSINE}"
+    f"{' and the same top-1' if report.pooling == 'last' else ''}; drift: ≥ {DRIFT_COSINE}; either way relative "
+    f"L2 ≤ {CORRUPTED_RELATIVE_L2}; otherwise corrupted."
 )
 for note in report.notes:
     st.warning(note, icon="⚠️")

@@ -124,3 +124,23 @@ def test_uploaded_zipped_folder_of_shards_is_read_as_one_file(tmp_path):
     assert at.session_state["audit.result"]["report"].verdict == "exact"
     (per_text_table,) = at.dataframe
     assert len(per_text_table.value) == len(SAMPLE_TEXTS)
+
+
+def test_a_mean_file_audited_under_the_chosen_pooling():
+    # A mean file with pads counted (right padding, every column averaged), as a user's plain
+    # code writes it, with no metadata: the pooling is chosen on the page.
+    loaded = load_model("tiny-random-llama")
+    tokenized = tokenize_texts(loaded.tokenizer, SAMPLE_TEXTS)
+    counted = extract_states(loaded, tokenized, "right-naive", batch_size=4, keep_logits=False, pooling="mean")
+    at = _page("tiny-random-llama")
+    at.file_uploader(key="audit.states").set_value(
+        ("means.safetensors", save({"hidden_states": counted.hidden}), "application/octet-stream")
+    )
+    at.file_uploader(key="audit.texts").set_value(_texts_file())
+    at.selectbox(key="audit.pooling").set_value("mean")
+    at.button(key="audit.run").click()
+    at.run()
+    _assert_no_exception(at)
+    report = at.session_state["audit.result"]["report"]
+    assert (report.pooling, report.verdict, report.likely_cause) == ("mean", "corrupted", "right-naive")
+    assert any("pooling `mean`" in caption.value for caption in at.caption)
