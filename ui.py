@@ -709,11 +709,12 @@ def train_probes(
     seeds: int,
     batch_size: int,
     cache_key: str,
+    pooling: str = "last",
 ) -> ProbeRun | None:
     """:func:`~extraction.probe_sweep.run_probe_sweep` with a progress bar, the model held, and
     the states kept in the session under ``cache_key`` for this model and data set (adding a
     strategy later extracts only the new one; other layers or seeds extract nothing); None after
-    an ``st.error`` when it fails."""
+    an ``st.error`` when it fails. ``pooling``: ``last`` or ``mean``."""
     feature_cache = session_cache(cache_key, (settings, data_digest(data)))
     bar = st.progress(0.0, text="Starting…")
     try:
@@ -727,6 +728,7 @@ def train_probes(
                 batch_size=batch_size,
                 progress=progress_callback(bar),
                 feature_cache=feature_cache,
+                pooling=pooling,
             ),
             prefix="The probe run failed",
             hold_model=True,

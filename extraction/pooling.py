@@ -27,6 +27,8 @@ from .strategies import BatchLayout
 Pooling = Literal["last", "mean", "tokens"]
 POOLINGS: tuple[Pooling, ...] = ("last", "mean", "tokens")
 DEFAULT_POOLING: Pooling = "last"
+#: The poolings that give one state per text (what a probe trains on).
+PER_TEXT_POOLINGS: tuple[Pooling, ...] = ("last", "mean")
 #: What each pooling keeps, in a few words (CLI help, the app, reports).
 POOLING_SUMMARY: dict[str, str] = {
     "last": "the last real token's state",

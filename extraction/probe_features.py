@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .extract import extract_states
-from .pooling import DEFAULT_POOLING, Pooling
+from .pooling import DEFAULT_POOLING, PER_TEXT_POOLINGS, Pooling
 
 if TYPE_CHECKING:
     from .models import LoadedModel
@@ -82,7 +82,7 @@ def strategy_states(
     """Every strategy's states at ``layers`` (``hidden_states`` indices) pooled by ``pooling``
     (``last`` or ``mean``), from ``cache`` where it holds them, else extracted (one pass per
     strategy) and added to it (an entry of another pooling is replaced)."""
-    if pooling not in ("last", "mean"):
+    if pooling not in PER_TEXT_POOLINGS:
         raise ValueError(f"probes take one state per text: pooling 'last' or 'mean', not {pooling!r}")
     cache = cache if cache is not None else {}
     kept = tuple(sorted(set(layers)))

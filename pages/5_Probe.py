@@ -9,6 +9,7 @@ import streamlit as st
 
 import ui
 from extraction import plotting, probe
+from extraction.pooling import DEFAULT_POOLING, PER_TEXT_POOLINGS, POOLING_SUMMARY
 from extraction.probe_inputs import DEFAULT_BATCH_SIZE, DEFAULT_STRATEGIES, UPLOAD_HELP, checked_probe_inputs
 from extraction.probe_sweep import DEFAULT_SEEDS, LM_HEAD_SCOPE
 from extraction.strategies import REFERENCE, STRATEGIES
@@ -19,6 +20,7 @@ KEY_STRATEGIES = "probe.strategies"
 KEY_LAYERS = "probe.layers"
 KEY_SEEDS = "probe.seeds"
 KEY_BATCH_SIZE = "probe.batch_size"
+KEY_POOLING = "probe.pooling"
 KEY_LAYER_VIEW = "probe.layer_view"  # the layer of the single-layer view
 KEY_RESULT = "probe.result"  # ui.ProbeRun of the last run
 KEY_FEATURE_CACHE = "probe.feature_cache"  # (cache key, FeatureCache): states of one model and data set
@@ -48,6 +50,7 @@ ui.set_defaults(
         KEY_LAYERS: "all",
         KEY_SEEDS: DEFAULT_SEEDS,
         KEY_BATCH_SIZE: DEFAULT_BATCH_SIZE,
+        KEY_POOLING: DEFAULT_POOLING,
     }
 )
 data_column, options_column = st.columns([3, 2])
@@ -73,6 +76,13 @@ with options_column:
     )
     seeds = ui.whole_number_input(seeds_column, "Splits", KEY_SEEDS, 1, 20, "Seeded stratified splits per layer.")
     batch_size = ui.whole_number_input(batch_column, "Batch size", KEY_BATCH_SIZE, 1, 64, "Texts per forward pass.")
+    pooling = st.radio(
+        "Pooling",
+        list(PER_TEXT_POOLINGS),
+        key=KEY_POOLING,
+        horizontal=True,
+        help="; ".join(f"{name}: {POOLING_SUMMARY[name]}" for name in PER_TEXT_POOLINGS),
+    )
 st.caption(
     "One extraction per strategy gives every layer. On SmolLM2-135M and 2 CPU cores, extracting the 200 reviews "
     "takes one to two minutes per strategy, and training the probes of every layer about a minute more. The "
@@ -86,7 +96,7 @@ if st.button("Train the probes", type="primary", key="probe.run", icon=":materia
     loaded = ui.load_model_or_error(settings) if data is not None else None
     if loaded is not None:
         result = ui.train_probes(
-            loaded, settings, data, strategies, layers, int(seeds), int(batch_size), cache_key=KEY_FEATURE_CACHE
+            loaded, settings, data, strategies, layers, int(seeds), int(batch_size), KEY_FEATURE_CACHE, pooling
         )
         if result is not None:
             st.session_state[KEY_RESULT] = result

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..pooling import DEFAULT_POOLING, Pooling, parse_pooling
+from ..pooling import DEFAULT_POOLING, POOLINGS, Pooling, parse_pooling
 from ..stored_states import StoredStates, validate_offsets, validate_states
 from ..texts import TokenizedTexts, texts_sha256, tokenize_texts
 from ..verdicts import CauseKind
@@ -50,7 +50,7 @@ def resolve_pooling(stored: StoredStates, pooling: str | None) -> tuple[Pooling,
     ``"pooling"``, or ``tokens`` for a file with offsets),
     else :data:`~extraction.pooling.DEFAULT_POOLING`; and a one-line note when the two disagree."""
     recorded = stored.stored_pooling
-    if recorded is not None and recorded not in ("last", "mean", "tokens"):
+    if recorded is not None and recorded not in POOLINGS:
         recorded = None
     if pooling is None:
         return parse_pooling(recorded or DEFAULT_POOLING), None

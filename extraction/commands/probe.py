@@ -21,6 +21,7 @@ ORDER = 20
 
 def add_parser(subparsers) -> None:
     from ..labelled import BUILTIN_DATASETS, DEFAULT_DATASET, DEFAULT_TEST_FRACTION
+    from ..pooling import PER_TEXT_POOLINGS
     from ..probe import DEFAULT_SEED
     from ..probe_sweep import DEFAULT_SEEDS
     from ..strategies import DEFAULT_BATCH_SIZE, STRATEGIES
@@ -63,7 +64,7 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--strategies", default="all", help=f"comma-separated, or all: {','.join(STRATEGIES)}")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    add_pooling_argument(parser, choices=["last", "mean"])
+    add_pooling_argument(parser, choices=PER_TEXT_POOLINGS)
     parser.add_argument(
         "--test-fraction", type=float, default=DEFAULT_TEST_FRACTION, help="share of each class held out for testing"
     )

@@ -189,3 +189,12 @@ def test_no_strategy_and_bad_layers_are_clear_errors():
     at = _train(at, ["right"], layers="3,x")
     assert "comma-separated integers" in _errors(at)
     assert "probe.result" not in at.session_state
+
+
+def test_mean_pooling_is_chosen_on_the_page():
+    at = _page()
+    at.radio(key="probe.pooling").set_value("mean")
+    at = _train(at, ["right-naive"], layers="-1", seeds=2, batch_size=4)
+    _assert_clean(at)
+    sweep = at.session_state["probe.result"]["sweep"]
+    assert sweep.pooling == "mean" and sweep.lm_head_accuracy is None
