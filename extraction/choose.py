@@ -307,7 +307,7 @@ def _probe_verdict(
     under ``tokens`` ``offsets`` is ``(offsets, reference offsets)``, the rows are compared
     text by text and another row count than the reference's is corrupted.
     """
-    from .compare import logit_tolerance
+    from .logit_lens import logit_tolerance
 
     rows_match = True
     if offsets is not None:

@@ -20,8 +20,9 @@ The cause (a :data:`~extraction.verdicts.CauseKind` and a sentence, :func:`~extr
 is derived from what was measured and from what the batch layout did to the texts, not
 from a fixed table keyed by strategy name.
 
-(About 400 lines for one concern: the per-strategy measurements, the logit lens, and the
-report with its table and JSON forms; the causes live in :mod:`.causes`.)
+(About 400 lines for one concern: the per-strategy measurements and the report with its
+table and JSON forms; the causes live in :mod:`.causes`, the ``lm_head`` side and the logit
+lens in :mod:`.logit_lens`.)
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import torch
 from . import metrics
 from .causes import ModelFacts, diagnose
 from .extract import ExtractionResult, extract_states
+from .logit_lens import LENS_ROWS, apply_lm_head, logit_lens_agreement, logit_tolerance
 from .pooling import DEFAULT_POOLING, Pooling, parse_pooling
 from .strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, REFERENCE, STRATEGIES, parse_strategy_names
 from .texts import TokenizedTexts, tokenize_texts
@@ -55,9 +57,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-#: Rows of logits computed together in the logit lens (about 50 MB of float32 logits at V = 49,152).
-_LENS_ROWS = 256
-
 #: Under ``tokens`` pooling every strategy's rows of every token are kept: at most this many
 #: float32 values a strategy (64 MiB; about 940 tokens of SmolLM2's 31 x 576); texts past it
 #: (in input order) are left out of the comparison and a note says so.
@@ -65,36 +64,6 @@ MAX_COMPARED_TOKEN_VALUES = 2**24
 
 #: ``progress(strategy_name, strategy_number, strategy_count, done_texts, total_texts)``
 CompareProgress = Callable[[str, int, int, int, int], None]
-
-
-def logit_tolerance(dtype: torch.dtype) -> tuple[float, float]:
-    """(atol, rtol) for comparing logits computed in ``dtype``."""
-    return (1e-4, 1e-5) if dtype == torch.float32 else (5e-2, 1e-2)
-
-
-def lm_head_inputs(loaded: LoadedModel, states: torch.Tensor, final_norm: bool) -> torch.Tensor:
-    """What ``lm_head`` is given: ``states`` (..., d) on the model's device and dtype, after the
-    final norm when ``final_norm``."""
-    with torch.inference_mode():
-        x = states.to(device=loaded.device, dtype=loaded.dtype)
-        if final_norm and loaded.final_norm is not None:
-            x = loaded.final_norm(x)
-        return x
-
-
-def apply_lm_head(loaded: LoadedModel, states: torch.Tensor, final_norm: bool) -> torch.Tensor:
-    """``lm_head(states)`` (optionally after the final norm) in the model's dtype: (..., d) -> (..., V) float32."""
-    with torch.inference_mode():
-        return loaded.lm_head(lm_head_inputs(loaded, states, final_norm)).float().cpu()
-
-
-def _max_head_row_norm(loaded: LoadedModel) -> float | None:
-    """``max_v |W_v|`` of a linear ``lm_head`` in float32/64 (None otherwise: no certificate)."""
-    head = loaded.lm_head
-    if loaded.dtype not in (torch.float32, torch.float64) or not isinstance(head, torch.nn.Linear):
-        return None
-    with torch.inference_mode():
-        return float(head.weight.detach().double().norm(dim=-1).max())
 
 
 @dataclass
@@ -201,74 +170,6 @@ class StrategyComparison:
                 "max_abs_diff": self.max_abs.flatten().numpy(),
             }
         )
-
-
-def logit_lens_agreement(
-    loaded: LoadedModel, reference_hidden: torch.Tensor, hidden_by_name: dict[str, torch.Tensor]
-) -> dict[str, torch.Tensor]:
-    """Per layer, the fraction of texts whose logit-lens top-1 matches the reference's.
-
-    Logit lens: ``lm_head(final_norm(h))`` for every layer but the last, which the model
-    returns already normed (``lm_head(h)``). Inputs (N, L, d); outputs (L,) per name.
-
-    Most rows of a sound strategy differ from the reference by rounding only, and their
-    agreement is certain without computing their V logits: with ``x`` and ``x_ref`` the
-    ``lm_head`` inputs and ``B = max_v |W_v| |x - x_ref|`` (Cauchy-Schwarz), no logit moves by
-    more than ``B``, so the top-1 agrees (:func:`~extraction.metrics.top1_agrees`) when
-    ``2B`` is within the tolerance or below the reference's gap between its first and second
-    logits. A factor 2 margin covers the rounding of the computed logits (``4B`` is tested);
-    float32/64 only. The other rows, and every row of 16-bit models, go through ``lm_head``.
-    Rows go through ``lm_head`` many at a time, every layer together (the vocabulary matrix
-    is read once per :data:`_LENS_ROWS` rows, not once per layer): the reference's rows one
-    block of texts at a time, then the uncertified rows of that block.
-    """
-    atol, rtol = logit_tolerance(loaded.dtype)
-    names = list(hidden_by_name)
-    n, num_states = reference_hidden.shape[:2]
-    agrees = {name: torch.zeros(n, num_states, dtype=torch.bool) for name in names}
-    head_norm = _max_head_row_norm(loaded)
-    texts_per_block = max(1, _LENS_ROWS // num_states)
-
-    def head(rows: torch.Tensor) -> torch.Tensor:  # (R, d) in the model's dtype -> (R, V) float32 on cpu
-        with torch.inference_mode():
-            return torch.cat(
-                [loaded.lm_head(rows[k : k + _LENS_ROWS]).float().cpu() for k in range(0, len(rows), _LENS_ROWS)]
-            )
-
-    for start in range(0, n, texts_per_block):
-        block = slice(start, start + texts_per_block)
-        stacked = torch.stack(
-            [reference_hidden[block]] + [hidden_by_name[name][block] for name in names]
-        )  # (1 + S, n_block, L, d)
-        inputs = torch.stack(
-            [
-                lm_head_inputs(loaded, stacked[:, :, layer], final_norm=layer < num_states - 1)
-                for layer in range(num_states)
-            ]
-        )  # (L, 1 + S, n_block, d)
-        num_layers, _, n_block, width = inputs.shape
-        reference_logits = head(inputs[:, 0].reshape(-1, width)).view(num_layers, n_block, -1)  # (L, n_block, V)
-        same = torch.zeros(num_layers, len(names), n_block, dtype=torch.bool)  # (L, S, n_block)
-        todo = torch.ones_like(same)
-        if head_norm is not None:
-            spread = (inputs[:, 1:].double() - inputs[:, :1].double()).norm(dim=-1).cpu()  # (L, S, n_block)
-            top2 = reference_logits.topk(2, dim=-1).values.double()  # (L, n_block, 2)
-            gap = (top2[..., 0] - top2[..., 1])[:, None]  # (L, 1, n_block)
-            tolerance = (atol + rtol * top2[..., 0].abs())[:, None]
-            finite = (torch.isfinite(reference_logits.amax(-1)) & torch.isfinite(reference_logits.amin(-1)))[:, None]
-            bound = 4 * head_norm * spread
-            certain = ((bound <= tolerance) | (bound < gap)) & finite & torch.isfinite(spread)
-            same |= certain
-            todo &= ~certain
-        layer_rows, strategy_rows, text_rows = todo.nonzero(as_tuple=True)
-        if len(layer_rows):
-            logits = head(inputs[layer_rows, strategy_rows + 1, text_rows])  # (R, V)
-            same[layer_rows, strategy_rows, text_rows] = metrics.top1_agrees(
-                logits, reference_logits[layer_rows, text_rows], atol, rtol
-            )
-        for k, name in enumerate(names):
-            agrees[name][block] = same[:, k].T
-    return {name: agrees[name].float().mean(0) for name in names}
 
 
 def compare_extractions(
@@ -454,8 +355,8 @@ def compare_strategies(
         finals = torch.cat([extractions[name].hidden[:, -1] for name in names])  # (S N, d)
         final_logits = torch.cat(
             [
-                apply_lm_head(loaded, finals[k : k + _LENS_ROWS], final_norm=False)
-                for k in range(0, len(finals), _LENS_ROWS)
+                apply_lm_head(loaded, finals[k : k + LENS_ROWS], final_norm=False)
+                for k in range(0, len(finals), LENS_ROWS)
             ]
         ).split(len(tokenized))  # S x (N, V)
         comparisons = {

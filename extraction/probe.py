@@ -46,7 +46,6 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from . import metrics
-from .compare import apply_lm_head
 from .labelled import (
     BUILTIN_DATASETS,
     DEFAULT_DATASET,
@@ -57,6 +56,7 @@ from .labelled import (
     check_labelled,
     parse_labelled_csv,
 )
+from .logit_lens import apply_lm_head
 from .pooling import DEFAULT_POOLING, Pooling
 from .probe_features import FeatureCache, ProbeProgress, strategy_states
 from .strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, REFERENCE, parse_strategy_names

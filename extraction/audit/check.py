@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from .. import metrics
-from ..compare import apply_lm_head, logit_tolerance
 from ..extract import extract_states
+from ..logit_lens import apply_lm_head, logit_tolerance
 from ..pooling import DEFAULT_POOLING, Pooling, row_offsets
 from ..texts import TokenizedTexts
 from .report import RowCheck

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from extraction import compare, metrics
-from extraction.compare import apply_lm_head, logit_lens_agreement, logit_tolerance
+from extraction import logit_lens, metrics
 from extraction.extract import extract_states
+from extraction.logit_lens import apply_lm_head, logit_lens_agreement, logit_tolerance
 from extraction.samples import SAMPLE_TEXTS
 from extraction.texts import tokenize_texts
 
@@ -49,7 +49,7 @@ def test_certificate_skips_lm_head_for_rounding_level_rows(tiny_llama, monkeypat
         handle.remove()
     num_states = reference.shape[1]
     assert sum(rows_through_head) == 4 * num_states  # the reference's rows only
-    monkeypatch.setattr(compare, "_max_head_row_norm", lambda loaded: None)  # no certificate: every row
+    monkeypatch.setattr(logit_lens, "_max_head_row_norm", lambda loaded: None)  # no certificate: every row
     rows_through_head.clear()
     handle = head.register_forward_hook(lambda module, args, out: rows_through_head.append(args[0].shape[0]))
     try:
