@@ -13,6 +13,7 @@ from pathlib import Path
 import streamlit as st
 
 import ui
+from extraction import layout_views
 from extraction.pooling import DEFAULT_POOLING, POOLING_SUMMARY, POOLINGS
 from extraction.predictions import LM_HEAD_ONLY_LAST
 from extraction.report_html import comparison_report_html
@@ -195,7 +196,7 @@ def home() -> None:
                     f"{ui.strategy_chip(name)} &nbsp; {ui.verdict_badge(comparison.verdict)}",
                     unsafe_allow_html=True,
                 )
-                st.caption(STRATEGIES[name].summary)
+                st.caption(layout_views.strategy_summary(name, report.pooling))
                 st.markdown(
                     ui.card_numbers(comparison.min_cosine, comparison.top1_agreement, comparison.max_relative_l2),
                     unsafe_allow_html=True,

@@ -20,6 +20,36 @@ from .strategies import BatchLayout, get_strategy
 if TYPE_CHECKING:
     from .compare import ComparisonReport
 
+#: Token ids of the small batches :func:`strategy_summary` lays out, tried in order until the
+#: strategy accepts one (texts of different lengths; equal lengths for ``bucketed``; one text
+#: for ``single``).
+_SUMMARY_BATCHES: tuple[tuple[tuple[int, ...], ...], ...] = (((1, 2, 3), (4,)), ((1, 2, 3), (4, 5, 6)), ((1, 2, 3),))
+
+
+def strategy_summary(name: str, pooling: Pooling = "last") -> str:
+    """What strategy ``name`` does, in a sentence or two: its summary, and outside ``last``
+    what its pooled read takes, found by laying out a small batch (pads counted or kept, other
+    texts seen), not from a table of names."""
+    strategy = get_strategy(name)
+    if pooling == "last":
+        return strategy.summary
+    for batch in _SUMMARY_BATCHES:
+        try:
+            layout = strategy.layout([list(ids) for ids in batch], 0)
+        except ValueError:
+            continue
+        facts = span_facts(layout, pooling)
+        verb = "averages" if pooling == "mean" else "keeps"
+        if bool(facts["read_is_pad"].any()):
+            taken = f"{verb} every column of a text's row, pads included"
+        elif bool(facts["saw_other_text"].any()):
+            taken = f"{verb} each text's own tokens, which attend to the texts before them"
+        else:
+            taken = f"{verb} each text's own tokens"
+        return f"{strategy.summary} Under {pooling} pooling it {taken}."
+    return strategy.summary
+
+
 #: What query position i sees at key j, by the index :func:`attention_categories` gives.
 ATTENTION_LABELS: tuple[str, ...] = (
     "hidden (masked or in the future)",

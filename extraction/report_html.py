@@ -94,7 +94,7 @@ def _card(report: ComparisonReport, name: str) -> str:
         f"{VERDICT_ICONS[verdict]} {_e(verdict)}</span>"
     )
     swatch = f'<span class="swatch" style="background:{plotting.strategy_color(name)}"></span>'
-    summary = STRATEGIES[name].summary if name in STRATEGIES else ""
+    summary = layout_views.strategy_summary(name, report.pooling) if name in STRATEGIES else ""
     cosine = "NaN" if comparison.min_cosine != comparison.min_cosine else f"{comparison.min_cosine:.6f}"
     top1 = comparison.top1_agreement
     top1_text = predictions.NOT_APPLICABLE if top1 is None else f"{top1:.0%}"
@@ -145,7 +145,8 @@ def _layout_section(report: ComparisonReport, token_strings: Sequence[Sequence[s
     sentences = layout_views.read_descriptions(layout, token_strings, texts, report.pooling)
     strategy = STRATEGIES.get(name)
     about = (
-        f"<p><b>What it does.</b> {_e(strategy.summary)} <b>When it breaks.</b> {_e(strategy.breaks_when)}</p>"
+        f"<p><b>What it does.</b> {_e(layout_views.strategy_summary(name, report.pooling))} "
+        f"<b>When it breaks.</b> {_e(strategy.breaks_when)}</p>"
         if strategy
         else ""
     )

@@ -65,7 +65,8 @@ for tab, name in zip(tabs, names, strict=True):
             f"{ui.strategy_chip(name)} &nbsp; {ui.verdict_badge(comparison.verdict)} &nbsp; in your run",
             unsafe_allow_html=True,
         )
-        st.markdown(f"**What it does.** {strategy.summary} **When it breaks.** {strategy.breaks_when}")
+        summary = layout_views.strategy_summary(name, report.pooling)
+        st.markdown(f"**What it does.** {summary} **When it breaks.** {strategy.breaks_when}")
         passes = layout_views.plan_layouts(name, token_ids, run.pad_token_id, batch_size=len(chosen))
         if len(passes) > 1:
             st.caption(

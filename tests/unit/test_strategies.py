@@ -134,3 +134,15 @@ def test_packed_read_facts_name_the_other_texts_seen():
     assert naive["saw_other_text"].tolist() == [False, True, True]
     assert packed["saw_other_text"].tolist() == [False, False, False]
     assert not naive["read_is_pad"].any() and not packed["read_is_pad"].any()
+
+
+def test_strategy_summaries_say_what_a_pooled_read_takes_from_the_layout():
+    from extraction.layout_views import strategy_summary
+
+    for name in STRATEGIES:
+        assert strategy_summary(name, "last") == get_strategy(name).summary
+    assert "every column of a text's row, pads included" in strategy_summary("right-naive", "mean")
+    assert "keeps every column" in strategy_summary("right-naive", "tokens")
+    assert "attend to the texts before them" in strategy_summary("packed-naive", "mean")
+    for name in ("single", "right", "left", "left-naive", "bucketed", "sorted", "packed"):
+        assert strategy_summary(name, "mean").endswith("it averages each text's own tokens."), name
