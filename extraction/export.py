@@ -30,16 +30,17 @@ pooling (:mod:`extraction.pooling`), at each of the L layers asked for, in the
   straight to disk (:class:`~extraction.safetensors_writer.SafetensorsRowWriter`). Full sequences
   live only for one forward pass.
 * ``verify=N`` reads N random texts' rows back from the written file and compares them with
-  single-sample extraction under the same pooling (:func:`~extraction.audit.check_rows`
-  under ``last``, :func:`~extraction.pooled_check.check_pooled_rows` otherwise: the same
-  verdict rule, with the row count under ``tokens``); anything but an exact verdict raises
+  single-sample extraction under the same pooling (the audit's checks,
+  :func:`~extraction.audit.check.check_rows` and under ``tokens``
+  :func:`~extraction.audit.check.check_token_rows`, with the row count; the same verdict
+  rule, the ``lm_head`` top-1 under ``last`` only); anything but an exact verdict raises
   :class:`VerificationError`.
 * The file is written to a temporary name and renamed at the end: an interrupted
   (``KeyboardInterrupt``) or failed run leaves nothing at the target path. An existing
   file is replaced only with ``overwrite=True``.
 
 (Over 400 lines: one run's steps, choose, stream, verify, commit, share its state; the
-pooled check lives in :mod:`.pooled_check`, the writer in :mod:`.safetensors_writer`.)
+checks live in :mod:`.audit.check`, the writer in :mod:`.safetensors_writer`.)
 """
 
 from __future__ import annotations
@@ -58,10 +59,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .audit.check import check_rows, subset
+from .audit.check import check_rows, check_token_rows, subset
 from .choose import AUTO_EXCLUDED, PROBE_TEXTS, StrategyChoice, choose_strategy
 from .extract import extract_states
-from .pooled_check import check_pooled_rows
 from .pooling import DEFAULT_POOLING, Pooling, parse_pooling, row_offsets
 from .safetensors_writer import STORE_DTYPES, SafetensorsRowWriter
 from .stored_states import OFFSETS_NAME
@@ -70,6 +70,7 @@ from .texts import TokenizedTexts, texts_sha256, tokenize_texts
 from .verdicts import Verdict
 
 if TYPE_CHECKING:
+    from .audit.report import RowCheck
     from .models import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,18 @@ class Verification:
             "verdict": self.verdict,
             "passed": self.passed,
         }
+
+    @classmethod
+    def of(cls, rows: list[int], check: RowCheck, pooling: Pooling) -> Verification:
+        """The verification of ``rows`` from their :class:`~extraction.audit.report.RowCheck`."""
+        return cls(
+            rows=rows,
+            min_cosine=float(check.cosine.min()),
+            top1_same=None if check.top1_same is None else float(check.top1_same.float().mean()),
+            verdict=check.verdict,
+            max_relative_l2=float(check.row_max_relative_l2.max()),
+            pooling=pooling,
+        )
 
     def describe(self) -> str:
         """``"exact (min cosine 1.000000, top-1 agreement 100%)"``; no top-1 outside ``last``."""
@@ -411,30 +424,16 @@ def _verify(
     if progress is not None:
         progress("verifying", 0, len(rows))
     sample = subset(tokenized, rows)
-    if pooling == "last":
-        written = writer.read_rows(rows)  # (K, L, d) as stored on disk
-        check = check_rows(loaded, sample, written, layers)
-        top1 = float(check.top1_same.float().mean())
-        max_relative_l2 = float(check.row_max_relative_l2.max())
+    if pooling == "tokens":
+        spans = [range(int(offsets[i]), int(offsets[i + 1])) for i in rows]
+        written = writer.read_rows([r for span in spans for r in span])  # (R_k, L, d)
+        written_offsets = row_offsets(torch.tensor([len(span) for span in spans]))
+        check = check_token_rows(loaded, sample, written, written_offsets, layers)
     else:
-        if pooling == "tokens":
-            spans = [range(int(offsets[i]), int(offsets[i + 1])) for i in rows]
-            written = writer.read_rows([r for span in spans for r in span])  # (R_k, L, d)
-            written_offsets = row_offsets(torch.tensor([len(span) for span in spans]))
-        else:
-            written, written_offsets = writer.read_rows(rows), None  # (K, L, d)
-        check = check_pooled_rows(loaded, sample, written, layers, pooling, written_offsets)
-        top1, max_relative_l2 = None, check.max_relative_l2
+        check = check_rows(loaded, sample, writer.read_rows(rows), layers, pooling)  # (K, L, d) as stored on disk
     if progress is not None:
         progress("verifying", len(rows), len(rows))
-    return Verification(
-        rows=rows,
-        min_cosine=float(check.cosine.min()),
-        top1_same=top1,
-        verdict=check.verdict,
-        max_relative_l2=max_relative_l2,
-        pooling=pooling,
-    )
+    return Verification.of(rows, check, pooling)
 
 
 __all__ = [

@@ -20,7 +20,7 @@
    as in a one-file run; then ``index.json`` is marked complete.
 
 Pooling: ``last`` and ``mean`` (one row per text, as in a one-file run; verification under
-the same pooling with :func:`~extraction.pooled_check.check_pooled_rows`). ``tokens`` is not
+the same pooling with :func:`~extraction.audit.check.check_rows`). ``tokens`` is not
 supported for shards yet (a shard's row count would depend on its texts' tokens): it raises
 ``ValueError``; extract to one file instead.
 
@@ -62,7 +62,6 @@ from .export import (
     parse_layers,
 )
 from .extract import extract_states
-from .pooled_check import check_pooled_rows
 from .pooling import DEFAULT_POOLING, Pooling, parse_pooling
 from .safetensors_writer import STORE_DTYPES
 from .shards import (
@@ -307,20 +306,7 @@ def _verify(
         with safe_open(folder / entry["file"], "pt") as handle:
             written[k] = handle.get_slice(TENSOR_NAME)[row - entry["first_text"]].float()
     tokenized = tokenize_texts(loaded.tokenizer, source.texts_at(rows), max_tokens=loaded.context_length)
-    if pooling == "last":
-        check = check_rows(loaded, tokenized, written, layers)
-        top1, max_relative_l2 = float(check.top1_same.float().mean()), float(check.row_max_relative_l2.max())
-    else:
-        check = check_pooled_rows(loaded, tokenized, written, layers, pooling)
-        top1, max_relative_l2 = None, check.max_relative_l2
-    return Verification(
-        rows=rows,
-        min_cosine=float(check.cosine.min()),
-        top1_same=top1,
-        verdict=check.verdict,
-        max_relative_l2=max_relative_l2,
-        pooling=pooling,
-    )
+    return Verification.of(rows, check_rows(loaded, tokenized, written, layers, pooling), pooling)
 
 
 def extract_to_folder(
