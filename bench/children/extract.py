@@ -24,6 +24,7 @@ def extract(argv: list[str] | None, marks: dict) -> int:
     """The command's work on ``argv``, marking ``marks`` once the model is loaded; returns
     the exit status."""
     from extraction.cli import build_parser, load_model_from_args
+    from extraction.commands.extract import extract_options
     from extraction.export import extract_to_file
     from extraction.texts import read_texts, tokenize_texts
 
@@ -37,19 +38,7 @@ def extract(argv: list[str] | None, marks: dict) -> int:
         loaded = load_model_from_args(args)
         mark_loaded(marks)
         tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
-        extract_to_file(
-            loaded,
-            tokenized,
-            args.out,
-            layers=args.layers,
-            strategy=args.strategy,
-            batch_size=args.batch_size,
-            store_dtype=args.store_dtype,
-            verify=args.verify,
-            overwrite=args.force,
-            seed=args.seed,
-            auto_sample=args.auto_sample,
-        )
+        extract_to_file(loaded, tokenized, args.out, **extract_options(args))
     except (ValueError, OSError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 
 from ..cli import CliError, load_model_from_args, stage_progress_bars
+from .extract import extract_options
 
 
 def run_sharded(args: argparse.Namespace, info) -> int:
@@ -51,18 +52,10 @@ def run_sharded(args: argparse.Namespace, info) -> int:
             source,
             args.out,
             info,
-            layers=args.layers,
-            strategy=args.strategy,
-            batch_size=args.batch_size,
-            store_dtype=args.store_dtype,
-            verify=args.verify,
-            overwrite=args.force,
             resume=args.resume,
             shard_texts=args.shard_size,
-            seed=args.seed,
-            auto_sample=args.auto_sample,
             progress=progress,
-            pooling=args.pooling,
+            **extract_options(args),
         )
     if not info.is_main:
         return 0

@@ -78,6 +78,23 @@ def add_parser(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
+def extract_options(args: argparse.Namespace) -> dict:
+    """The options :func:`~extraction.export.extract_to_file` and
+    :func:`~extraction.sharded_export.extract_to_folder` both take, from this command's
+    arguments: one mapping for the command, its sharded run and the benchmark's child process."""
+    return {
+        "layers": args.layers,
+        "strategy": args.strategy,
+        "batch_size": args.batch_size,
+        "store_dtype": args.store_dtype,
+        "verify": args.verify,
+        "overwrite": args.force,
+        "seed": args.seed,
+        "auto_sample": args.auto_sample,
+        "pooling": args.pooling,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     from ..distributed import rank_from_environment
     from ..export import describe_layers, extract_to_file
@@ -113,21 +130,7 @@ def run(args: argparse.Namespace) -> int:
     tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
     labels = {"choosing": "auto: layouts checked", "extracting": "extracting", "verifying": "verifying"}
     with stage_progress_bars(labels) as progress:
-        result = extract_to_file(
-            loaded,
-            tokenized,
-            out,
-            layers=args.layers,
-            strategy=args.strategy,
-            batch_size=args.batch_size,
-            store_dtype=args.store_dtype,
-            verify=args.verify,
-            overwrite=args.force,
-            seed=args.seed,
-            auto_sample=args.auto_sample,
-            progress=progress,
-            pooling=args.pooling,
-        )
+        result = extract_to_file(loaded, tokenized, out, progress=progress, **extract_options(args))
     print(f"model: {loaded.description}")
     if result.choice is not None:
         print(f"auto ({result.choice.seconds:.1f} s): {result.choice.why}")
