@@ -179,11 +179,12 @@ class _ReadRowRecorder:
             for handle in handles:
                 handle.remove()
 
-    def run(self, model: torch.nn.Module, layout: BatchLayout, inputs: dict[str, torch.Tensor]):
+    def run(self, model: torch.nn.Module, layout: BatchLayout, inputs: dict[str, torch.Tensor], positions=None):
         """One forward pass; returns ``(states (K, L, d), logits (K, V))`` in the group's order
-        (tokens: states ``(P, L, d)`` grouped by text; the logits only mean something under ``last``)."""
+        (tokens: states ``(P, L, d)`` grouped by text; logits None outside ``last``). ``positions``:
+        :func:`~extraction.pooling.pooled_positions` of the layout, when the caller has them."""
         device = inputs["input_ids"].device
-        rows, cols, owner = pooled_positions(layout, self.pooling)
+        rows, cols, owner = positions if positions is not None else pooled_positions(layout, self.pooling)
         self.rows, self.cols, self.owner = rows.to(device), cols.to(device), owner.to(device)
         self.num_texts = len(layout.read_rows)
         self.captured, calls = {}, self.lm_head_calls
@@ -192,7 +193,7 @@ class _ReadRowRecorder:
             raise RuntimeError("the extraction hooks did not fire as expected")
         device = output.logits.device
         states = torch.stack([self.captured[layer].to(device) for layer in self.layers], dim=1)  # (K, L, d)
-        return states, output.logits[0]  # (K, L, d), (K, V)
+        return states, output.logits[0] if self.pooling == "last" else None  # (K, L, d), (K, V)
 
 
 def _run_hidden_states(
@@ -201,24 +202,24 @@ def _run_hidden_states(
     inputs: dict[str, torch.Tensor],
     layers: Sequence[int],
     pooling: Pooling = DEFAULT_POOLING,
+    positions=None,
 ):
     """One forward pass with ``output_hidden_states``; returns ``(states (K, L, d), logits (K, V))``
-    (tokens: states ``(P, L, d)``; the logits only mean something under ``last``)."""
+    (tokens: states ``(P, L, d)``; logits None outside ``last``). ``positions`` as in
+    :meth:`_ReadRowRecorder.run`."""
     device = inputs["input_ids"].device
     rows, cols = layout.read_rows.to(device), layout.read_cols.to(device)
     kwargs = {}
     use_logits_to_keep = _supports_logits_to_keep(model)
     if use_logits_to_keep and pooling != "last":
-        kwargs["logits_to_keep"] = 1
-        col_index = torch.zeros_like(layout.read_cols)
-        rows = torch.zeros_like(rows)
+        kwargs["logits_to_keep"] = 1  # no logits are kept: lm_head for one column only
     elif use_logits_to_keep:
         # Only the read columns go through lm_head: (B, C, V) with C distinct columns.
         keep_cols, col_index = torch.unique(layout.read_cols, return_inverse=True)
         kwargs["logits_to_keep"] = keep_cols.to(device)
     output = model(**inputs, output_hidden_states=True, use_cache=False, **kwargs)
     all_states = output.hidden_states  # tuple of L+1 tensors (B, T, d)
-    pool_r, pool_c, owner = pooled_positions(layout, pooling)
+    pool_r, pool_c, owner = positions if positions is not None else pooled_positions(layout, pooling)
     num_texts = len(layout.read_rows)
     # Under a device map (accelerate) layers live on several devices: index where each one is.
     picked = [
@@ -228,6 +229,8 @@ def _run_hidden_states(
         for i in layers
     ]  # L x (K, d), tokens: L x (P, d)
     states = torch.stack([layer_rows.to(device) for layer_rows in picked], dim=1)  # (K, L, d)
+    if pooling != "last":
+        return states, None
     logit_cols = col_index.to(device) if use_logits_to_keep else cols
     logits_device = output.logits.device
     return states, output.logits[rows.to(logits_device), logit_cols.to(logits_device)]  # (K, L, d), (K, V)
@@ -340,11 +343,12 @@ def extract_states(
             layout = strategy.layout([tokenized.token_ids[i] for i in group], loaded.pad_token_id)
             computed += layout.input_ids.numel()
             inputs = layout.model_inputs(loaded.dtype, loaded.device)
+            positions = pooled_positions(layout, pooling)  # (P,) rows, cols, owner: computed once a pass
             if recorder is not None:
-                states, group_logits = recorder.run(model, layout, inputs)  # (K, L, d), (K, V)
+                states, group_logits = recorder.run(model, layout, inputs, positions)  # (K, L, d), (K, V)
             else:
-                states, group_logits = _run_hidden_states(model, layout, inputs, layers, pooling)
-            group_facts = span_facts(layout, pooling)
+                states, group_logits = _run_hidden_states(model, layout, inputs, layers, pooling, positions)
+            group_facts = span_facts(layout, pooling, positions)
             if pooling == "tokens":
                 for index, text_rows in zip(
                     group, states.float().cpu().split(group_facts["rows"].tolist()), strict=True

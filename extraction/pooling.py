@@ -76,7 +76,9 @@ def pool_rows(picked: torch.Tensor, owner: torch.Tensor, num_texts: int, pooling
     return sums / counts.view(-1, *([1] * (picked.dim() - 1)))
 
 
-def span_facts(layout: BatchLayout, pooling: Pooling) -> dict[str, torch.Tensor]:
+def span_facts(
+    layout: BatchLayout, pooling: Pooling, positions: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
+) -> dict[str, torch.Tensor]:
     """Per text of the group ``(K,)``: what its pooled positions held and could see.
 
     ``last``: :meth:`BatchLayout.read_facts`. ``mean``/``tokens``, over the text's pooled
@@ -84,12 +86,13 @@ def span_facts(layout: BatchLayout, pooling: Pooling) -> dict[str, torch.Tensor]
     ``saw_other_text``/``saw_padding`` some of them could attend to another text / to padding
     (or is padding); ``token_ids``/``position_ids`` at the text's last real token among them,
     so a shifted position shows as it does under ``last``; ``rows`` the positions pooled.
+    ``positions``: :func:`pooled_positions` of the layout, when the caller has them already.
     """
     if pooling == "last":
         facts = layout.read_facts()
         facts["rows"] = torch.ones(len(layout.read_rows), dtype=torch.long)
         return facts
-    rows, cols, owner = pooled_positions(layout, pooling)
+    rows, cols, owner = positions if positions is not None else pooled_positions(layout, pooling)
     num_texts = len(layout.read_rows)
     segments = layout.segment_ids[rows]  # (P, T)
     visible = layout.visibility_of(rows, cols)  # (P, T)
