@@ -709,7 +709,7 @@ def train_probes(
     seeds: int,
     batch_size: int,
     cache_key: str,
-    pooling: str = "last",
+    pooling: Pooling = DEFAULT_POOLING,
 ) -> ProbeRun | None:
     """:func:`~extraction.probe_sweep.run_probe_sweep` with a progress bar, the model held, and
     the states kept in the session under ``cache_key`` for this model and data set (adding a
