@@ -131,7 +131,8 @@ def time_peers(
     say: Callable[[str], None] = logger.info,
 ) -> list[PeerTiming]:
     """Time this project's extraction and each peer on ``texts``; this project first."""
-    from extraction.choose import body_parameters, choose_strategy
+    from extraction.choose import choose_strategy
+    from extraction.cost import body_parameters
     from extraction.extract import extract_states
     from extraction.metrics import cosine_similarity
     from extraction.texts import tokenize_texts

@@ -5,16 +5,15 @@ import json
 import pytest
 import torch
 
-from extraction import choose
+from extraction import choose, cost
 from extraction.choose import (
     AUTO_EXCLUDED,
     choice_identity,
     choice_key,
     choose_strategy,
-    estimate_seconds,
-    pass_flops,
     probe_rows,
 )
+from extraction.cost import estimate_seconds, pass_flops
 from extraction.extract import extract_states
 from extraction.samples import SAMPLE_TEXTS
 from extraction.strategies import STRATEGIES
@@ -44,7 +43,7 @@ def test_probe_rows_have_distinct_lengths_and_prefer_short_texts():
 def test_cost_model_counts_passes_padding_and_flops(tiny_llama):
     lengths = [3, 9, 9, 20, 4]
     single = estimate_seconds(tiny_llama, lengths, "single", 4, None, pass_seconds=0.5, flops_per_second=1e9)
-    body = choose.body_parameters(tiny_llama.model)
+    body = cost.body_parameters(tiny_llama.model)
     d, layers = tiny_llama.hidden_size, tiny_llama.num_hidden_layers
     flops = sum(pass_flops(body, d, layers, 1, n) for n in lengths)
     assert single["passes"] == 5 and single["pad_fraction"] == 0
@@ -60,9 +59,9 @@ def test_cost_model_counts_passes_padding_and_flops(tiny_llama):
 def test_fit_recovers_a_linear_cost():
     flops = [1e9, 2e9, 4e9, 8e9]
     seconds = [0.01 + f / 5e10 for f in flops]
-    pass_seconds, rate = choose.fit_cost(flops, seconds)
+    pass_seconds, rate = cost.fit_cost(flops, seconds)
     assert pass_seconds == pytest.approx(0.01) and rate == pytest.approx(5e10)
-    assert choose.fit_cost([1e9], [0.5])[1] == pytest.approx(2e9)  # one pass: the rate alone
+    assert cost.fit_cost([1e9], [0.5])[1] == pytest.approx(2e9)  # one pass: the rate alone
 
 
 def test_off_the_cpu_the_rate_is_the_devices_and_flat_passes_are_fixed_cost():
@@ -70,11 +69,11 @@ def test_off_the_cpu_the_rate_is_the_devices_and_flat_passes_are_fixed_cost():
     # length): the time does not grow with the FLOPs, so it is all fixed cost.
     flops = [1e9, 2e9, 4e9, 8e9]
     flat = [0.043, 0.041, 0.042, 0.042]
-    assert choose.fit_cost(flops, flat, device_rate=5e13) == pytest.approx((0.042, 5e13))
+    assert cost.fit_cost(flops, flat, device_rate=5e13) == pytest.approx((0.042, 5e13))
     # A fitted rate below the device's is raised to it; the CPU (no device rate) keeps the fit.
     seconds = [0.04 + f / 1e12 for f in flops]
-    assert choose.fit_cost(flops, seconds, device_rate=5e13) == pytest.approx((0.04, 5e13))
-    assert choose.fit_cost(flops, seconds) == pytest.approx((0.04, 1e12))
+    assert cost.fit_cost(flops, seconds, device_rate=5e13) == pytest.approx((0.04, 5e13))
+    assert cost.fit_cost(flops, seconds) == pytest.approx((0.04, 1e12))
 
 
 def test_with_gpu_constants_fewer_padded_passes_beat_many_unpadded_ones(tiny_llama):
@@ -84,18 +83,18 @@ def test_with_gpu_constants_fewer_padded_passes_beat_many_unpadded_ones(tiny_lla
     # 4,455 tokens/s).
     lengths = [5 + (37 * k) % 196 for k in range(256)]
     flops = [1e9, 2e9, 4e9]
-    old = choose.fit_cost(flops, [0.043, 0.041, 0.042])  # no device rate: the CPU rule
-    new = choose.fit_cost(flops, [0.043, 0.041, 0.042], device_rate=5e13)
+    old = cost.fit_cost(flops, [0.043, 0.041, 0.042])  # no device rate: the CPU rule
+    new = cost.fit_cost(flops, [0.043, 0.041, 0.042], device_rate=5e13)
 
-    def cost(name, constants):
+    def price(name, constants):
         return estimate_seconds(tiny_llama, lengths, name, 64, 8192, *constants, body_params=106_000_000)
 
-    assert cost("bucketed", old)["estimated_seconds"] < cost("sorted", old)["estimated_seconds"]
-    assert cost("sorted", new)["estimated_seconds"] < cost("bucketed", new)["estimated_seconds"]
+    assert price("bucketed", old)["estimated_seconds"] < price("sorted", old)["estimated_seconds"]
+    assert price("sorted", new)["estimated_seconds"] < price("bucketed", new)["estimated_seconds"]
 
 
 def test_no_device_rate_on_the_cpu(tiny_llama):
-    assert choose.device_matmul_rate(tiny_llama) is None
+    assert cost.device_matmul_rate(tiny_llama) is None
 
 
 def test_choice_is_the_cheapest_exact_layout_and_reuses_single_rows(tiny_model, cache_path):
