@@ -237,6 +237,7 @@ def compare_extractions(
         nonfinite > 0,
         max_relative_l2=comparison.max_relative_l2,
         rows_match=rows_differ is None or not bool(rows_differ.any()),
+        dtype=str(loaded.dtype).removeprefix("torch."),
     )
     comparison.cause_kind, comparison.cause = diagnose(comparison, reference, ModelFacts.from_loaded(loaded))
     return comparison
