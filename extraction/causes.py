@@ -144,6 +144,20 @@ def diagnose(comparison: StrategyComparison, reference: ExtractionResult, facts:
             f"model adds absolute position embeddings, so {_count(target & shifted)} of {n} texts differ from the "
             f"embeddings (layer 0) on{rounding}."
         )
+    after_text = ext.after_other_text if ext.after_other_text is not None else torch.zeros(n, dtype=torch.bool)
+    after_pad = ext.after_padding if ext.after_padding is not None else torch.zeros(n, dtype=torch.bool)
+    if severe.any() and (target == after_text).all() and not (target & ext.saw_other_text).any():
+        return "cross-text", (
+            f"The mask hid the other texts, yet the {k} of {n} texts that differ are exactly those placed after "
+            f"another text in their row{layer_note}: a layer that does not read the mask (a recurrent or "
+            f"state-space state, a convolution) carried the earlier text into them{rounding}."
+        )
+    if severe.any() and (target == after_pad).all() and not (target & ext.saw_padding).any():
+        return "pad-state", (
+            f"The mask hid the padding, yet the {k} of {n} texts that differ are exactly those with padding before "
+            f"them in their row{layer_note}: a layer that does not read the attention mask (a recurrent or "
+            f"state-space state, a convolution) ran through the pads{rounding}."
+        )
     if severe.any() and (target & shifted).sum() >= majority and not (target & ~shifted).any():
         # Relative positions, yet the shifted texts are beyond rounding: the shift is the cause.
         return "position-shift", (

@@ -405,7 +405,15 @@ def _concat_results(parts: Sequence[ExtractionResult]) -> ExtractionResult:
     offsets = None
     if first.pooling == "tokens":
         offsets = row_offsets(torch.tensor([len(p.hidden) for p in parts]))
-    facts = ("read_token_ids", "read_position_ids", "read_is_pad", "saw_other_text", "saw_padding")
+    facts = (
+        "read_token_ids",
+        "read_position_ids",
+        "read_is_pad",
+        "saw_other_text",
+        "saw_padding",
+        "after_other_text",
+        "after_padding",
+    )
     return replace(
         first,
         **{name: torch.cat([getattr(p, name) for p in parts]) for name in facts},
