@@ -152,7 +152,7 @@ def diagnose(comparison: StrategyComparison, reference: ExtractionResult, facts:
             f"another text in their row{layer_note}: a layer that does not read the mask (a recurrent or "
             f"state-space state, a convolution) carried the earlier text into them{rounding}."
         )
-    if severe.any() and (target == after_pad).all() and not (target & ext.saw_padding).any():
+    if severe.any() and (target == after_pad).all() and not (target & (ext.saw_padding | shifted)).any():
         return "pad-state", (
             f"The mask hid the padding, yet the {k} of {n} texts that differ are exactly those with padding before "
             f"them in their row{layer_note}: a layer that does not read the attention mask (a recurrent or "

@@ -21,6 +21,7 @@ The JSON (:meth:`ConformanceMatrix.to_dict`, a public contract pinned by a test)
          "attn_implementation": "sdpa", "eager" or null,
          "class": the causal-LM class name or null,
          "seconds": wall time for this architecture,
+         "reads_position_ids", "reads_attention_mask": true/false, measured (null if not),
          "pooling": {"last": {"<strategy>": {"verdict", "cause_kind", "cause", "max_relative_l2"}},
                      "mean": {...}}}}}
 
@@ -104,6 +105,10 @@ class ArchitectureRow:
     attn_implementation: str | None = None
     model_class: str | None = None
     seconds: float = 0.0
+    #: Measured on the longest text (:func:`reads_inputs`): does the forward pass change when
+    #: only the position ids / only the 2-D attention mask change? None when not measured.
+    reads_position_ids: bool | None = None
+    reads_attention_mask: bool | None = None
     cells: dict[Pooling, dict[str, MatrixCell]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -112,6 +117,8 @@ class ArchitectureRow:
             "attn_implementation": self.attn_implementation,
             "class": self.model_class,
             "seconds": round(self.seconds, 3),
+            "reads_position_ids": self.reads_position_ids,
+            "reads_attention_mask": self.reads_attention_mask,
             "pooling": {
                 pooling: {name: cell.to_dict() for name, cell in cells.items()} for pooling, cells in self.cells.items()
             },
@@ -144,6 +151,35 @@ class ConformanceMatrix:
             "seconds": round(self.seconds, 1),
             "architectures": {name: row.to_dict() for name, row in self.rows.items()},
         }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ConformanceMatrix:
+        """The matrix back from its JSON (:meth:`to_dict`)."""
+        rows = {}
+        for name, entry in data["architectures"].items():
+            rows[name] = ArchitectureRow(
+                name,
+                error=entry["error"],
+                attn_implementation=entry["attn_implementation"],
+                model_class=entry["class"],
+                seconds=entry["seconds"],
+                reads_position_ids=entry["reads_position_ids"],
+                reads_attention_mask=entry["reads_attention_mask"],
+                cells={
+                    pooling: {strategy: MatrixCell(**cell) for strategy, cell in cells.items()}
+                    for pooling, cells in entry["pooling"].items()
+                },
+            )
+        settings = data["settings"]
+        return cls(
+            texts=list(data["texts"]),
+            rows=rows,
+            strategies=list(settings["strategies"]),
+            poolings=list(settings["poolings"]),
+            dtype=settings["dtype"],
+            seconds=data["seconds"],
+            token_lengths=list(settings["token_lengths"]),
+        )
 
     @property
     def measured(self) -> list[ArchitectureRow]:
@@ -220,6 +256,25 @@ def measure_architecture(
     return cells
 
 
+def reads_inputs(model: torch.nn.Module, token_ids: Sequence[int]) -> tuple[bool, bool]:
+    """Whether the model's forward pass reads ``position_ids`` and a 2-D ``attention_mask``, by
+    measurement: the last state with all position ids 0 against ``arange`` (a relative encoding
+    changes too: every pair is at distance 0), and with the first token masked against none."""
+    ids = torch.tensor([list(token_ids)], device=model.device)  # (1, T)
+    arange = torch.arange(ids.shape[1], device=model.device)[None]  # (1, T)
+    ones = torch.ones_like(ids)
+
+    def last_state(**inputs) -> torch.Tensor:
+        with torch.no_grad():
+            return model(input_ids=ids, output_hidden_states=True, **inputs).hidden_states[-1][0, -1]
+
+    plain = last_state(attention_mask=ones, position_ids=arange)
+    moved = last_state(attention_mask=ones, position_ids=torch.zeros_like(arange))
+    masked = last_state(attention_mask=torch.cat([ones[:, :1] * 0, ones[:, 1:]], 1), position_ids=arange)
+    changed = CAUSAL_GAP * float(plain.norm())
+    return float((moved - plain).norm()) > changed, float((masked - plain).norm()) > changed
+
+
 def run_architecture(
     model_type: str,
     texts: Sequence[str] = MATRIX_TEXTS,
@@ -246,6 +301,7 @@ def run_architecture(
                 "(an encoder whose causal-LM head is meant for encoder-decoder use)"
             )
         else:
+            row.reads_position_ids, row.reads_attention_mask = reads_inputs(loaded.model, longest)
             row.cells = measure_architecture(loaded, tokenized, strategies, poolings)
     except ModelLoadError as error:
         row.error = str(error)

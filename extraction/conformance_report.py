@@ -52,6 +52,14 @@ def findings(matrix: ConformanceMatrix) -> list[str]:
         if skipped:
             parts.append(f"cannot run on {len(skipped)}: {', '.join(skipped)}")
         lines.append(f"`{name}`{naive}, last token: " + "; ".join(parts) + ".")
+    for flag, what in (("reads_position_ids", "position ids"), ("reads_attention_mask", "the 2-D attention mask")):
+        ignoring = [row.model_type for row in measured if getattr(row, flag) is False]
+        if ignoring:
+            lines.append(
+                f"Measured on one text, the forward pass does not change with {what} on {len(ignoring)}: "
+                f"{', '.join(ignoring)} (recurrent or state-space models need neither; a model with position "
+                "embeddings or attention that ignores them is a bug, see the findings page)."
+            )
     pooled_only = sorted(
         {
             (model_type, strategy)

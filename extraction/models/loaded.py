@@ -34,7 +34,7 @@ TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16":
 
 _DEFAULT_CONTEXT_LENGTH = 2048  # for configs that do not state their maximum positions
 _FINAL_NORM_NAMES = ("norm", "ln_f", "norm_f", "final_layernorm", "final_layer_norm")
-_POSITION_EMBEDDING_NAMES = ("wpe", "embed_positions", "position_embeddings")
+_POSITION_EMBEDDING_NAMES = ("wpe", "embed_positions", "position_embeddings", "positions_embed")
 #: Config attributes that bound how far back a token attends (sliding or local attention).
 ATTENTION_WINDOW_NAMES = ("sliding_window", "window_size", "attention_window_size", "sliding_window_size")
 

@@ -140,7 +140,16 @@ def test_the_json_contract(measured):
     assert {"transformers", "torch"} <= set(data["versions"])
     assert data["texts"] == TEXTS
     entry = data["architectures"][model_type]
-    assert set(entry) == {"error", "attn_implementation", "class", "seconds", "pooling"}
+    assert set(entry) == {
+        "error",
+        "attn_implementation",
+        "class",
+        "seconds",
+        "reads_position_ids",
+        "reads_attention_mask",
+        "pooling",
+    }
+    assert ConformanceMatrix.from_dict(data).to_dict()["architectures"] == data["architectures"]
     assert entry["error"] is None
     assert set(entry["pooling"]) == {"last", "mean"}
     for cells in entry["pooling"].values():
