@@ -259,7 +259,7 @@ def measure_architecture(
 def reads_inputs(model: torch.nn.Module, token_ids: Sequence[int]) -> tuple[bool, bool]:
     """Whether the model's forward pass reads ``position_ids`` and a 2-D ``attention_mask``, by
     measurement: the last state with all position ids 0 against ``arange`` (a relative encoding
-    changes too: every pair is at distance 0), and with the first token masked against none."""
+    changes too: every pair is at distance 0), and with every token but the last masked against none."""
     ids = torch.tensor([list(token_ids)], device=model.device)  # (1, T)
     arange = torch.arange(ids.shape[1], device=model.device)[None]  # (1, T)
     ones = torch.ones_like(ids)
@@ -270,7 +270,9 @@ def reads_inputs(model: torch.nn.Module, token_ids: Sequence[int]) -> tuple[bool
 
     plain = last_state(attention_mask=ones, position_ids=arange)
     moved = last_state(attention_mask=ones, position_ids=torch.zeros_like(arange))
-    masked = last_state(attention_mask=torch.cat([ones[:, :1] * 0, ones[:, 1:]], 1), position_ids=arange)
+    only_last = torch.zeros_like(ids)
+    only_last[:, -1] = 1
+    masked = last_state(attention_mask=only_last, position_ids=arange)
     changed = CAUSAL_GAP * float(plain.norm())
     return float((moved - plain).norm()) > changed, float((masked - plain).norm()) > changed
 
