@@ -50,7 +50,7 @@ from ui.model import (
     model_in_use,
     sidebar_model_picker,
 )
-from ui.navigation import page_files, register_home_page
+from ui.navigation import leave_pages_folder_mode, page_files, register_home_page
 from ui.probe import ProbeRun, train_probes
 from ui.run_state import KEY_RUN, RunResult, get_run, require_run, sidebar_run_summary, store_run
 from ui.widgets import (
@@ -121,3 +121,5 @@ __all__ = [
     "verdict_rule",
     "whole_number_input",
 ]
+
+leave_pages_folder_mode()  # once a process, on the import by its first script run

@@ -39,10 +39,17 @@ def verdict_badge(verdict: str) -> str:
     )
 
 
+#: Metrics side by side at most: six in one row of a wide page cut a value such as "-0.040123".
+METRICS_PER_ROW = 3
+
+
 def metric_row(items: Sequence[tuple[str, str, str | None]]) -> None:
-    """One row of metrics (``st.metric``), one column each: ``(label, value, help)``."""
-    for column, (label, value, help_text) in zip(st.columns(len(items)), items, strict=True):
-        column.metric(label, value, help=help_text)
+    """Metrics (``st.metric``), one column each, in rows of at most :data:`METRICS_PER_ROW`:
+    ``(label, value, help)``."""
+    for start in range(0, len(items), METRICS_PER_ROW):
+        row = items[start : start + METRICS_PER_ROW]
+        for column, (label, value, help_text) in zip(st.columns(METRICS_PER_ROW), row, strict=False):
+            column.metric(label, value, help=help_text)
 
 
 def cause_message(likely_cause: str | None, cause: str, verdict: str = "corrupted") -> None:
