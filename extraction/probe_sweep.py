@@ -40,18 +40,10 @@ import pandas as pd
 from .export import describe_layers, parse_layers
 from .labelled import DEFAULT_TEST_FRACTION, LabelledTexts, check_labelled
 from .pooling import DEFAULT_POOLING, Pooling
-from .probe import (
-    DEFAULT_SEED,
-    accuracy,
-    corrupted_fraction,
-    label_token_ids,
-    lm_head_label_predictions,
-    probe_notes,
-    score_layer,
-    stratified_split,
-)
+from .probe import corrupted_fraction, label_token_ids, lm_head_label_predictions, probe_notes, score_layer
 from .probe_features import FeatureCache, ProbeProgress, StrategyStates, strategy_states
 from .probe_findings import layer_finding, lm_head_finding, strategy_finding
+from .probe_fit import DEFAULT_SEED, accuracy, stratified_split
 from .probe_interval import CONFIDENCE, Interval, mean_interval
 from .strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, REFERENCE, parse_strategy_names
 from .texts import tokenize_texts
