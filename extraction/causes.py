@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from .extract import ExtractionResult
+from .strategy_comparison import StrategyComparison
 from .verdicts import EXACT_COSINE, CauseKind, corrupted_rows, rounding_bound
 
 if TYPE_CHECKING:
-    from .compare import StrategyComparison
     from .models import LoadedModel
 
 
