@@ -29,6 +29,7 @@ cannot be built, and :func:`causality_gap` measures whether a built model is cau
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import re
@@ -83,6 +84,13 @@ _COMPOSITE = re.compile(r"(vision|audio|image|vq|speech|encoder)")
 def causal_lm_types() -> list[str]:
     """Every model type transformers registers for ``AutoModelForCausalLM``, sorted."""
     return sorted(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+
+
+@functools.cache
+def tiny_random_names() -> tuple[str, ...]:
+    """``tiny-random:<model_type>`` for every type not left out by its config (for model pickers;
+    a name here may still fail to build or run: the conformance matrix records why)."""
+    return tuple(f"{TINY_RANDOM_PREFIX}{t}" for t in causal_lm_types() if exclusion_reason(t) is None)
 
 
 def exclusion_reason(model_type: str) -> str | None:
