@@ -179,7 +179,8 @@ def diagnose(comparison: StrategyComparison, reference: ExtractionResult, facts:
     )
     if severe.any() and longer.any() and (target == longer).all() and not ext.saw_other_text.any():
         return "window", (
-            f"The layout's mask replaced the model's sliding window of {facts.attention_window} tokens: the {k} of "
+            f"The layout's mask replaced the model's attention window of {facts.attention_window} tokens (sliding "
+            f"or chunked): the {k} of "
             f"{n} texts that differ are exactly those longer than the window{layer_note}, so they attended to "
             f"tokens the model never shows them (a 4-D mask is used as given, window included){rounding}."
         )

@@ -394,7 +394,7 @@ def _window_replaced(loaded: LoadedModel, name: str, lengths: Sequence[int]) -> 
     if probe_layout.mask_kind != "block-diagonal":
         return None
     return (
-        f"its 4-D mask replaces the model's sliding window of {window} tokens and a text has "
+        f"its 4-D mask replaces the model's attention window of {window} tokens and a text has "
         f"{max(lengths)} tokens (docs/conformance.md)"
     )
 

@@ -48,7 +48,12 @@ def findings(matrix: ConformanceMatrix) -> list[str]:
         if not by_kind and not skipped:
             lines.append(f"`{name}`{naive} is exact on every measured architecture (last token).")
             continue
-        parts = [f"{kind} on {len(types)}: {', '.join(types)}" for kind, types in sorted(by_kind.items())]
+        parts = [
+            f"{kind} on all {len(types)} measured"
+            if len(types) == len(measured)
+            else f"{kind} on {len(types)}: " + ", ".join(types)
+            for kind, types in sorted(by_kind.items())
+        ]
         if skipped:
             parts.append(f"cannot run on {len(skipped)}: {', '.join(skipped)}")
         lines.append(f"`{name}`{naive}, last token: " + "; ".join(parts) + ".")

@@ -36,7 +36,13 @@ _DEFAULT_CONTEXT_LENGTH = 2048  # for configs that do not state their maximum po
 _FINAL_NORM_NAMES = ("norm", "ln_f", "norm_f", "final_layernorm", "final_layer_norm")
 _POSITION_EMBEDDING_NAMES = ("wpe", "embed_positions", "position_embeddings", "positions_embed")
 #: Config attributes that bound how far back a token attends (sliding or local attention).
-ATTENTION_WINDOW_NAMES = ("sliding_window", "window_size", "attention_window_size", "sliding_window_size")
+ATTENTION_WINDOW_NAMES = (
+    "sliding_window",
+    "window_size",
+    "attention_window_size",
+    "sliding_window_size",
+    "attention_chunk_size",  # chunked attention (Llama 4): no token sees past its chunk's start
+)
 
 
 class ModelLoadError(ValueError):
