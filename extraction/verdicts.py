@@ -50,12 +50,15 @@ DRIFT_COSINE = 0.99
 #: 0.1 keeps reduced-precision rounding 3.4x below it (1.8x for bf16 left-naive on RoPE).
 CORRUPTED_RELATIVE_L2 = 0.1
 
-#: Largest relative L2 error float32 rounding alone gives when the layout is sound: the correct
-#: strategies measured below 1e-5 on every model above and 2e-6 or less on every architecture of
-#: the conformance matrix (docs/conformance.md). In float32 a larger difference is a defect of the
-#: layout (a small leak between packed texts, a window the mask replaced), never rounding: such
+#: Largest relative L2 error float32 rounding alone is allowed when both sides ran on the same
+#: build. Measured over the conformance matrix (133 tiny random architectures, docs/conformance.md,
+#: float32 CPU): the correct layouts stay at or below 6.6e-5 (HRM's recurrent cycles amplify rounding
+#: most; most models stay below 2e-6), left padding without position ids on rotary models up to 3e-4
+#: (the rotation at other angles rounds differently); the smallest real leak is 1.2e-2 (a recurrent
+#: state carried through left padding), then 1.9e-2 (packed texts seeing each other). 1e-3 sits
+#: between them. In float32 a larger difference is a defect of the layout, never rounding: such
 #: states are corrupted, however high their cosine. Reduced precision has no such bound.
-FLOAT32_ROUNDING_RELATIVE_L2 = 1e-4
+FLOAT32_ROUNDING_RELATIVE_L2 = 1e-3
 
 CauseKind = Literal["none", "pad-state", "position-shift", "cross-text", "window", "rounding", "kernels", "unknown"]
 #: Why states differ from single-sample extraction, one word each:
