@@ -25,7 +25,9 @@ def add_parser(subparsers) -> None:
         default="all",
         help="comma-separated model types (e.g. gpt2,llama,mamba), or all (default)",
     )
-    parser.add_argument("--json", dest="json_out", help="write the matrix as JSON (docs/conformance.md describes it)")
+    parser.add_argument(
+        "--json", dest="json_out", help="write the matrix as JSON (its keys: the extraction.conformance docstring)"
+    )
     parser.add_argument("--markdown", dest="markdown_out", help="write the matrix as a Markdown document")
     parser.set_defaults(run=run)
 

@@ -65,7 +65,7 @@ def conformance_grid_figure(matrix: dict, pooling: str = "last", architectures: 
     for trace in figure.data:
         trace.textfont = {"size": 11}
     figure.update_yaxes(autorange="reversed", title_text="architecture (tiny-random:<model_type>)")
-    figure.update_xaxes(side="top", title_text="strategy")
+    figure.update_xaxes(side="top")
     versions = matrix["versions"]
     return finish_figure(
         figure,
