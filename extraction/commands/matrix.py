@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 
 from ..atomic import write_bytes_atomic, write_json_atomic
 from ..cli import CliError, check_output_path
@@ -61,7 +60,10 @@ def run(args: argparse.Namespace) -> int:
         write_json_atomic(args.json_out, matrix.to_dict())
         print(f"wrote {args.json_out}")
     if args.markdown_out:
-        command = "python -m extraction matrix " + shlex.join(sys.argv[2:] if sys.argv[1:2] == ["matrix"] else [])
-        write_bytes_atomic(args.markdown_out, matrix_markdown(matrix, command.strip()).encode())
+        options = [] if args.architectures == "all" else ["--architectures", args.architectures]
+        for option, out in outputs:
+            options += [option, out]
+        command = shlex.join(["python", "-m", "extraction", "matrix", *options])
+        write_bytes_atomic(args.markdown_out, matrix_markdown(matrix, command).encode())
         print(f"wrote {args.markdown_out}")
     return 0
