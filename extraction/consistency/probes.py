@@ -72,8 +72,9 @@ def rows_hypothesis(
     status = "reproduced" if len(found) == len(tested_rows) else "partial"
     if len(set(targets)) < len(targets) or any(text in sound_rows for text in targets):
         copies = {text: [row for row, t in found.items() if t == text] for text in set(targets)}
-        detail = f"rows copied from another text: {listed}; " + "; ".join(
-            f"text {text + 1}'s state is in rows {', '.join(str(r + 1) for r in sorted(rows + [text]))}"
+        detail = f"{listed}; " + "; ".join(
+            f"text {text + 1}'s state is in rows "
+            f"{', '.join(str(r + 1) for r in sorted(rows + ([text] if text in sound_rows else [])))}"
             for text, rows in copies.items()
             if text in sound_rows or len(rows) > 1
         )

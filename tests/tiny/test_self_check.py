@@ -155,7 +155,7 @@ def test_to_dict_keys(neox, tokenizer):
     out = check_extractor(pipelines.right_padding_gathered(neox, tokenizer), texts=TEXTS[:3]).to_dict()
     assert out["check"] == "self-consistency"
     assert {"verdict", "likely_cause", "cause_kind", "cause", "noise_floor", "calls", "n_calls"} <= set(out)
-    assert {"relative_l2", "tolerance", "factor", "repeat", "copies", "copies_beyond_drift", "repeatable",
+    assert {"text", "relative_l2", "tolerance", "factor", "repeat", "copies", "copies_beyond_drift", "repeatable",
             "reduced_precision"} == set(out["noise_floor"])  # fmt: skip
 
 
