@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from ..atomic import write_bytes_atomic, write_json_atomic
-from ..cli import CliError, add_pooling_argument, check_output_path, progress_bar
+from ..cli import CliError, add_pooling_argument, check_output_path, stage_progress_bars
 
 ORDER = 12
 
@@ -101,24 +101,11 @@ def run(args: argparse.Namespace) -> int:
         except Exception as error:  # noqa: BLE001 - one line, whatever transformers raised
             raise CliError(f"--tokenizer {args.tokenizer}: cannot load it ({type(error).__name__})") from error
     extract_fn = load_function(args.target)
-    bars: dict[str, object] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in bars:
-            for bar in bars.values():
-                bar.close()
-            bars[stage] = progress_bar(stage, total)
-        bars[stage].n = done
-        bars[stage].refresh()
-
-    try:
+    with stage_progress_bars({"re-extracting": "texts alone", "forensics": "probes"}) as progress:
         report = self_check(
             extract_fn, texts, pooling=args.pooling, layers=layers, tokenizer=tokenizer, sample=args.sample,
             seed=args.seed, forensics=not args.no_probes, progress=progress,
         )  # fmt: skip
-    finally:
-        for bar in bars.values():
-            bar.close()
     print(format_report(report))
     if args.json_out:
         write_json_atomic(args.json_out, report.to_dict())

@@ -11,17 +11,18 @@ def _states(model, batch: dict) -> tuple[torch.Tensor, ...]:
         return model(**batch, output_hidden_states=True).hidden_states
 
 
+def _right_padded(model, tokenizer, texts: list[str], batch_size: int):
+    """Each batch of ``batch_size`` right-padded: ``(attention mask (B, T), last hidden state (B, T, d))``."""
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start : start + batch_size], padding=True, padding_side="right", return_tensors="pt")
+        yield batch["attention_mask"], _states(model, batch)[-1]
+
+
 def right_padding_read_at_last(model, tokenizer, batch_size: int = 4):
     """The classic bug: right padding, the state at position -1 (a pad's for the shorter texts)."""
 
     def extract(texts: list[str]) -> torch.Tensor:
-        rows = []
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(
-                texts[start : start + batch_size], padding=True, padding_side="right", return_tensors="pt"
-            )
-            rows.append(_states(model, batch)[-1][:, -1].float())  # (B, d)
-        return torch.cat(rows)
+        return torch.cat([states[:, -1].float() for _, states in _right_padded(model, tokenizer, texts, batch_size)])
 
     return extract
 
@@ -31,12 +32,9 @@ def right_padding_gathered(model, tokenizer, batch_size: int = 4):
 
     def extract(texts: list[str]) -> torch.Tensor:
         rows = []
-        for start in range(0, len(texts), batch_size):
-            batch = tokenizer(
-                texts[start : start + batch_size], padding=True, padding_side="right", return_tensors="pt"
-            )
-            last = batch["attention_mask"].sum(1) - 1  # (B,)
-            rows.append(_states(model, batch)[-1][torch.arange(len(last)), last].float())  # (B, d)
+        for mask, states in _right_padded(model, tokenizer, texts, batch_size):
+            last = mask.sum(1) - 1  # (B,)
+            rows.append(states[torch.arange(len(last)), last].float())  # (B, d)
         return torch.cat(rows)
 
     return extract
