@@ -148,6 +148,7 @@ def neighbour_hypotheses(probe: NeighbourProbe, differs: Callable[[Distance], bo
         f"text {s} beside the longer text {longer}, first: {said(first)}; second: {said(second)}; after a shorter "
         f"text{'' if probe.shorter is None else f' {probe.shorter + 1}'}: {said(shorter)} (against text {s} alone)"
     )
+    # "fresh cosine": text s beside the longer text against s alone, the worse of the two places.
     worst = min(probe.first_beside_longer.min_cosine, probe.second_beside_longer.min_cosine)
     padding = first and second and shorter is not True
     packing = not first and second and shorter is not False
@@ -155,12 +156,12 @@ def neighbour_hypotheses(probe: NeighbourProbe, differs: Callable[[Distance], bo
     return [
         Hypothesis(
             "padding", "the state depends on the batch's longest text (padding reaches it)",
-            "reproduced" if padding else "rejected", worst, None, [probe.s], [probe.s] if padding else [], seen,
+            "reproduced" if padding else "rejected", None, worst, [probe.s], [probe.s] if padding else [], seen,
             evidence, "pad-state",
         ),
         Hypothesis(
             "packing", "the state depends on the texts before it in the call (texts attend to each other)",
-            "reproduced" if packing else "rejected", worst, None, [probe.s], [probe.s] if packing else [], seen,
+            "reproduced" if packing else "rejected", None, worst, [probe.s], [probe.s] if packing else [], seen,
             evidence, "cross-text",
         ),
     ]  # fmt: skip

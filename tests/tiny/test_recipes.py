@@ -61,5 +61,8 @@ def test_transformerlens_default_reads_pads_and_left_padding_fixes_it(llama_fold
     bridge = recipe.load(llama_folder)
     default = check_extractor(recipe.resid_post_extractor(bridge), texts=TEXTS, tokenizer=bridge.tokenizer)
     assert (default.verdict, default.likely_cause, default.cause_kind) == ("corrupted", "padding", "pad-state")
+    # TransformerLens passes no attention mask for right padding: the pads are attended as tokens,
+    # so the text followed by pad tokens, run alone, reproduces the row exactly.
+    assert "a pad token's state" in default.cause and "no attention mask" in default.cause
     left = check_extractor(recipe.resid_post_extractor(bridge, padding_side="left"), texts=TEXTS)
     assert (left.verdict, left.likely_cause) == ("exact", None)
