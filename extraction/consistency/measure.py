@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from ..audit.check import state_cosine, state_relative_l2
-from ..audit.report import RowCheck
+from ..audit.row_check import RowCheck
 from ..verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE
 
 
