@@ -113,6 +113,6 @@ def run(args: argparse.Namespace) -> int:
     if args.html_out:
         from ..report_html import self_check_report_html
 
-        write_bytes_atomic(args.html_out, self_check_report_html(report, texts, {"function": args.target}).encode())
+        write_bytes_atomic(args.html_out, self_check_report_html(report, texts, {"file": args.target}).encode())
         print(f"wrote {args.html_out}")
     return EXIT_NOT_EXACT if args.strict and report.verdict != "exact" else 0

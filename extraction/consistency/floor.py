@@ -113,9 +113,11 @@ class NoiseFloor:
 def reduced_precision(tensor: torch.Tensor, dtype: str) -> str | None:
     """``"bfloat16"``/``"float16"`` when the states were returned in that dtype, or every value
     (:data:`~extraction.audit.precision.REPRESENTABLE_FRACTION` of them) is exactly representable in it
-    (computed in it, returned as float32); else None."""
+    (computed in it, returned as float32) and not all whole numbers; else None."""
     if dtype in ("bfloat16", "float16"):
         return dtype
+    if bool((tensor == tensor.round()).all()):  # whole numbers fit any dtype: they say nothing
+        return None
     for reduced in REDUCED_DTYPES:
         if representable_fraction(tensor, reduced) >= REPRESENTABLE_FRACTION:
             return str(reduced).removeprefix("torch.")

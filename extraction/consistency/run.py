@@ -182,6 +182,8 @@ def _cause(calls, texts, tokenizer, pooling, checked, tested, truths, distances,
     copies = floor.copies_beyond_drift
     lengths = _lengths(texts, tokenizer)
     candidates = [i for i in flagged if any(lengths[j] > lengths[i] for j in checked)]
+    # Worst first, but a text with a shorter one beside it first of all: the third probe needs one.
+    candidates.sort(key=lambda i: not any(lengths[j] < lengths[i] for j in checked))
     if candidates:
         s = candidates[0]
         longer = max(checked, key=lambda i: lengths[i])
