@@ -60,16 +60,32 @@ CORRUPTED_RELATIVE_L2 = 0.1
 #: states are corrupted, however high their cosine. Reduced precision has no such bound.
 FLOAT32_ROUNDING_RELATIVE_L2 = 1e-3
 
-CauseKind = Literal["none", "pad-state", "position-shift", "cross-text", "window", "rounding", "kernels", "unknown"]
+CauseKind = Literal[
+    "none",
+    "pad-state",
+    "position-shift",
+    "cross-text",
+    "window",
+    "rounding",
+    "kernels",
+    "other-layer",
+    "other-tokens",
+    "other-row",
+    "unknown",
+]
 #: Why states differ from single-sample extraction, one word each:
 #: ``none``: they do not (exact); ``pad-state``: a pad position's state was read, or real
 #: tokens attended to pads (pads counted in a state); ``position-shift``: the real tokens
 #: sat at other position ids than alone; ``cross-text``: texts attended to each other;
+#: ``window``: the layout's 4-D mask replaced the model's sliding window, so texts longer than
+#: the window saw tokens the model never shows them;
 #: ``rounding``: reduced-precision (bfloat16/float16) rounding of a sound layout;
 #: ``kernels``: float32 rounding of another build or device (TF32 matmuls, other BLAS,
-#: other library versions); ``window``: the layout's 4-D mask replaced the model's sliding
-#: window, so texts longer than the window saw tokens the model never shows them;
-#: ``unknown``: no known defect explains the pattern.
+#: other library versions); ``other-layer``: another point of the model was stored (another
+#: layer, or the last block's output before the final norm); ``other-tokens``: the model read
+#: other tokens than the text's (cut short, a special token added or dropped, a chat template
+#: applied or not); ``other-row``: a row holds another text's state (rows reordered and never
+#: restored, one row written for several texts); ``unknown``: no known defect explains the pattern.
 CAUSE_KINDS: tuple[CauseKind, ...] = (
     "none",
     "pad-state",
@@ -78,6 +94,9 @@ CAUSE_KINDS: tuple[CauseKind, ...] = (
     "window",
     "rounding",
     "kernels",
+    "other-layer",
+    "other-tokens",
+    "other-row",
     "unknown",
 )
 

@@ -67,6 +67,9 @@ def test_cause_kinds_are_the_documented_closed_set():
         "window",
         "rounding",
         "kernels",
+        "other-layer",
+        "other-tokens",
+        "other-row",
         "unknown",
     )
 
