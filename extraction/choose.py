@@ -390,7 +390,7 @@ def _window_replaced(loaded: LoadedModel, name: str, lengths: Sequence[int]) -> 
     window = loaded.attention_window
     if not window or max(lengths, default=0) <= window:
         return None
-    probe_layout = STRATEGIES[name].layout([[0, 0], [0]], 0)
+    probe_layout = STRATEGIES[name].layout([[0, 0], [0, 0]], 0)  # equal lengths: every layout accepts them
     if probe_layout.mask_kind != "block-diagonal":
         return None
     return (

@@ -188,3 +188,24 @@ def test_the_matrix_command_writes_json_and_markdown(tmp_path, capsys):
     )
     assert "transformers " in document and "torch " in document
     assert "| gpt2 | **CORRUPTED** | exact | **CORRUPTED** |" in document  # right-naive, right, left-naive
+
+
+def test_auto_skips_a_block_mask_that_would_replace_the_window_and_checks_the_rest():
+    from extraction.choose import _window_replaced
+
+    loaded = load_model("tiny-random:mistral")  # sliding window of 8 tokens
+    assert "window of 8 tokens" in _window_replaced(loaded, "packed", [3, 40])
+    assert _window_replaced(loaded, "packed", [3, 8]) is None  # no text longer than the window
+    for name in ("bucketed", "left", "sorted", "packed-naive"):
+        assert _window_replaced(loaded, name, [3, 40]) is None
+
+
+def test_the_audit_runs_on_a_model_whose_final_norm_runs_twice():
+    from extraction.audit import audit_states
+    from extraction.extract import extract_states
+
+    loaded = load_model("tiny-random:nanochat")
+    tokenized = tokenize_texts(loaded.tokenizer, TEXTS)
+    stored = extract_states(loaded, tokenized, "right-naive", batch_size=3, keep_logits=False).hidden
+    report = audit_states(loaded, tokenized, stored)
+    assert report.verdict == "corrupted" and report.likely_cause == "right-naive"
