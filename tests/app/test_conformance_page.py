@@ -46,3 +46,23 @@ def test_a_cell_shows_its_verdict_cause_and_layout(monkeypatch, matrix_file):
     at.selectbox(key="conformance.strategy").set_value("left-naive").run()
     text = " ".join(block.value for block in at.markdown)
     assert "corrupted" in text and "position-shift" in text
+
+
+def test_the_model_picker_runs_a_tiny_random_architecture(monkeypatch):
+    import ui
+    from ui.model import KEY_TINY_RANDOM, TINY_RANDOM_MODEL
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    at = AppTest.from_file(str(Path(PAGE).parents[1] / "app.py"), default_timeout=TIMEOUT).run()
+    at.selectbox(key=ui.KEY_MODEL_CHOICE).set_value(TINY_RANDOM_MODEL).run()  # shows the architecture box
+    assert {"tiny-random:jamba", "tiny-random:mamba"} <= set(at.selectbox(key=KEY_TINY_RANDOM).options)
+    at.selectbox(key=KEY_TINY_RANDOM).set_value("tiny-random:jamba")
+    at.multiselect(key="home.strategies").set_value(["right", "packed"])
+    at.text_area(key="home.texts").input("Hi there.\nThe cat sat on the warm mat by the door.")
+    at.button(key="home.run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    report = at.session_state[ui.KEY_RUN].report
+    assert report.model == "tiny-random:jamba"
+    assert report.strategies["right"].verdict == "exact"
+    packed = report.strategies["packed"]  # the recurrent layers ignore the 4-D mask
+    assert (packed.verdict, packed.cause_kind) == ("corrupted", "cross-text")
