@@ -49,14 +49,29 @@ DRIFT_COSINE = 0.99
 #: 0.1 keeps reduced-precision rounding 3.4x below it (1.8x for bf16 left-naive on RoPE).
 CORRUPTED_RELATIVE_L2 = 0.1
 
-CauseKind = Literal["none", "pad-state", "position-shift", "cross-text", "rounding", "kernels", "unknown"]
+CauseKind = Literal[
+    "none",
+    "pad-state",
+    "position-shift",
+    "cross-text",
+    "rounding",
+    "kernels",
+    "other-layer",
+    "other-tokens",
+    "other-row",
+    "unknown",
+]
 #: Why states differ from single-sample extraction, one word each:
 #: ``none``: they do not (exact); ``pad-state``: a pad position's state was read, or real
 #: tokens attended to pads (pads counted in a state); ``position-shift``: the real tokens
 #: sat at other position ids than alone; ``cross-text``: texts attended to each other;
 #: ``rounding``: reduced-precision (bfloat16/float16) rounding of a sound layout;
 #: ``kernels``: float32 rounding of another build or device (TF32 matmuls, other BLAS,
-#: other library versions); ``unknown``: no known defect explains the pattern.
+#: other library versions); ``other-layer``: another point of the model was stored (another
+#: layer, or the last block's output before the final norm); ``other-tokens``: the model read
+#: other tokens than the text's (cut short, a special token added or dropped, a chat template
+#: applied or not); ``other-row``: a row holds another text's state (rows reordered, one row
+#: written for several texts); ``unknown``: no known defect explains the pattern.
 CAUSE_KINDS: tuple[CauseKind, ...] = (
     "none",
     "pad-state",
@@ -64,6 +79,9 @@ CAUSE_KINDS: tuple[CauseKind, ...] = (
     "cross-text",
     "rounding",
     "kernels",
+    "other-layer",
+    "other-tokens",
+    "other-row",
     "unknown",
 )
 

@@ -27,7 +27,22 @@ if TYPE_CHECKING:
 #: ``likely_cause`` values besides None (exact): strategy names from ``compare`` and other defects.
 #: ``kernels`` is float32 rounding of another build or device (TF32 matmuls, another BLAS, other
 #: library versions): nothing reproduces it here, the pattern of the differences names it.
-CAUSES = ("right-naive", "left-naive", "packed-naive", "dtype", "pre-norm", "wrong-layer", "kernels", "unknown")
+#: docs/forensics.md describes each, its evidence and its JSON keys.
+CAUSES = (
+    "right-naive",
+    "left-naive",
+    "packed-naive",
+    "order",
+    "duplicate-rows",
+    "truncated",
+    "special-tokens",
+    "chat-template",
+    "dtype",
+    "pre-norm",
+    "wrong-layer",
+    "kernels",
+    "unknown",
+)
 #: ``consistent``: a cause named by the pattern of the differences, with nothing to reproduce (``kernels``).
 HypothesisStatus = Literal["reproduced", "consistent", "partial", "rejected", "not applicable"]
 REPRODUCE_COSINE = 0.999  # a reproduction must reach this cosine with the stored row, at every stored layer
@@ -90,6 +105,7 @@ class RowCheck:
     top1_same: torch.Tensor | None  # (K,) bool: stored and fresh states give the same top-1 (near-tie counts)
     top1_stored_renormed: torch.Tensor | None  # (K,) bool: lm_head(final_norm(stored last)) gives the model's top-1
     rows_differ: torch.Tensor | None = None  # (K,) bool, tokens only: another row count than the text's tokens'
+    fresh: torch.Tensor | None = None  # (K, L, d) the fresh single-sample states (last/mean; None under tokens)
 
     @property
     def rows_match(self) -> bool:
