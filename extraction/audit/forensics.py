@@ -383,9 +383,11 @@ def run_forensics(
 
 
 def likely_cause(hypotheses: Sequence[Hypothesis]) -> Hypothesis | None:
-    """The reproduced hypothesis with the highest reproduction cosine; else one the pattern of
-    the differences names (status ``consistent``: ``kernels``); else None."""
+    """The reproduced hypothesis with the highest reproduction cosine, ``duplicate-rows`` last (rows
+    that are equal because their texts were made equal, cut to the same first tokens say, are
+    explained by what made them so); else one the pattern of the differences names (status
+    ``consistent``: ``kernels``); else None."""
     reproduced = [h for h in hypotheses if h.status == "reproduced"]
     if reproduced:
-        return max(reproduced, key=lambda h: h.reproduction_cosine)
+        return max(reproduced, key=lambda h: (h.name != "duplicate-rows", h.reproduction_cosine))
     return next((h for h in hypotheses if h.status == "consistent"), None)

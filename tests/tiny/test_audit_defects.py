@@ -113,6 +113,7 @@ def test_transformer_lens_defaults_name_the_pad_read_and_list_the_bos(tiny_model
     data, best = _audit(tiny_model, stored)
     assert (data["verdict"], data["likely_cause"], data["cause_kind"]) == ("corrupted", "right-naive", "pad-state")
     assert best["evidence"]["attention_mask"] is False
+    assert 4 in best["evidence"]["consistent_batch_sizes"]["input order"]
     assert best["evidence"]["also"] == [
         {
             "name": "special-tokens",
@@ -173,3 +174,28 @@ def test_generation_prompt_without_a_template_is_a_one_line_error(tmp_path, caps
     )
     err = capsys.readouterr().err
     assert code != 0 and "--generation-prompt" in err and "Traceback" not in err
+
+
+def test_the_defect_picture_shows_the_added_token_the_cut_and_the_pads():
+    from extraction.audit import Hypothesis
+    from extraction.plotting import defect_tokens
+
+    def made(name, evidence):
+        return Hypothesis(name, "t", "reproduced", 1.0, 0.5, [2], [2], "d", evidence, "other-tokens")
+
+    tokens = ["a", "b", "c", "d"]
+    added = made("special-tokens", {"edit": {"change": "added", "where": "start", "token": "<s>", "token_id": 1}})
+    assert defect_tokens(added, tokens) == [
+        ("<s>", "added"),
+        ("a", "text"),
+        ("b", "text"),
+        ("c", "text"),
+        ("d", "text"),
+    ]
+    cut = made("truncated", {"max_length": 3, "side": "left"})
+    assert [role for _, role in defect_tokens(cut, tokens)] == ["cut", "text", "text", "text"]
+    padded = made(
+        "right-naive", {"padded_length_by_row": {"2": 6}, "also": [{"name": "special-tokens", **added.evidence}]}
+    )
+    assert [role for _, role in defect_tokens(padded, tokens)] == ["added", "text", "text", "text", "text", "pad"]
+    assert defect_tokens(made("order", {}), tokens) is None
