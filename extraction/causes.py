@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING
 import torch
 
 from .extract import ExtractionResult
+from .strategy_comparison import StrategyComparison
 from .verdicts import CORRUPTED_RELATIVE_L2, EXACT_COSINE, CauseKind, corrupted_rows
 
 if TYPE_CHECKING:
-    from .compare import StrategyComparison
     from .models import LoadedModel
 
 

@@ -70,7 +70,7 @@ from .texts import TokenizedTexts, texts_sha256, tokenize_texts
 from .verdicts import Verdict
 
 if TYPE_CHECKING:
-    from .audit.report import RowCheck
+    from .audit.row_check import RowCheck
     from .models import LoadedModel
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class Verification:
 
     @classmethod
     def of(cls, rows: list[int], check: RowCheck, pooling: Pooling) -> Verification:
-        """The verification of ``rows`` from their :class:`~extraction.audit.report.RowCheck`."""
+        """The verification of ``rows`` from their :class:`~extraction.audit.row_check.RowCheck`."""
         return cls(
             rows=rows,
             min_cosine=float(check.cosine.min()),

@@ -19,20 +19,18 @@ For each strategy :func:`run_probe`:
    strategy's final-layer test states and predicts the label whose token has the
    highest logit: the zero-shot ``lm_head_accuracy``.
 
-The train/score step, :func:`fit_and_score` (and :func:`score_layer`, every strategy at one
+The train/score step, :func:`~extraction.probe_fit.fit_and_score` (and :func:`score_layer`, every strategy at one
 layer), is a pure function of feature arrays. The states come from
 :mod:`extraction.probe_features` (one extraction per strategy, cached); the labelled data from
 :mod:`extraction.labelled`, a few of whose names are re-exported here for the Probe page.
 :mod:`extraction.probe_sweep` runs the same step over every layer and several seeded splits.
 
-Over 400 lines for one concern: the split, the pure train/score step, the zero-shot
-``lm_head`` scoring and the report all serve :func:`run_probe` and the sweep built on it.
+The split and the pure train/score step live in :mod:`extraction.probe_fit` (re-exported here).
 """
 
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -40,10 +38,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import StandardScaler
 
 from . import metrics
 from .labelled import (
@@ -59,6 +53,16 @@ from .labelled import (
 from .logit_lens import apply_lm_head
 from .pooling import DEFAULT_POOLING, Pooling
 from .probe_features import FeatureCache, ProbeProgress, strategy_states
+from .probe_fit import (
+    DEFAULT_C,
+    DEFAULT_SEED,
+    MAX_ITER,
+    ProbeScores,
+    accuracy,
+    fit_and_score,
+    make_probe,
+    stratified_split,
+)
 from .strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, REFERENCE, parse_strategy_names
 from .texts import tokenize_texts
 from .verdicts import corrupted_rows
@@ -68,9 +72,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_SEED = 0
-DEFAULT_C = 1.0  # inverse L2 strength of the logistic regression (scikit-learn's default)
-MAX_ITER = 5000  # lbfgs iterations; standardized features converge well before this
 
 #: What the gap means, for UIs and the command line.
 GAP_EXPLANATION = (
@@ -80,119 +81,6 @@ GAP_EXPLANATION = (
     "the corruption, and validation overstates what it will do in use. With exact states the two "
     "test sets are the same and the gap is 0."
 )
-
-# --- the split ---------------------------------------------------------------------------
-
-
-def stratified_split(
-    labels: Sequence[int] | np.ndarray, test_fraction: float = DEFAULT_TEST_FRACTION, seed: int = DEFAULT_SEED
-) -> tuple[np.ndarray, np.ndarray]:
-    """(train_indices, test_indices), both sorted, disjoint and covering every row.
-
-    Per class with ``n`` rows, ``round(n * test_fraction)`` of them (at least 1 and at most
-    ``n - 1``) go to the test split, chosen by a permutation from ``numpy``'s generator
-    seeded with ``seed``: the same labels and seed always give the same split.
-    """
-    labels = np.asarray(labels)
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test fraction must be between 0 and 1 (exclusive), got {test_fraction}")
-    rng = np.random.default_rng(seed)
-    test: list[np.ndarray] = []
-    for label in np.unique(labels):
-        members = np.flatnonzero(labels == label)
-        if len(members) < 2:
-            raise ValueError(f"class {label!r} has {len(members)} row(s); a stratified split needs at least 2")
-        take = min(max(1, round(len(members) * test_fraction)), len(members) - 1)
-        test.append(rng.permutation(members)[:take])
-    test_indices = np.sort(np.concatenate(test))
-    train_indices = np.setdiff1d(np.arange(len(labels)), test_indices)
-    return train_indices, test_indices
-
-
-# --- the probe (pure) ------------------------------------------------------------------
-
-
-def make_probe(seed: int = DEFAULT_SEED, C: float = DEFAULT_C) -> Pipeline:
-    """A standardized logistic regression: ``StandardScaler`` then ``LogisticRegression``
-    (L2, lbfgs). Standardizing matters: hidden-state dimensions differ in scale by orders
-    of magnitude (a few "massive activation" dimensions dominate raw features)."""
-    return Pipeline(
-        [
-            ("scale", StandardScaler()),
-            ("logistic", LogisticRegression(C=C, max_iter=MAX_ITER, random_state=seed)),
-        ]
-    )
-
-
-def accuracy(predictions: np.ndarray, labels: np.ndarray) -> float:
-    """``mean(predictions == labels)``."""
-    predictions, labels = np.asarray(predictions), np.asarray(labels)
-    if predictions.shape != labels.shape or predictions.size == 0:
-        raise ValueError(f"need equal, non-empty shapes, got {predictions.shape} and {labels.shape}")
-    return float(np.mean(predictions == labels))
-
-
-@dataclass
-class ProbeScores:
-    """A probe fitted on train features and scored on two versions of the same test rows."""
-
-    probe: Pipeline = field(repr=False)  # the fitted StandardScaler + LogisticRegression
-    train_accuracy: float  # on its own training features
-    accuracy_same: float  # on the test features extracted like the training ones
-    accuracy_single: float  # on the single-sample test features of the same texts
-    predictions_same: np.ndarray = field(repr=False)  # (n_test,) class index
-    predictions_single: np.ndarray = field(repr=False)  # (n_test,) class index
-
-    @property
-    def gap(self) -> float:
-        """``accuracy_same - accuracy_single``: how much validation overstates inference."""
-        return self.accuracy_same - self.accuracy_single
-
-    @property
-    def prediction_flips(self) -> float:
-        """Fraction of test texts whose prediction changes between the two feature sets."""
-        return float(np.mean(self.predictions_same != self.predictions_single))
-
-
-def fit_and_score(
-    train_features: np.ndarray,
-    train_labels: np.ndarray,
-    test_features_same: np.ndarray,
-    test_features_single: np.ndarray,
-    test_labels: np.ndarray,
-    seed: int = DEFAULT_SEED,
-    C: float = DEFAULT_C,
-) -> ProbeScores:
-    """Fit :func:`make_probe` on ``(train_features (n_train, d), train_labels (n_train,))``, then
-    score it on ``test_features_same (n_test, d)`` and ``test_features_single (n_test, d)``
-    against ``test_labels (n_test,)``. Pure: no model involved, same inputs -> same scores."""
-    train_features = np.asarray(train_features, dtype=np.float64)
-    same = np.asarray(test_features_same, dtype=np.float64)
-    single = np.asarray(test_features_single, dtype=np.float64)
-    if same.shape != single.shape or same.shape[1:] != train_features.shape[1:]:
-        raise ValueError(
-            f"feature shapes disagree: train {train_features.shape}, same {same.shape}, single {single.shape}"
-        )
-    for name, array in (("train", train_features), ("same", same), ("single", single)):
-        if not np.isfinite(array).all():
-            raise ValueError(f"{name} features contain NaN or inf; a probe cannot be trained or scored on them")
-    probe = make_probe(seed, C)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", ConvergenceWarning)
-        probe.fit(train_features, train_labels)
-    if any(issubclass(w.category, ConvergenceWarning) for w in caught):
-        logger.warning("the probe's logistic regression did not converge in %d iterations", MAX_ITER)
-    predictions_same = probe.predict(same)
-    predictions_single = probe.predict(single)
-    return ProbeScores(
-        probe=probe,
-        train_accuracy=accuracy(probe.predict(train_features), np.asarray(train_labels)),
-        accuracy_same=accuracy(predictions_same, np.asarray(test_labels)),
-        accuracy_single=accuracy(predictions_single, np.asarray(test_labels)),
-        predictions_same=predictions_same,
-        predictions_single=predictions_single,
-    )
-
 
 # --- zero-shot lm_head ---------------------------------------------------------------------
 
@@ -513,21 +401,26 @@ __all__ = [
     "builtin_dataset",
     "check_labelled",
     "parse_labelled_csv",
-    # this module
+    # re-exported from extraction.probe_fit
+    "DEFAULT_C",
     "DEFAULT_SEED",
+    "MAX_ITER",
+    "ProbeScores",
+    "accuracy",
+    "fit_and_score",
+    "make_probe",
+    "stratified_split",
+    # this module
     "GAP_EXPLANATION",
     "FeatureCache",
     "ProbeProgress",
     "ProbeReport",
-    "ProbeScores",
     "StrategyProbe",
     "corrupted_fraction",
-    "fit_and_score",
     "label_token_ids",
     "lm_head_label_predictions",
     "probe_notes",
     "resolve_layer",
     "run_probe",
     "score_layer",
-    "stratified_split",
 ]

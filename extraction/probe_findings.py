@@ -1,17 +1,34 @@
 """What a layer sweep of probes says, in sentences: computed here so that the command line,
 the JSON and the Probe page say the same thing. A gap is "significant" when its 95% interval
-over the splits excludes 0 (:attr:`~extraction.probe_sweep.Interval.significant`); where the
+over the splits excludes 0 (:attr:`~extraction.probe_interval.Interval.significant`); where the
 interval covers 0 the sentence says "no significant gap"."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
+import numpy as np
+
+from .probe_interval import Interval
 from .strategies import REFERENCE
 
-if TYPE_CHECKING:
-    from .probe_sweep import Interval, ProbeSweep
+
+class SweepGaps(Protocol):
+    """What the sentences read of a sweep: :class:`extraction.probe_sweep.ProbeSweep` has it all
+    (named by its shape here, so this module needs nothing from the module that builds sweeps)."""
+
+    num_layers: int
+    layers: list[int]  # (L,)
+    strategies: list[str]  # (S,)
+    seeds: list[int]  # (K,)
+    accuracy_same: np.ndarray  # (L, S, K)
+    accuracy_single: np.ndarray  # (L, S, K)
+    lm_head_accuracy: np.ndarray | None  # (S, K)
+
+    def gap(self, layer: int, strategy: str) -> Interval: ...
+    def lm_head_gap(self, strategy: str) -> Interval | None: ...
+    def largest_gap_layer(self, strategy: str) -> int: ...
 
 
 def layer_ranges(layers: Sequence[int]) -> str:
@@ -41,7 +58,7 @@ def _plural(count: int, word: str) -> str:
     return f"{count} {word}" if count == 1 else f"{count} {word}s"
 
 
-def strategy_finding(sweep: ProbeSweep, name: str) -> str:
+def strategy_finding(sweep: SweepGaps, name: str) -> str:
     """Where ``name``'s gap is significant across the layers, in which direction, and its size there."""
     gaps = {layer: sweep.gap(layer, name) for layer in sweep.layers}
     largest = sweep.largest_gap_layer(name)
@@ -85,7 +102,7 @@ def strategy_finding(sweep: ProbeSweep, name: str) -> str:
     return f"{name}: " + "; ".join(parts) + "."
 
 
-def layer_finding(sweep: ProbeSweep, layer: int, name: str) -> str:
+def layer_finding(sweep: SweepGaps, layer: int, name: str) -> str:
     """``name``'s accuracies and gap at ``layer``, and whether the gap is significant."""
     gap = sweep.gap(layer, name)
     i, j = sweep.layers.index(layer), sweep.strategies.index(name)
@@ -103,7 +120,7 @@ def layer_finding(sweep: ProbeSweep, layer: int, name: str) -> str:
     return f"{numbers}: inference scores higher, but the probe was trained on states it will not see."
 
 
-def lm_head_finding(sweep: ProbeSweep) -> str | None:
+def lm_head_finding(sweep: SweepGaps) -> str | None:
     """The zero-shot ``lm_head`` accuracy of each strategy's final-layer states against the
     single-sample one, or None when the labels are not single tokens."""
     if sweep.lm_head_accuracy is None:

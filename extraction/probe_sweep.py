@@ -11,7 +11,7 @@ numbers of ``run_probe(layer=k, seed=s)``).
 
 Per layer and strategy it reports the mean over the splits of ``accuracy_same``,
 ``accuracy_single`` and ``gap = accuracy_same - accuracy_single``, and the gap's 95% interval
-(:func:`mean_interval`, a t-interval over the K splits). Where every label is one token,
+(:func:`~extraction.probe_interval.mean_interval`, a t-interval over the K splits). Where every label is one token,
 the zero-shot ``lm_head`` accuracy on the strategy's final-layer test states is compared the
 same way with ``lm_head`` on single-sample final states: ``lm_head`` reads the last layer
 only, so those numbers exist for the last layer only.
@@ -22,8 +22,8 @@ world; the interval is not a population confidence interval, and it is narrower 
 It does answer the question a single split cannot: is a gap of a few points more than the
 luck of which texts landed in the test split?
 
-(Over 400 lines for one concern: the sweep's result type with its table and JSON forms, the
-interval, and the run; what a sweep says in sentences lives in :mod:`.probe_findings`.)
+The interval itself lives in :mod:`.probe_interval`; what a sweep says in sentences in
+:mod:`.probe_findings`.
 """
 
 from __future__ import annotations
@@ -36,23 +36,15 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from .export import describe_layers, parse_layers
 from .labelled import DEFAULT_TEST_FRACTION, LabelledTexts, check_labelled
 from .pooling import DEFAULT_POOLING, Pooling
-from .probe import (
-    DEFAULT_SEED,
-    accuracy,
-    corrupted_fraction,
-    label_token_ids,
-    lm_head_label_predictions,
-    probe_notes,
-    score_layer,
-    stratified_split,
-)
+from .probe import corrupted_fraction, label_token_ids, lm_head_label_predictions, probe_notes, score_layer
 from .probe_features import FeatureCache, ProbeProgress, StrategyStates, strategy_states
 from .probe_findings import layer_finding, lm_head_finding, strategy_finding
+from .probe_fit import DEFAULT_SEED, accuracy, stratified_split
+from .probe_interval import CONFIDENCE, Interval, mean_interval
 from .strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, REFERENCE, parse_strategy_names
 from .texts import tokenize_texts
 
@@ -63,53 +55,11 @@ logger = logging.getLogger(__name__)
 
 #: Seeded splits per layer when none is given: enough for a t-interval, few enough for a CPU.
 DEFAULT_SEEDS = 5
-#: Coverage of the intervals.
-CONFIDENCE = 0.95
 #: Where lm_head applies, said wherever its numbers are shown.
 LM_HEAD_SCOPE = (
     "lm_head is applied to the last layer's states only (hidden_states[-1], already after the final norm), "
     "so its accuracy and gap exist for the last layer only"
 )
-
-
-# --- the interval (pure) ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Interval:
-    """The mean of K per-split values and its two-sided interval (None when K = 1)."""
-
-    mean: float
-    low: float | None
-    high: float | None
-
-    @property
-    def significant(self) -> bool:
-        """The interval excludes 0 (an interval touching 0, or none at all, is not significant)."""
-        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
-
-
-def mean_interval(values: Sequence[float] | np.ndarray, confidence: float = CONFIDENCE) -> Interval:
-    """Mean of ``values`` (K numbers, one per split) and its t-interval:
-
-    ``mean ± t_{(1 + confidence) / 2, K - 1} · s / sqrt(K)``, with ``s`` the sample standard
-    deviation (``ddof = 1``) and ``t_{q, K-1}`` the ``q`` quantile of Student's t with ``K - 1``
-    degrees of freedom (2.776 for K = 5 at 95%). Equal values give a zero-width interval; one
-    value gives no interval (``low = high = None``). ``ValueError`` for no values, NaN, or a
-    ``confidence`` outside (0, 1).
-    """
-    values = np.asarray(values, dtype=np.float64)
-    if values.ndim != 1 or values.size == 0:
-        raise ValueError(f"need a non-empty 1-D sequence of values, got shape {values.shape}")
-    if not np.isfinite(values).all():
-        raise ValueError("values contain NaN or inf")
-    if not 0.0 < confidence < 1.0:
-        raise ValueError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
-    mean = float(values.mean())
-    if values.size == 1:
-        return Interval(mean, None, None)
-    half_width = float(stats.t.ppf((1 + confidence) / 2, values.size - 1) * values.std(ddof=1) / np.sqrt(values.size))
-    return Interval(mean, mean - half_width, mean + half_width)
 
 
 # --- the result --------------------------------------------------------------------------------

@@ -24,9 +24,9 @@ the same pooling with :func:`~extraction.audit.check.check_rows`). ``tokens`` is
 supported for shards yet (a shard's row count would depend on its texts' tokens): it raises
 ``ValueError``; extract to one file instead.
 
-(Over 400 lines on purpose: the four steps share one run's state and one order of
-collective calls, which every rank must follow exactly; split, that order would be spread
-over modules.)
+This module holds the run and its order of collective calls, which every rank must follow
+exactly; the steps a rank takes on its own (the folder, the choice, a shard, the verification)
+live in :mod:`extraction.shard_steps`.
 
 A test hook stops a rank part-way: with :data:`EXIT_AFTER_SHARDS_VARIABLE` set to ``K``
 (and :data:`EXIT_RANK_VARIABLE` to the rank, default 1), that rank exits with status
@@ -38,17 +38,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from .audit.check import check_rows, subset
-from .choose import choose_strategy
 from .distributed import RankInfo, all_reduce_sum, barrier, broadcast_json
 from .export import (
     AUTO,
@@ -61,14 +58,11 @@ from .export import (
     base_metadata,
     parse_layers,
 )
-from .extract import extract_states
 from .pooling import DEFAULT_POOLING, Pooling, parse_pooling
 from .safetensors_writer import STORE_DTYPES
+from .shard_steps import choose_for_shards, extract_shard, prepare_folder, verify_shards
 from .shards import (
-    INDEX_NAME,
-    TENSOR_NAME,
     ResumeRefused,
-    ShardSpec,
     assign_shards,
     differences,
     finished_shard,
@@ -80,7 +74,7 @@ from .shards import (
     write_index,
     write_shard,
 )
-from .strategies import DEFAULT_BATCH_SIZE, get_strategy
+from .strategies import DEFAULT_BATCH_SIZE
 from .text_stream import TextsHasher, TextSource
 from .texts import TextsError, tokenize_texts
 
@@ -88,8 +82,6 @@ if TYPE_CHECKING:
     from .models import LoadedModel
 
 logger = logging.getLogger(__name__)
-#: Texts rank 0 reads to rank the layouts by cost (the shard plan knows every length, not every text).
-AUTO_COST_SAMPLE = 512
 
 #: Texts per shard by default: the texts a one-file run extracts per step, so that a shard's
 #: batches are that run's batches and its rows are bit-equal to it on the same device.
@@ -192,121 +184,12 @@ def _plan(loaded: LoadedModel, source: TextSource, info: RankInfo, shard_texts: 
     )
 
 
-def _prepare_folder(folder: Path, resume: bool, overwrite: bool) -> dict:
-    """Rank 0: refuse or clear what is there before a new run; ``{"resuming": bool}``.
-    ``resume`` on a folder with no index yet starts afresh (a requeued job may always pass it)."""
-    if folder.exists() and not folder.is_dir():
-        raise ValueError(f"{folder} is a file; --out for shards must be a folder")
-    ours = [*folder.glob("shard-*.safetensors"), folder / INDEX_NAME] if folder.is_dir() else []
-    ours = [path for path in ours if path.exists()]
-    if resume:
-        if (folder / INDEX_NAME).is_file():
-            return {"resuming": True}
-        if ours:
-            raise ValueError(f"{folder}: holds shards but no {INDEX_NAME}; they cannot be trusted, use --force")
-        logger.info("%s: nothing to resume yet; starting", folder)
-    if ours and not overwrite:
-        raise FileExistsError(f"{folder} already holds shards; pass --resume to finish them or --force to replace them")
-    for path in ours:
-        path.unlink()
-    folder.mkdir(parents=True, exist_ok=True)
-    return {"resuming": False}
-
-
-def _choose(
-    loaded: LoadedModel,
-    source: TextSource,
-    plan: _Plan,
-    strategy: str,
-    batch_size: int,
-    auto_sample: int,
-    seed: int,
-    progress: ExportProgress | None,
-    pooling: Pooling = DEFAULT_POOLING,
-):
-    """Rank 0: the strategy, as a one-file run chooses it (:func:`extraction.choose.choose_strategy`),
-    on a sample of :data:`AUTO_COST_SAMPLE` texts with the shortest and the longest."""
-    if strategy != AUTO:
-        return get_strategy(strategy).name, None
-    rows = auto_sample_rows(plan.lengths.tolist(), AUTO_COST_SAMPLE, seed)
-    sample = tokenize_texts(loaded.tokenizer, source.texts_at(rows), max_tokens=loaded.context_length)
-    choice = choose_strategy(loaded, sample, batch_size, probe_texts=auto_sample, pooling=pooling)
-    return choice.chosen, {**choice.to_dict(), "sample_rows": rows}
-
-
-def auto_sample_rows(lengths: Sequence[int], size: int, seed: int = 0) -> list[int]:
-    """All rows if there are at most ``size``; otherwise ``size`` random rows that include
-    the shortest and the longest text (the texts the cost model and the probe see; the other
-    ranks' texts are not all read on rank 0)."""
-    n = len(lengths)
-    if n <= size:
-        return list(range(n))
-    shortest = min(range(n), key=lambda i: lengths[i])
-    longest = max(range(n), key=lambda i: lengths[i])
-    rest = [i for i in range(n) if i not in (shortest, longest)]
-    picked = random.Random(seed).sample(rest, max(size - 2, 0))
-    return sorted({shortest, longest, *picked})
-
-
-def _extract_shard(
-    loaded: LoadedModel,
-    source: TextSource,
-    shard: ShardSpec,
-    strategy: str,
-    batch_size: int,
-    layers: list[int],
-    pooling: Pooling = DEFAULT_POOLING,
-) -> torch.Tensor:
-    """The shard's rows ``(n_i, L, d)``, extracted in steps of CHUNK_TEXTS texts as a one-file run does."""
-    texts = source.read(shard.offset, shard.rows)
-    tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
-    parts = []
-    for start in range(0, shard.rows, CHUNK_TEXTS):
-        rows = list(range(start, min(start + CHUNK_TEXTS, shard.rows)))
-        chunk = subset(tokenized, rows)
-        hidden = extract_states(
-            loaded, chunk, strategy, batch_size, layers=layers, keep_logits=False, pooling=pooling
-        ).hidden
-        bad = ~torch.isfinite(hidden)
-        if bad.any():
-            texts_bad = [shard.first_text + rows[k] + 1 for k in bad.flatten(1).any(1).nonzero().flatten().tolist()]
-            raise ValueError(f"NaN/inf in the extracted states of text(s) {texts_bad[:8]} (dtype overflow?)")
-        parts.append(hidden)  # (k, L, d)
-    return torch.cat(parts)  # (n_i, L, d)
-
-
 def _stop_for_test(written: int, info: RankInfo) -> None:
     """The test hook of the module docstring."""
     limit = os.environ.get(EXIT_AFTER_SHARDS_VARIABLE)
     if limit and info.rank == int(os.environ.get(EXIT_RANK_VARIABLE, "1")) and written >= int(limit):
         logger.warning("rank %d stops after %d shard(s) (%s)", info.rank, written, EXIT_AFTER_SHARDS_VARIABLE)
         os._exit(HOOK_EXIT_CODE)
-
-
-def _verify(
-    loaded: LoadedModel,
-    source: TextSource,
-    folder: Path,
-    index: dict,
-    shard_texts: int,
-    layers: list[int],
-    count: int,
-    seed: int,
-    pooling: Pooling = DEFAULT_POOLING,
-) -> Verification:
-    """Rank 0: ``count`` random rows read back from the shards, re-extracted one at a time
-    (the rows a one-file run with the same seed verifies)."""
-    from safetensors import safe_open
-
-    n = index["num_texts"]
-    rows = sorted(random.Random(seed + 1).sample(range(n), min(count, n)))
-    written = torch.empty(len(rows), *index["shape"][1:], dtype=torch.float32)  # (K, L, d)
-    for k, row in enumerate(rows):
-        entry = index["shards"][row // shard_texts]
-        with safe_open(folder / entry["file"], "pt") as handle:
-            written[k] = handle.get_slice(TENSOR_NAME)[row - entry["first_text"]].float()
-    tokenized = tokenize_texts(loaded.tokenizer, source.texts_at(rows), max_tokens=loaded.context_length)
-    return Verification.of(rows, check_rows(loaded, tokenized, written, layers, pooling), pooling)
 
 
 def extract_to_folder(
@@ -345,7 +228,7 @@ def extract_to_folder(
     if info.is_distributed and not torch.distributed.is_initialized():
         raise ValueError(f"rank {info.rank} of {info.world_size}: join the ranks first (distributed.launched)")
     source = texts if isinstance(texts, TextSource) else TextSource(texts)
-    resuming = _agree(info, lambda: _prepare_folder(folder, resume, overwrite))["resuming"]
+    resuming = _agree(info, lambda: prepare_folder(folder, resume, overwrite))["resuming"]
     started = time.perf_counter()
     plan = _plan(loaded, source, info, shard_texts)
     layer_list = parse_layers(layers, loaded.num_hidden_layers + 1)
@@ -382,7 +265,9 @@ def extract_to_folder(
             if index.get("complete"):
                 raise ValueError(f"{folder}: nothing to resume, the extraction is complete")
         else:
-            name, choice = _choose(loaded, source, plan, strategy, batch_size, auto_sample, seed, progress, pooling)
+            name, choice = choose_for_shards(
+                loaded, source, plan.lengths.tolist(), strategy, batch_size, auto_sample, seed, progress, pooling
+            )
             sample = tokenize_texts(loaded.tokenizer, source.read(shards[0].offset, 1), loaded.context_length)
             metadata = base_metadata(loaded, sample, name, None, layer_list, store_dtype, batch_size, pooling)
             # The metadata of the whole input, not of the one text tokenized above.
@@ -414,7 +299,7 @@ def extract_to_folder(
     extract_started = time.perf_counter()
     written_here = []
     for done, shard in enumerate(mine, start=1):
-        hidden = _extract_shard(loaded, source, shard, name, batch_size, layer_list, pooling)
+        hidden = extract_shard(loaded, source, shard, name, batch_size, layer_list, pooling)
         write_shard(folder, shard, hidden, store_dtype, meta)
         written_here.append(shard.file)
         if progress is not None:
@@ -431,7 +316,7 @@ def extract_to_folder(
         if verify:
             if progress is not None:
                 progress("verifying", 0, verify)
-            verification = _verify(loaded, source, folder, index, shard_texts, layer_list, verify, seed, pooling)
+            verification = verify_shards(loaded, source, folder, index, shard_texts, layer_list, verify, seed, pooling)
             index["metadata"]["verification"] = json.dumps(verification.to_dict())
             if not verification.passed:
                 write_index(folder, index)

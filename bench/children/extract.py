@@ -24,7 +24,7 @@ def extract(argv: list[str] | None, marks: dict) -> int:
     """The command's work on ``argv``, marking ``marks`` once the model is loaded; returns
     the exit status."""
     from extraction.cli import build_parser, load_model_from_args
-    from extraction.commands.extract import extract_options
+    from extraction.commands._extract_options import extract_options
     from extraction.export import extract_to_file
     from extraction.texts import read_texts, tokenize_texts
 

@@ -69,8 +69,9 @@ from __future__ import annotations
 from .batching import consistent_batchings, consistent_pack_sizes, describe_batchings
 from .check import check_rows, lm_head_note, sample_indices, state_cosine, subset
 from .forensics import FORENSIC_ROWS, HYPOTHESES, likely_cause, run_forensics
-from .report import CAUSES, REPRODUCE_COSINE, AuditProgress, AuditReport, Hypothesis, HypothesisStatus, RowCheck
+from .report import CAUSES, REPRODUCE_COSINE, AuditProgress, AuditReport, Hypothesis, HypothesisStatus
 from .reproduce import pre_norm_states, states_at
+from .row_check import RowCheck
 from .run import audit_states
 
 __all__ = [

@@ -18,7 +18,7 @@ from ..extract import extract_states
 from ..logit_lens import apply_lm_head, logit_tolerance
 from ..pooling import DEFAULT_POOLING, Pooling, row_offsets
 from ..texts import TokenizedTexts
-from .report import RowCheck
+from .row_check import RowCheck
 
 if TYPE_CHECKING:
     from ..models import LoadedModel

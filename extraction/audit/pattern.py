@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .report import RowCheck
+from .row_check import RowCheck
 
 #: A row whose relative L2 error is at most this at every stored layer matches the fresh one to
 #: float32 rounding. Measured (SAMPLE_TEXTS + 6 longer, every layer, CPU): float32 batched

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 
 from ..cli import CliError, load_model_from_args, stage_progress_bars
-from .extract import extract_options
+from ._extract_options import extract_options
 
 
 def run_sharded(args: argparse.Namespace, info) -> int:

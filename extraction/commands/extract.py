@@ -13,6 +13,7 @@ from ..cli import (
     stage_progress_bars,
     texts_for_model,
 )
+from ._extract_options import extract_options
 
 ORDER = 11
 
@@ -76,23 +77,6 @@ def add_parser(subparsers) -> None:
         help="spread one model over the GPUs and CPU (accelerate's big-model loading)",
     )
     parser.set_defaults(run=run)
-
-
-def extract_options(args: argparse.Namespace) -> dict:
-    """The options :func:`~extraction.export.extract_to_file` and
-    :func:`~extraction.sharded_export.extract_to_folder` both take, from this command's
-    arguments: one mapping for the command, its sharded run and the benchmark's child process."""
-    return {
-        "layers": args.layers,
-        "strategy": args.strategy,
-        "batch_size": args.batch_size,
-        "store_dtype": args.store_dtype,
-        "verify": args.verify,
-        "overwrite": args.force,
-        "seed": args.seed,
-        "auto_sample": args.auto_sample,
-        "pooling": args.pooling,
-    }
 
 
 def run(args: argparse.Namespace) -> int:

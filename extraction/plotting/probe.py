@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..probe_sweep import Interval, mean_interval
+from ..probe_interval import Interval, mean_interval
 from ..strategies import REFERENCE
 from ..verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE
 from .style import finish_figure, rgba, strategy_color, strategy_dash

@@ -1,4 +1,4 @@
-"""The dashboard pages under Streamlit's AppTest, plus the app's model cache in ``ui.py``
+"""The dashboard pages under Streamlit's AppTest, plus the app's model cache in ``ui.model``
 (its other helpers need no model: ``unit/test_ui.py``).
 
 Every page loads without an exception, with and without results. The interaction tests

@@ -204,7 +204,7 @@ CODE_DIRS = ["extraction", "pages", "bench"]
 
 def code_files() -> list[Path]:
     files = [path for folder in CODE_DIRS for path in (REPO / folder).rglob("*.py")]
-    files += [path for path in (REPO / "app.py", REPO / "ui.py") if path.is_file()]
+    files += [REPO / "app.py", *(REPO / "ui").rglob("*.py")]
     assert len(files) > 5
     return files
 

@@ -1,4 +1,4 @@
-"""The helpers of ``ui.py`` that need no model and no script run: texts from the inputs,
+"""The helpers of the ``ui`` package that need no model and no script run: texts from the inputs,
 the verdict badges and card numbers, and the lock that lets one session run the model."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import io
 import threading
 
 import pytest
+import streamlit as st
 
 import ui
 from extraction.chat import Chat
@@ -67,12 +68,12 @@ def test_model_in_use_lets_one_session_run_the_model_at_a_time():
     thread = threading.Thread(target=other_session)
     thread.start()
     assert entered.wait(30)
-    assert not ui._MODEL_LOCK.acquire(blocking=False)  # held by the other session
+    assert not ui.MODEL_LOCK.acquire(blocking=False)  # held by the other session
     release.set()
     thread.join(30)
     with ui.model_in_use():
-        assert ui._MODEL_LOCK.locked()
-    assert not ui._MODEL_LOCK.locked()
+        assert ui.MODEL_LOCK.locked()
+    assert not ui.MODEL_LOCK.locked()
 
 
 def test_card_numbers_say_not_applicable_without_top1():
@@ -84,7 +85,7 @@ def test_card_numbers_say_not_applicable_without_top1():
 def test_cause_message_is_an_error_only_for_corrupted_states(monkeypatch):
     shown: list[str] = []
     for kind in ("success", "warning", "error"):
-        monkeypatch.setattr(ui.st, kind, lambda *args, kind=kind, **kwargs: shown.append(kind))
+        monkeypatch.setattr(st, kind, lambda *args, kind=kind, **kwargs: shown.append(kind))
     ui.cause_message(None, "matches")
     ui.cause_message("kernels", "float32 rounding of another build", "drift")
     ui.cause_message("unknown", "nothing explains it", "corrupted")

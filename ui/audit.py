@@ -1,0 +1,72 @@
+"""The work behind the Audit page's buttons: audit the uploaded states (or the worked example)
+with a progress bar and the model held."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+import streamlit as st
+
+from extraction.audit import AuditReport, audit_states
+from extraction.chat import TextItem, format_texts
+from extraction.examples import example_states
+from extraction.export import parse_layers
+from extraction.models import LoadedModel
+from extraction.stored_states import StoredStates
+from ui.work import run_guarded
+
+
+class AuditRun(TypedDict):
+    """One run of the Audit page, kept in ``st.session_state``."""
+
+    report: AuditReport
+    model_description: str
+    texts: list[str]  # every text of the file, in row order
+
+
+def run_audit(
+    loaded: LoadedModel,
+    inputs: tuple[StoredStates, list[TextItem]] | None,
+    layer: int,
+    layers_text: str,
+    sample: int,
+    forensics: bool,
+    pooling: str | None = None,
+) -> AuditRun | None:
+    """:func:`~extraction.audit.audit_states` of ``inputs`` (None: the worked example of
+    :mod:`extraction.examples`, built on ``loaded``) with a progress bar and the model held;
+    ``layer`` applies to an (N, d) file, ``layers_text`` to an (N, L, d) one, ``sample`` 0 means
+    every text, ``pooling`` None the pooling the file records. None after an ``st.error`` when it fails."""
+
+    def audit() -> AuditRun:
+        states, items = inputs if inputs is not None else example_states(loaded)
+        texts = format_texts(items, loaded.tokenizer, False, loaded.name)  # chat 'messages' lines rendered
+        is_one_layer = states.tensor.dim() == 2
+        num_states = loaded.num_hidden_layers + 1
+        layers = parse_layers(layers_text, num_states) if layers_text.strip() and not is_one_layer else None
+        bar = st.progress(0.0, text="Starting…")
+
+        def progress(stage: str, done: int, total: int) -> None:
+            fraction = done / total if total else 1.0
+            if stage == "re-extracting":
+                bar.progress(0.8 * fraction, text=f"Re-extracting one text at a time: {done}/{total}")
+            else:
+                bar.progress(0.8 + 0.2 * fraction, text=f"Forensics: hypothesis {min(done + 1, total)} of {total}")
+
+        try:
+            report = audit_states(
+                loaded,
+                texts,
+                states,
+                layer=layer if is_one_layer else None,
+                layers=layers,
+                sample=sample or None,
+                forensics=forensics,
+                progress=progress,
+                pooling=pooling,
+            )
+        finally:
+            bar.empty()
+        return AuditRun(report=report, model_description=loaded.description, texts=texts)
+
+    return run_guarded(audit, prefix="The audit failed", hold_model=True)

@@ -1,0 +1,45 @@
+"""The texts and files a page's inputs give: the text box or an upload, the Home run's inputs,
+the Audit page's two uploads. Each raises ``ValueError`` (``TextsError``) saying what is missing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from extraction.chat import TextItem
+from extraction.stored_states import StoredStates, read_states
+from extraction.texts import TextsError, decode_bytes, parse_text_items, split_lines
+
+
+def texts_from_inputs(text_box: str, upload=None) -> tuple[list[TextItem], str]:
+    """(texts, source): from an uploaded file (``.name``, ``.getvalue()``) when there is one,
+    else the text box, one text a line. A ``.jsonl`` upload may hold chat ``messages``
+    (:class:`~extraction.chat.Chat` items, rendered with the model's template by
+    :func:`~extraction.chat.format_texts` once it is loaded). Raises :class:`TextsError`
+    when there is none."""
+    if upload is not None:
+        name = str(upload.name)
+        suffix = "." + name.rsplit(".", 1)[-1].lower() if "." in name else ""
+        return parse_text_items(decode_bytes(upload.getvalue(), name), suffix, name), name
+    # Lines break where a texts file's do (\n, \r\n, \r), not at U+2028 or form feeds.
+    texts = [line.strip() for line in split_lines(text_box) if line.strip()]
+    if not texts:
+        raise TextsError("no texts: type at least one text (one per line) or upload a file")
+    return texts, "text box"
+
+
+def comparison_inputs(text_box: str, upload, strategies: Sequence[str]) -> tuple[list[TextItem], str]:
+    """(texts, source) of a Home run (:func:`texts_from_inputs`), and at least one strategy
+    chosen; :class:`TextsError` saying what is missing otherwise."""
+    texts, source = texts_from_inputs(text_box, upload)
+    if not strategies:
+        raise TextsError("no strategy chosen: pick at least one strategy to compare with single")
+    return texts, source
+
+
+def audit_inputs(states_upload, texts_upload, tensor_key: str) -> tuple[StoredStates, list[TextItem]]:
+    """(stored states, texts) from the two uploads; ``ValueError`` saying what is missing or unreadable."""
+    if states_upload is None or texts_upload is None:
+        raise ValueError("upload both the stored states and the texts they were extracted from")
+    states = read_states(states_upload.getvalue(), name=str(states_upload.name), key=tensor_key.strip() or None)
+    texts, _ = texts_from_inputs("", texts_upload)
+    return states, texts

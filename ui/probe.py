@@ -1,0 +1,65 @@
+"""The work behind the Probe page's button: the probe sweep with a progress bar, the model held
+and the states kept in the session."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TypedDict
+
+import streamlit as st
+
+from extraction.models import LoadedModel
+from extraction.pooling import DEFAULT_POOLING, Pooling
+from extraction.probe import LabelledTexts
+from extraction.probe_inputs import data_digest
+from extraction.probe_sweep import ProbeSweep, run_probe_sweep
+from ui.model import ModelSettings
+from ui.work import progress_callback, run_guarded, session_cache
+
+
+class ProbeRun(TypedDict):
+    """One run of the Probe page, kept in ``st.session_state``."""
+
+    sweep: ProbeSweep
+    settings: ModelSettings
+    model_description: str
+
+
+def train_probes(
+    loaded: LoadedModel,
+    settings: ModelSettings,
+    data: LabelledTexts,
+    strategies: Sequence[str],
+    layers: str,
+    seeds: int,
+    batch_size: int,
+    cache_key: str,
+    pooling: Pooling = DEFAULT_POOLING,
+) -> ProbeRun | None:
+    """:func:`~extraction.probe_sweep.run_probe_sweep` with a progress bar, the model held, and
+    the states kept in the session under ``cache_key`` for this model and data set (adding a
+    strategy later extracts only the new one; other layers or seeds extract nothing); None after
+    an ``st.error`` when it fails. ``pooling``: ``last`` or ``mean``."""
+    feature_cache = session_cache(cache_key, (settings, data_digest(data)))
+    bar = st.progress(0.0, text="Starting…")
+    try:
+        sweep = run_guarded(
+            lambda: run_probe_sweep(
+                loaded,
+                data,
+                strategies,
+                layers=layers,
+                seeds=seeds,
+                batch_size=batch_size,
+                progress=progress_callback(bar),
+                feature_cache=feature_cache,
+                pooling=pooling,
+            ),
+            prefix="The probe run failed",
+            hold_model=True,
+        )
+    finally:
+        bar.empty()
+    if sweep is None:
+        return None
+    return ProbeRun(sweep=sweep, settings=settings, model_description=loaded.description)
