@@ -43,7 +43,8 @@ def needs_template(items: Sequence[TextItem], as_chat: bool) -> bool:
 def render_chat(tokenizer, messages: list[dict], generation_prompt: bool = False) -> str:
     """``messages`` rendered with the tokenizer's chat template (``add_generation_prompt`` as
     given), without a leading BOS that tokenizing adds anyway."""
-    rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+    asked = {"add_generation_prompt": True} if generation_prompt else {}  # the template's default otherwise
+    rendered = tokenizer.apply_chat_template(messages, tokenize=False, **asked)
     return _without_doubled_bos(rendered, tokenizer)
 
 
