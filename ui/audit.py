@@ -78,7 +78,7 @@ def run_audit(
 
         def tokens_of(row: int) -> list[str]:
             ids = tokenize_texts(loaded.tokenizer, [texts[row]], max_tokens=loaded.context_length).token_ids[0]
-            return loaded.tokenizer.convert_ids_to_tokens(ids)
+            return [loaded.tokenizer.decode([token]) for token in ids]
 
         figure = plotting.defect_figure(report, tokens_of)
         return AuditRun(report=report, model_description=loaded.description, texts=texts, defect_figure=figure)

@@ -167,8 +167,9 @@ def defect_figure(report: AuditReport, tokens_of) -> go.Figure | None:
                 hovertemplate="position %{customdata}: %{text}<extra>" + role + "</extra>",
             )
         )
-    if report.pooling == "last":
-        figure.add_annotation(x=len(shown) - 1, y=1, text="read here", showarrow=True, arrowhead=2, ay=-40)
+    fed = [x for x, (_, (_, role)) in enumerate(shown) if role not in ("cut", "dropped")]
+    if report.pooling == "last" and fed:
+        figure.add_annotation(x=fed[-1], y=1, text="read here", showarrow=True, arrowhead=2, ay=-40)
     figure.update_xaxes(showticklabels=False, title_text="tokens the pipeline fed the model, in order")
     figure.update_yaxes(visible=False, range=[0, 1.4])
     figure.update_layout(bargap=0, legend={"title": {"text": "token"}})
