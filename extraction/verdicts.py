@@ -54,6 +54,7 @@ CauseKind = Literal[
     "pad-state",
     "position-shift",
     "cross-text",
+    "window",
     "rounding",
     "kernels",
     "other-layer",
@@ -65,18 +66,21 @@ CauseKind = Literal[
 #: ``none``: they do not (exact); ``pad-state``: a pad position's state was read, or real
 #: tokens attended to pads (pads counted in a state); ``position-shift``: the real tokens
 #: sat at other position ids than alone; ``cross-text``: texts attended to each other;
+#: ``window``: the layout's 4-D mask replaced the model's sliding window, so texts longer than
+#: the window saw tokens the model never shows them;
 #: ``rounding``: reduced-precision (bfloat16/float16) rounding of a sound layout;
 #: ``kernels``: float32 rounding of another build or device (TF32 matmuls, other BLAS,
 #: other library versions); ``other-layer``: another point of the model was stored (another
 #: layer, or the last block's output before the final norm); ``other-tokens``: the model read
 #: other tokens than the text's (cut short, a special token added or dropped, a chat template
-#: applied or not); ``other-row``: a row holds another text's state (rows reordered, one row
-#: written for several texts); ``unknown``: no known defect explains the pattern.
+#: applied or not); ``other-row``: a row holds another text's state (rows reordered and never
+#: restored, one row written for several texts); ``unknown``: no known defect explains the pattern.
 CAUSE_KINDS: tuple[CauseKind, ...] = (
     "none",
     "pad-state",
     "position-shift",
     "cross-text",
+    "window",
     "rounding",
     "kernels",
     "other-layer",

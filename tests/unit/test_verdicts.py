@@ -64,6 +64,7 @@ def test_cause_kinds_are_the_documented_closed_set():
         "pad-state",
         "position-shift",
         "cross-text",
+        "window",
         "rounding",
         "kernels",
         "other-layer",
