@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 PORT ?= 8501
 
-.PHONY: install run test test-fast lint bench
+.PHONY: install run test test-fast lint bench matrix
 
 $(STAMP): requirements.txt requirements-dev.txt
 	python3 -m venv $(VENV)
@@ -39,3 +39,9 @@ lint: install
 
 bench: install
 	HF_HUB_OFFLINE=1 $(PY) -m bench --json bench-results.json
+
+# The conformance matrix: every strategy on a tiny random model of every causal-LM architecture
+# transformers registers. Regenerates docs/conformance.md and docs/conformance.json (minutes of
+# CPU; never part of make test).
+matrix: install
+	HF_HUB_OFFLINE=1 $(PY) -m extraction matrix --json docs/conformance.json --markdown docs/conformance.md
