@@ -163,6 +163,7 @@ def diagnose(comparison: StrategyComparison, reference: ExtractionResult, facts:
     if (
         severe.any()
         and facts.reads_attention_mask is False
+        and (facts.reads_position_ids is False or not (target & shifted).any())  # else the shift may be it
         and (target == after_pad).all()
         and not (target & ext.saw_padding).any()
     ):
@@ -202,6 +203,23 @@ def diagnose(comparison: StrategyComparison, reference: ExtractionResult, facts:
             f"The mask hid the other texts, yet the {k} of {n} texts that differ are exactly those placed after "
             f"another text in their row{layer_note}: a layer that does not read the mask (a recurrent or "
             f"state-space state, a convolution) carried the earlier text into them{rounding}."
+        )
+    own = reference.read_position_ids + 1  # (N,) the text's own tokens up to its read
+    spared = after_text & ~target  # (N,) after another text, yet matching
+    if (
+        severe.any()
+        and spared.any()
+        and not (target & ~after_text).any()
+        and not (target & ext.saw_other_text).any()
+        and int(own[target].max()) < int(own[spared].min())
+    ):
+        # A leak that fades: only the texts read a few tokens after the earlier one still carry it.
+        return "cross-text", (
+            f"The mask hid the other texts, yet the {k} of {n} texts that differ all sit after another text in their "
+            f"row and are read closest to it (at most {int(own[target].max())} tokens of their own), while the "
+            f"{_count(spared)} after another text with {int(own[spared].min())} or more tokens match{layer_note}: a "
+            f"layer that does not read the mask (a recurrent or state-space state, a convolution) carried the earlier "
+            f"text in, and its memory of it fades within a few tokens{rounding}."
         )
     if severe.any() and (target == after_pad).all() and not (target & (ext.saw_padding | shifted)).any():
         return "pad-state", (

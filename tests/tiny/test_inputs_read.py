@@ -86,3 +86,21 @@ def test_a_left_naive_file_from_plain_transformers_is_named(loaded):
     assert report.likely_cause == "left-naive", report.cause
     expected = "pad-state" if loaded.config.model_type == "rwkv" else "position-shift"
     assert report.cause_kind == expected, report.cause
+
+
+def test_recurrent_gemma_left_is_exact_only_through_its_reset():
+    """Its RG-LRU resets where ``position_ids == 0``; ``left`` gives the first real token 0."""
+    loaded = load_architecture("recurrent_gemma")
+    batch = loaded.tokenizer(TEXTS[1:2], return_tensors="pt")
+    n, pads = batch["input_ids"].shape[1], 5
+    alone = _last_states(loaded.model, **batch)
+    padded = torch.cat([torch.full((1, pads), loaded.pad_token_id), batch["input_ids"]], 1)
+    mask = torch.cat([torch.zeros(1, pads, dtype=torch.long), batch["attention_mask"]], 1)
+    zeros = torch.zeros(pads, dtype=torch.long)
+    for text_ids, exact in ((torch.arange(n), True), (torch.arange(1, n + 1), False)):  # from 0: reset; from 1: none
+        positions = torch.cat([zeros, text_ids])[None]
+        state = _last_states(loaded.model, input_ids=padded, attention_mask=mask, position_ids=positions)
+        assert (_relative_l2(state, alone) < 1e-4) == exact
+    assert not inputs_read(loaded).attention_mask  # the mask changes nothing: the reset is what saves `left`
+    report = compare_strategies(loaded, TEXTS, strategies=["left"], batch_size=len(TEXTS))
+    assert report.strategies["left"].verdict == "exact", report.strategies["left"].cause
