@@ -14,9 +14,11 @@ here). The public API, importable from ``extraction``:
 * :func:`audit_states` (``loaded, texts, states, layer=None, layers=None``) ->
   :class:`AuditReport`: are stored states right, and if not, which known defect
   reproduces them (``likely_cause``, evidence, ``to_dict()``).
-* :func:`check_extractor` (``extract_fn, model, texts, layer=-1, pooling="last",
-  layers=None``) -> :class:`AuditReport`: runs your own extraction function and audits
-  its rows; :func:`assert_matches_single` raises ``AssertionError`` unless they are exact.
+* :func:`check_extractor` (``extract_fn, model=None, texts, layer=-1, pooling="last",
+  layers=None``) -> :class:`AuditReport`: runs your own extraction function and checks its
+  rows: without a model against itself one text at a time (:mod:`.consistency`, any engine or
+  precision), with one (a name, a :class:`LoadedModel` or your ``(model, tokenizer)``) against
+  single-sample extraction; :func:`assert_matches_single` raises ``AssertionError`` unless they are exact.
 * :func:`extract_to_file` (``loaded, texts, out, layers=None, strategy="auto", pooling="last"``) ->
   :class:`ExportResult`: correct extraction of every text to a ``.safetensors`` file,
   verified against single-sample extraction (``pooling="tokens"``: every token's row and
@@ -33,7 +35,7 @@ Example (tiny random GPT-2: seconds, no download)::
 Modules, one concern each: :mod:`.models` (loading), :mod:`.texts` (input files,
 tokenization), :mod:`.strategies` (batch layouts), :mod:`.extract` (last-token rows),
 :mod:`.metrics` (pure functions), :mod:`.verdicts`, :mod:`.compare`, :mod:`.audit`,
-:mod:`.check_extractor`, :mod:`.export`, :mod:`.probe`, :mod:`.plotting` (figures),
+:mod:`.check_extractor` with :mod:`.consistency`, :mod:`.export`, :mod:`.probe`, :mod:`.plotting` (figures),
 :mod:`.report_html` and :mod:`.cli` with :mod:`.commands`.
 """
 

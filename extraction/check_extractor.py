@@ -1,19 +1,30 @@
-"""Check a user's own extraction function against single-sample extraction, with the audit.
+"""Check a user's own extraction function: against itself one text at a time (no model), or
+against this package's single-sample extraction of a model.
 
-Researchers already have extraction code. :func:`check_extractor` runs it on some texts
-and hands its rows to the audit (:func:`extraction.audit.audit_states`), so the answer is
-the audit's report: a verdict (``exact``, ``drift``, ``corrupted``), the likely cause
-reproduced by the forensics (``right-naive``, ``packed-naive``, ``dtype``, ...), the
-evidence and ``to_dict()``. :func:`assert_matches_single` is the same as an assertion,
-for a user's own test suite::
+Researchers already have extraction code. :func:`check_extractor` runs it on some texts:
+
+* **without a model** (``check_extractor(extract_fn, texts=texts)``): the ground truth of text i
+  is ``extract_fn([text_i])``, the tested rows ``extract_fn(texts)``, the pipeline as it runs
+  (:func:`extraction.consistency.self_check`: the function's own noise floor, and the cause from
+  its behaviour on chosen lists: ``padding``, ``packing``, ``order``, ``duplicate-rows``,
+  ``rounding``). Any engine, any precision, processed weights: nothing is rebuilt;
+* **with a model** (a :class:`~extraction.models.LoadedModel`, a name for
+  :func:`~extraction.models.load_model`, or your own ``(model, tokenizer)``): its rows go to the
+  audit (:func:`extraction.audit.audit_states`) against single-sample extraction of that model,
+  and the forensics reproduce the defect (``right-naive``, ``packed-naive``, ``dtype``, ...).
+
+Either way the answer is an :class:`~extraction.audit.AuditReport` (verdict ``exact``, ``drift``
+or ``corrupted``, ``likely_cause``, ``cause_kind``, evidence, ``to_dict()``).
+:func:`assert_matches_single` is the same as an assertion, for a user's own test suite::
 
     from extraction import assert_matches_single
 
     def test_my_pipeline():
-        assert_matches_single(my_extract, "tiny-random-gpt2", ["a short text", "a much longer text ..."])
+        assert_matches_single(my_extract, texts=["a short text", "a much longer text ..."])
 
-The function is called once, as ``extract_fn(texts)`` with ``texts`` a ``list[str]``, and
-must return, by ``pooling`` (:mod:`extraction.pooling`):
+The function is called as ``extract_fn(texts)`` with ``texts`` a ``list[str]`` (once with a
+model; more often without, see :func:`~extraction.consistency.self_check`), and must return, by
+``pooling`` (:mod:`extraction.pooling`):
 
 * ``"last"`` (the default): one last-token state per text, a numpy array or torch tensor of
   shape ``(N, d)`` for one layer (``layer``, a ``hidden_states`` index, default the last) or
@@ -31,27 +42,25 @@ do not fit, an exception inside the function) raises one ``ValueError`` naming w
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
-
-import numpy as np
-import torch
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from .audit import AuditProgress, AuditReport, audit_states
+from .consistency import ExtractFn, function_name, self_check, states_from_return, token_states_from_return
 from .models import load_model
 from .pooling import POOLINGS as ALL_POOLINGS
-from .stored_states import StoredStates, validate_offsets, validate_states
+from .stored_states import StoredStates, validate_states
 from .texts import tokenize_texts
 
 if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
     from .models import LoadedModel
+
+    Model = LoadedModel | str | tuple[PreTrainedModel, PreTrainedTokenizerBase]
 
 #: The poolings :func:`check_extractor` can check: all of them.
 POOLINGS = ALL_POOLINGS
-
-#: ``extract_fn(texts) -> (N, d) or (N, L, d)`` array or tensor, row i for text i (``tokens``:
-#: ``(rows, offsets)``).
-ExtractFn = Callable[[list[str]], Any]
 
 
 class ExtractorMismatchError(AssertionError):
@@ -62,111 +71,59 @@ class ExtractorMismatchError(AssertionError):
         self.report = report
 
 
-def _function_name(extract_fn: ExtractFn) -> str:
-    return getattr(extract_fn, "__qualname__", None) or type(extract_fn).__name__
-
-
-def token_states_from_return(
-    value: Any, num_texts: int, layers: Sequence[int] | None
-) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """``(rows as float32, offsets (N + 1,) int64, dtype name)`` from a ``tokens`` return
-    ``(rows, offsets)``, or a ``ValueError`` naming what is wrong with it."""
-    if not isinstance(value, tuple | list) or len(value) != 2:
-        raise ValueError(
-            f"extract_fn returned a {type(value).__name__}: under pooling='tokens' it must return a tuple "
-            "(rows (R, d) or (R, L, d), offsets (N + 1,))"
-        )
-    rows, offsets = value
-    if isinstance(offsets, np.ndarray):
-        offsets = torch.from_numpy(np.ascontiguousarray(offsets))
-    if not isinstance(offsets, torch.Tensor) or offsets.is_floating_point() or offsets.dim() != 1:
-        raise ValueError("extract_fn returned offsets that are not a vector of integers: expected (N + 1,) int64")
-    num_rows = rows.shape[0] if hasattr(rows, "shape") and len(rows.shape) else 0
-    try:
-        offsets = validate_offsets(offsets.cpu(), num_texts, num_rows)
-    except ValueError as error:
-        raise ValueError(f"extract_fn returned offsets that do not fit: {error}") from error
-    tensor, dtype = states_from_return(rows, num_rows, layers, what="token rows")
-    return tensor, offsets, dtype
-
-
-def states_from_return(
-    value: Any, num_texts: int, layers: Sequence[int] | None, what: str = "rows"
-) -> tuple[torch.Tensor, str]:
-    """``(float32 cpu tensor as returned, its dtype's name)`` from what ``extract_fn`` returned,
-    or a ``ValueError`` naming what is wrong with it (type, dtype, rank, rows, NaN/inf).
-    ``num_texts`` is the row count expected (``what`` names the rows in messages)."""
-    if isinstance(value, torch.Tensor):
-        dtype = str(value.dtype).removeprefix("torch.")
-        if not (value.is_floating_point()):
-            raise ValueError(f"extract_fn returned a tensor of {dtype}: hidden states must be floating point")
-        tensor = value.detach().to(device="cpu", dtype=torch.float32)
-    elif isinstance(value, np.ndarray):
-        dtype = str(value.dtype)
-        if value.dtype.kind != "f":
-            raise ValueError(f"extract_fn returned an array of {dtype}: hidden states must be floating point")
-        tensor = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
-    else:
-        raise ValueError(
-            f"extract_fn returned a {type(value).__name__}: expected a numpy array or torch tensor of shape "
-            "(N, d), or (N, L, d) with layers="
-        )
-    shape = tuple(tensor.shape)
-    expected = "(N, L, d) for layers=" if layers is not None and len(layers) > 1 else "(N, d)"
-    if tensor.dim() not in (2, 3):
-        raise ValueError(f"extract_fn returned shape {shape}: expected {expected}, one row per text")
-    if tensor.dim() == 2 and layers is not None and len(layers) > 1:
-        raise ValueError(f"extract_fn returned shape {shape} but {len(layers)} layers were named: expected {expected}")
-    if shape[0] != num_texts:
-        raise ValueError(
-            f"extract_fn returned {shape[0]} rows (shape {shape}) for {num_texts} texts: row i must be text i's state"
-            if what == "rows"
-            else f"extract_fn returned {shape[0]} {what} (shape {shape}) but its offsets end at {num_texts}"
-        )
-    bad = ~torch.isfinite(tensor)
-    if bad.any():
-        rows = sorted({int(i) for i in bad.reshape(num_texts, -1).any(1).nonzero().flatten()})
-        shown = ", ".join(str(i + 1) for i in rows[:5]) + (" ..." if len(rows) > 5 else "")
-        where = "texts" if what == "rows" else what
-        raise ValueError(
-            f"extract_fn returned NaN or inf values in {len(rows)} of {num_texts} {what} ({where} {shown})"
-        )
-    return tensor, dtype
+def _is_texts(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(text, str) for text in value)
 
 
 def check_extractor(
     extract_fn: ExtractFn,
-    model: LoadedModel | str,
-    texts: Sequence[str],
+    model: Model | None = None,
+    texts: Sequence[str] | None = None,
     layer: int = -1,
     pooling: str = "last",
     layers: Sequence[int] | None = None,
     *,
+    tokenizer: PreTrainedTokenizerBase | None = None,
     sample: int | None = None,
     seed: int = 0,
     forensics: bool = True,
     progress: AuditProgress | None = None,
 ) -> AuditReport:
-    """Run ``extract_fn(texts)`` and audit its rows against single-sample extraction.
+    """Run ``extract_fn(texts)`` and check its rows: against ``extract_fn`` one text at a time when
+    ``model`` is None (:func:`~extraction.consistency.self_check`, a
+    :class:`~extraction.consistency.SelfCheckReport`; ``tokenizer`` optional, names pad reads), else
+    against single-sample extraction of ``model`` (the audit).
 
-    ``model`` is a :class:`~extraction.models.LoadedModel` or a name for
-    :func:`~extraction.models.load_model` (float32, default device). ``layer`` is the
+    ``model`` is a :class:`~extraction.models.LoadedModel`, a name for
+    :func:`~extraction.models.load_model` (float32, default device), or a ``(model, tokenizer)``
+    pair already in memory (:meth:`~extraction.models.LoadedModel.wrap`: used as it is). ``layer`` is the
     ``hidden_states`` index of an ``(N, d)`` return (negative counts from the end);
     ``layers`` the indices of an ``(N, L, d)`` one (default all hidden states).
     ``pooling`` says what ``extract_fn`` returns (module docstring): ``last``, ``mean`` or ``tokens``.
-    ``sample``, ``seed``, ``forensics`` and ``progress`` are the audit's. Returns the
-    audit's :class:`~extraction.audit.AuditReport`; raises ``ValueError`` for a bad
+    ``sample``, ``seed``, ``forensics`` and ``progress`` are the audit's. Returns an
+    :class:`~extraction.audit.AuditReport`; raises ``ValueError`` for a bad
     option or return value, or when ``extract_fn`` itself raises.
     """
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
+    if texts is None and _is_texts(model):  # check_extractor(fn, texts): no model
+        model, texts = None, model
+    if texts is None:
+        raise ValueError("texts are needed: check_extractor(extract_fn, texts=[...]) or (extract_fn, model, texts)")
     if isinstance(texts, str) or not isinstance(texts, Sequence):
         raise ValueError(f"texts must be a list of strings, got a {type(texts).__name__}")
     texts = list(texts)
-    loaded = load_model(model) if isinstance(model, str) else model
+    if model is None:
+        return self_check(
+            extract_fn, texts, layer, pooling, layers, tokenizer=tokenizer, sample=sample, seed=seed,
+            forensics=forensics, progress=progress,
+        )  # fmt: skip
+    if tokenizer is not None:
+        raise ValueError("tokenizer= is for the check without a model; a model brings its own tokenizer")
+    loaded = load_model(model) if isinstance(model, str | tuple) else model
     # Tokenize first: unusable texts are the caller's mistake, not extract_fn's.
     tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
-    name = _function_name(extract_fn)
+    name = function_name(extract_fn)
     try:
         returned = extract_fn(list(texts))  # a copy: the function may not change our texts
     except Exception as error:  # noqa: BLE001 - any failure of the user's code is reported as one line
@@ -206,25 +163,29 @@ def check_extractor(
 
 def assert_matches_single(
     extract_fn: ExtractFn,
-    model: LoadedModel | str,
-    texts: Sequence[str],
+    model: Model | None = None,
+    texts: Sequence[str] | None = None,
     layer: int = -1,
     pooling: str = "last",
     layers: Sequence[int] | None = None,
     *,
+    tokenizer: PreTrainedTokenizerBase | None = None,
     allow_drift: bool = False,
     sample: int | None = None,
     seed: int = 0,
 ) -> AuditReport:
-    """:func:`check_extractor`, raising :class:`ExtractorMismatchError` (an ``AssertionError``
-    whose message gives the verdict, the likely cause and the cause in words, and whose
-    ``report`` is the audit) unless the verdict is ``exact`` (or ``drift`` with
+    """:func:`check_extractor` (with or without a model), raising :class:`ExtractorMismatchError`
+    (an ``AssertionError`` whose message gives the verdict, the likely cause and the cause in
+    words, and whose ``report`` is the report) unless the verdict is ``exact`` (or ``drift`` with
     ``allow_drift``, e.g. for a bfloat16 pipeline). Returns the report when it passes."""
-    report = check_extractor(extract_fn, model, texts, layer, pooling, layers, sample=sample, seed=seed)
+    report = check_extractor(
+        extract_fn, model, texts, layer, pooling, layers, tokenizer=tokenizer, sample=sample, seed=seed
+    )
     accepted = ("exact", "drift") if allow_drift else ("exact",)
     if report.verdict not in accepted:
+        truth = "itself one text at a time" if report.model == "none" else "single-sample extraction"
         raise ExtractorMismatchError(
-            f"extract_fn does not match single-sample extraction: verdict {report.verdict}, likely cause "
+            f"extract_fn does not match {truth}: verdict {report.verdict}, likely cause "
             f"{report.likely_cause} (min cosine {report.min_cosine:.6f} over {report.n_checked} texts). {report.cause}",
             report,
         )

@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
     from .compare import ComparisonReport
+    from .consistency import SelfCheckReport
 
 #: Texts laid out in the layout picture (more make it unreadable).
 LAYOUT_TEXTS = 3
@@ -241,13 +242,87 @@ def comparison_report_html(
         "<h2>Versions</h2>",
         _table(list(report_versions().items())),
     ]
+    return _page(title, sections)
+
+
+def _page(title: str, sections: Sequence[str], plotly: bool = True) -> str:
+    script = f'<script type="text/javascript">{get_plotlyjs()}</script>' if plotly else ""
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_e(title)}</title><style>{_STYLE}</style>"
-        f'<script type="text/javascript">{get_plotlyjs()}</script></head>\n<body>\n'
+        f"<title>{_e(title)}</title><style>{_STYLE}</style>{script}</head>\n<body>\n"
         + "\n".join(sections)
         + "\n</body></html>\n"
     )
 
 
-__all__ = ["LAYOUT_TEXTS", "comparison_report_html", "report_versions"]
+def self_check_report_html(
+    report: SelfCheckReport,
+    texts: Sequence[str],
+    settings: Mapping[str, object] | None = None,
+    title: str = "padding-audit check: a pipeline against itself",
+) -> str:
+    """One self-contained HTML page of a model-less check (:func:`extraction.consistency.self_check`):
+    the verdict and cause, the noise floor, the probes, every checked text's distance, the calls
+    made, the texts and the versions. Tables only (no figure, no script): a few kB."""
+    verdict = report.verdict
+    badge = (
+        f'<span class="badge" style="background:{VERDICT_COLORS[verdict]};color:{VERDICT_TEXT_COLORS[verdict]}">'
+        f"{VERDICT_ICONS[verdict]} {_e(verdict)}</span>"
+    )
+    run_settings: list[tuple[str, object]] = [
+        ("function", report.states_source),
+        ("returned", f"shape {tuple(report.states_shape)}, {report.states_dtype}"),
+        ("pooling", f"{report.pooling}: {POOLING_SUMMARY[report.pooling]}"),
+        ("texts", f"{report.n_texts}, {report.n_checked} checked one at a time"),
+        (
+            "thresholds",
+            f"exact: min cosine >= {EXACT_COSINE} and within the noise floor; drift: >= {DRIFT_COSINE}; corrupted: "
+            f"anything else, relative L2 above {CORRUPTED_RELATIVE_L2}, or NaN/inf",
+        ),
+        *(settings or {}).items(),
+        ("created", datetime.now(UTC).isoformat(timespec="seconds")),
+    ]
+    probes = "".join(
+        f"<tr><td><code>{_e(h.name)}</code></td><td>{_e(h.cause_kind)}</td><td>{_e(h.status)}</td>"
+        f"<td>{_e(h.detail)}</td></tr>"
+        for h in report.hypotheses
+    )
+    rows = "".join(
+        f"<tr><td>{text + 1}</td><td>{cosine:.6f}</td><td>{relative:.3g}</td><td>{'yes' if bad else ''}</td></tr>"
+        for text, cosine, relative, bad in zip(
+            report.checked,
+            report.per_row_min_cosine,
+            report.per_row_max_relative_l2,
+            report.check.corrupted.tolist(),
+            strict=True,
+        )
+    )
+    sections = [
+        f"<h1>{_e(title)}</h1>",
+        '<p class="muted">The function batched (all the texts in one call, as the pipeline runs) against the same '
+        "function on one text at a time (the ground truth); no model is involved.</p>",
+        f'<div class="card" data-verdict="{_e(verdict)}"><div>{badge} &nbsp; likely cause '
+        f"<code>{_e(report.likely_cause or '-')}</code> (cause kind <code>{_e(report.cause_kind)}</code>)</div>"
+        f'<div class="cause">{_e(report.cause)}</div></div>',
+        "<h2>Settings</h2>",
+        _table(run_settings),
+        "".join(f'<div class="note">note: {_e(note)}</div>' for note in report.notes),
+        "<h2>Probes</h2>",
+        f"<table><tr><th>probe</th><th>cause kind</th><th>status</th><th>evidence</th></tr>{probes}</table>"
+        if probes
+        else '<p class="muted">None run.</p>',
+        "<h2>Texts checked</h2>",
+        "<table><tr><th>text</th><th>min cosine</th><th>max relative L2</th><th>corrupted</th></tr>"
+        + rows
+        + "</table>",
+        "<h2>Calls of the function</h2>",
+        "<ol>" + "".join(f"<li>{_e(call)}</li>" for call in report.calls) + "</ol>",
+        "<h2>Texts</h2>",
+        "<ol>" + "".join(f"<li>{_e(text)}</li>" for text in texts) + "</ol>",
+        "<h2>Versions</h2>",
+        _table(list(report_versions().items())),
+    ]
+    return _page(title, sections, plotly=False)
+
+
+__all__ = ["LAYOUT_TEXTS", "comparison_report_html", "report_versions", "self_check_report_html"]

@@ -49,11 +49,15 @@ DRIFT_COSINE = 0.99
 #: 0.1 keeps reduced-precision rounding 3.4x below it (1.8x for bf16 left-naive on RoPE).
 CORRUPTED_RELATIVE_L2 = 0.1
 
-CauseKind = Literal["none", "pad-state", "position-shift", "cross-text", "rounding", "kernels", "unknown"]
+CauseKind = Literal[
+    "none", "pad-state", "position-shift", "cross-text", "order", "duplicate-rows", "rounding", "kernels", "unknown"
+]
 #: Why states differ from single-sample extraction, one word each:
 #: ``none``: they do not (exact); ``pad-state``: a pad position's state was read, or real
 #: tokens attended to pads (pads counted in a state); ``position-shift``: the real tokens
 #: sat at other position ids than alone; ``cross-text``: texts attended to each other;
+#: ``order``: rows came back in another order than the texts; ``duplicate-rows``: rows hold
+#: another text's state, copied (the last two found by the self-consistency check's probes);
 #: ``rounding``: reduced-precision (bfloat16/float16) rounding of a sound layout;
 #: ``kernels``: float32 rounding of another build or device (TF32 matmuls, other BLAS,
 #: other library versions); ``unknown``: no known defect explains the pattern.
@@ -62,6 +66,8 @@ CAUSE_KINDS: tuple[CauseKind, ...] = (
     "pad-state",
     "position-shift",
     "cross-text",
+    "order",
+    "duplicate-rows",
     "rounding",
     "kernels",
     "unknown",

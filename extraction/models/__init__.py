@@ -17,6 +17,8 @@ tokenizer that has a pad token. Names it understands:
   nothing: only agreement between extraction strategies does.
 * a path to a ``.gguf`` file, a folder saved with ``save_pretrained``, or a Hugging Face
   hub id (read from the local hub cache only when ``HF_HUB_OFFLINE`` is set).
+* a ``(model, tokenizer)`` pair already in memory: :meth:`LoadedModel.wrap`, used as it is
+  (never moved, cast or put in eval mode; the other options must stay at their defaults).
 
 Every failure to load is a :class:`ModelLoadError` (a ``ValueError``) with a one-line
 message saying what was tried and why it failed; invalid ``dtype``, ``device`` or
@@ -34,6 +36,8 @@ from __future__ import annotations
 
 import logging
 import time
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .embedded import cache_dir, embedded_gguf_path, embedded_tokenizer, gguf_cache_key, load_embedded
 from .hub import load_named
@@ -72,7 +76,7 @@ logger = logging.getLogger(__name__)
 
 
 def load_model(
-    name: str = DEFAULT_MODEL,
+    name: str | tuple[PreTrainedModel, PreTrainedTokenizerBase] = DEFAULT_MODEL,
     dtype: str = "float32",
     device: str = "auto",
     attn_implementation: str = "sdpa",
@@ -82,6 +86,8 @@ def load_model(
     """Load ``name`` (a preset, a ``.gguf`` file, a folder or a hub id); see the module
     docstring. Raises ``ValueError`` for invalid options and :class:`ModelLoadError`
     when the model cannot be loaded."""
+    if isinstance(name, tuple | list):
+        return _wrap_pair(name, dtype, device, attn_implementation, trust_remote_code, device_map)
     if dtype not in TORCH_DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}: choose one of {', '.join(DTYPES)}")
     if attn_implementation not in ATTN_IMPLEMENTATIONS:
@@ -129,3 +135,23 @@ def load_model(
     )
     logger.info("loaded %s%s in %.1f s", loaded.description, " from cache" if from_cache else "", loaded.load_seconds)
     return loaded
+
+
+def _wrap_pair(pair, dtype, device, attn_implementation, trust_remote_code, device_map) -> LoadedModel:
+    """:meth:`LoadedModel.wrap` of a ``(model, tokenizer)`` pair; options that would change the
+    model are refused rather than ignored (the model is used as it is)."""
+    if len(pair) != 2:
+        raise ValueError(f"an in-memory model is a (model, tokenizer) pair, got {len(pair)} items")
+    options = {
+        "dtype": (dtype, "float32"),
+        "device": (device, "auto"),
+        "attn_implementation": (attn_implementation, "sdpa"),
+    }
+    options |= {"trust_remote_code": (trust_remote_code, False), "device_map": (device_map, None)}
+    changed = [f"{key}={value!r}" for key, (value, default) in options.items() if value != default]
+    if changed:
+        raise ValueError(
+            f"an in-memory (model, tokenizer) is used as it is: {', '.join(changed)} cannot be applied to it "
+            "(cast or move it yourself first)"
+        )
+    return LoadedModel.wrap(*pair)

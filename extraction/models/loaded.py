@@ -10,6 +10,7 @@ loaders in :mod:`~extraction.models.embedded`, :mod:`~extraction.models.tiny` an
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import torch
 from transformers import PretrainedConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+from .placement import input_device
 
 DEFAULT_MODEL = "smollm2-135m"
 DTYPES = ("float32", "bfloat16", "float16")
@@ -72,6 +75,48 @@ class LoadedModel:
     pad_token_note: str | None
     load_seconds: float
     from_cache: bool
+
+    @classmethod
+    def wrap(cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str | None = None) -> LoadedModel:
+        """A :class:`LoadedModel` of a model and tokenizer you already have in memory (a notebook's,
+        a fine-tuned or LoRA-merged one, a model in bfloat16 on a GPU), used as they are.
+
+        Nothing of yours is changed: the model is not moved, cast, put in eval mode or frozen
+        (every pass here runs under ``torch.inference_mode``), and ``dtype``/``device`` are read
+        from it. A model in training mode with active dropout is refused (its states are random:
+        call ``model.eval()`` first); in training mode without dropout it gives the same states.
+        A tokenizer without a pad token is copied and the copy given its eos token as pad (the
+        original is untouched). ``name`` defaults to the config's ``_name_or_path`` or the class name.
+        """
+        if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
+            raise ValueError(f"expected a transformers model (with a config), got a {type(model).__name__}")
+        if not callable(getattr(tokenizer, "decode", None)) or not callable(tokenizer):
+            raise ValueError(f"expected a transformers tokenizer, got a {type(tokenizer).__name__}")
+        name = name or getattr(model.config, "_name_or_path", "") or type(model).__name__
+        dropout = [m for m in model.modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
+        if model.training and dropout:
+            raise ValueError(
+                f"{name} is in training mode with {len(dropout)} active dropout layers: its states are random; "
+                "call model.eval() first (padding-audit never changes your model)"
+            )
+        if tokenizer.pad_token is None:
+            tokenizer = copy.deepcopy(tokenizer)
+        pad_token_note = ensure_pad_token(tokenizer, name)
+        parameter = next(model.parameters())
+        device = input_device(model) if getattr(model, "hf_device_map", None) else parameter.device
+        return cls(
+            model=model,
+            tokenizer=tokenizer,
+            name=name,
+            source="in memory",
+            dtype=parameter.dtype,
+            device=device,
+            attn_implementation=getattr(model.config, "_attn_implementation", None) or "eager",
+            is_random=False,
+            pad_token_note=pad_token_note,
+            load_seconds=0.0,
+            from_cache=False,
+        )
 
     @property
     def config(self) -> PretrainedConfig:

@@ -59,4 +59,14 @@ def test_a_scaled_state_keeps_cosine_one_and_is_corrupted():
 
 
 def test_cause_kinds_are_the_documented_closed_set():
-    assert CAUSE_KINDS == ("none", "pad-state", "position-shift", "cross-text", "rounding", "kernels", "unknown")
+    assert CAUSE_KINDS == (
+        "none",
+        "pad-state",
+        "position-shift",
+        "cross-text",
+        "order",
+        "duplicate-rows",
+        "rounding",
+        "kernels",
+        "unknown",
+    )
