@@ -53,7 +53,8 @@ def check_output_path(path: str | Path, option: str = "--json") -> None:
 
 
 def add_model_arguments(parser: argparse.ArgumentParser) -> None:
-    """--model, --dtype, --device, --attn, --trust-remote-code, --chat-template: shared by every command."""
+    """--model, --dtype, --device, --attn, --trust-remote-code, --chat-template, --generation-prompt: shared
+    by every command."""
     from .models import ATTN_IMPLEMENTATIONS, DEFAULT_MODEL, DTYPES
 
     parser.add_argument(
@@ -72,6 +73,12 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="format each plain text as one user turn with the model's chat template "
         "(a .jsonl line with chat 'messages' is always formatted with it)",
+    )
+    parser.add_argument(
+        "--generation-prompt",
+        action="store_true",
+        help="end each chat-formatted text in the assistant's header (add_generation_prompt=True), as texts "
+        "made for generation are; needs --chat-template or chat 'messages'",
     )
 
 
@@ -107,7 +114,13 @@ def texts_for_model(items, loaded, args: argparse.Namespace) -> list[str]:
     model's chat template (:func:`~extraction.chat.format_texts`)."""
     from .chat import format_texts
 
-    return format_texts(items, loaded.tokenizer, getattr(args, "chat_template", False), loaded.name)
+    return format_texts(
+        items,
+        loaded.tokenizer,
+        getattr(args, "chat_template", False),
+        loaded.name,
+        getattr(args, "generation_prompt", False),
+    )
 
 
 def progress_bar(desc: str, total: int):

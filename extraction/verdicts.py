@@ -50,26 +50,42 @@ DRIFT_COSINE = 0.99
 CORRUPTED_RELATIVE_L2 = 0.1
 
 CauseKind = Literal[
-    "none", "pad-state", "position-shift", "cross-text", "order", "duplicate-rows", "rounding", "kernels", "unknown"
+    "none",
+    "pad-state",
+    "position-shift",
+    "cross-text",
+    "window",
+    "rounding",
+    "kernels",
+    "other-layer",
+    "other-tokens",
+    "other-row",
+    "unknown",
 ]
 #: Why states differ from single-sample extraction, one word each:
 #: ``none``: they do not (exact); ``pad-state``: a pad position's state was read, or real
 #: tokens attended to pads (pads counted in a state); ``position-shift``: the real tokens
 #: sat at other position ids than alone; ``cross-text``: texts attended to each other;
-#: ``order``: rows came back in another order than the texts; ``duplicate-rows``: rows hold
-#: another text's state, copied (the last two found by the self-consistency check's probes);
+#: ``window``: the layout's 4-D mask replaced the model's sliding window, so texts longer than
+#: the window saw tokens the model never shows them;
 #: ``rounding``: reduced-precision (bfloat16/float16) rounding of a sound layout;
 #: ``kernels``: float32 rounding of another build or device (TF32 matmuls, other BLAS,
-#: other library versions); ``unknown``: no known defect explains the pattern.
+#: other library versions); ``other-layer``: another point of the model was stored (another
+#: layer, or the last block's output before the final norm); ``other-tokens``: the model read
+#: other tokens than the text's (cut short, a special token added or dropped, a chat template
+#: applied or not); ``other-row``: a row holds another text's state (rows reordered and never
+#: restored, one row written for several texts); ``unknown``: no known defect explains the pattern.
 CAUSE_KINDS: tuple[CauseKind, ...] = (
     "none",
     "pad-state",
     "position-shift",
     "cross-text",
-    "order",
-    "duplicate-rows",
+    "window",
     "rounding",
     "kernels",
+    "other-layer",
+    "other-tokens",
+    "other-row",
     "unknown",
 )
 

@@ -21,6 +21,8 @@ KEY_LAYER = "audit.layer"
 KEY_SAMPLE = "audit.sample"
 KEY_FORENSICS = "audit.forensics"
 KEY_POOLING = "audit.pooling"
+KEY_CHAT = "audit.chat"
+KEY_GENERATION_PROMPT = "audit.generation_prompt"
 KEY_RESULT = "audit.result"  # ui.AuditRun of the last run
 
 #: Texts re-extracted one at a time by default: the command line checks any number.
@@ -35,6 +37,14 @@ STATES_HELP = (
 TEXTS_HELP = ".txt (one text a line), .jsonl (a text field) or .csv (a text column)."
 EXAMPLE_HELP = (
     f"Builds a corrupted file on the chosen model (right padding read at -1, batches of {EXAMPLE_BATCH}) and audits it."
+)
+CHAT_HELP = (
+    "Format each plain text as one user turn with the model's chat template, as the file's pipeline did "
+    "(chat 'messages' lines are always formatted)."
+)
+GENERATION_PROMPT_HELP = (
+    "End each chat-formatted text in the assistant's header (add_generation_prompt=True), as texts made for "
+    "generation are. Needs Format as chat or chat 'messages'."
 )
 ALL_LAYERS = "all (or the layers in the file's metadata)"
 LAYERS_HELP = "Comma-separated hidden_states indices, when the file holds some layers only."
@@ -60,7 +70,16 @@ st.markdown(
     "defect to name the one that made them."
 )
 
-ui.set_defaults({KEY_LAYER: -1, KEY_SAMPLE: DEFAULT_SAMPLE, KEY_FORENSICS: True, KEY_POOLING: FROM_FILE})
+ui.set_defaults(
+    {
+        KEY_LAYER: -1,
+        KEY_SAMPLE: DEFAULT_SAMPLE,
+        KEY_FORENSICS: True,
+        KEY_POOLING: FROM_FILE,
+        KEY_CHAT: False,
+        KEY_GENERATION_PROMPT: False,
+    }
+)
 files_column, options_column = st.columns([3, 2])
 with files_column:
     states_upload = st.file_uploader("Stored states", type=STATE_TYPES, key="audit.states", help=STATES_HELP)
@@ -76,6 +95,11 @@ with options_column:
         "Layers of an (N, L, d) file", key="audit.layers", placeholder=ALL_LAYERS, help=LAYERS_HELP
     )
     pooling = st.selectbox("Pooling of the stored states", POOLING_CHOICES, key=KEY_POOLING, help=POOLING_HELP)
+    chat_column, prompt_column = st.columns(2)
+    as_chat = chat_column.toggle("Format as chat", key=KEY_CHAT, help=CHAT_HELP)
+    generation_prompt = prompt_column.toggle(
+        "Add the generation prompt", key=KEY_GENERATION_PROMPT, help=GENERATION_PROMPT_HELP
+    )
     forensics = st.checkbox("Search for the cause (forensics)", key=KEY_FORENSICS)
 st.caption(
     f"Uploads are limited to {st.get_option('server.maxUploadSize')} MB per file here; for larger files run "
@@ -94,7 +118,9 @@ if audit_clicked or example_clicked:
     loaded = ui.load_model_or_error(settings) if example_clicked or inputs is not None else None
     if loaded is not None:
         chosen_pooling = None if pooling == FROM_FILE else pooling
-        result = ui.run_audit(loaded, inputs, int(layer), layers_text, int(sample), forensics, chosen_pooling)
+        result = ui.run_audit(
+            loaded, inputs, int(layer), layers_text, int(sample), forensics, chosen_pooling, as_chat, generation_prompt
+        )
         if result is not None:
             st.session_state[KEY_RESULT] = result
 
@@ -121,6 +147,22 @@ ui.metric_row(headline_metrics(report))
 
 st.subheader("Likely cause")
 ui.cause_message(report.likely_cause, report.cause, report.verdict)
+best = report.best_hypothesis
+if report.likely_cause is not None:
+    st.caption(f"Cause kind: `{report.cause_kind}` (docs/forensics.md lists each cause and its evidence).")
+for second in best.evidence.get("also", []) if best is not None else []:
+    st.warning(f"A second defect as well: **{second['name']}** ({second['cause_kind']}).", icon="➕")
+if best is not None and best.evidence.get("audit_with"):
+    st.info(
+        f"To check this file as it was made, audit again with `{best.evidence['audit_with']}` "
+        "(here: **Format as chat** / **Add the generation prompt**).",
+        icon="💬",
+    )
+if result.get("defect_figure") is not None:
+    st.plotly_chart(result["defect_figure"], key="audit.defect")
+if best is not None:
+    with st.expander(f"Evidence of {best.name} (JSON)"):
+        st.json(best.evidence)
 if report.likely_cause is not None:
     st.markdown(
         "To extract correct states: `python -m extraction extract --model NAME --texts FILE "

@@ -70,3 +70,115 @@ def add_noise(states: torch.Tensor, relative: float, seed: int = 0) -> torch.Ten
     noise = torch.randn(states.shape, generator=generator)
     noise = noise / noise.norm(dim=-1, keepdim=True) * states.norm(dim=-1, keepdim=True) * relative
     return states + noise
+
+
+# --- defects of real pipelines (issue 21), each written as a user writes it with plain transformers ---
+
+
+def _gather_last(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``hidden`` (B, T, d) read at each row's last real token (right padding, ``mask`` (B, T))."""
+    return hidden[torch.arange(hidden.shape[0]), mask.sum(1) - 1]  # (B, d)
+
+
+def unmasked_right_padded_states(model, tokenizer, texts: list[str], layer: int, batch_size: int = 8) -> torch.Tensor:
+    """Right padding **without** an attention mask (``model(input_ids)``, pads attended), read at
+    -1, as TransformerLens 4.3 does for right padding. (N, d) float32."""
+    rows = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start : start + batch_size], padding=True, padding_side="right", return_tensors="pt")
+        with torch.no_grad():
+            output = model(batch["input_ids"], output_hidden_states=True)
+        rows.append(output.hidden_states[layer][:, -1].float())
+    return torch.cat(rows)
+
+
+def length_sorted_states(model, tokenizer, texts: list[str], layer: int, batch_size: int = 4) -> torch.Tensor:
+    """Texts sorted by length for speed, each read correctly (right padding, the mask, gathered at its
+    last token), and the order never restored: row i is the i-th shortest text's state. (N, d)."""
+    order = sorted(range(len(texts)), key=lambda i: len(tokenizer(texts[i])["input_ids"]))
+    rows = []
+    for start in range(0, len(texts), batch_size):
+        chunk = [texts[i] for i in order[start : start + batch_size]]
+        batch = tokenizer(chunk, padding=True, padding_side="right", return_tensors="pt")
+        with torch.no_grad():
+            output = model(**batch, output_hidden_states=True)
+        rows.append(_gather_last(output.hidden_states[layer], batch["attention_mask"]).float())
+    return torch.cat(rows)
+
+
+def truncated_states(
+    model, tokenizer, texts: list[str], layer: int, max_length: int, side: str = "right", batch_size: int = 8
+) -> torch.Tensor:
+    """``tokenizer(..., truncation=True, max_length=max_length)``, right padding with the mask,
+    gathered at the last token kept: a longer text's row is the state at its token ``max_length``."""
+    rows = []
+    kept_side, tokenizer.truncation_side = tokenizer.truncation_side, side  # a tokenizer attribute, not an argument
+    try:
+        for start in range(0, len(texts), batch_size):
+            batch = tokenizer(
+                texts[start : start + batch_size],
+                padding=True,
+                padding_side="right",
+                truncation=True,
+                max_length=max_length,
+                return_tensors="pt",
+            )
+            with torch.no_grad():
+                output = model(**batch, output_hidden_states=True)
+            rows.append(_gather_last(output.hidden_states[layer], batch["attention_mask"]).float())
+    finally:
+        tokenizer.truncation_side = kept_side
+    return torch.cat(rows)
+
+
+def prepended_token_states(model, tokenizer, texts: list[str], layer: int, token: str | None = None) -> torch.Tensor:
+    """One text at a time with a token put before it (default the BOS token, as TransformerLens'
+    ``prepend_bos`` does), read at the last token. (N, d)."""
+    token_id = tokenizer.convert_tokens_to_ids(token or tokenizer.bos_token)
+    rows = []
+    for text in texts:
+        ids = torch.tensor([[token_id, *tokenizer(text)["input_ids"]]])
+        with torch.no_grad():
+            rows.append(model(ids, output_hidden_states=True).hidden_states[layer][0, -1].float())
+    return torch.stack(rows)
+
+
+def chat_formatted_states(
+    model, tokenizer, texts: list[str], layer: int, generation_prompt: bool = True
+) -> torch.Tensor:
+    """Each text rendered as one user turn with the chat template (``add_generation_prompt``), one
+    text at a time, read at the last token. (N, d)."""
+    rows = []
+    for text in texts:
+        ids = tokenizer.apply_chat_template(
+            [{"role": "user", "content": text}], add_generation_prompt=generation_prompt, tokenize=True
+        )
+        ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
+        with torch.no_grad():
+            output = model(torch.tensor([list(ids)]), output_hidden_states=True)
+        rows.append(output.hidden_states[layer][0, -1].float())
+    return torch.stack(rows)
+
+
+def transformer_lens_default_states(
+    model, tokenizer, texts: list[str], layer: int, batch_size: int = 8
+) -> torch.Tensor:
+    """TransformerLens 4.3's defaults: a BOS prepended to every text, right padding, no attention
+    mask, read at -1 (two defects at once). (N, d)."""
+    bos = tokenizer.bos_token_id
+    rows = []
+    for start in range(0, len(texts), batch_size):
+        ids = [[bos, *tokenizer(text)["input_ids"]] for text in texts[start : start + batch_size]]
+        width = max(len(i) for i in ids)
+        input_ids = torch.tensor([i + [tokenizer.pad_token_id] * (width - len(i)) for i in ids])
+        with torch.no_grad():
+            output = model(input_ids, output_hidden_states=True)
+        rows.append(output.hidden_states[layer][:, -1].float())
+    return torch.cat(rows)
+
+
+def reused_buffer(states: torch.Tensor, rows: list[int]) -> torch.Tensor:
+    """A copy of ``states`` where every row of ``rows`` holds the first one's state (a buffer reused)."""
+    out = states.clone()
+    out[rows] = states[rows[0]]
+    return out

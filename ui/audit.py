@@ -1,18 +1,21 @@
 """The work behind the Audit page's buttons: audit the uploaded states (or the worked example)
-with a progress bar and the model held."""
+with a progress bar and the model held, and the picture of the defect it names."""
 
 from __future__ import annotations
 
 from typing import TypedDict
 
+import plotly.graph_objects as go
 import streamlit as st
 
+from extraction import plotting
 from extraction.audit import AuditReport, audit_states
 from extraction.chat import TextItem, format_texts
 from extraction.examples import example_states
 from extraction.export import parse_layers
 from extraction.models import LoadedModel
 from extraction.stored_states import StoredStates
+from extraction.texts import tokenize_texts
 from ui.work import run_guarded
 
 
@@ -21,7 +24,8 @@ class AuditRun(TypedDict):
 
     report: AuditReport
     model_description: str
-    texts: list[str]  # every text of the file, in row order
+    texts: list[str]  # every text of the file, in row order (chat-formatted as asked)
+    defect_figure: go.Figure | None  # what happened to one text (plotting.defect_figure), where a picture helps
 
 
 def run_audit(
@@ -32,15 +36,19 @@ def run_audit(
     sample: int,
     forensics: bool,
     pooling: str | None = None,
+    as_chat: bool = False,
+    generation_prompt: bool = False,
 ) -> AuditRun | None:
     """:func:`~extraction.audit.audit_states` of ``inputs`` (None: the worked example of
     :mod:`extraction.examples`, built on ``loaded``) with a progress bar and the model held;
     ``layer`` applies to an (N, d) file, ``layers_text`` to an (N, L, d) one, ``sample`` 0 means
-    every text, ``pooling`` None the pooling the file records. None after an ``st.error`` when it fails."""
+    every text, ``pooling`` None the pooling the file records; ``as_chat`` formats every plain text as
+    one user turn with the chat template, ending in the generation prompt with ``generation_prompt``
+    (:func:`~extraction.chat.format_texts`). None after an ``st.error`` when it fails."""
 
     def audit() -> AuditRun:
         states, items = inputs if inputs is not None else example_states(loaded)
-        texts = format_texts(items, loaded.tokenizer, False, loaded.name)  # chat 'messages' lines rendered
+        texts = format_texts(items, loaded.tokenizer, as_chat, loaded.name, generation_prompt)
         is_one_layer = states.tensor.dim() == 2
         num_states = loaded.num_hidden_layers + 1
         layers = parse_layers(layers_text, num_states) if layers_text.strip() and not is_one_layer else None
@@ -67,6 +75,12 @@ def run_audit(
             )
         finally:
             bar.empty()
-        return AuditRun(report=report, model_description=loaded.description, texts=texts)
+
+        def tokens_of(row: int) -> list[str]:
+            ids = tokenize_texts(loaded.tokenizer, [texts[row]], max_tokens=loaded.context_length).token_ids[0]
+            return [loaded.tokenizer.decode([token]) for token in ids]
+
+        figure = plotting.defect_figure(report, tokens_of)
+        return AuditRun(report=report, model_description=loaded.description, texts=texts, defect_figure=figure)
 
     return run_guarded(audit, prefix="The audit failed", hold_model=True)

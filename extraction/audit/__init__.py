@@ -33,10 +33,27 @@ bounds:
   without a mask; the pack start is searched up to :data:`MAX_PACK_LOOKBACK` texts back
   (an exact checked row is a pack start, which bounds the search), and pack sizes that
   give those starts are reported;
+* ``order``: the rows are other texts' correct states, found from one matrix of cosines
+  between the checked texts' fresh states and every stored row (:mod:`.order`; the
+  length-sorted order is named);
+* ``duplicate-rows``: rows identical to another text's row (:mod:`.duplicates`);
+* ``truncated``: texts longer than N tokens cut to N, N bounded by the rows that match and
+  those that differ, the side named (:mod:`.truncation`);
+* ``special-tokens``: a special token added or dropped at the start or end (:mod:`.special_tokens`);
+* ``chat-template``: the chat template applied (with or without the generation prompt) or
+  not (:mod:`.chat_template`);
 * ``dtype``: single-sample extraction with the model cast to bfloat16 / float16 (and
   whether every stored value is exactly representable in that dtype);
 * ``pre-norm``: the stored last layer is the last block's output before the final norm;
 * ``wrong-layer``: the stored layer(s) match other (neighbouring) hidden states.
+
+``right-naive`` and ``packed-naive`` each try the variants people write: right padding
+with the attention mask and without one (pads attended), packing with position ids reset
+per text and running on. When no single hypothesis reproduces the rows, the layout ones are
+tried again on the texts with a special token added at the start (:mod:`.compound`:
+TransformerLens' defaults, a BOS and unmasked right padding): the layout defect is named, the
+token listed in its evidence's ``also``. docs/forensics.md lists each cause, its evidence and
+its JSON keys.
 
 If no hypothesis reproduces every tested row, the likely cause is ``"unknown"``: the
 audit does not guess.
@@ -44,7 +61,7 @@ audit does not guess.
 Modules: :mod:`.report` (the result dataclasses), :mod:`.check` (stored rows against fresh
 ones), :mod:`.reproduce` (forward passes on custom layouts), :mod:`.batching` (which batch
 and pack sizes fit, pure), :mod:`.evidence` and :mod:`.forensics` (the hypotheses) and
-:mod:`.run` (:func:`audit_states`, which ties them together).
+:mod:`.run` (:func:`audit_states`, which ties them together); one module per further hypothesis.
 """
 
 from __future__ import annotations

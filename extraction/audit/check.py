@@ -109,7 +109,7 @@ def check_rows(
     bit_exact = (stored == fresh.hidden).flatten(1).all(1)  # (K,)
     norm_ratio = (stored.double().norm(dim=-1) / fresh.hidden.double().norm(dim=-1).clamp(min=1e-12)).float()
     if pooling != "last":
-        return RowCheck(similarity, relative_l2, bit_exact, norm_ratio, None, None, None, None)
+        return RowCheck(similarity, relative_l2, bit_exact, norm_ratio, None, None, None, None, fresh=fresh.hidden)
     lens_position = int(np.argmax(layers))
     is_last = layers[lens_position] == num_states - 1
     atol, rtol = logit_tolerance(loaded.dtype)
@@ -129,6 +129,7 @@ def check_rows(
         top1_fresh=metrics.top1_agrees(fresh_logits, reference, atol, rtol),
         top1_same=metrics.top1_agrees(stored_logits, fresh_logits, atol, rtol),
         top1_stored_renormed=renormed,
+        fresh=fresh.hidden,
     )
 
 
@@ -163,6 +164,7 @@ def concat_checks(checks: list[RowCheck]) -> RowCheck:
         top1_same=joined("top1_same"),
         top1_stored_renormed=joined("top1_stored_renormed"),
         rows_differ=joined("rows_differ"),
+        fresh=joined("fresh"),
     )
 
 

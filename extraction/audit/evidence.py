@@ -8,11 +8,12 @@ under ``tokens``; candidates have one more leading dimension. A candidate of ano
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 
+from ..extract import extract_states
 from ..pooling import DEFAULT_POOLING, Pooling
 from ..texts import TokenizedTexts
 from ..verdicts import CORRUPTED_RELATIVE_L2, CauseKind
@@ -44,6 +45,8 @@ class Evidence:
     stored_dtype: str = "float32"  # the dtype in the file
     pooling: Pooling = DEFAULT_POOLING  # how the file pooled each text's states
     offsets: torch.Tensor | None = None  # (N + 1,) under tokens
+    checked: list[int] = field(default_factory=list)  # every re-extracted text, in the order of fresh_checked
+    fresh_checked: torch.Tensor | None = None  # (K, L, d) their fresh states at the stored layers (None: tokens)
 
     def stored_row(self, row: int) -> torch.Tensor:
         """Text ``row``'s stored state (L, d), or its stored rows (m, L, d) under tokens."""
@@ -61,6 +64,20 @@ class Evidence:
         if stored_row.shape != fresh_row.shape:
             return -1.0
         return float(row_scores(stored_row, fresh_row[None])[0])
+
+
+def fresh_states(ev: Evidence, tokenized: TokenizedTexts) -> torch.Tensor:
+    """``tokenized``'s correct states (each text alone; one right-padded batch, read at each text's
+    last token) at the stored layers, pooled as the file was: (C, L, d) float32."""
+    return extract_states(
+        ev.loaded,
+        tokenized,
+        "right",
+        batch_size=len(tokenized),
+        layers=ev.layers,
+        keep_logits=False,
+        pooling=ev.pooling,
+    ).hidden
 
 
 def row_scores(stored_row: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:

@@ -32,10 +32,14 @@ from ..strategies import MAX_PACK_TOKENS
 from ..texts import TokenizedTexts
 from ..verdicts import EXACT_COSINE
 from .batching import consistent_batchings, consistent_pack_sizes, describe_batchings
+from .chat_template import chat_template_hypothesis
 from .check import subset
+from .compound import two_defects
+from .duplicates import duplicate_rows_hypothesis
 from .evidence import Evidence, RowSearch
 from .layers import TITLE as WRONG_LAYER_TITLE
 from .layers import wrong_layer_hypothesis
+from .order import order_hypothesis
 from .pattern import DifferencePattern, difference_pattern
 from .precision import DTYPE_TITLE, dtype_hypothesis, kernels_hypothesis
 from .report import AuditProgress, Hypothesis, RowCheck
@@ -47,6 +51,8 @@ from .reproduce import (
     shifted_positions_layout,
     states_at,
 )
+from .special_tokens import special_tokens_hypothesis
+from .truncation import truncated_hypothesis
 
 if TYPE_CHECKING:
     from ..models import LoadedModel
@@ -72,6 +78,12 @@ def _choices_json(values: Sequence[int]) -> int | list[int]:
     return int(values[0]) if len(values) == 1 else [int(v) for v in sorted(values)]
 
 
+def _variant(by_row: dict[int, bool]) -> bool | None:
+    """The one variant every reproduced row had (True/False), or None (none, or mixed)."""
+    values = set(by_row.values())
+    return values.pop() if len(values) == 1 else None
+
+
 def _rows_text(values: dict[int, list[int]], unit: str) -> str:
     items = [f"text {row + 1} -> {_choices_text(value)}{unit}" for row, value in list(values.items())[:4]]
     return ", ".join(items) + (" ..." if len(values) > 4 else "")
@@ -84,24 +96,34 @@ RIGHT_NAIVE_TITLES = {
 }
 
 
-def _right_naive_candidates(ev: Evidence, row: int, width: int) -> tuple[torch.Tensor, list[int]] | None:
-    """The row's reproductions right-padded to each length it can have been padded to, and those
-    lengths; None when it cannot have been padded (already the longest, or as many rows as tokens)."""
+def _right_naive_candidates(ev: Evidence, row: int, width: int) -> tuple[torch.Tensor, list[int], list[bool]] | None:
+    """The row's reproductions right-padded to each length it can have been padded to, with the
+    attention mask and without one (``model(input_ids)``: the pads attend), those lengths and
+    whether each had the mask; None when a tokens file has no more rows than tokens."""
     ids = ev.tokenized.token_ids[row]
     n = len(ids)
+    pad = ev.loaded.pad_token_id
     if ev.pooling == "tokens":
         padded = len(ev.stored_row(row))  # every column kept: the row count is the padded length
         if padded <= n:
             return None
-        layout = right_padded_layout(ids, padded, ev.loaded.pad_token_id)
-        return states_at(ev.loaded, layout, ev.layers, "tokens"), [padded]  # (1, P, L, d)
-    if n >= width:  # the longest text is never padded
-        return None
-    layout = right_padded_layout(ids, width, ev.loaded.pad_token_id)
-    widths = list(range(n + 1, width + 1))
-    if ev.pooling == "mean":
-        return padded_means(ev.loaded, layout, ev.layers, widths), widths  # (C, L, d)
-    return states_at(ev.loaded, layout, ev.layers)[1:], widths  # (C, L, d): read at -1 of each padded length
+        both = [states_at(ev.loaded, right_padded_layout(ids, padded, pad, m), ev.layers, "tokens") for m in BOTH]
+        return torch.cat(both), [padded] * 2, list(BOTH)  # (2, P, L, d)
+    # From P = n (not padded: the longest text of its batch, which matters once a token was added to
+    # every text, see .compound) to the longest text.
+    widths = list(range(n, width + 1))
+    candidates = []
+    for masked in BOTH:
+        layout = right_padded_layout(ids, width, pad, masked)
+        if ev.pooling == "mean":
+            candidates.append(padded_means(ev.loaded, layout, ev.layers, widths))  # (C, L, d)
+        else:
+            candidates.append(states_at(ev.loaded, layout, ev.layers))  # (C, L, d): read at -1 of each length
+    return torch.cat(candidates), widths * 2, [m for m in BOTH for _ in widths]
+
+
+#: A variant on, then off: right-naive with the attention mask, then without; packed-naive ids reset, then not.
+BOTH = (True, False)
 
 
 def _hypothesis_right_naive(ev: Evidence) -> Hypothesis:
@@ -110,15 +132,19 @@ def _hypothesis_right_naive(ev: Evidence) -> Hypothesis:
     width = max(lengths)
     search = RowSearch(ev)
     inferred: dict[int, list[int]] = {}
+    masked: dict[int, bool] = {}
     for row in ev.rows:
         found = _right_naive_candidates(ev, row, width)
         if found is None:
             search.skip(row)
             break
-        candidates, widths = found
+        candidates, widths, with_mask = found
         if not search.score(row, candidates):
             break
-        inferred[row] = [widths[k] for k in search.tied[row]]
+        best = search.best[row]
+        if widths[best] > lengths[row]:  # padded: whether the pads were masked shows
+            masked[row] = with_mask[best]
+        inferred[row] = sorted({widths[k] for k in search.tied[row] if with_mask[k] == with_mask[best]})
     known = {**{r: lengths[r] for r in ev.exact_checked}, **inferred}
     longer = [r for r in ev.affected_checked if r not in inferred]
     batchings = consistent_batchings(lengths, known, longer) if inferred else {}
@@ -127,14 +153,16 @@ def _hypothesis_right_naive(ev: Evidence) -> Hypothesis:
         "padded_length_by_row": {str(r): _choices_json(p) for r, p in inferred.items()},
         "padded_length_is_a_text_length": {str(r): bool(set(p) & lengths_set) for r, p in inferred.items()},
         "consistent_batch_sizes": batchings,
+        "attention_mask": _variant(masked),
     }
     what = {
         "last": "pad-token states",
         "mean": "means over the padded rows, pads counted,",
         "tokens": "the padded rows' every column, pads kept as rows,",
     }[ev.pooling]
+    mask = {True: "", False: " without an attention mask (the pads attended)", None: ""}[_variant(masked)]
     detail = (
-        f"the stored rows are {what} at padded lengths {_rows_text(inferred, ' tokens')} "
+        f"the stored rows are {what}{mask} at padded lengths {_rows_text(inferred, ' tokens')} "
         f"(reproduction cosine {min(search.repro_cosines, default=float('nan')):.6f}); "
         + (describe_batchings(batchings) if inferred else "")
     )
@@ -192,6 +220,7 @@ def _hypothesis_packed_naive(ev: Evidence) -> Hypothesis:
     token_ids, lengths = ev.tokenized.token_ids, ev.tokenized.lengths
     search = RowSearch(ev)
     inferred: dict[int, list[int]] = {}
+    reset_by_row: dict[int, bool] = {}
     exact = sorted(ev.exact_checked)
     for row in ev.rows:
         # An exact checked row c < row starts a pack, so row's pack starts at c or later.
@@ -204,20 +233,32 @@ def _hypothesis_packed_naive(ev: Evidence) -> Hypothesis:
         if not starts:
             search.skip(row)
             break
-        layout = concatenated_layout([token_ids[s : row + 1] for s in starts], ev.loaded.pad_token_id)
-        if not search.score(row, states_at(ev.loaded, layout, ev.layers, ev.pooling)):
+        packs = [token_ids[s : row + 1] for s in starts]
+        candidates = torch.cat(
+            [
+                states_at(ev.loaded, concatenated_layout(packs, ev.loaded.pad_token_id, reset), ev.layers, ev.pooling)
+                for reset in BOTH
+            ]
+        )  # (2C, L, d): position ids reset per text, then running on
+        if not search.score(row, candidates):
             break
-        inferred[row] = sorted(starts[k] for k in search.tied[row])
+        reset_by_row[row] = search.best[row] < len(starts)
+        inferred[row] = sorted(
+            {starts[k % len(starts)] for k in search.tied[row] if (k < len(starts)) == reset_by_row[row]}
+        )
     known = {**{r: r for r in ev.exact_checked}, **inferred}
     not_start = [r for r in ev.affected_checked if r not in inferred]
     sizes = consistent_pack_sizes(len(lengths), known, not_start) if inferred else []
     evidence = {
         "pack_start_by_row": {str(r): _choices_json(s) for r, s in inferred.items()},
         "consistent_pack_sizes": sizes,
+        "position_ids_reset": _variant(reset_by_row),
     }
     listed = ", ".join(str(s) for s in sizes[:6]) + (" ..." if len(sizes) > 6 else "")
+    positions = {True: "position ids reset per text", False: "position ids running on", None: "position ids mixed"}
     detail = (
-        f"the stored rows are the texts read after the texts before them (pack start: "
+        f"the stored rows are the texts read after the texts before them, {positions[_variant(reset_by_row)]} "
+        f"(pack start: "
         f"{_rows_text({r: [s + 1 for s in starts] for r, starts in inferred.items()}, '')}; "
         f"reproduction cosine {min(search.repro_cosines, default=float('nan')):.6f}); "
         + (f"consistent with packs of {listed} texts in input order" if sizes else "no fixed pack size fits")
@@ -247,7 +288,7 @@ def _hypothesis_pre_norm(ev: Evidence) -> Hypothesis:
         f"{min(search.repro_cosines, default=float('nan')):.6f}); hidden_states[-1] is already normed in "
         "transformers, so lm_head on these states needs the final norm first"
     )
-    return search.result("pre-norm", title, detail, {"layer": num_states - 1})
+    return search.result("pre-norm", title, detail, {"layer": num_states - 1}, "other-layer")
 
 
 UNTESTED_UNDER_TOKENS = "not tested under tokens pooling (per-token files are tested for padding defects)"
@@ -264,10 +305,19 @@ def _per_text_only(hypothesis: Callable[[Evidence], Hypothesis], name: str, titl
     return run
 
 
-HYPOTHESES: dict[str, Callable[[Evidence], Hypothesis]] = {
+#: The layout defects: padding and packing (tried again on texts with a token added, :mod:`.compound`).
+LAYOUT_HYPOTHESES: dict[str, Callable[[Evidence], Hypothesis]] = {
     "right-naive": _hypothesis_right_naive,
     "left-naive": _hypothesis_left_naive,
     "packed-naive": _hypothesis_packed_naive,
+}
+HYPOTHESES: dict[str, Callable[[Evidence], Hypothesis]] = {
+    **LAYOUT_HYPOTHESES,
+    "order": order_hypothesis,
+    "duplicate-rows": duplicate_rows_hypothesis,
+    "truncated": truncated_hypothesis,
+    "special-tokens": special_tokens_hypothesis,
+    "chat-template": chat_template_hypothesis,
     "dtype": _per_text_only(dtype_hypothesis, "dtype", DTYPE_TITLE),
     "pre-norm": _hypothesis_pre_norm,
     "wrong-layer": _per_text_only(wrong_layer_hypothesis, "wrong-layer", WRONG_LAYER_TITLE),
@@ -313,6 +363,8 @@ def run_forensics(
         stored_dtype=stored_dtype,
         pooling=pooling,
         offsets=offsets,
+        checked=list(checked),
+        fresh_checked=check.fresh,
     )
     results = []
     for number, (name, hypothesis) in enumerate(HYPOTHESES.items()):
@@ -321,6 +373,9 @@ def run_forensics(
         started = time.perf_counter()
         results.append(hypothesis(evidence))
         logger.info("hypothesis %s: %s (%.1f s)", name, results[-1].status, time.perf_counter() - started)
+    both = two_defects(evidence, LAYOUT_HYPOTHESES, results)
+    if both is not None:
+        results = [both if h.name == both.name else h for h in results]
     results.append(kernels_hypothesis(evidence, results))
     if progress is not None:
         progress("forensics", len(HYPOTHESES), len(HYPOTHESES))
@@ -328,9 +383,11 @@ def run_forensics(
 
 
 def likely_cause(hypotheses: Sequence[Hypothesis]) -> Hypothesis | None:
-    """The reproduced hypothesis with the highest reproduction cosine; else one the pattern of
-    the differences names (status ``consistent``: ``kernels``); else None."""
+    """The reproduced hypothesis with the highest reproduction cosine, ``duplicate-rows`` last (rows
+    that are equal because their texts were made equal, cut to the same first tokens say, are
+    explained by what made them so); else one the pattern of the differences names (status
+    ``consistent``: ``kernels``); else None."""
     reproduced = [h for h in hypotheses if h.status == "reproduced"]
     if reproduced:
-        return max(reproduced, key=lambda h: h.reproduction_cosine)
+        return max(reproduced, key=lambda h: (h.name != "duplicate-rows", h.reproduction_cosine))
     return next((h for h in hypotheses if h.status == "consistent"), None)

@@ -66,8 +66,24 @@ def wrong_layer_hypothesis(ev: Evidence) -> Hypothesis:
             break
     words, offset = describe_mapping(ev.layers, mapping)
     evidence["offset"] = offset
+    moved = [(n, a) for n, a in zip(ev.layers, mapping, strict=True) if n != a]
     detail = (
-        f"{words}; cosine {min(search.repro_cosines, default=float('nan')):.6f} "
-        "(hidden_states[0] is the embeddings, block k's output is hidden_states[k])"
+        f"{words}; cosine {min(search.repro_cosines, default=float('nan')):.6f}; "
+        + "; ".join(convention_words(n, a) for n, a in moved[:2])
+        + ("; ..." if len(moved) > 2 else "")
     )
-    return search.result("wrong-layer", TITLE, detail, evidence)
+    return search.result("wrong-layer", TITLE, detail, evidence, "other-layer")
+
+
+def convention_words(named: int, actual: int) -> str:
+    """What ``hidden_states[actual]`` stored as ``hidden_states[named]`` is, in both conventions of
+    counting layers (pure): ``hidden_states[k + 1]`` is the output of decoder layer k counted from 0,
+    which nnsight calls ``layers[k]`` and TransformerLens ``blocks.k``."""
+    if actual == 0:
+        return f"stored as hidden_states[{named}], it is hidden_states[0]: the embeddings, before any decoder layer"
+    block = actual - 1
+    return (
+        f"stored as hidden_states[{named}], it is hidden_states[{actual}]: the output of decoder layer {block} "
+        f"counted from 0, e.g. nnsight `layers[{block}]` or TransformerLens `blocks.{block}.hook_resid_post` "
+        f"(hidden_states[k] is the output of layer k counted from 1)"
+    )

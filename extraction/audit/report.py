@@ -25,7 +25,22 @@ from .row_check import RowCheck
 #: ``likely_cause`` values besides None (exact): strategy names from ``compare`` and other defects.
 #: ``kernels`` is float32 rounding of another build or device (TF32 matmuls, another BLAS, other
 #: library versions): nothing reproduces it here, the pattern of the differences names it.
-CAUSES = ("right-naive", "left-naive", "packed-naive", "dtype", "pre-norm", "wrong-layer", "kernels", "unknown")
+#: docs/forensics.md describes each, its evidence and its JSON keys.
+CAUSES = (
+    "right-naive",
+    "left-naive",
+    "packed-naive",
+    "order",
+    "duplicate-rows",
+    "truncated",
+    "special-tokens",
+    "chat-template",
+    "dtype",
+    "pre-norm",
+    "wrong-layer",
+    "kernels",
+    "unknown",
+)
 #: ``consistent``: a cause named by the pattern of the differences, with nothing to reproduce (``kernels``).
 HypothesisStatus = Literal["reproduced", "consistent", "partial", "rejected", "not applicable"]
 REPRODUCE_COSINE = 0.999  # a reproduction must reach this cosine with the stored row, at every stored layer

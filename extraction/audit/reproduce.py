@@ -3,7 +3,7 @@ states a layout gives its texts under a pooling (:func:`states_at`, pooled as ex
 :func:`extraction.pooling.pooled_positions` and :func:`~extraction.pooling.pool_rows` over the
 layout's ``pool_ids``), the pooled means of a right-padded row at every padded length at once
 (:func:`padded_means`), the pre-norm last state, and the layouts of right padding, shifted
-positions and unmasked packing."""
+positions, unmasked packing and a text's every prefix."""
 
 from __future__ import annotations
 
@@ -110,11 +110,12 @@ def pre_norm_states(loaded: LoadedModel, tokenized: TokenizedTexts, pooling: Poo
     return torch.stack(captured)
 
 
-def right_padded_layout(token_ids: Sequence[int], width: int, pad_id: int) -> BatchLayout:
+def right_padded_layout(token_ids: Sequence[int], width: int, pad_id: int, masked: bool = True) -> BatchLayout:
     """One row: the text then pads up to ``width``; reads every position from the last real token on.
 
     Read k is position ``n - 1 + k``, i.e. position -1 of the text right-padded to length
-    ``n + k`` (k = 0 is the last real token itself)."""
+    ``n + k`` (k = 0 is the last real token itself). ``masked=False``: no attention mask (an
+    all-ones one, as ``model(input_ids)`` has), so the pads attend to each other too."""
     n = len(token_ids)
     input_ids = torch.full((1, width), pad_id, dtype=torch.long)  # (1, W)
     input_ids[0, :n] = torch.tensor(token_ids)
@@ -123,7 +124,17 @@ def right_padded_layout(token_ids: Sequence[int], width: int, pad_id: int) -> Ba
     cols = torch.arange(n - 1, width)
     # Pooled (mean/tokens), every column of the row counts, pads included, as right-naive pools.
     every_column = torch.zeros((1, width), dtype=torch.long)
-    return BatchLayout(input_ids, segment_ids, None, "padding", torch.zeros_like(cols), cols, pool_ids=every_column)
+    mask_kind = "padding" if masked else "none"
+    return BatchLayout(input_ids, segment_ids, None, mask_kind, torch.zeros_like(cols), cols, pool_ids=every_column)
+
+
+def prefix_layout(token_ids: Sequence[int]) -> BatchLayout:
+    """One row: the text alone; reads every position (read k is the state after its first k + 1
+    tokens: the text cut to k + 1 tokens, read at its last). Pooled, the text's every column."""
+    n = len(token_ids)
+    input_ids = torch.tensor([list(token_ids)], dtype=torch.long)  # (1, n)
+    segment_ids = torch.zeros((1, n), dtype=torch.long)
+    return BatchLayout(input_ids, segment_ids, None, "padding", torch.zeros(n, dtype=torch.long), torch.arange(n))
 
 
 def shifted_positions_layout(token_ids: Sequence[int], offsets: Sequence[int]) -> BatchLayout:
@@ -138,9 +149,12 @@ def shifted_positions_layout(token_ids: Sequence[int], offsets: Sequence[int]) -
     )
 
 
-def concatenated_layout(packs: Sequence[Sequence[Sequence[int]]], pad_id: int) -> BatchLayout:
-    """One row per pack: its texts concatenated, position ids restarting per text, no
-    separation between texts (each sees the ones before it), right-padded to the longest
+def concatenated_layout(
+    packs: Sequence[Sequence[Sequence[int]]], pad_id: int, reset_positions: bool = True
+) -> BatchLayout:
+    """One row per pack: its texts concatenated, position ids restarting per text (or, with
+    ``reset_positions=False``, running on over the pack, as ``model(torch.cat(ids))`` has them),
+    no separation between texts (each sees the ones before it), right-padded to the longest
     pack; reads the last token of each pack (pooled: the last text's tokens of each pack)."""
     rows = [[t for ids in pack for t in ids] for pack in packs]
     width = max(len(r) for r in rows)
@@ -152,7 +166,10 @@ def concatenated_layout(packs: Sequence[Sequence[Sequence[int]]], pad_id: int) -
         last_text[r, len(rows[r]) - len(pack[-1]) : len(rows[r])] = r
         input_ids[r, : len(rows[r])] = torch.tensor(rows[r])
         segment_ids[r, : len(rows[r])] = 0  # one segment: the texts are not separated
-        position_ids[r, : len(rows[r])] = torch.tensor([p for ids in pack for p in range(len(ids))])
+        running = range(len(rows[r]))
+        position_ids[r, : len(rows[r])] = torch.tensor(
+            [p for ids in pack for p in range(len(ids))] if reset_positions else list(running)
+        )
     ends = torch.tensor([len(r) - 1 for r in rows])
     return BatchLayout(
         input_ids, segment_ids, position_ids, "padding", torch.arange(len(rows)), ends, pool_ids=last_text

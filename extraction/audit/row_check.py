@@ -28,6 +28,7 @@ class RowCheck:
     top1_same: torch.Tensor | None  # (K,) bool: stored and fresh states give the same top-1 (near-tie counts)
     top1_stored_renormed: torch.Tensor | None  # (K,) bool: lm_head(final_norm(stored last)) gives the model's top-1
     rows_differ: torch.Tensor | None = None  # (K,) bool, tokens only: another row count than the text's tokens'
+    fresh: torch.Tensor | None = None  # (K, L, d) the fresh single-sample states (last/mean; None under tokens)
 
     @property
     def rows_match(self) -> bool:

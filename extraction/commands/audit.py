@@ -83,12 +83,12 @@ def format_report(report) -> str:
     if report.differences is not None and report.verdict != "exact":
         lines.append(f"rows: {report.differences.describe()}")
     if report.hypotheses:
-        lines += ["", f"{'hypothesis':<13} {'status':<15} {'repro cos':>10} {'fresh cos':>10} {'rows':>5}  evidence"]
+        lines += ["", f"{'hypothesis':<15} {'status':<15} {'repro cos':>10} {'fresh cos':>10} {'rows':>5}  evidence"]
         for h in report.hypotheses:
             repro = f"{h.reproduction_cosine:.6f}" if h.reproduction_cosine is not None else "-"
             fresh = f"{h.fresh_cosine:.6f}" if h.fresh_cosine is not None else "-"
             rows = f"{len(h.rows_reproduced)}/{len(h.rows_tested)}"
-            lines.append(f"{h.name:<13} {h.status:<15} {repro:>10} {fresh:>10} {rows:>5}  {h.detail}")
+            lines.append(f"{h.name:<15} {h.status:<15} {repro:>10} {fresh:>10} {rows:>5}  {h.detail}")
     return "\n".join(lines)
 
 

@@ -80,7 +80,7 @@ def rows_hypothesis(
         )
         return Hypothesis(
             "duplicate-rows", "rows copied from another text", status, None, None, list(tested_rows), reproduced,
-            detail, {"rows": {str(row): text for row, text in found.items()}}, "duplicate-rows",
+            detail, {"rows": {str(row): text for row, text in found.items()}}, "other-row",
         )  # fmt: skip
     reversed_rows = calls(list(reversed(texts)), "the same texts in reverse order (order probe)").blocks
     same_place = [row for row in found if not distance(reversed_rows[row], tested[row]).corrupted]
@@ -93,7 +93,7 @@ def rows_hypothesis(
     return Hypothesis(
         "order", "rows returned in another order than the texts", status, None, None, list(tested_rows), reproduced,
         f"rows in other places: {listed}{how}", {"rows": {str(row): text for row, text in found.items()},
-        "same_place_reversed": same_place}, "order",
+        "same_place_reversed": same_place}, "other-row",
     )  # fmt: skip
 
 

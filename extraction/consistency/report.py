@@ -14,8 +14,8 @@ from .floor import NoiseFloor
 SELF_CAUSES: dict[str, str] = {
     "padding": "pad-state",
     "packing": "cross-text",
-    "order": "order",
-    "duplicate-rows": "duplicate-rows",
+    "order": "other-row",
+    "duplicate-rows": "other-row",
     "rounding": "rounding",
     "kernels": "kernels",
     "not-repeatable": "unknown",

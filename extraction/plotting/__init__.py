@@ -10,12 +10,21 @@ through it: ``from extraction import plotting; plotting.one_minus_cosine_figure(
 * :mod:`.layouts`: batch layout and attention pictures (computed in :mod:`extraction.layout_views`);
 * :mod:`.probe`: probe accuracy, validation vs inference (one layer, or a sweep's layer with error
   bars), the gap across layers with its band, and the probe tables' column labels;
-* :mod:`.audit`: the audit histogram of a stored dataset, and the audit tables' column labels.
+* :mod:`.audit`: the audit histogram of a stored dataset, a picture of the defect found (the tokens fed
+  to the model: added, dropped, cut, pads; or where each text's state was stored), and the audit tables'
+  column labels.
 """
 
 from __future__ import annotations
 
-from .audit import AUDIT_COSINE_EDGES, HYPOTHESES_TABLE_COLUMNS, PER_TEXT_TABLE_COLUMNS, audit_cosine_histogram
+from .audit import (
+    AUDIT_COSINE_EDGES,
+    HYPOTHESES_TABLE_COLUMNS,
+    PER_TEXT_TABLE_COLUMNS,
+    audit_cosine_histogram,
+    defect_figure,
+    defect_tokens,
+)
 from .comparison import (
     cosine_by_layer_figure,
     cosine_heatmap_figure,
@@ -66,6 +75,8 @@ __all__ = [
     "VERDICT_TEXT_COLORS",
     "attention_figure",
     "audit_cosine_histogram",
+    "defect_figure",
+    "defect_tokens",
     "batch_layout_figure",
     "cosine_by_layer_figure",
     "cosine_heatmap_figure",

@@ -52,7 +52,7 @@ def test_example_is_diagnosed_with_histogram_and_evidence():
     _assert_no_exception(at)
     assert "corrupted" in at.markdown[[m.value.startswith("## Verdict") for m in at.markdown].index(True)].value
     assert any("right-naive" in error.value and "batch size 4" in error.value for error in at.error)
-    assert len(at.get("plotly_chart")) == 1
+    assert len(at.get("plotly_chart")) == 2  # the pads read (what happened to one text) and the histogram
     hypotheses_table, per_text_table = at.dataframe  # in page order
     hypotheses = hypotheses_table.value
     reproduced = hypotheses[hypotheses["status"] == "reproduced"]["hypothesis"].tolist()
@@ -144,3 +144,27 @@ def test_a_mean_file_audited_under_the_chosen_pooling():
     report = at.session_state["audit.result"]["report"]
     assert (report.pooling, report.verdict, report.likely_cause) == ("mean", "corrupted", "right-naive")
     assert any("pooling `mean`" in caption.value for caption in at.caption)
+
+
+def test_a_file_made_with_the_generation_prompt_is_named_then_audits_exact_with_both_toggles():
+    from tests.third_party import chat_formatted_states
+
+    loaded = load_model("tiny-random-llama")
+    texts = SAMPLE_TEXTS[:4]
+    stored = chat_formatted_states(loaded.model, loaded.tokenizer, texts, -1, generation_prompt=True)
+    at = _page("tiny-random-llama")
+    at.file_uploader(key="audit.states").set_value(
+        ("states.safetensors", save({"states": stored.contiguous()}), "application/octet-stream")
+    )
+    at.file_uploader(key="audit.texts").set_value(("texts.txt", ("\n".join(texts) + "\n").encode(), "text/plain"))
+    at.button(key="audit.run").click()
+    at.run()
+    _assert_no_exception(at)
+    assert any("chat-template" in error.value for error in at.error)
+    assert any("--chat-template --generation-prompt" in info.value for info in at.info)
+    at.toggle(key="audit.chat").set_value(True)
+    at.toggle(key="audit.generation_prompt").set_value(True)
+    at.button(key="audit.run").click()
+    at.run()
+    _assert_no_exception(at)
+    assert any("match single-sample extraction" in s.value for s in at.success)

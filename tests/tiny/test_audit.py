@@ -156,11 +156,15 @@ def test_pre_norm_states(setup):
 def test_an_unexplained_defect_is_unknown(gpt2):
     loaded, tokenized = gpt2
     single = extract_states(loaded, tokenized, "single", keep_logits=False).hidden
-    stored = single.roll(1, dims=0)  # every row belongs to the previous text
+    stored = single.flip(-1)  # every vector's dimensions reversed: no known defect does that
     report = audit_states(loaded, tokenized, stored)
     assert report.verdict == "corrupted"
     assert report.likely_cause == "unknown"
     assert all(h.status not in ("reproduced", "consistent") for h in report.hypotheses)
+    # Every row belonging to the previous text was unexplained before issue 21; it is a reordering.
+    report = audit_states(loaded, tokenized, single.roll(1, dims=0))
+    assert (report.likely_cause, report.cause_kind) == ("order", "other-row")
+    assert report.best_hypothesis.evidence["rows_moved"] == len(tokenized)
 
 
 def test_sampling_json_and_frames(gpt2, tmp_path):

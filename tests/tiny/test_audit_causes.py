@@ -92,7 +92,7 @@ def test_corrupted_rows_are_never_kernels(tiny_gpt2):
     clean = extract_states(tiny_gpt2, tokenized, "single", keep_logits=False).hidden
     stored = clean.roll(1, dims=0)
     report = audit_states(tiny_gpt2, tokenized, stored)
-    assert report.verdict == "corrupted" and report.likely_cause == "unknown"
+    assert report.verdict == "corrupted" and report.likely_cause == "order"  # rows moved (issue 21)
     assert _hypothesis(report, "kernels").status == "rejected"
     assert report.to_dict()["differences"]["n_corrupted"] > 0
 

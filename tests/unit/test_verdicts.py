@@ -64,9 +64,11 @@ def test_cause_kinds_are_the_documented_closed_set():
         "pad-state",
         "position-shift",
         "cross-text",
-        "order",
-        "duplicate-rows",
+        "window",
         "rounding",
         "kernels",
+        "other-layer",
+        "other-tokens",
+        "other-row",
         "unknown",
     )
