@@ -19,7 +19,7 @@ import torch
 
 from .extract import ExtractionResult
 from .strategy_comparison import StrategyComparison
-from .verdicts import CORRUPTED_RELATIVE_L2, EXACT_COSINE, CauseKind, corrupted_rows
+from .verdicts import EXACT_COSINE, CauseKind, corrupted_rows, rounding_bound
 
 if TYPE_CHECKING:
     from .models import LoadedModel
@@ -35,6 +35,7 @@ class ModelFacts:
     attn_implementation: str
     pad_token_id: int
     is_random: bool
+    attention_window: int | None = None  # sliding/local window the config states, in tokens
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel) -> ModelFacts:
@@ -45,6 +46,7 @@ class ModelFacts:
             loaded.attn_implementation,
             loaded.pad_token_id,
             loaded.is_random,
+            loaded.attention_window,
         )
 
 
@@ -76,7 +78,7 @@ def diagnose(comparison: StrategyComparison, reference: ExtractionResult, facts:
     per_text_rel = comparison.relative_l2.nan_to_num(float("inf")).max(1).values  # (N,)
     top1_differs = ~comparison.top1_same if comparison.top1_same is not None else torch.zeros(n, dtype=torch.bool)
     rows_differ = comparison.rows_differ if comparison.rows_differ is not None else torch.zeros(n, dtype=torch.bool)
-    affected = (per_text_min < EXACT_COSINE) | top1_differs | (per_text_rel > CORRUPTED_RELATIVE_L2) | rows_differ
+    affected = (per_text_min < EXACT_COSINE) | top1_differs | (per_text_rel > rounding_bound(facts.dtype)) | rows_differ
     pad_read = ext.read_is_pad  # (N,) from the layout's segment ids
     other_token = ~pad_read & (ext.read_token_ids != reference.read_token_ids)  # (N,) a real token, not the last
     shifted = ext.read_position_ids != reference.read_position_ids
@@ -108,7 +110,8 @@ def diagnose(comparison: StrategyComparison, reference: ExtractionResult, facts:
         return "none", f"Matches single-sample extraction at every layer (min cosine {worst:.6f})."
     # Structural defects show as large errors; reduced precision adds small ones to every
     # text. Explain the clearly wrong texts when there are any, else every affected one.
-    severe = corrupted_rows(per_text_min, per_text_rel)  # (N,)
+    # In float32 anything above float32 rounding is structural (verdicts.rounding_bound).
+    severe = corrupted_rows(per_text_min, per_text_rel, facts.dtype)  # (N,)
     target = severe if severe.any() else affected  # (N,) the texts a cause must explain
     k = _count(target)
     majority = max(1, k // 2)
@@ -141,6 +144,20 @@ def diagnose(comparison: StrategyComparison, reference: ExtractionResult, facts:
             f"model adds absolute position embeddings, so {_count(target & shifted)} of {n} texts differ from the "
             f"embeddings (layer 0) on{rounding}."
         )
+    after_text = ext.after_other_text if ext.after_other_text is not None else torch.zeros(n, dtype=torch.bool)
+    after_pad = ext.after_padding if ext.after_padding is not None else torch.zeros(n, dtype=torch.bool)
+    if severe.any() and (target == after_text).all() and not (target & ext.saw_other_text).any():
+        return "cross-text", (
+            f"The mask hid the other texts, yet the {k} of {n} texts that differ are exactly those placed after "
+            f"another text in their row{layer_note}: a layer that does not read the mask (a recurrent or "
+            f"state-space state, a convolution) carried the earlier text into them{rounding}."
+        )
+    if severe.any() and (target == after_pad).all() and not (target & (ext.saw_padding | shifted)).any():
+        return "pad-state", (
+            f"The mask hid the padding, yet the {k} of {n} texts that differ are exactly those with padding before "
+            f"them in their row{layer_note}: a layer that does not read the attention mask (a recurrent or "
+            f"state-space state, a convolution) ran through the pads{rounding}."
+        )
     if severe.any() and (target & shifted).sum() >= majority and not (target & ~shifted).any():
         # Relative positions, yet the shifted texts are beyond rounding: the shift is the cause.
         return "position-shift", (
@@ -154,6 +171,18 @@ def diagnose(comparison: StrategyComparison, reference: ExtractionResult, facts:
             f"Texts attended to each other: the {k} of {n} texts that differ are exactly those that could see "
             f"another text's tokens; the {alone} with nothing before them "
             f"{f'only drift by {facts.dtype} rounding' if rounding else 'match'}."
+        )
+    longer = (
+        reference.read_position_ids + 1 > facts.attention_window  # (N,) texts longer than the window
+        if facts.attention_window
+        else torch.zeros(n, dtype=torch.bool)
+    )
+    if severe.any() and longer.any() and (target == longer).all() and not ext.saw_other_text.any():
+        return "window", (
+            f"The layout's mask replaced the model's attention window of {facts.attention_window} tokens (sliding "
+            f"or chunked): the {k} of "
+            f"{n} texts that differ are exactly those longer than the window{layer_note}, so they attended to "
+            f"tokens the model never shows them (a 4-D mask is used as given, window included){rounding}."
         )
     if (target & ext.saw_padding).sum() >= majority and not (target & ~ext.saw_padding).any():
         return "pad-state", (

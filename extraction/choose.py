@@ -96,7 +96,8 @@ class StrategyChoice:
 
     ``candidates`` holds one record per candidate layout, cheapest first: ``name``,
     ``estimated_seconds``, ``passes``, ``pad_fraction`` (of the computed positions) for
-    these texts, ``verdict`` on the probe (None when it was not needed), ``min_cosine``,
+    these texts, ``verdict`` on the probe (None when it was not needed; ``"skipped"`` when the
+    layout's forward pass fails on this model, with ``skipped_because``), ``min_cosine``,
     and ``checked`` (``"probe"`` now, ``"remembered"`` from the cache, or None).
     """
 
@@ -230,7 +231,14 @@ def _probe_verdict(
         atol, rtol = logit_tolerance(dtype)
         top1 = bool(metrics.top1_agrees(logits, reference[1], atol, rtol).all())
         nonfinite += metrics.nonfinite_count(logits)
-    verdict = verdict_for(min_cosine, top1, nonfinite > 0, max_relative_l2=max_relative_l2, rows_match=rows_match)
+    verdict = verdict_for(
+        min_cosine,
+        top1,
+        nonfinite > 0,
+        max_relative_l2=max_relative_l2,
+        rows_match=rows_match,
+        dtype=str(dtype).removeprefix("torch."),
+    )
     return verdict, min_cosine
 
 
@@ -302,19 +310,29 @@ def choose_strategy(
         name = record["name"]
         if name == REFERENCE:
             record.update(verdict="exact", min_cosine=1.0, checked="reference")
+        elif window_cut := _window_replaced(loaded, name, lengths):
+            record.update(verdict="skipped", skipped_because=window_cut, checked="layout")
         elif name in known:
             record.update(verdict=known[name]["verdict"], min_cosine=known[name]["min_cosine"], checked="remembered")
         else:
             if reference is None:
                 run_probe_reference()
-            result = extract_states(loaded, probe, name, batch_size=len(probe), max_batch_tokens=None, pooling=pooling)
-            verdict, min_cosine = _probe_verdict(
-                result.hidden,
-                result.logits,
-                (reference.hidden, reference.logits),
-                loaded.dtype,
-                (result.offsets, reference.offsets) if pooling == "tokens" else None,
-            )
+            try:
+                result = extract_states(
+                    loaded, probe, name, batch_size=len(probe), max_batch_tokens=None, pooling=pooling
+                )
+            except Exception as error:  # noqa: BLE001 - a layout this model cannot run (a 4-D mask on a recurrent one)
+                verdict, min_cosine = "skipped", None
+                record["skipped_because"] = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
+                logger.info("auto: %s cannot run on this model: %s", name, record["skipped_because"])
+            else:
+                verdict, min_cosine = _probe_verdict(
+                    result.hidden,
+                    result.logits,
+                    (reference.hidden, reference.logits),
+                    loaded.dtype,
+                    (result.offsets, reference.offsets) if pooling == "tokens" else None,
+                )
             record.update(verdict=verdict, min_cosine=min_cosine, checked="probe")
             known[name] = {"verdict": verdict, "min_cosine": min_cosine}
             checked += 1
@@ -364,13 +382,38 @@ def choose_strategy(
     return choice
 
 
+def _window_replaced(loaded: LoadedModel, name: str, lengths: Sequence[int]) -> str | None:
+    """Why ``name`` cannot be exact here, or None: its 4-D mask replaces the model's sliding
+    window (the conformance matrix measured that texts longer than the window then see tokens the
+    model never shows them), and some text is longer than the window. The probe's short texts
+    would not show it on a real model's window of thousands of tokens."""
+    window = loaded.attention_window
+    if not window or max(lengths, default=0) <= window:
+        return None
+    probe_layout = STRATEGIES[name].layout([[0, 0], [0, 0]], 0)  # equal lengths: every layout accepts them
+    if probe_layout.mask_kind != "block-diagonal":
+        return None
+    return (
+        f"its 4-D mask replaces the model's attention window of {window} tokens and a text has "
+        f"{max(lengths)} tokens (docs/conformance.md)"
+    )
+
+
 def _concat_results(parts: Sequence[ExtractionResult]) -> ExtractionResult:
     """One-text extractions as one: states, logits, per-text facts and (tokens) offsets concatenated."""
     first = parts[0]
     offsets = None
     if first.pooling == "tokens":
         offsets = row_offsets(torch.tensor([len(p.hidden) for p in parts]))
-    facts = ("read_token_ids", "read_position_ids", "read_is_pad", "saw_other_text", "saw_padding")
+    facts = (
+        "read_token_ids",
+        "read_position_ids",
+        "read_is_pad",
+        "saw_other_text",
+        "saw_padding",
+        "after_other_text",
+        "after_padding",
+    )
     return replace(
         first,
         **{name: torch.cat([getattr(p, name) for p in parts]) for name in facts},

@@ -60,7 +60,8 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help=f"preset name, Hugging Face id, local folder or .gguf file (default {DEFAULT_MODEL})",
+        help=f"preset name, tiny-random:<model_type> (any causal-LM architecture, random weights), Hugging Face "
+        f"id, local folder or .gguf file (default {DEFAULT_MODEL})",
     )
     parser.add_argument("--dtype", default="float32", choices=DTYPES)
     parser.add_argument("--device", default="auto", help="auto (cuda, then mps, then cpu), cpu, cuda, mps")

@@ -71,13 +71,15 @@ def compare_extractions(
     extraction: ExtractionResult,
     lens_agreement: torch.Tensor | None = None,
     final_logits: torch.Tensor | None = None,
+    reference_final_logits: torch.Tensor | None = None,
 ) -> StrategyComparison:
     """Measure ``extraction`` against ``reference`` (both with every layer, the same pooling,
     and logits under ``last``).
 
-    ``lens_agreement`` (L,) and ``final_logits`` (N, V), ``lm_head`` of the extracted final
-    states, are computed here unless given (:func:`compare_strategies` computes them for every
-    strategy at once); neither exists for ``mean``/``tokens`` pooling."""
+    ``lens_agreement`` (L,), ``final_logits`` (N, V) (``lm_head`` of the extracted final states)
+    and ``reference_final_logits`` (N, V) (of the reference's) are computed here unless given
+    (:func:`compare_strategies` computes them for every strategy at once); none exists for
+    ``mean``/``tokens`` pooling."""
     if extraction.pooling != reference.pooling:
         raise ValueError(f"pooling {extraction.pooling!r} compared with a {reference.pooling!r} reference")
     rows_differ = None
@@ -96,7 +98,11 @@ def compare_extractions(
         atol, rtol = logit_tolerance(loaded.dtype)
         if final_logits is None:
             final_logits = apply_lm_head(loaded, extraction.hidden[:, -1], final_norm=False)  # (N, V)
-        top1_same = metrics.top1_agrees(final_logits, reference.logits, atol, rtol)
+        if reference_final_logits is None:
+            reference_final_logits = apply_lm_head(loaded, reference.hidden[:, -1], final_norm=False)  # (N, V)
+        # Like with like: lm_head of both final states (a model with a head transform before
+        # lm_head, ModernBERT's, gives logits that lm_head of the state alone does not).
+        top1_same = metrics.top1_agrees(final_logits, reference_final_logits, atol, rtol)
         kl = metrics.kl_divergence(reference.logits, extraction.logits).float()
         reproduces_gap = metrics.max_abs_diff(final_logits, extraction.logits)
         reproduces = reproduces_gap <= atol * 10 + rtol * 100 * extraction.logits.abs().amax(-1).double()
@@ -130,6 +136,7 @@ def compare_extractions(
         nonfinite > 0,
         max_relative_l2=comparison.max_relative_l2,
         rows_match=rows_differ is None or not bool(rows_differ.any()),
+        dtype=str(loaded.dtype).removeprefix("torch."),
     )
     comparison.cause_kind, comparison.cause = diagnose(comparison, reference, ModelFacts.from_loaded(loaded))
     return comparison
@@ -251,9 +258,11 @@ def compare_strategies(
                 apply_lm_head(loaded, finals[k : k + LENS_ROWS], final_norm=False)
                 for k in range(0, len(finals), LENS_ROWS)
             ]
-        ).split(len(tokenized))  # S x (N, V)
+        ).split(len(tokenized))  # S x (N, V), the reference's first (names start with it)
         comparisons = {
-            name: compare_extractions(loaded, reference, extractions[name], lens[name], final_logits[k])
+            name: compare_extractions(
+                loaded, reference, extractions[name], lens[name], final_logits[k], final_logits[0]
+            )
             for k, name in enumerate(names)
         }
     else:

@@ -78,6 +78,10 @@ class ExtractionResult:
     seconds: float
     capture: str = "hidden-states"  # how the rows were captured: "hooks" or "hidden-states"
     pooling: Pooling = DEFAULT_POOLING
+    # (N,) bool: another text / padding sat earlier in the read (a pooled) position's row, whether
+    # or not the mask hid it: what a layer that ignores the mask (recurrent, convolution) runs through.
+    after_other_text: torch.Tensor | None = None
+    after_padding: torch.Tensor | None = None
     offsets: torch.Tensor | None = None  # (N + 1,) int64 under "tokens": text i owns rows offsets[i]:offsets[i+1]
 
     @property
@@ -327,6 +331,8 @@ def extract_states(
             ("read_is_pad", torch.bool),
             ("saw_other_text", torch.bool),
             ("saw_padding", torch.bool),
+            ("after_other_text", torch.bool),
+            ("after_padding", torch.bool),
             ("rows", torch.long),
         )
     }
@@ -381,6 +387,8 @@ def extract_states(
         read_is_pad=facts["read_is_pad"],
         saw_other_text=facts["saw_other_text"],
         saw_padding=facts["saw_padding"],
+        after_other_text=facts["after_other_text"],
+        after_padding=facts["after_padding"],
         forward_passes=len(groups),
         real_tokens=sum(tokenized.lengths),
         computed_positions=computed,

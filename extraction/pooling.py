@@ -22,7 +22,7 @@ from typing import Literal
 
 import torch
 
-from .strategies import BatchLayout
+from .strategies import BatchLayout, row_before
 
 Pooling = Literal["last", "mean", "tokens"]
 POOLINGS: tuple[Pooling, ...] = ("last", "mean", "tokens")
@@ -84,7 +84,9 @@ def span_facts(
     ``last``: :meth:`BatchLayout.read_facts`. ``mean``/``tokens``, over the text's pooled
     positions: ``read_is_pad`` some of them is padding (pads counted or stored);
     ``saw_other_text``/``saw_padding`` some of them could attend to another text / to padding
-    (or is padding); ``token_ids``/``position_ids`` at the text's last real token among them,
+    (or is padding); ``after_other_text``/``after_padding`` some of them has another text /
+    padding earlier in its row, mask or no mask; ``token_ids``/``position_ids`` at the text's
+    last real token among them,
     so a shifted position shows as it does under ``last``; ``rows`` the positions pooled.
     ``positions``: :func:`pooled_positions` of the layout, when the caller has them already.
     """
@@ -99,6 +101,7 @@ def span_facts(
     is_pad = layout.segment_ids[rows, cols] < 0  # (P,)
     saw_other = (visible & (segments >= 0) & (segments != owner[:, None])).any(-1)  # (P,)
     saw_pad = (visible & (segments < 0)).any(-1) | is_pad
+    before = row_before(segments, cols, owner)  # (P,) each
 
     def any_per_text(flags: torch.Tensor) -> torch.Tensor:
         return torch.zeros(num_texts, dtype=torch.long).index_add_(0, owner, flags.long()) > 0
@@ -117,6 +120,8 @@ def span_facts(
         "read_is_pad": any_per_text(is_pad),
         "saw_other_text": any_per_text(saw_other),
         "saw_padding": any_per_text(saw_pad),
+        "after_other_text": any_per_text(before["after_other_text"]),
+        "after_padding": any_per_text(before["after_padding"]),
         "rows": torch.bincount(owner, minlength=num_texts),
     }
 

@@ -119,6 +119,9 @@ class BatchLayout:
         ``read_is_pad``: the read position holds padding (a pad position's state is read).
         ``saw_other_text``: the read position could attend to a token of another text.
         ``saw_padding``: it could attend to a padding position (or is one).
+        ``after_other_text`` / ``after_padding``: an earlier position of its row holds another
+        text / padding, whether or not the mask lets it attend there (what a layer that does not
+        read the mask, a recurrent state or a convolution, runs through).
         """
         rows, cols = self.read_rows, self.read_cols
         visible = self.visibility_of(rows, cols)  # (K, T)
@@ -131,7 +134,18 @@ class BatchLayout:
             "read_is_pad": read_is_pad,
             "saw_other_text": (visible & (segments >= 0) & (segments != own[:, None])).any(-1),
             "saw_padding": (visible & (segments < 0)).any(-1) | read_is_pad,
+            **row_before(segments, cols, own),
         }
+
+
+def row_before(segments: torch.Tensor, cols: torch.Tensor, owner: torch.Tensor) -> dict[str, torch.Tensor]:
+    """(K,) bool each: does an earlier position of the row (``segments`` (K, T), read at ``cols``
+    (K,) for text ``owner`` (K,)) hold another text, or padding, mask or no mask."""
+    earlier = torch.arange(segments.shape[1])[None, :] < cols[:, None]  # (K, T)
+    return {
+        "after_other_text": (earlier & (segments >= 0) & (segments != owner[:, None])).any(-1),
+        "after_padding": (earlier & (segments < 0)).any(-1),
+    }
 
 
 def _pad(

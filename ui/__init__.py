@@ -13,6 +13,7 @@ They ``import ui`` and use the names re-exported below; each lives in the module
 - :mod:`ui.widgets`: download buttons, table column configs, number inputs, defaults and presets.
 - :mod:`ui.inputs`: the texts and files a page's inputs give.
 - :mod:`ui.work`: work behind a button, guarded (``run_guarded``), with progress and a session cache.
+- :mod:`ui.conformance`: the committed conformance matrix and its texts' tokens (the Conformance page).
 - :mod:`ui.compare`, :mod:`ui.audit`, :mod:`ui.probe`: the work behind Home's, the Audit page's
   and the Probe page's buttons (``run_comparison``, ``run_audit``, ``train_probes``).
 """
@@ -23,6 +24,7 @@ from extraction.plotting.style import strategy_color
 from extraction.verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE, EXACT_COSINE
 from ui.audit import AuditRun, run_audit
 from ui.compare import MAX_INTERACTIVE_TEXTS, MORE_TEXTS_HINT, report_json, run_comparison
+from ui.conformance import MATRIX_JSON, conformance_matrix, matrix_tokens
 from ui.inputs import audit_inputs, comparison_inputs, texts_from_inputs
 from ui.messages import (
     card_numbers,
@@ -73,6 +75,7 @@ __all__ = [
     "KEY_MODEL_CHOICE",
     "KEY_MODEL_CUSTOM",
     "KEY_RUN",
+    "MATRIX_JSON",
     "MAX_INTERACTIVE_TEXTS",
     "MODEL_LOCK",
     "MORE_TEXTS_HINT",
@@ -86,6 +89,7 @@ __all__ = [
     "card_numbers",
     "cause_message",
     "column_config",
+    "conformance_matrix",
     "comparison_inputs",
     "download_button",
     "download_buttons",
@@ -93,6 +97,7 @@ __all__ = [
     "get_run",
     "lm_head_unavailable",
     "load_model_or_error",
+    "matrix_tokens",
     "metric_row",
     "model_in_use",
     "page_files",

@@ -23,11 +23,15 @@ from dataclasses import dataclass
 import streamlit as st
 
 from extraction.models import ATTN_IMPLEMENTATIONS, DEFAULT_MODEL, DTYPES, MODEL_PRESETS, LoadedModel, load_model
+from extraction.models.architectures import tiny_random_names
 from ui.messages import show_error
 
 logger = logging.getLogger(__name__)
 
 OTHER_MODEL = "other…"
+#: The picker's entry for a tiny random model of any architecture (a second box picks which).
+TINY_RANDOM_MODEL = "tiny-random:<architecture>…"
+KEY_TINY_RANDOM = "ui.tiny_random"
 #: Session-state keys of the shared sidebar model picker (widgets persist across pages).
 KEY_MODEL_CHOICE = "ui.model_choice"
 KEY_MODEL_CUSTOM = "ui.model_custom"
@@ -69,14 +73,23 @@ def sidebar_model_picker() -> ModelSettings:
         st.header("Model")
         choice = st.selectbox(
             "Model",
-            [*MODEL_PRESETS, OTHER_MODEL],
+            [*MODEL_PRESETS, TINY_RANDOM_MODEL, OTHER_MODEL],
             key=KEY_MODEL_CHOICE,
             persist_state="session",
             help="\n\n".join(f"**{name}**: {about}" for name, about in MODEL_PRESETS.items())
+            + f"\n\n**{TINY_RANDOM_MODEL}**: a tiny random model of any causal-LM architecture transformers "
+            "has, built from its config (the Conformance page shows how each strategy fares on each)"
             + f"\n\n**{OTHER_MODEL}**: a Hugging Face id (from the local cache), a local folder or a .gguf file",
         )
         if choice in MODEL_PRESETS:
             st.caption(MODEL_PRESETS[choice])
+        tiny_random = None
+        if choice == TINY_RANDOM_MODEL:
+            names = tiny_random_names()
+            _init_default(KEY_TINY_RANDOM, "tiny-random:gpt_neox" if "tiny-random:gpt_neox" in names else names[0])
+            tiny_random = st.selectbox(
+                "Architecture", names, key=KEY_TINY_RANDOM, persist_state="session", help="random weights, 2+ layers"
+            )
         custom = st.text_input(
             "Model id, folder or .gguf path",
             key=KEY_MODEL_CUSTOM,
@@ -98,7 +111,7 @@ def sidebar_model_picker() -> ModelSettings:
             persist_state="session",
             help="How the attention mask is read can depend on it: one more factor worth checking.",
         )
-    name = custom.strip() if choice == OTHER_MODEL else choice
+    name = custom.strip() if choice == OTHER_MODEL else tiny_random if choice == TINY_RANDOM_MODEL else choice
     return ModelSettings(name=name, dtype=dtype, attn_implementation=attn)
 
 

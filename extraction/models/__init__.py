@@ -15,6 +15,10 @@ tokenizer that has a pad token. Names it understands:
   config with a fixed seed, for fast tests. They reuse the SmolLM2 tokenizer (read once
   from the GGUF, then cached), so they need no download either. Their weights mean
   nothing: only agreement between extraction strategies does.
+* ``tiny-random:<model_type>``: a tiny random model of any causal-LM architecture
+  transformers registers (``tiny-random:gpt_neox``, ``tiny-random:mamba``), built from
+  its own config class with small sizes (:mod:`~extraction.models.architectures`), same
+  tokenizer and seed as the presets.
 * a path to a ``.gguf`` file, a folder saved with ``save_pretrained``, or a Hugging Face
   hub id (read from the local hub cache only when ``HF_HUB_OFFLINE`` is set).
 * a ``(model, tokenizer)`` pair already in memory: :meth:`LoadedModel.wrap`, used as it is
@@ -39,6 +43,7 @@ import time
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .architectures import TINY_RANDOM_PREFIX, build_architecture
 from .embedded import cache_dir, embedded_gguf_path, embedded_tokenizer, gguf_cache_key, load_embedded
 from .hub import load_named
 from .loaded import (
@@ -109,6 +114,10 @@ def load_model(
         tokenizer = embedded_tokenizer()
         model = build_tiny(name, tokenizer, torch_dtype, attn_implementation)
         source = "random config"
+    elif name.startswith(TINY_RANDOM_PREFIX):
+        tokenizer = embedded_tokenizer()
+        model = build_architecture(name.removeprefix(TINY_RANDOM_PREFIX), tokenizer, torch_dtype, attn_implementation)
+        source = "random config"
     else:
         model, tokenizer, source = load_named(name, torch_dtype, attn_implementation, trust_remote_code, device_map)
 
@@ -128,7 +137,7 @@ def load_model(
         dtype=torch_dtype,
         device=torch_device,
         attn_implementation=model.config._attn_implementation,
-        is_random=name in TINY_CONFIGS,
+        is_random=name in TINY_CONFIGS or name.startswith(TINY_RANDOM_PREFIX),
         pad_token_note=pad_token_note,
         load_seconds=time.perf_counter() - start,
         from_cache=from_cache,

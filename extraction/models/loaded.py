@@ -37,7 +37,15 @@ TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16":
 
 _DEFAULT_CONTEXT_LENGTH = 2048  # for configs that do not state their maximum positions
 _FINAL_NORM_NAMES = ("norm", "ln_f", "norm_f", "final_layernorm", "final_layer_norm")
-_POSITION_EMBEDDING_NAMES = ("wpe", "embed_positions", "position_embeddings")
+_POSITION_EMBEDDING_NAMES = ("wpe", "embed_positions", "position_embeddings", "positions_embed")
+#: Config attributes that bound how far back a token attends (sliding or local attention).
+ATTENTION_WINDOW_NAMES = (
+    "sliding_window",
+    "window_size",
+    "attention_window_size",
+    "sliding_window_size",
+    "attention_chunk_size",  # chunked attention (Llama 4): no token sees past its chunk's start
+)
 
 
 class ModelLoadError(ValueError):
@@ -153,6 +161,14 @@ class LoadedModel:
             isinstance(module, torch.nn.Embedding) and name.rsplit(".", 1)[-1] in _POSITION_EMBEDDING_NAMES
             for name, module in self.model.named_modules()
         )
+
+    @property
+    def attention_window(self) -> int | None:
+        """The smallest sliding/local attention window the config states, in tokens (None: none).
+        Whether every layer uses it is the model's business; a 4-D mask replaces it."""
+        windows = [getattr(self.config, name, None) for name in ATTENTION_WINDOW_NAMES]
+        windows = [w for w in windows if isinstance(w, int) and not isinstance(w, bool) and w > 0]
+        return min(windows) if windows else None
 
     @property
     def pad_token_id(self) -> int:

@@ -22,7 +22,7 @@ from transformers import (
 
 from .loaded import attn_checked
 
-_TINY_SEED = 0
+TINY_SEED = 0
 
 # Shared shape: 4 blocks, hidden 64, 4 heads, 512 positions. initializer_range 0.2 (ten
 # times the usual 0.02): with 0.02 the residual stream is dominated by the token
@@ -30,7 +30,7 @@ _TINY_SEED = 0
 # cross-token leaks the tool looks for. At 0.2, packing two texts without a mask moves
 # the second text's last-token state to cosine ~0.2-0.6, while correct strategies still
 # agree to 1.000000 in float32.
-_TINY_LAYERS, _TINY_HIDDEN, _TINY_HEADS, _TINY_POSITIONS, _TINY_INIT = 4, 64, 4, 512, 0.2
+_TINY_LAYERS, _TINY_HIDDEN, _TINY_HEADS, _TINY_POSITIONS, TINY_INIT = 4, 64, 4, 512, 0.2
 
 
 def _tiny_llama_config(tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
@@ -42,8 +42,8 @@ def _tiny_llama_config(tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
         num_attention_heads=_TINY_HEADS,
         num_key_value_heads=_TINY_HEADS,
         max_position_embeddings=_TINY_POSITIONS,  # RoPE: no learned position table
-        initializer_range=_TINY_INIT,
-        **_special_token_ids(tokenizer),
+        initializer_range=TINY_INIT,
+        **special_token_ids(tokenizer),
     )
 
 
@@ -54,8 +54,8 @@ def _tiny_gpt2_config(tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
         n_layer=_TINY_LAYERS,
         n_head=_TINY_HEADS,
         n_positions=_TINY_POSITIONS,  # learned absolute position embeddings (wpe)
-        initializer_range=_TINY_INIT,
-        **_special_token_ids(tokenizer),
+        initializer_range=TINY_INIT,
+        **special_token_ids(tokenizer),
     )
 
 
@@ -65,7 +65,7 @@ TINY_CONFIGS: dict[str, Callable[[PreTrainedTokenizerBase], PretrainedConfig]] =
 }
 
 
-def _special_token_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int | None]:
+def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int | None]:
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     return {
         "bos_token_id": tokenizer.bos_token_id,
@@ -81,7 +81,7 @@ def build_tiny(
     touching the caller's random state."""
     config = TINY_CONFIGS[name](tokenizer)
     with torch.random.fork_rng():
-        torch.manual_seed(_TINY_SEED)
+        torch.manual_seed(TINY_SEED)
         model = attn_checked(
             name,
             attn_implementation,

@@ -33,6 +33,7 @@ from .comparison import (
     relative_l2_figure,
     top1_kl_figure,
 )
+from .conformance import SKIPPED_COLOR, conformance_grid_figure, measured_architectures
 from .layouts import ATTENTION_CATEGORIES, MAX_LABELLED_COLUMNS, attention_figure, batch_layout_figure
 from .probe import (
     PROBE_LM_HEAD_COLOR,
@@ -69,11 +70,13 @@ __all__ = [
     "PROBE_SAME_COLOR",
     "PROBE_SINGLE_COLOR",
     "PROBE_TABLE_COLUMNS",
+    "SKIPPED_COLOR",
     "STRATEGY_COLORS",
     "VERDICT_COLORS",
     "VERDICT_ICONS",
     "VERDICT_TEXT_COLORS",
     "attention_figure",
+    "conformance_grid_figure",
     "audit_cosine_histogram",
     "defect_figure",
     "defect_tokens",
@@ -82,6 +85,7 @@ __all__ = [
     "cosine_heatmap_figure",
     "figure_html",
     "logit_lens_figure",
+    "measured_architectures",
     "one_minus_cosine_figure",
     "probe_accuracy_figure",
     "probe_layer_figure",

@@ -72,3 +72,15 @@ def test_cause_kinds_are_the_documented_closed_set():
         "other-row",
         "unknown",
     )
+
+
+def test_float32_differences_above_rounding_are_corrupted_however_high_the_cosine():
+    from extraction.verdicts import FLOAT32_ROUNDING_RELATIVE_L2
+
+    small_leak = FLOAT32_ROUNDING_RELATIVE_L2 * 10  # cosine about 1 - 5e-7: exact by cosine alone
+    assert verdict_for(1.0, True, max_relative_l2=small_leak) == "exact"  # no dtype: stored states, other builds
+    assert verdict_for(1.0, True, max_relative_l2=small_leak, dtype="bfloat16") == "exact"
+    assert verdict_for(1.0, True, max_relative_l2=small_leak, dtype="float32") == "corrupted"
+    assert verdict_for(1.0, True, max_relative_l2=FLOAT32_ROUNDING_RELATIVE_L2, dtype="float32") == "exact"
+    rows = corrupted_rows(torch.ones(2), torch.tensor([0.0, small_leak]), dtype="float32")
+    assert rows.tolist() == [False, True]
