@@ -96,10 +96,9 @@ with options_column:
         "Layers of an (N, L, d) file", key="audit.layers", placeholder=ALL_LAYERS, help=LAYERS_HELP
     )
     pooling = st.selectbox("Pooling of the stored states", POOLING_CHOICES, key=KEY_POOLING, help=POOLING_HELP)
-    chat_column, prompt_column = st.columns(2)
-    as_chat = chat_column.toggle("Format as chat", key=KEY_CHAT, help=CHAT_HELP)
-    generation_prompt = prompt_column.toggle(
-        "Add the generation prompt", key=KEY_GENERATION_PROMPT, help=GENERATION_PROMPT_HELP
+    as_chat = st.toggle("Format as chat", key=KEY_CHAT, help=CHAT_HELP)
+    generation_prompt = st.toggle(
+        "Add the generation prompt", key=KEY_GENERATION_PROMPT, disabled=not as_chat, help=GENERATION_PROMPT_HELP
     )
     forensics = st.checkbox("Search for the cause (forensics)", key=KEY_FORENSICS)
 st.caption(
