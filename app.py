@@ -28,6 +28,7 @@ KEY_BATCH_SIZE = "home.batch_size"
 KEY_TEXTS = "home.texts"
 KEY_UPLOAD = "home.upload"
 KEY_CHAT = "home.chat"
+KEY_GENERATION_PROMPT = "home.generation_prompt"
 KEY_POOLING = "home.pooling"
 KEY_RUN_REQUESTED = "home.run_requested"
 
@@ -44,6 +45,7 @@ BUG_PRESET = {
     KEY_BATCH_SIZE: 4,
     KEY_TEXTS: "\n".join(SAMPLE_TEXTS),
     KEY_CHAT: False,
+    KEY_GENERATION_PROMPT: False,
     KEY_POOLING: "last",  # the classic read-position mistakes
     KEY_RUN_REQUESTED: True,  # and run it
 }
@@ -130,12 +132,23 @@ def home() -> None:
             help=".txt: one text a line; .jsonl: a 'text' field, or chat 'messages' (a list of {role, content}, "
             "formatted with the model's chat template), per line; .csv: a 'text' column.",
         )
-        as_chat = st.toggle(
+        chat_column, prompt_column = st.columns(2)
+        as_chat = chat_column.toggle(
             "Format as chat",
             key=KEY_CHAT,
             help="Format each plain text as one user turn with the model's chat template, as instruct data is "
             "(SmolLM2's adds a system turn and ends each turn in <|im_end|>).",
         )
+        generation_prompt = (
+            prompt_column.toggle(
+                "Add the generation prompt",
+                key=KEY_GENERATION_PROMPT,
+                disabled=not as_chat,
+                help="End each chat-formatted text in the assistant's header (add_generation_prompt=True), as texts "
+                "made for generation are. Needs Format as chat.",
+            )
+            and as_chat
+        )  # off, and greyed out, without chat formatting
 
     run_clicked = st.button("Run", type="primary", key="home.run", icon=":material/play_arrow:")
     if run_clicked or st.session_state.pop(KEY_RUN_REQUESTED, False):
@@ -150,7 +163,7 @@ def home() -> None:
         if loaded is not None:
             run = ui.run_guarded(
                 lambda: ui.run_comparison(
-                    loaded, texts, strategies, int(batch_size), settings, source, as_chat, pooling
+                    loaded, texts, strategies, int(batch_size), settings, source, as_chat, pooling, generation_prompt
                 ),
                 prefix="The run failed",
             )

@@ -88,6 +88,7 @@ def check_extractor(
     seed: int = 0,
     forensics: bool = True,
     progress: AuditProgress | None = None,
+    reference: str = "auto",
 ) -> AuditReport:
     """Run ``extract_fn(texts)`` and check its rows: against ``extract_fn`` one text at a time when
     ``model`` is None (:func:`~extraction.consistency.self_check`, a
@@ -100,7 +101,8 @@ def check_extractor(
     ``hidden_states`` index of an ``(N, d)`` return (negative counts from the end);
     ``layers`` the indices of an ``(N, L, d)`` one (default all hidden states).
     ``pooling`` says what ``extract_fn`` returns (module docstring): ``last``, ``mean`` or ``tokens``.
-    ``sample``, ``seed``, ``forensics`` and ``progress`` are the audit's. Returns an
+    ``sample``, ``seed``, ``forensics``, ``progress`` and ``reference`` (the layout of the fresh rows,
+    :mod:`extraction.audit.reference`; with a model only) are the audit's. Returns an
     :class:`~extraction.audit.AuditReport`; raises ``ValueError`` for a bad
     option or return value, or when ``extract_fn`` itself raises.
     """
@@ -158,6 +160,7 @@ def check_extractor(
         progress=progress,
         pooling=pooling,
         offsets=offsets,
+        reference=reference,
     )
 
 

@@ -6,7 +6,8 @@ each pass from its shape (:func:`pass_flops`: the body's matrix products for eve
 padding included, and attention over the padded width). ``pass_seconds`` and
 ``flops_per_second`` are fitted on a few single-text passes (:func:`fit_cost`); off the CPU the
 rate is at least the device's own matrix-product rate (:func:`device_matmul_rate`). Used by
-:mod:`extraction.choose`, the benchmark's FLOP accounting and its replays.
+:mod:`extraction.choose`, the benchmark's FLOP accounting and its replays, and the Probe page's
+estimate of a sweep's extraction (:func:`measured_rate`, :func:`extraction_seconds`).
 """
 
 from __future__ import annotations
@@ -125,3 +126,41 @@ def device_matmul_rate(loaded: LoadedModel, rows: int = 4096, repeats: int = 5) 
         sync()
         seconds = time.perf_counter() - started
     return 2.0 * rows * width * 4 * width * repeats / seconds if seconds > 0 else None
+
+
+def measured_rate(loaded: LoadedModel, token_ids: Sequence[Sequence[int]], passes: int = 3) -> tuple[float, float]:
+    """``(pass_seconds, flops_per_second)`` of this model on this device, fitted (:func:`fit_cost`)
+    on ``passes`` single-text forward passes of the shortest and longest of ``token_ids`` and
+    one between (after one warm-up pass): a fraction of a second on a small model."""
+    ordered = sorted((ids for ids in token_ids if len(ids)), key=len)
+    if not ordered:
+        return FALLBACK_PASS_SECONDS, FALLBACK_FLOPS_PER_SECOND
+    picks = [ordered[round(k * (len(ordered) - 1) / max(passes - 1, 1))] for k in range(passes)]
+    body = body_parameters(loaded.model)
+    flops, seconds = [], []
+    with torch.inference_mode():
+        for number, ids in enumerate([picks[0], *picks]):
+            input_ids = torch.tensor([list(ids)], device=loaded.device)  # (1, T)
+            started = time.perf_counter()
+            loaded.model(input_ids=input_ids, use_cache=False, logits_to_keep=1)
+            if number:  # the first pass warms up
+                seconds.append(time.perf_counter() - started)
+                flops.append(pass_flops(body, loaded.hidden_size, loaded.num_hidden_layers, 1, len(ids)))
+    return fit_cost(flops, seconds, device_matmul_rate(loaded))
+
+
+def extraction_seconds(
+    loaded: LoadedModel,
+    lengths: Sequence[int],
+    strategies: Sequence[str],
+    batch_size: int,
+    max_batch_tokens: int | None,
+    rate: tuple[float, float],
+) -> dict[str, float]:
+    """The cost model's seconds to extract texts of ``lengths`` with each of ``strategies``,
+    at ``rate`` = ``(pass_seconds, flops_per_second)`` (:func:`measured_rate`)."""
+    body = body_parameters(loaded.model)
+    return {
+        name: estimate_seconds(loaded, lengths, name, batch_size, max_batch_tokens, *rate, body)["estimated_seconds"]
+        for name in strategies
+    }

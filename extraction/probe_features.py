@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .cost import extraction_seconds, measured_rate
 from .extract import extract_states
 from .pooling import DEFAULT_POOLING, PER_TEXT_POOLINGS, Pooling
 
@@ -121,3 +122,18 @@ def strategy_states(
 
 
 __all__ = ["FeatureCache", "ProbeProgress", "StrategyStates", "cached_states", "strategy_states"]
+
+
+def extraction_estimate(
+    loaded: LoadedModel,
+    tokenized: TokenizedTexts,
+    names: Sequence[str],
+    batch_size: int,
+    max_batch_tokens: int | None,
+) -> dict[str, float]:
+    """Seconds each of ``names`` would take to extract ``tokenized``: the cost model of
+    :mod:`extraction.cost` (the passes and FLOPs of the strategy's layout of these texts'
+    token counts) at the rate of a few single-text passes measured now
+    (:func:`~extraction.cost.measured_rate`). Runs the model: hold it as for an extraction."""
+    rate = measured_rate(loaded, tokenized.token_ids)
+    return extraction_seconds(loaded, tokenized.lengths, names, batch_size, max_batch_tokens, rate)

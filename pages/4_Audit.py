@@ -25,7 +25,7 @@ KEY_CHAT = "audit.chat"
 KEY_GENERATION_PROMPT = "audit.generation_prompt"
 KEY_RESULT = "audit.result"  # ui.AuditRun of the last run
 
-#: Texts re-extracted one at a time by default: the command line checks any number.
+#: Texts re-extracted by default: the command line checks any number.
 DEFAULT_SAMPLE = 64
 LAYER_HELP = "hidden_states index: 0 = embeddings, -1 = the last layer (after the final norm)."
 STATE_TYPES = [suffix.lstrip(".") for suffix in STATE_SUFFIXES]
@@ -64,8 +64,9 @@ settings = ui.sidebar_model_picker()
 st.title("Audit a stored dataset")
 st.markdown(
     "Already extracted hidden states, perhaps in padded batches, and trained probes on them? Upload the "
-    "states and the texts they came from (row *i* is text *i*). The audit re-extracts the texts one at a time "
-    "(the ground truth), measures how close each stored row is, checks `lm_head` on the stored states against "
+    "states and the texts they came from (row *i* is text *i*). The audit re-extracts the texts (one at a time, "
+    "the ground truth, or in a batched layout verified to give the same states on this model), measures how "
+    "close each stored row is, checks `lm_head` on the stored states against "
     "the model's own prediction, and, if they differ, **reproduces** the stored vectors under each known "
     "defect to name the one that made them."
 )
@@ -95,10 +96,9 @@ with options_column:
         "Layers of an (N, L, d) file", key="audit.layers", placeholder=ALL_LAYERS, help=LAYERS_HELP
     )
     pooling = st.selectbox("Pooling of the stored states", POOLING_CHOICES, key=KEY_POOLING, help=POOLING_HELP)
-    chat_column, prompt_column = st.columns(2)
-    as_chat = chat_column.toggle("Format as chat", key=KEY_CHAT, help=CHAT_HELP)
-    generation_prompt = prompt_column.toggle(
-        "Add the generation prompt", key=KEY_GENERATION_PROMPT, help=GENERATION_PROMPT_HELP
+    as_chat = st.toggle("Format as chat", key=KEY_CHAT, help=CHAT_HELP)
+    generation_prompt = st.toggle(
+        "Add the generation prompt", key=KEY_GENERATION_PROMPT, disabled=not as_chat, help=GENERATION_PROMPT_HELP
     )
     forensics = st.checkbox("Search for the cause (forensics)", key=KEY_FORENSICS)
 st.caption(
@@ -135,7 +135,8 @@ st.markdown(f"## Verdict: {ui.verdict_badge(report.verdict)}", unsafe_allow_html
 st.caption(
     f"**Model:** {result['model_description']}. **States:** {report.states_source}, shape "
     f"{tuple(report.states_shape)} {report.states_dtype}, {describe_layers(report.layers)}. "
-    f"{report.n_checked} of {report.n_texts} texts re-extracted in {report.seconds:.1f} s, pooling "
+    f"{report.n_checked} of {report.n_texts} texts re-extracted with {report.reference.describe()} in "
+    f"{report.seconds:.1f} s, pooling "
     f"`{report.pooling}`. Exact: min cosine ≥ {EXACT_COSINE}"
     f"{' and the same top-1' if report.pooling == 'last' else ''}; drift: ≥ {DRIFT_COSINE}; either way relative "
     f"L2 ≤ {CORRUPTED_RELATIVE_L2}; otherwise corrupted."

@@ -84,8 +84,9 @@ with options_column:
         help="; ".join(f"{name}: {POOLING_SUMMARY[name]}" for name in PER_TEXT_POOLINGS),
     )
 st.caption(
-    "One extraction per strategy gives every layer. On SmolLM2-135M and 2 CPU cores, extracting the 200 reviews "
-    "takes one to two minutes per strategy, and training the probes of every layer about a minute more. The "
+    "One extraction per strategy (and `single`) gives every layer; then one probe is trained per layer, split and "
+    "strategy. The progress bar gives each strategy's estimated extraction time: the cost model of these texts' "
+    "token counts and this layout's passes, at the rate of a few passes measured on this machine first. The "
     "states are kept: another layer choice or number of splits extracts nothing, a new strategy only itself."
 )
 

@@ -11,9 +11,21 @@ too), so one instance serves every test that asks for it.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
+from extraction.choose import CACHE_ENV
 from extraction.models import LoadedModel, load_model
+
+
+@pytest.fixture(scope="session", autouse=True)
+def remembered_choices_of_this_run(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``auto`` and the audit remember which layouts were exact in a file (``choose.CACHE_ENV``);
+    the tests keep theirs in a file of this run, never in the user's cache (a test that needs its
+    own file sets the variable itself). Child processes and AppTests inherit it."""
+    os.environ.setdefault(CACHE_ENV, str(tmp_path_factory.mktemp("choices") / "strategy-choices.json"))
+
 
 #: Each tiny model's name and the fixture that holds it.
 TINY_FIXTURES = {"tiny-random-llama": "tiny_llama", "tiny-random-gpt2": "tiny_gpt2"}

@@ -38,11 +38,12 @@ def run_comparison(
     source: str = "text box",
     as_chat: bool = False,
     pooling: Pooling = DEFAULT_POOLING,
+    generation_prompt: bool = False,
 ) -> RunResult:
     """Compare ``strategies`` on ``texts``, pooled by ``pooling``, with a progress bar naming
     the strategy being extracted. Chat conversations, and with ``as_chat`` every plain text
-    (one user turn), are rendered with the model's chat template first
-    (:func:`~extraction.chat.format_texts`). The run is kept in the session
+    (one user turn), are rendered with the model's chat template first, ending in the generation
+    prompt with ``generation_prompt`` (:func:`~extraction.chat.format_texts`). The run is kept in the session
     (:func:`store_run`): a new pooling is a new run, never a stale one.
 
     Raises what :func:`~extraction.compare.compare_strategies` raises (``TextsError`` for
@@ -50,7 +51,7 @@ def run_comparison(
     """
     texts = list(texts)
     dropped = max(0, len(texts) - MAX_INTERACTIVE_TEXTS)
-    texts = format_texts(texts[:MAX_INTERACTIVE_TEXTS], loaded.tokenizer, as_chat, loaded.name)
+    texts = format_texts(texts[:MAX_INTERACTIVE_TEXTS], loaded.tokenizer, as_chat, loaded.name, generation_prompt)
     tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
     bar = st.progress(0.0, text="Starting…")
     start = time.perf_counter()

@@ -11,8 +11,11 @@ import streamlit as st
 from extraction.models import LoadedModel
 from extraction.pooling import DEFAULT_POOLING, Pooling
 from extraction.probe import LabelledTexts
+from extraction.probe_features import extraction_estimate
 from extraction.probe_inputs import data_digest
 from extraction.probe_sweep import ProbeSweep, run_probe_sweep
+from extraction.strategies import DEFAULT_MAX_BATCH_TOKENS, REFERENCE
+from extraction.texts import tokenize_texts
 from ui.model import ModelSettings
 from ui.work import progress_callback, run_guarded, session_cache
 
@@ -39,25 +42,30 @@ def train_probes(
     """:func:`~extraction.probe_sweep.run_probe_sweep` with a progress bar, the model held, and
     the states kept in the session under ``cache_key`` for this model and data set (adding a
     strategy later extracts only the new one; other layers or seeds extract nothing); None after
-    an ``st.error`` when it fails. ``pooling``: ``last`` or ``mean``."""
+    an ``st.error`` when it fails. ``pooling``: ``last`` or ``mean``. The progress bar says each
+    strategy's estimated extraction time (:func:`~extraction.probe_features.extraction_estimate`:
+    the cost model of these texts' token counts at a rate measured on a few passes first)."""
     feature_cache = session_cache(cache_key, (settings, data_digest(data)))
-    bar = st.progress(0.0, text="Starting…")
-    try:
-        sweep = run_guarded(
-            lambda: run_probe_sweep(
-                loaded,
-                data,
-                strategies,
-                layers=layers,
-                seeds=seeds,
-                batch_size=batch_size,
-                progress=progress_callback(bar),
-                feature_cache=feature_cache,
-                pooling=pooling,
-            ),
-            prefix="The probe run failed",
-            hold_model=True,
+    bar = st.progress(0.0, text="Starting: measuring this machine's rate for the time estimate…")
+
+    def run() -> ProbeSweep:
+        tokenized = tokenize_texts(loaded.tokenizer, data.texts, max_tokens=loaded.context_length)
+        names = [REFERENCE, *(name for name in strategies if name != REFERENCE)]
+        estimates = extraction_estimate(loaded, tokenized, names, batch_size, DEFAULT_MAX_BATCH_TOKENS)
+        return run_probe_sweep(
+            loaded,
+            data,
+            strategies,
+            layers=layers,
+            seeds=seeds,
+            batch_size=batch_size,
+            progress=progress_callback(bar, estimates),
+            feature_cache=feature_cache,
+            pooling=pooling,
         )
+
+    try:
+        sweep = run_guarded(run, prefix="The probe run failed", hold_model=True)
     finally:
         bar.empty()
     if sweep is None:

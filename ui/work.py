@@ -42,15 +42,17 @@ def run_guarded(work: Callable[[], T], prefix: str | None = None, hold_model: bo
     return None
 
 
-def progress_callback(bar) -> Callable[[str, int, int, int, int], None]:
+def progress_callback(bar, estimates: dict[str, float] | None = None) -> Callable[[str, int, int, int, int], None]:
     """A ``progress(name, number, count, done, total)`` callback of a strategy-by-strategy
-    extraction (``compare_strategies``, ``run_probe_sweep``) that fills the ``st.progress`` ``bar``."""
+    extraction (``compare_strategies``, ``run_probe_sweep``) that fills the ``st.progress`` ``bar``;
+    with ``estimates`` (seconds per strategy name) it says the estimate of the strategy running."""
 
     def progress(name: str, number: int, count: int, done: int, total: int) -> None:
         fraction = ((number - 1) + (done / total if total else 1.0)) / count
+        about = f", about {estimates[name]:.0f} s estimated" if estimates and name in estimates else ""
         bar.progress(
             min(fraction, 1.0),
-            text=f"Extracting with **{name}** (strategy {number} of {count}): {done}/{total} texts",
+            text=f"Extracting with **{name}** (strategy {number} of {count}): {done}/{total} texts{about}",
         )
 
     return progress

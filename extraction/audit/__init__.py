@@ -1,7 +1,8 @@
 """Audit stored hidden states: are they what the model computes, and if not, why not?
 
-:func:`audit_states` re-extracts a sample of the texts one at a time (single-sample
-extraction, the ground truth) and compares the stored rows with it:
+:func:`audit_states` re-extracts a sample of the texts (single-sample extraction, the ground
+truth, or by default the batched layout ``--strategy auto`` verified exact against it on this
+model: :mod:`.reference`) and compares the stored rows with it:
 
 * cosine similarity per checked row and stored layer, its minimum and mean, and the
   fraction of rows whose worst layer is below :data:`~extraction.verdicts.DRIFT_COSINE`;
@@ -58,10 +59,11 @@ its JSON keys.
 If no hypothesis reproduces every tested row, the likely cause is ``"unknown"``: the
 audit does not guess.
 
-Modules: :mod:`.report` (the result dataclasses), :mod:`.check` (stored rows against fresh
-ones), :mod:`.reproduce` (forward passes on custom layouts), :mod:`.batching` (which batch
-and pack sizes fit, pure), :mod:`.evidence` and :mod:`.forensics` (the hypotheses) and
-:mod:`.run` (:func:`audit_states`, which ties them together); one module per further hypothesis.
+Modules: :mod:`.report` (the result dataclasses), :mod:`.reference` (which layout makes the
+fresh rows), :mod:`.check` (stored rows against fresh ones), :mod:`.reproduce` (forward passes
+on custom layouts), :mod:`.batching` (which batch and pack sizes fit, pure), :mod:`.evidence`
+and :mod:`.forensics` (the hypotheses) and :mod:`.run` (:func:`audit_states`, which ties them
+together); one module per further hypothesis.
 """
 
 from __future__ import annotations

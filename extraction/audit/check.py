@@ -1,4 +1,5 @@
-"""Measuring stored rows against fresh single-sample extraction: cosine, relative L2 error,
+"""Measuring stored rows against fresh extraction (single-sample, or a layout verified to give the
+same states: :mod:`.reference`): cosine, relative L2 error,
 bit-exactness, length ratio and ``lm_head`` top-1 per row (:func:`check_rows`; ``lm_head`` under
 ``last`` pooling only), a text's token rows under ``tokens`` pooling (:func:`check_token_rows`,
 where another row count than the text's tokens is itself a defect), and the helpers that pick
@@ -17,6 +18,7 @@ from .. import metrics
 from ..extract import extract_states
 from ..logit_lens import apply_lm_head, logit_tolerance
 from ..pooling import DEFAULT_POOLING, Pooling, row_offsets
+from ..strategies import REFERENCE
 from ..texts import TokenizedTexts
 from .row_check import RowCheck
 
@@ -50,16 +52,17 @@ def check_token_rows(
     stored: torch.Tensor,
     offsets: torch.Tensor,
     layers: Sequence[int],
+    layout: str = REFERENCE,
 ) -> RowCheck:
-    """Re-extract ``tokenized`` (K texts) one at a time under ``tokens`` pooling and measure their
-    stored rows ``stored`` (R, L, d), text k owning ``offsets[k]:offsets[k + 1]``, against it.
+    """Re-extract ``tokenized`` (K texts) with ``layout`` (default one at a time) under ``tokens`` pooling
+    and measure their stored rows ``stored`` (R, L, d), text k owning ``offsets[k]:offsets[k + 1]``, against it.
 
     Per text (:func:`~extraction.metrics.per_text_token_metrics`): the worst cosine and relative L2
     over the rows both sides have, position by position; ``rows_differ`` when the row count is not
     the token count (corrupted whatever the shared rows measure); bit-exact when the counts match
     and every row is equal; the length ratio is the mean over the shared rows. No lm_head checks.
     """
-    fresh = extract_states(loaded, tokenized, "single", layers=list(layers), keep_logits=False, pooling="tokens")
+    fresh = extract_states(loaded, tokenized, layout, layers=list(layers), keep_logits=False, pooling="tokens")
     measured = metrics.per_text_token_metrics(stored, offsets, fresh.hidden, fresh.offsets)
     counts, fresh_counts = offsets.diff(), fresh.offsets.diff()
     bit_exact = torch.zeros(len(counts), dtype=torch.bool)
@@ -90,20 +93,21 @@ def check_rows(
     stored: torch.Tensor,
     layers: Sequence[int],
     pooling: Pooling = DEFAULT_POOLING,
+    layout: str = REFERENCE,
 ) -> RowCheck:
-    """Re-extract ``tokenized`` one text at a time and measure ``stored`` (K, L, d) against it,
-    both pooled by ``pooling`` (``last`` or ``mean``; ``tokens`` is :func:`check_token_rows`).
+    """Re-extract ``tokenized`` with ``layout`` (default one text at a time) and measure ``stored``
+    (K, L, d) against it, both pooled by ``pooling`` (``last`` or ``mean``; ``tokens`` is :func:`check_token_rows`).
 
     Under ``last`` the lm_head checks use the last stored layer if it is the model's last hidden
     state (``lm_head(h)``), otherwise the highest stored layer (``lm_head(final_norm(h))``);
-    "the model's own top-1" is the single-sample next-token prediction. Under ``mean`` there
+    "the model's own top-1" is the fresh next-token prediction. Under ``mean`` there
     are none (the ``top1_*`` fields are None).
     """
     if pooling == "tokens":
         raise ValueError("tokens rows are checked with check_token_rows (they need offsets)")
     layers = list(layers)
     num_states = loaded.num_hidden_layers + 1
-    fresh = extract_states(loaded, tokenized, "single", layers=layers, keep_logits=pooling == "last", pooling=pooling)
+    fresh = extract_states(loaded, tokenized, layout, layers=layers, keep_logits=pooling == "last", pooling=pooling)
     similarity = state_cosine(stored, fresh.hidden).float()  # (K, L)
     relative_l2 = state_relative_l2(stored, fresh.hidden).float()  # (K, L)
     bit_exact = (stored == fresh.hidden).flatten(1).all(1)  # (K,)
@@ -166,6 +170,16 @@ def concat_checks(checks: list[RowCheck]) -> RowCheck:
         rows_differ=joined("rows_differ"),
         fresh=joined("fresh"),
     )
+
+
+def take_rows(check: RowCheck, index: torch.Tensor) -> RowCheck:
+    """``check`` with its K rows reordered (or selected) by ``index`` (K',) long."""
+
+    def taken(name: str) -> torch.Tensor | None:
+        value = getattr(check, name)
+        return None if value is None else value[index]
+
+    return RowCheck(**{name: taken(name) for name in RowCheck.__dataclass_fields__})
 
 
 def sample_indices(n: int, sample: int | None, seed: int = 0) -> list[int]:

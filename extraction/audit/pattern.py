@@ -1,4 +1,4 @@
-"""Which stored rows differ from fresh single-sample states, and how (pure).
+"""Which stored rows differ from the fresh states (single-sample, or a layout verified to give them), and how (pure).
 
 A cause must explain the *pattern* of the differences, not only their size: reduced
 precision changes every row a little, a float32 extraction on another build or device
@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..strategies import REFERENCE
 from .row_check import RowCheck
 
 #: A row whose relative L2 error is at most this at every stored layer matches the fresh one to
@@ -36,6 +37,7 @@ class DifferencePattern:
     corrupted: list[int]  # corrupted by the verdict rule (cosine or relative L2)
     max_relative_l2: float  # over the checked rows and stored layers
     min_cosine_differing: float | None  # over the differing rows; None when none differ
+    reference: str = REFERENCE  # the layout of the fresh rows (bit for bit is against its rows)
 
     @property
     def fraction_differing(self) -> float:
@@ -61,7 +63,8 @@ class DifferencePattern:
                 f" (text{'s' if k > 1 else ''} {listed}; min cosine {self.min_cosine_differing:.6f}, "
                 f"max relative L2 {self.max_relative_l2:.2g})"
             )
-        text += f"; {n - k} match to float32 rounding, {len(self.bit_exact)} of them bit for bit"
+        against = "" if self.reference == REFERENCE else f" with the {self.reference} rows"
+        text += f"; {n - k} match to float32 rounding, {len(self.bit_exact)} of them bit for bit{against}"
         return text
 
     def to_dict(self) -> dict:
@@ -79,8 +82,9 @@ class DifferencePattern:
         }
 
 
-def difference_pattern(check: RowCheck, checked: Sequence[int]) -> DifferencePattern:
-    """Sort the ``checked`` rows (text indices, in the order of ``check``'s rows) by how they differ."""
+def difference_pattern(check: RowCheck, checked: Sequence[int], reference: str = REFERENCE) -> DifferencePattern:
+    """Sort the ``checked`` rows (text indices, in the order of ``check``'s rows) by how they differ
+    from the fresh rows, made by the layout ``reference``."""
     row_l2 = check.row_max_relative_l2  # (K,)
     row_cos = check.row_min_cosine  # (K,)
     differs = row_l2 > FLOAT32_MATCH_RELATIVE_L2  # (K,)
@@ -94,4 +98,5 @@ def difference_pattern(check: RowCheck, checked: Sequence[int]) -> DifferencePat
         corrupted=[checked[k] for k in range(len(checked)) if bool(check.corrupted[k])],
         max_relative_l2=float(row_l2.max()) if len(checked) else 0.0,
         min_cosine_differing=float(row_cos[differs].min()) if differing else None,
+        reference=reference,
     )

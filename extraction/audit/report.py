@@ -20,6 +20,7 @@ from ..verdicts import (
     Verdict,
 )
 from .pattern import DifferencePattern
+from .reference import SINGLE_FORCED, AuditReference
 from .row_check import RowCheck
 
 #: ``likely_cause`` values besides None (exact): strategy names from ``compare`` and other defects.
@@ -110,6 +111,7 @@ class AuditReport:
     differences: DifferencePattern | None = None  # which checked rows differ beyond float32 rounding
     pooling: Pooling = DEFAULT_POOLING  # how a text's states were pooled in the file (and re-extracted)
     cause_kind: CauseKind = "none"  # which defect the likely cause is (verdicts.CAUSE_KINDS)
+    reference: AuditReference = SINGLE_FORCED  # the layout that made the fresh rows (.reference)
 
     @property
     def n_checked(self) -> int:
@@ -117,7 +119,7 @@ class AuditReport:
 
     @property
     def cosine(self) -> torch.Tensor:
-        """(n_checked, L) cosine with fresh single-sample states."""
+        """(n_checked, L) cosine with the fresh states (made by ``reference``)."""
         return self.check.cosine
 
     @property
@@ -185,6 +187,7 @@ class AuditReport:
             "max_relative_l2": _clean_float(self.max_relative_l2),
             "median_relative_l2": _clean_float(self.median_relative_l2),
             "n_bit_exact": int(self.check.bit_exact.sum()),
+            "reference": self.reference.to_dict(),
             "fraction_corrupted": self.fraction_corrupted,
             "lm_head_accuracy_stored": self.lm_head_accuracy_stored,
             "lm_head_accuracy_fresh": self.lm_head_accuracy_fresh,

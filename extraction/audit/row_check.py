@@ -1,4 +1,5 @@
-"""Stored rows measured against fresh single-sample extraction: :class:`RowCheck`, the record
+"""Stored rows measured against fresh extraction (single-sample, or a layout verified to give its
+states: :mod:`.reference`): :class:`RowCheck`, the record
 :mod:`.check` fills and :mod:`.pattern`, :mod:`.report` and the extraction's verification read."""
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from ..verdicts import Verdict, corrupted_rows, verdict_for
 
 @dataclass
 class RowCheck:
-    """Stored rows measured against fresh single-sample extraction (K texts, L stored layers).
+    """Stored rows measured against fresh extraction (K texts, L stored layers).
 
     Under ``tokens`` pooling each of the K is a text's rows: cosine and relative L2 are the
     worst over its rows both sides have, and ``rows_differ`` says its row count is not its
@@ -28,7 +29,7 @@ class RowCheck:
     top1_same: torch.Tensor | None  # (K,) bool: stored and fresh states give the same top-1 (near-tie counts)
     top1_stored_renormed: torch.Tensor | None  # (K,) bool: lm_head(final_norm(stored last)) gives the model's top-1
     rows_differ: torch.Tensor | None = None  # (K,) bool, tokens only: another row count than the text's tokens'
-    fresh: torch.Tensor | None = None  # (K, L, d) the fresh single-sample states (last/mean; None under tokens)
+    fresh: torch.Tensor | None = None  # (K, L, d) the fresh states (last/mean; None under tokens)
 
     @property
     def rows_match(self) -> bool:

@@ -1,5 +1,6 @@
-"""The audit itself: :func:`audit_states` re-extracts a sample of texts, measures the stored
-rows against them, gives the verdict and, when it is not exact, runs the forensics."""
+"""The audit itself: :func:`audit_states` re-extracts a sample of texts (with the layout of
+:mod:`.reference`), measures the stored rows against them, gives the verdict and, when it is not
+exact, runs the forensics."""
 
 from __future__ import annotations
 
@@ -14,9 +15,19 @@ from ..pooling import DEFAULT_POOLING, POOLINGS, Pooling, parse_pooling
 from ..stored_states import StoredStates, validate_offsets, validate_states
 from ..texts import TokenizedTexts, texts_sha256, tokenize_texts
 from ..verdicts import CauseKind
-from .check import check_rows, check_token_rows, concat_checks, lm_head_note, sample_indices, subset, token_rows
+from .check import (
+    check_rows,
+    check_token_rows,
+    concat_checks,
+    lm_head_note,
+    sample_indices,
+    subset,
+    take_rows,
+    token_rows,
+)
 from .forensics import FORENSIC_ROWS, likely_cause, run_forensics
 from .pattern import difference_pattern
+from .reference import ReferenceChoice, choose_reference
 from .report import REPRODUCE_COSINE, AuditProgress, AuditReport, Hypothesis
 
 if TYPE_CHECKING:
@@ -73,6 +84,7 @@ def audit_states(
     progress: AuditProgress | None = None,
     pooling: str | None = None,
     offsets: torch.Tensor | None = None,
+    reference: ReferenceChoice = "auto",
 ) -> AuditReport:
     """Audit stored states (``(N, d)`` for ``layer``, default the last, or ``(N, L, d)`` for
     ``layers``, default all or the layers in the file's metadata) against ``texts``.
@@ -82,7 +94,9 @@ def audit_states(
     file is ``(R, d)`` or ``(R, L, d)`` with ``offsets`` (N + 1,), given here or read from the file
     (``StoredStates.offsets``); a text whose row count is not its token count is corrupted.
 
-    Re-extracts ``sample`` random texts (default all) one at a time; see the
+    Re-extracts ``sample`` random texts (default all) with the layout ``reference`` picks
+    (:mod:`.reference`: ``"auto"``, a batched layout verified exact against single-sample
+    extraction on this model, else single; ``"single"``, one text a pass); see the
     :mod:`extraction.audit` docstring for the measurements, the verdict and the forensics.
     """
     started = time.perf_counter()
@@ -118,21 +132,28 @@ def audit_states(
     if loaded.is_random:
         notes.insert(0, f"{loaded.name} has random weights: its predictions mean nothing, only agreement does.")
     checked = sample_indices(len(tokenized), sample, seed)
+    if progress is not None:
+        progress("re-extracting", 0, len(checked))
+    fresh_layout = choose_reference(loaded, subset(tokenized, checked), reference, pooling)
+    # Chunks in length order, so that a batched layout's batches there are the ones it plans for all of them.
+    order = sorted(range(len(checked)), key=lambda k: tokenized.lengths[checked[k]])
     checks = []
     for start in range(0, len(checked), CHUNK_TEXTS):
         if progress is not None:
             progress("re-extracting", start, len(checked))
-        chunk = checked[start : start + CHUNK_TEXTS]
+        chunk = [checked[k] for k in order[start : start + CHUNK_TEXTS]]
+        texts = subset(tokenized, chunk)
         if row_offsets is None:
-            checks.append(check_rows(loaded, subset(tokenized, chunk), stored[chunk], resolved, pooling))
+            checks.append(check_rows(loaded, texts, stored[chunk], resolved, pooling, fresh_layout.layout))
         else:
             rows, chunk_offsets = token_rows(stored, row_offsets, chunk)
-            checks.append(check_token_rows(loaded, subset(tokenized, chunk), rows, chunk_offsets, resolved))
+            checks.append(check_token_rows(loaded, texts, rows, chunk_offsets, resolved, fresh_layout.layout))
     if progress is not None:
         progress("re-extracting", len(checked), len(checked))
-    check = concat_checks(checks)
+    back = torch.tensor(order, dtype=torch.long).argsort()  # (K,) length order -> the order of checked
+    check = take_rows(concat_checks(checks), back)
     verdict = check.verdict
-    differences = difference_pattern(check, checked)
+    differences = difference_pattern(check, checked, fresh_layout.layout)
     median_ratio = check.norm_ratio.median(0).values  # (L,)
     off_scale = (median_ratio - 1).abs() > NORM_RATIO_TOLERANCE
     if verdict == "exact" and off_scale.any():  # otherwise the lengths are one more symptom, not news
@@ -215,6 +236,7 @@ def audit_states(
         differences=differences,
         pooling=pooling,
         cause_kind=cause_kind,
+        reference=fresh_layout,
     )
     logger.info("audit: %s, likely cause %s (%.1f s)", verdict, cause_name, report.seconds)
     return report

@@ -15,6 +15,7 @@ EXIT_NOT_EXACT = 1
 
 def add_parser(subparsers) -> None:
     from ..audit import FORENSIC_ROWS
+    from ..audit.reference import REFERENCE_CHOICES
     from ..pooling import POOLING_SUMMARY, POOLINGS
 
     parser = subparsers.add_parser(
@@ -47,6 +48,14 @@ def add_parser(subparsers) -> None:
         "--forensic-rows", type=int, default=FORENSIC_ROWS, help="worst rows used to test each hypothesis"
     )
     parser.add_argument("--no-forensics", action="store_true", help="skip the search for the cause")
+    parser.add_argument(
+        "--reference",
+        choices=list(REFERENCE_CHOICES),
+        default="auto",
+        help="the layout that makes the fresh rows: auto (default), the batched layout extract --strategy auto "
+        "verified exact against single on this model (else single); single, one text a pass (bit-for-bit "
+        "agreement with single-sample extraction is then the question)",
+    )
     parser.add_argument("--strict", action="store_true", help="exit with status 1 unless the verdict is exact")
     parser.add_argument("--json", dest="json_out", help="write the report as JSON to this file")
     parser.set_defaults(run=run)
@@ -60,7 +69,8 @@ def format_report(report) -> str:
     lines = [
         f"model: {report.model_description}",
         f"states: {report.states_source}, shape {tuple(report.states_shape)} {report.states_dtype}, {layer_text}",
-        f"{report.n_texts} texts, {report.n_checked} re-extracted one at a time, pooling {report.pooling}",
+        f"{report.n_texts} texts, {report.n_checked} re-extracted with {report.reference.describe()}, "
+        f"pooling {report.pooling}",
     ]
     lines += [f"note: {note}" for note in report.notes]
     lines += [
@@ -133,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
             forensic_rows=args.forensic_rows,
             progress=progress,
             pooling=args.pooling,
+            reference=args.reference,
         )
     finally:
         for bar in bars.values():

@@ -118,6 +118,18 @@ def test_format_as_chat_applies_the_models_template():
     assert report.strategies["right-naive"].cause_kind == "pad-state"
 
 
+def test_the_generation_prompt_needs_format_as_chat_and_ends_each_text_in_the_assistant_header():
+    at = _home().run()
+    assert at.toggle(key="home.generation_prompt").disabled  # greyed out until chat formatting is on
+    at.toggle(key="home.chat").set_value(True).run()
+    assert not at.toggle(key="home.generation_prompt").disabled
+    at.toggle(key="home.generation_prompt").set_value(True)
+    at = _run_tiny(at, ["right"], texts=["Hi", "What is two plus two?"])
+    _assert_clean(at)
+    texts = at.session_state[ui.KEY_RUN].report.texts
+    assert texts[1].endswith("What is two plus two?<|im_end|>\n<|im_start|>assistant\n")
+
+
 def test_pages_show_charts_without_recomputing(ran):
     run = ran.session_state[ui.KEY_RUN]
     for page in PAGES:

@@ -162,7 +162,7 @@ def test_a_file_made_with_the_generation_prompt_is_named_then_audits_exact_with_
     _assert_no_exception(at)
     assert any("chat-template" in error.value for error in at.error)
     assert any("--chat-template --generation-prompt" in info.value for info in at.info)
-    at.toggle(key="audit.chat").set_value(True)
+    at.toggle(key="audit.chat").set_value(True).run()  # the generation-prompt toggle is enabled by chat
     at.toggle(key="audit.generation_prompt").set_value(True)
     at.button(key="audit.run").click()
     at.run()

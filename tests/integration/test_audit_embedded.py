@@ -33,7 +33,7 @@ def test_a_float32_file_from_another_build_on_smollm2_is_kernels(embedded_model)
     tokenized = tokenize_texts(embedded_model.tokenizer, FORTY)
     clean = extract_states(embedded_model, tokenized, "single", layers=[12], keep_logits=False).hidden  # (40, 1, d)
     stored = perturb_rows(clean, [len(FORTY) - 1], cosine=0.99985)[:, 0]  # the 2-token text differs
-    report = audit_states(embedded_model, tokenized, stored, layer=12)
+    report = audit_states(embedded_model, tokenized, stored, layer=12, reference="single")  # bit for bit: single
     assert report.verdict == "drift"
     assert report.likely_cause == "kernels", report.cause
     assert report.differences.differing == [len(FORTY) - 1] and len(report.differences.bit_exact) == 39

@@ -42,7 +42,7 @@ def test_a_float32_file_from_another_build_is_kernels_not_dtype(tiny_model):
     clean = extract_states(tiny_model, tokenized, "single", keep_logits=False).hidden
     short = min(range(len(FORTY)), key=lambda i: tokenized.lengths[i])
     stored = perturb_rows(clean, [short], cosine=0.99985)
-    report = audit_states(tiny_model, tokenized, stored)
+    report = audit_states(tiny_model, tokenized, stored, reference="single")  # bit for bit against single: its rows
     assert report.verdict == "drift"
     assert report.likely_cause == "kernels", report.cause
     assert report.differences.differing == [short]
