@@ -12,17 +12,21 @@ a mean, or kept as rows, are the pooled form of a pad state read. The kinds are 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
 
 from .extract import ExtractionResult
+from .inputs_read import inputs_read
 from .strategy_comparison import StrategyComparison
 from .verdicts import EXACT_COSINE, CauseKind, corrupted_rows, rounding_bound
 
 if TYPE_CHECKING:
     from .models import LoadedModel
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,9 +40,20 @@ class ModelFacts:
     pad_token_id: int
     is_random: bool
     attention_window: int | None = None  # sliding/local window the config states, in tokens
+    #: Measured (:mod:`extraction.inputs_read`; None: not measured): the forward pass changes with
+    #: the position ids / the 2-D attention mask / masked left pads before the text (with position
+    #: ids restarting at the text, whatever the pads hold: positions counted along the row).
+    reads_position_ids: bool | None = None
+    reads_attention_mask: bool | None = None
+    counts_row_positions: bool | None = None
 
     @classmethod
     def from_loaded(cls, loaded: LoadedModel) -> ModelFacts:
+        try:
+            read = inputs_read(loaded)
+        except Exception as exc:  # noqa: BLE001 - a model the probe cannot call: the causes go without it
+            logger.info("input probe failed on %s: %s", loaded.name, exc)
+            read = None
         return cls(
             loaded.name,
             str(loaded.dtype).removeprefix("torch."),
@@ -47,6 +62,9 @@ class ModelFacts:
             loaded.pad_token_id,
             loaded.is_random,
             loaded.attention_window,
+            read.position_ids if read else None,
+            read.attention_mask if read else None,
+            read.row_offset if read else None,
         )
 
 
@@ -102,10 +120,14 @@ def diagnose(comparison: StrategyComparison, reference: ExtractionResult, facts:
         )
     if not affected.any():
         if shifted.any():
+            encoding = (
+                "this model reads no position ids (measured: they change nothing)"
+                if facts.reads_position_ids is False
+                else "this model's position encoding is relative (no absolute position embeddings)"
+            )
             return "none", (
                 f"Matches single-sample extraction (min cosine {worst:.6f}): the position ids of {_count(shifted)} "
-                f"of {n} texts were shifted, but this model's position encoding is relative (no absolute position "
-                "embeddings), so the shift changes nothing."
+                f"of {n} texts were shifted, but {encoding}, so the shift changes nothing."
             )
         return "none", f"Matches single-sample extraction at every layer (min cosine {worst:.6f})."
     # Structural defects show as large errors; reduced precision adds small ones to every
@@ -136,6 +158,38 @@ def diagnose(comparison: StrategyComparison, reference: ExtractionResult, facts:
             f"For {_count(target & other_token)} of {n} texts another token's state was read instead of the last "
             f"real token{rounding}."
         )
+    after_text = ext.after_other_text if ext.after_other_text is not None else torch.zeros(n, dtype=torch.bool)
+    after_pad = ext.after_padding if ext.after_padding is not None else torch.zeros(n, dtype=torch.bool)
+    if (
+        severe.any()
+        and facts.reads_attention_mask is False
+        and (facts.reads_position_ids is False or not (target & shifted).any())  # else the shift may be it
+        and (target == after_pad).all()
+        and not (target & ext.saw_padding).any()
+    ):
+        # Measured: masking tokens out changes nothing, so the pads before a text reach it.
+        return "pad-state", (
+            f"The pads before the text passed through the recurrent state; the model ignores the attention mask "
+            f"(measured: masking every earlier token changes nothing), and the {k} of {n} texts that differ are "
+            f"exactly those with padding before them in their row{layer_note}{rounding}."
+        )
+    row_offset = (after_pad | after_text) & ~shifted  # (N,) their own position ids given, yet not at the row's start
+    if (
+        severe.any()
+        and facts.reads_position_ids is False
+        and facts.counts_row_positions
+        and (target == row_offset).all()
+        and not (target & (ext.saw_padding | ext.saw_other_text)).any()
+    ):
+        before = " or ".join(
+            what for what, flags in (("padding", after_pad), ("another text", after_text)) if (target & flags).any()
+        )
+        return "position-shift", (
+            f"Positions taken from the padded row because the model ignores the position ids it was given "
+            f"(measured: they change nothing, while masked pads before a text do, whatever the pads hold): the {k} "
+            f"of {n} texts that differ are exactly those placed after {before} in their row, so their positions "
+            f"were counted from the row's start{layer_note}{rounding}."
+        )
     if (target & shifted & layer0_differs).sum() >= majority and facts.uses_absolute_positions:
         example = int((target & shifted).nonzero()[0])
         return "position-shift", (
@@ -144,13 +198,28 @@ def diagnose(comparison: StrategyComparison, reference: ExtractionResult, facts:
             f"model adds absolute position embeddings, so {_count(target & shifted)} of {n} texts differ from the "
             f"embeddings (layer 0) on{rounding}."
         )
-    after_text = ext.after_other_text if ext.after_other_text is not None else torch.zeros(n, dtype=torch.bool)
-    after_pad = ext.after_padding if ext.after_padding is not None else torch.zeros(n, dtype=torch.bool)
     if severe.any() and (target == after_text).all() and not (target & ext.saw_other_text).any():
         return "cross-text", (
             f"The mask hid the other texts, yet the {k} of {n} texts that differ are exactly those placed after "
             f"another text in their row{layer_note}: a layer that does not read the mask (a recurrent or "
             f"state-space state, a convolution) carried the earlier text into them{rounding}."
+        )
+    own = reference.read_position_ids + 1  # (N,) the text's own tokens up to its read
+    spared = after_text & ~target  # (N,) after another text, yet matching
+    if (
+        severe.any()
+        and spared.any()
+        and not (target & ~after_text).any()
+        and not (target & ext.saw_other_text).any()
+        and int(own[target].max()) < int(own[spared].min())
+    ):
+        # A leak that fades: only the texts read a few tokens after the earlier one still carry it.
+        return "cross-text", (
+            f"The mask hid the other texts, yet the {k} of {n} texts that differ all sit after another text in their "
+            f"row and are read closest to it (at most {int(own[target].max())} tokens of their own), while the "
+            f"{_count(spared)} after another text with {int(own[spared].min())} or more tokens match{layer_note}: a "
+            f"layer that does not read the mask (a recurrent or state-space state, a convolution) carried the earlier "
+            f"text in, and its memory of it fades within a few tokens{rounding}."
         )
     if severe.any() and (target == after_pad).all() and not (target & (ext.saw_padding | shifted)).any():
         return "pad-state", (

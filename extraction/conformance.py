@@ -45,6 +45,7 @@ import transformers
 
 from .compare import compare_extractions
 from .extract import extract_states
+from .inputs_read import reads_inputs
 from .models import LoadedModel, ModelLoadError, load_model
 from .models.architectures import TINY_RANDOM_PREFIX, causal_lm_types, causality_gap, exclusion_reason, root_cause
 from .models.embedded import embedded_tokenizer
@@ -105,7 +106,7 @@ class ArchitectureRow:
     attn_implementation: str | None = None
     model_class: str | None = None
     seconds: float = 0.0
-    #: Measured on the longest text (:func:`reads_inputs`): does the forward pass change when
+    #: Measured on the longest text (:func:`~extraction.inputs_read.reads_inputs`): does the forward pass change when
     #: only the position ids / only the 2-D attention mask change? None when not measured.
     reads_position_ids: bool | None = None
     reads_attention_mask: bool | None = None
@@ -256,27 +257,6 @@ def measure_architecture(
     return cells
 
 
-def reads_inputs(model: torch.nn.Module, token_ids: Sequence[int]) -> tuple[bool, bool]:
-    """Whether the model's forward pass reads ``position_ids`` and a 2-D ``attention_mask``, by
-    measurement: the last state with all position ids 0 against ``arange`` (a relative encoding
-    changes too: every pair is at distance 0), and with every token but the last masked against none."""
-    ids = torch.tensor([list(token_ids)], device=model.device)  # (1, T)
-    arange = torch.arange(ids.shape[1], device=model.device)[None]  # (1, T)
-    ones = torch.ones_like(ids)
-
-    def last_state(**inputs) -> torch.Tensor:
-        with torch.no_grad():
-            return model(input_ids=ids, output_hidden_states=True, **inputs).hidden_states[-1][0, -1]
-
-    plain = last_state(attention_mask=ones, position_ids=arange)
-    moved = last_state(attention_mask=ones, position_ids=torch.zeros_like(arange))
-    only_last = torch.zeros_like(ids)
-    only_last[:, -1] = 1
-    masked = last_state(attention_mask=only_last, position_ids=arange)
-    changed = CAUSAL_GAP * float(plain.norm())
-    return float((moved - plain).norm()) > changed, float((masked - plain).norm()) > changed
-
-
 def run_architecture(
     model_type: str,
     texts: Sequence[str] = MATRIX_TEXTS,
@@ -303,7 +283,8 @@ def run_architecture(
                 "(an encoder whose causal-LM head is meant for encoder-decoder use)"
             )
         else:
-            row.reads_position_ids, row.reads_attention_mask = reads_inputs(loaded.model, longest)
+            read = reads_inputs(loaded.model, longest, loaded.pad_token_id, loaded.device)
+            row.reads_position_ids, row.reads_attention_mask = read.position_ids, read.attention_mask
             row.cells = measure_architecture(loaded, tokenized, strategies, poolings)
     except ModelLoadError as error:
         row.error = str(error)

@@ -9,7 +9,7 @@ Every reproduction is pooled the way the file was (``last``, ``mean`` or ``token
 layouts of :mod:`.reproduce` say which positions each candidate pools (``pool_ids``) and
 :mod:`extraction.pooling` pools them, as extraction does. Under ``mean``, ``right-naive`` is
 the mean over every column of a row right-padded to P (pads counted, ``hidden.mean(1)``),
-``left-naive`` the mean of the text's tokens at shifted positions, ``packed-naive`` the mean
+``left-naive`` the mean of the text's tokens after left pads (positions shifted, pads masked), ``packed-naive`` the mean
 of the text's segment read after the texts before it; under ``tokens``, ``right-naive`` keeps
 every column of the padded row as rows (P is the stored row count), the other padding
 hypotheses keep the text's tokens. ``dtype``, ``pre-norm`` and ``wrong-layer`` are tried
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..extract import extract_states
+from ..inputs_read import inputs_read
 from ..pooling import DEFAULT_POOLING, Pooling
 from ..strategies import MAX_PACK_TOKENS
 from ..texts import TokenizedTexts
@@ -36,7 +37,7 @@ from .chat_template import chat_template_hypothesis
 from .check import subset
 from .compound import two_defects
 from .duplicates import duplicate_rows_hypothesis
-from .evidence import Evidence, RowSearch
+from .evidence import Evidence, RowSearch, row_scores
 from .layers import TITLE as WRONG_LAYER_TITLE
 from .layers import wrong_layer_hypothesis
 from .order import order_hypothesis
@@ -45,10 +46,10 @@ from .precision import DTYPE_TITLE, dtype_hypothesis, kernels_hypothesis
 from .report import AuditProgress, Hypothesis, RowCheck
 from .reproduce import (
     concatenated_layout,
+    left_padded_layout,
     padded_means,
     pre_norm_states,
     right_padded_layout,
-    shifted_positions_layout,
     states_at,
 )
 from .special_tokens import special_tokens_hypothesis
@@ -173,17 +174,9 @@ def _hypothesis_right_naive(ev: Evidence) -> Hypothesis:
 
 def _hypothesis_left_naive(ev: Evidence) -> Hypothesis:
     title = "left padding without position ids (positions shifted by the pads)"
-    if not ev.loaded.uses_absolute_positions:
-        return Hypothesis(
-            "left-naive",
-            title,
-            "not applicable",
-            None,
-            None,
-            [],
-            [],
-            "this model's positions are relative (no absolute position embeddings): left padding changes nothing",
-        )
+    probe = _left_padding_changes(ev)
+    if probe is not None:
+        return Hypothesis("left-naive", title, "not applicable", None, None, [], [], probe)
     lengths = ev.tokenized.lengths
     distinct = sorted(set(lengths))
     search = RowSearch(ev)
@@ -194,7 +187,7 @@ def _hypothesis_left_naive(ev: Evidence) -> Hypothesis:
         if not padded:
             search.skip(row)
             break
-        layout = shifted_positions_layout(ids, [p - len(ids) for p in padded])
+        layout = left_padded_layout(ids, padded, ev.loaded.pad_token_id)
         if not search.score(row, states_at(ev.loaded, layout, ev.layers, ev.pooling)):
             break
         inferred[row] = [padded[k] for k in search.tied[row]]
@@ -210,9 +203,31 @@ def _hypothesis_left_naive(ev: Evidence) -> Hypothesis:
         f"(reproduction cosine {min(search.repro_cosines, default=float('nan')):.6f}); "
         + (describe_batchings(batchings) if inferred else "")
     )
-    # The reproducing layout put the tokens at positions P - n .. P - 1 with P > n.
-    shifted = any(max(p) > lengths[r] for r, p in inferred.items())
-    return search.result("left-naive", title, detail, evidence, "position-shift" if shifted else "unknown")
+    # The reproducing layout put pads before the text (P > n): a model that reads the 2-D mask
+    # (measured) hid them, so the shifted positions changed the states; one that does not ran them through.
+    padded = any(max(p) > lengths[r] for r, p in inferred.items())
+    kind = "unknown" if not padded else "position-shift" if inputs_read(ev.loaded).attention_mask else "pad-state"
+    return search.result("left-naive", title, detail, evidence, kind)
+
+
+def _left_padding_changes(ev: Evidence) -> str | None:
+    """Why the left-naive hypothesis cannot explain anything on this model, or None when it can:
+    measured on the first forensic row, left-padded to the longest text (one forward pass), whose
+    state is the one it has alone when neither the shifted positions nor the pads change it."""
+    row = ev.rows[0]
+    ids = ev.tokenized.token_ids[row]
+    width = max(ev.tokenized.lengths)
+    if width <= len(ids) or ev.pooling == "tokens":
+        return None  # nothing to pad to (the search skips the row), or rows per text to compare
+    padded = states_at(ev.loaded, left_padded_layout(ids, [width], ev.loaded.pad_token_id), ev.layers, ev.pooling)
+    fresh = ev.fresh_at_layers(row)  # (L, d)
+    cosine = float(row_scores(padded[0], fresh[None])[0])
+    if cosine >= EXACT_COSINE:
+        return (
+            f"measured: text {row + 1} left-padded to {width} tokens without position ids keeps its state (cosine "
+            f"{cosine:.6f} to the text alone): on this model left padding changes nothing"
+        )
+    return None
 
 
 def _hypothesis_packed_naive(ev: Evidence) -> Hypothesis:

@@ -3,7 +3,7 @@ states a layout gives its texts under a pooling (:func:`states_at`, pooled as ex
 :func:`extraction.pooling.pooled_positions` and :func:`~extraction.pooling.pool_rows` over the
 layout's ``pool_ids``), the pooled means of a right-padded row at every padded length at once
 (:func:`padded_means`), the pre-norm last state, and the layouts of right padding, shifted
-positions, unmasked packing and a text's every prefix."""
+left padding, unmasked packing and a text's every prefix."""
 
 from __future__ import annotations
 
@@ -137,16 +137,20 @@ def prefix_layout(token_ids: Sequence[int]) -> BatchLayout:
     return BatchLayout(input_ids, segment_ids, None, "padding", torch.zeros(n, dtype=torch.long), torch.arange(n))
 
 
-def shifted_positions_layout(token_ids: Sequence[int], offsets: Sequence[int]) -> BatchLayout:
-    """One row per offset k: the text at positions k..k+n-1, as after k left pads without position ids."""
-    n, count = len(token_ids), len(offsets)
-    input_ids = torch.tensor([list(token_ids)] * count, dtype=torch.long)  # (C, n)
-    position_ids = torch.tensor(offsets)[:, None] + torch.arange(n)[None, :]  # (C, n)
-    segment_ids = torch.zeros(count, n, dtype=torch.long)
-    per_row = torch.arange(count)[:, None].expand(count, n).clone()  # pooled: row k is candidate k
-    return BatchLayout(
-        input_ids, segment_ids, position_ids, "none", torch.arange(count), torch.full((count,), n - 1), pool_ids=per_row
-    )
+def left_padded_layout(token_ids: Sequence[int], widths: Sequence[int], pad_id: int) -> BatchLayout:
+    """One row per width P: the text left-padded to P, the pads masked, no position ids (the
+    model's default ``arange``), as ``tokenizer(padding_side="left")`` + ``model(**batch)`` run it;
+    reads the text's last token (pooled: its own tokens). Rows are right-filled with masked pads to
+    the widest; a causal model never reads them. Whatever the model does with the pads (masks them,
+    runs them through a recurrence) or with the positions (shifted by P - n), it does here too."""
+    n, count, width = len(token_ids), len(widths), max(widths)
+    input_ids = torch.full((count, width), pad_id, dtype=torch.long)  # (C, W)
+    segment_ids = torch.full((count, width), -1, dtype=torch.long)  # (C, W): row k's text is segment k
+    for row, padded in enumerate(widths):
+        input_ids[row, padded - n : padded] = torch.tensor(list(token_ids))
+        segment_ids[row, padded - n : padded] = row
+    ends = torch.tensor(list(widths)) - 1
+    return BatchLayout(input_ids, segment_ids, None, "padding", torch.arange(count), ends)
 
 
 def concatenated_layout(
