@@ -23,7 +23,7 @@ Which defect made the states differ is a :data:`CauseKind`, the closed set
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 
@@ -86,19 +86,7 @@ CauseKind = Literal[
 #: other tokens than the text's (cut short, a special token added or dropped, a chat template
 #: applied or not); ``other-row``: a row holds another text's state (rows reordered and never
 #: restored, one row written for several texts); ``unknown``: no known defect explains the pattern.
-CAUSE_KINDS: tuple[CauseKind, ...] = (
-    "none",
-    "pad-state",
-    "position-shift",
-    "cross-text",
-    "window",
-    "rounding",
-    "kernels",
-    "other-layer",
-    "other-tokens",
-    "other-row",
-    "unknown",
-)
+CAUSE_KINDS: tuple[CauseKind, ...] = get_args(CauseKind)  # the same closed set, in that order
 
 
 def verdict_for(
