@@ -25,6 +25,12 @@ TEXTS = [text + " and more" * (i % 6) for i, text in enumerate(SAMPLE_TEXTS * 2)
 OPTIONS = ["--strategy", "sorted", "--batch-size", "4", "--shard-size", "4", "--verify", "4"]  # 6 shards
 
 
+def _failure(run: subprocess.CompletedProcess) -> str:
+    """The ranks' own error lines (torchrun's report after them fills the tail of stderr), then the tail."""
+    errors = [line for line in run.stderr.splitlines() if "error: " in line]
+    return "\n".join(errors) + "\n...\n" + run.stderr[-1500:]
+
+
 def _extract(texts_file, folder, ranks: int, *extra: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """``python -m torch.distributed.run`` (what ``torchrun`` runs) with ``ranks`` processes."""
     launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(ranks)]
@@ -54,7 +60,7 @@ def texts_file(tmp_path_factory):
 def two_ranks(texts_file, tmp_path_factory):
     folder = tmp_path_factory.mktemp("two") / "states"
     done = _extract(texts_file, folder, 2)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, _failure(done)
     return folder
 
 
@@ -66,7 +72,7 @@ def test_two_ranks_equal_one_process_and_audit_exact(two_ranks, texts_file, tmp_
     # One process, the same shards (the same batches): bit-equal.
     one_rank = tmp_path / "one"
     done = _extract(texts_file, one_rank, 1)
-    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.returncode == 0, _failure(done)
     assert torch.equal(read_states(one_rank).tensor, stored)
     # One process, one file (batches sorted over all texts, other threads): cosine >= 0.99999.
     one_file = tmp_path / "one.safetensors"
@@ -92,7 +98,7 @@ def test_killed_rank_resumes_to_the_uninterrupted_output(two_ranks, texts_file, 
     assert "texts_sha256" in capsys.readouterr().err
     assert _stats(folder) == before
     resumed = _extract(texts_file, folder, 2, "--resume")
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert resumed.returncode == 0, _failure(resumed)
     after = _stats(folder)
     assert len(after) == 6 and {name: after[name] for name in before} == before  # none written twice
     assert torch.equal(read_states(folder).tensor, read_states(two_ranks).tensor)
