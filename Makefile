@@ -30,14 +30,12 @@ NO_TESTS_IS_AN_ERROR = rc=$$?; if [ $$rc -eq 5 ]; then echo "error: pytest colle
 test: install
 	$(PYTEST) $(PYTEST_ARGS); $(NO_TESTS_IS_AN_ERROR)
 
-# No embedded model, no AppTest, no browser. One torch thread unless OMP_NUM_THREADS says
-# otherwise: the tiny models' matrices are too small for a second thread to help, and two
-# threads wait on each other whenever other work shares the cores. Measured on this project's
-# 2-core machine, never quiet (another job in the other core; 649 tests): one thread 153 s at a
-# load average of 2.5; two threads 691 s at a load of 3.
+# No embedded model, no AppTest, no browser. Measured on this project's 2-core machine
+# (720 tests): quiet, torch's default two threads 162 s, one thread 181 s; with another job on
+# the other core (649 tests then), one thread 153 s at a load of 2.5 but two threads 691 s, as
+# they wait on each other. On a shared machine, run it as `OMP_NUM_THREADS=1 make test-fast`.
 test-fast: install
-	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} MKL_NUM_THREADS=$${MKL_NUM_THREADS:-1} \
-		$(PYTEST) tests/unit tests/tiny $(PYTEST_ARGS); $(NO_TESTS_IS_AN_ERROR)
+	$(PYTEST) tests/unit tests/tiny $(PYTEST_ARGS); $(NO_TESTS_IS_AN_ERROR)
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
