@@ -26,75 +26,18 @@ texts = [
 (out / "texts1000.txt").write_text("\n".join(t.replace("\n", " ") for t in texts) + "\n")
 loaded = load_model(model_name)
 stored = third_party.unmasked_right_padded_states(loaded.model, loaded.tokenizer, texts, -1, 8)
-save_file({"states": stored.contiguous()}, str(out / "unmasked1000.safetensors"))
+texts_file, states_file = str(out / "texts1000.txt"), str(out / "unmasked1000.safetensors")
+save_file({"states": stored.contiguous()}, states_file)
 base = [sys.executable, "-m", "extraction"]
+extract = ["extract", "--model", model_name, "--texts", texts_file, "--layers", str(loaded.num_hidden_layers)]
+extract += ["--verify", "0", "--force"]
+audit = ["audit", "--model", model_name, "--texts", texts_file, "--states", states_file]
 runs = {
-    "extract --strategy single": [
-        "extract",
-        "--model",
-        model_name,
-        "--texts",
-        str(out / "texts1000.txt"),
-        "--layers",
-        str(loaded.num_hidden_layers),
-        "--strategy",
-        "single",
-        "--verify",
-        "0",
-        "--out",
-        str(out / "single.safetensors"),
-        "--force",
-    ],
-    "extract (auto)": [
-        "extract",
-        "--model",
-        model_name,
-        "--texts",
-        str(out / "texts1000.txt"),
-        "--layers",
-        str(loaded.num_hidden_layers),
-        "--verify",
-        "0",
-        "--out",
-        str(out / "auto.safetensors"),
-        "--force",
-    ],
-    "audit --no-forensics": [
-        "audit",
-        "--model",
-        model_name,
-        "--texts",
-        str(out / "texts1000.txt"),
-        "--states",
-        str(out / "unmasked1000.safetensors"),
-        "--no-forensics",
-        "--json",
-        str(out / "audit-noforensics.json"),
-    ],
-    "audit": [
-        "audit",
-        "--model",
-        model_name,
-        "--texts",
-        str(out / "texts1000.txt"),
-        "--states",
-        str(out / "unmasked1000.safetensors"),
-        "--json",
-        str(out / "audit.json"),
-    ],
-    "audit --sample 100": [
-        "audit",
-        "--model",
-        model_name,
-        "--texts",
-        str(out / "texts1000.txt"),
-        "--states",
-        str(out / "unmasked1000.safetensors"),
-        "--sample",
-        "100",
-        "--json",
-        str(out / "audit-sample100.json"),
-    ],
+    "extract --strategy single": [*extract, "--strategy", "single", "--out", str(out / "single.safetensors")],
+    "extract (auto)": [*extract, "--out", str(out / "auto.safetensors")],
+    "audit --no-forensics": [*audit, "--no-forensics", "--json", str(out / "audit-noforensics.json")],
+    "audit": [*audit, "--json", str(out / "audit.json")],
+    "audit --sample 100": [*audit, "--sample", "100", "--json", str(out / "audit-sample100.json")],
 }
 lines = []
 for name, args in runs.items():
