@@ -13,13 +13,13 @@ from pathlib import Path
 import streamlit as st
 
 import ui
-from extraction import layout_views
 from extraction.pooling import DEFAULT_POOLING, POOLING_SUMMARY, POOLINGS
-from extraction.predictions import LM_HEAD_ONLY_LAST
-from extraction.report_html import comparison_report_html
 from extraction.samples import SAMPLE_TEXTS
 from extraction.strategies import REFERENCE, STRATEGIES
 from extraction.texts import TEXT_SUFFIXES
+from extraction.views import layouts as layout_views
+from extraction.views.predictions import LM_HEAD_ONLY_LAST
+from extraction.views.report_html import comparison_report_html
 
 PAGES_DIR = Path(__file__).resolve().parent / "pages"
 

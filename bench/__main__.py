@@ -7,13 +7,13 @@ import logging
 import os
 import sys
 
-from .endtoend import E2E_TEXT_COUNTS
-from .memory import MEMORY_BASELINE_TEXTS, MEMORY_MAX_TOKENS, MEMORY_TEXT_COUNTS
-from .peers import DEFAULT_PEER_TEXTS
-from .report import format_report
-from .run import BenchmarkSettings, run_benchmark
-from .texts import DEFAULT_TEXTS
-from .throughput import (
+from bench.endtoend import E2E_TEXT_COUNTS
+from bench.memory import MEMORY_BASELINE_TEXTS, MEMORY_MAX_TOKENS, MEMORY_TEXT_COUNTS
+from bench.peers import DEFAULT_PEER_TEXTS
+from bench.report import format_report
+from bench.run import BenchmarkSettings, run_benchmark
+from bench.texts import DEFAULT_TEXTS
+from bench.throughput import (
     BENCH_EXACT_COSINE,
     CHECK_TEXTS,
     DEFAULT_BATCH_SIZE,
@@ -172,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         settings = settings_from_args(args)
-        from extraction.atomic import write_json_atomic
+        from extraction.storage.atomic import write_json_atomic
 
         report = run_benchmark(settings, say=lambda line: print(f"... {line}", file=sys.stderr, flush=True))
     except (ValueError, OSError) as error:

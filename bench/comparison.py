@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 def app_comparison(loaded: LoadedModel, batch_size: int = 4) -> dict:
     """Seconds of ``compare_strategies`` over every strategy on the sample texts (the
     app's default run), split into extraction and everything else (metrics, logit lens)."""
-    from extraction.compare import compare_strategies
+    from extraction.comparison.compare import compare_strategies
     from extraction.samples import SAMPLE_TEXTS
 
     start = time.perf_counter()

@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .processes import child_env, child_failure, run_child
+from bench.processes import child_env, child_failure, run_child
 
 E2E_TEXT_COUNTS = (16, 160)
 RUNS = ("single", "auto-cold", "auto-warm")

@@ -113,12 +113,11 @@ def run_suite(args: argparse.Namespace) -> dict:
     import torch
     import transformers
 
+    from bench.peers import time_peers
+    from bench.texts import benchmark_texts
+    from bench.throughput import time_strategies
     from extraction.models import load_model
     from extraction.texts import tokenize_texts
-
-    from .peers import time_peers
-    from .texts import benchmark_texts
-    from .throughput import time_strategies
 
     say = lambda line: print(f"... {line}", file=sys.stderr, flush=True)  # noqa: E731
     started = time.perf_counter()

@@ -7,8 +7,8 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from .processes import child_failure, run_child
-from .texts import DEFAULT_MIN_TOKENS, benchmark_texts
+from bench.processes import child_failure, run_child
+from bench.texts import DEFAULT_MIN_TOKENS, benchmark_texts
 
 EXTRACT_CHILD = "bench.children.extract"
 #: What the memory child runs, as the report names it: ``python -m extraction extract

@@ -11,7 +11,7 @@ the loop, ``torch.no_grad()``, ``output_hidden_states=True`` (every layer), full
   8 in input order, read at the last real index ``attention_mask.sum(1) - 1``.
 
 ``this project`` is :func:`extraction.extract.extract_states` with the strategy
-``--strategy auto`` picks (:func:`extraction.choose.choose_strategy`, run before the clock),
+``--strategy auto`` picks (:func:`extraction.comparison.choose.choose_strategy`, run before the clock),
 tokenization included, every layer, no logits kept: what ``extract`` does per text.
 Every approach's rows are compared with single-text extraction (min cosine over texts and
 layers), so a fast but wrong peer shows as such. Figures are seconds per text.
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .rates import useful_flops
+from bench.rates import useful_flops
 
 if TYPE_CHECKING:
     from extraction.models import LoadedModel
@@ -131,8 +131,8 @@ def time_peers(
     say: Callable[[str], None] = logger.info,
 ) -> list[PeerTiming]:
     """Time this project's extraction and each peer on ``texts``; this project first."""
-    from extraction.choose import choose_strategy
-    from extraction.cost import body_parameters
+    from extraction.comparison.choose import choose_strategy
+    from extraction.comparison.cost import body_parameters
     from extraction.extract import extract_states
     from extraction.metrics import cosine_similarity
     from extraction.texts import tokenize_texts

@@ -39,8 +39,8 @@ def sgemm_gflops(size: int = 2048, repeats: int = 5, device: str | torch.device 
 def body_parameters(model: torch.nn.Module) -> int:
     """Parameters outside the embeddings and ``lm_head``: the per-token matmul work of the
     body is ``2 x`` this many FLOPs (a tied ``lm_head`` is counted once, as an embedding).
-    The cost model of ``--strategy auto`` counts the same (:func:`extraction.cost.body_parameters`)."""
-    from extraction.cost import body_parameters as count
+    The cost model of ``--strategy auto`` counts the same (:func:`extraction.comparison.cost.body_parameters`)."""
+    from extraction.comparison.cost import body_parameters as count
 
     return count(model)
 

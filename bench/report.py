@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .throughput import StrategyTiming
+from bench.throughput import StrategyTiming
 
 
 @dataclass

@@ -14,15 +14,15 @@ from pathlib import Path
 
 import torch
 
-from .comparison import app_comparison
-from .endtoend import E2E_TEXT_COUNTS, end_to_end
-from .memory import MEMORY_BASELINE_TEXTS, MEMORY_MAX_TOKENS, MEMORY_TEXT_COUNTS, memory_report
-from .peers import DEFAULT_PEER_TEXTS, PEERS, peers_to_dicts, time_peers
-from .rates import body_parameters, sgemm_gflops
-from .report import BenchmarkReport
-from .startup import cold_start
-from .texts import DEFAULT_MAX_TOKENS, DEFAULT_MIN_TOKENS, DEFAULT_TEXTS, benchmark_texts
-from .throughput import (
+from bench.comparison import app_comparison
+from bench.endtoend import E2E_TEXT_COUNTS, end_to_end
+from bench.memory import MEMORY_BASELINE_TEXTS, MEMORY_MAX_TOKENS, MEMORY_TEXT_COUNTS, memory_report
+from bench.peers import DEFAULT_PEER_TEXTS, PEERS, peers_to_dicts, time_peers
+from bench.rates import body_parameters, sgemm_gflops
+from bench.report import BenchmarkReport
+from bench.startup import cold_start
+from bench.texts import DEFAULT_MAX_TOKENS, DEFAULT_MIN_TOKENS, DEFAULT_TEXTS, benchmark_texts
+from bench.throughput import (
     BENCH_EXACT_COSINE,
     CHECK_TEXTS,
     DEFAULT_BATCH_SIZE,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import tempfile
 
-from .processes import child_env, child_failure, run_child
+from bench.processes import child_env, child_failure, run_child
 
 LOAD_CHILD = "bench.children.load"
 

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .rates import body_parameters, useful_flops
-from .texts import spread_subset
+from bench.rates import body_parameters, useful_flops
+from bench.texts import spread_subset
 
 if TYPE_CHECKING:
     from extraction.extract import ExtractionResult

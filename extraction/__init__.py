@@ -43,7 +43,7 @@ __version__ = "0.2.0"
 
 from .audit import AuditReport, Hypothesis, audit_states
 from .check_extractor import ExtractorMismatchError, assert_matches_single, check_extractor
-from .compare import (
+from .comparison.compare import (
     DRIFT_COSINE,
     EXACT_COSINE,
     ComparisonReport,
@@ -51,9 +51,9 @@ from .compare import (
     compare_strategies,
     verdict_for,
 )
-from .export import ExportResult, extract_to_file
 from .extract import ExtractionResult, extract_states
 from .models import DEFAULT_MODEL, LoadedModel, ModelLoadError, load_model
+from .storage.export import ExportResult, extract_to_file
 from .strategies import REFERENCE, STRATEGIES, get_strategy
 from .texts import TextsError, read_texts, tokenize_texts
 
@@ -93,7 +93,7 @@ def __getattr__(name: str):
     """``comparison_report_html`` is imported on first use: it needs plotly, which the library
     itself does not (a GPU machine or a pipeline may run without it)."""
     if name == "comparison_report_html":
-        from .report_html import comparison_report_html
+        from .views.report_html import comparison_report_html
 
         return comparison_report_html
     raise AttributeError(f"module 'extraction' has no attribute {name!r}")

@@ -49,7 +49,7 @@ from .audit import AuditProgress, AuditReport, audit_states
 from .consistency import ExtractFn, function_name, self_check, states_from_return, token_states_from_return
 from .models import load_model
 from .pooling import POOLINGS as ALL_POOLINGS
-from .stored_states import StoredStates, validate_states
+from .storage.stored_states import StoredStates, validate_states
 from .texts import tokenize_texts
 
 if TYPE_CHECKING:

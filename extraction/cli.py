@@ -158,7 +158,7 @@ def stage_progress_bars(labels: dict[str, str], shown: bool = True):
     (the previous one closed; none when ``shown`` is False, as on ranks other than 0), every
     bar closed on leaving the block; a failed verification leaves as a :class:`CliError` with
     exit code 1, an existing output without ``--force`` as a usage error."""
-    from .export import VerificationError
+    from .storage.export import VerificationError
 
     bars: dict[str, object] = {}
 

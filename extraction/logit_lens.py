@@ -2,7 +2,7 @@
 states, and the logit lens (per layer, does ``lm_head(final_norm(h))`` give single's top-1?).
 
 Defined for ``last`` pooling only: ``lm_head`` predicts the next token from a last token's
-state, not from a mean or from every token. Used by :mod:`extraction.compare`, the audit's
+state, not from a mean or from every token. Used by :mod:`extraction.comparison.compare`, the audit's
 checks, ``auto``'s probe and the probes' zero-shot accuracy.
 """
 

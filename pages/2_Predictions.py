@@ -5,8 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 import ui
-from extraction import plotting, predictions
+from extraction import plotting
 from extraction.strategies import REFERENCE
+from extraction.views import predictions
 
 st.set_page_config(page_title="Predictions · padding-audit", page_icon="🧪", layout="wide")
 run = ui.require_run()

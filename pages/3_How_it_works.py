@@ -5,8 +5,9 @@ from __future__ import annotations
 import streamlit as st
 
 import ui
-from extraction import layout_views, plotting
+from extraction import plotting
 from extraction.strategies import STRATEGIES
+from extraction.views import layouts as layout_views
 
 st.set_page_config(page_title="How it works · padding-audit", page_icon="🧪", layout="wide")
 run = ui.require_run()

@@ -9,13 +9,13 @@ import streamlit as st
 import ui
 from extraction import plotting
 from extraction.audit import CAUSES, REPRODUCE_COSINE
-from extraction.audit_views import headline_metrics, per_text_frame
-from extraction.examples import EXAMPLE_BATCH
-from extraction.export import describe_layers
 from extraction.pooling import POOLING_SUMMARY, POOLINGS
-from extraction.stored_states import STATE_SUFFIXES
+from extraction.storage.export import describe_layers
+from extraction.storage.stored_states import STATE_SUFFIXES
 from extraction.texts import TEXT_SUFFIXES
 from extraction.verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE, EXACT_COSINE
+from extraction.views.audit import headline_metrics, per_text_frame
+from extraction.views.examples import EXAMPLE_BATCH
 
 KEY_LAYER = "audit.layer"
 KEY_SAMPLE = "audit.sample"

@@ -8,10 +8,11 @@ import json
 import streamlit as st
 
 import ui
-from extraction import plotting, probe
+from extraction import plotting
 from extraction.pooling import DEFAULT_POOLING, PER_TEXT_POOLINGS, POOLING_SUMMARY
-from extraction.probe_inputs import DEFAULT_BATCH_SIZE, DEFAULT_STRATEGIES, UPLOAD_HELP, checked_probe_inputs
-from extraction.probe_sweep import DEFAULT_SEEDS, LM_HEAD_SCOPE
+from extraction.probing import probe
+from extraction.probing.inputs import DEFAULT_BATCH_SIZE, DEFAULT_STRATEGIES, UPLOAD_HELP, checked_probe_inputs
+from extraction.probing.sweep import DEFAULT_SEEDS, LM_HEAD_SCOPE
 from extraction.strategies import REFERENCE, STRATEGIES
 
 KEY_SOURCE = "probe.source"

@@ -6,8 +6,9 @@ import pandas as pd
 import streamlit as st
 
 import ui
-from extraction import layout_views, plotting
+from extraction import plotting
 from extraction.strategies import STRATEGIES
+from extraction.views import layouts as layout_views
 
 st.set_page_config(page_title="Conformance · padding-audit", page_icon="🧪", layout="wide")
 

@@ -15,7 +15,7 @@ import os
 
 import pytest
 
-from extraction.choose import CACHE_ENV
+from extraction.comparison.choose import CACHE_ENV
 from extraction.models import LoadedModel, load_model
 
 

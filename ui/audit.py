@@ -11,11 +11,11 @@ import streamlit as st
 from extraction import plotting
 from extraction.audit import AuditReport, audit_states
 from extraction.chat import TextItem, format_texts
-from extraction.examples import example_states
-from extraction.export import parse_layers
 from extraction.models import LoadedModel
-from extraction.stored_states import StoredStates
+from extraction.storage.export import parse_layers
+from extraction.storage.stored_states import StoredStates
 from extraction.texts import tokenize_texts
+from extraction.views.examples import example_states
 from ui.work import run_guarded
 
 
@@ -40,7 +40,7 @@ def run_audit(
     generation_prompt: bool = False,
 ) -> AuditRun | None:
     """:func:`~extraction.audit.audit_states` of ``inputs`` (None: the worked example of
-    :mod:`extraction.examples`, built on ``loaded``) with a progress bar and the model held;
+    :mod:`extraction.views.examples`, built on ``loaded``) with a progress bar and the model held;
     ``layer`` applies to an (N, d) file, ``layers_text`` to an (N, L, d) one, ``sample`` 0 means
     every text, ``pooling`` None the pooling the file records; ``as_chat`` formats every plain text as
     one user turn with the chat template, ending in the generation prompt with ``generation_prompt``

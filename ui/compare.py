@@ -11,11 +11,11 @@ from collections.abc import Sequence
 import streamlit as st
 
 from extraction.chat import TextItem, format_texts
-from extraction.compare import ComparisonReport, compare_strategies
+from extraction.comparison.compare import ComparisonReport, compare_strategies
 from extraction.models import LoadedModel
 from extraction.pooling import DEFAULT_POOLING, Pooling
-from extraction.predictions import TOP_K, token_strings, top_k_frame
 from extraction.texts import tokenize_texts
+from extraction.views.predictions import TOP_K, token_strings, top_k_frame
 from ui.model import ModelSettings, model_in_use
 from ui.run_state import RunResult
 from ui.work import progress_callback
@@ -46,7 +46,7 @@ def run_comparison(
     prompt with ``generation_prompt`` (:func:`~extraction.chat.format_texts`). The run is kept in the session
     (:func:`store_run`): a new pooling is a new run, never a stale one.
 
-    Raises what :func:`~extraction.compare.compare_strategies` raises (``TextsError`` for
+    Raises what :func:`~extraction.comparison.compare.compare_strategies` raises (``TextsError`` for
     unusable texts or a model without a chat template, ``ValueError`` for bad options).
     """
     texts = list(texts)

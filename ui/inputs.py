@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from extraction.chat import TextItem
-from extraction.stored_states import StoredStates, read_states
+from extraction.storage.stored_states import StoredStates, read_states
 from extraction.texts import TextsError, decode_bytes, parse_text_items, split_lines
 
 

@@ -13,11 +13,11 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from extraction.compare import ComparisonReport
+from extraction.comparison.compare import ComparisonReport
 from extraction.plotting.style import VERDICT_COLORS, VERDICT_ICONS, VERDICT_TEXT_COLORS, strategy_color
 from extraction.pooling import POOLING_SUMMARY, Pooling
-from extraction.predictions import LM_HEAD_ONLY_LAST, NOT_APPLICABLE, has_lm_head
 from extraction.verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE, EXACT_COSINE
+from extraction.views.predictions import LM_HEAD_ONLY_LAST, NOT_APPLICABLE, has_lm_head
 
 
 def show_error(error: BaseException | str, prefix: str | None = None) -> None:

@@ -10,10 +10,10 @@ import streamlit as st
 
 from extraction.models import LoadedModel
 from extraction.pooling import DEFAULT_POOLING, Pooling
-from extraction.probe import LabelledTexts
-from extraction.probe_features import extraction_estimate
-from extraction.probe_inputs import data_digest
-from extraction.probe_sweep import ProbeSweep, run_probe_sweep
+from extraction.probing.features import extraction_estimate
+from extraction.probing.inputs import data_digest
+from extraction.probing.probe import LabelledTexts
+from extraction.probing.sweep import ProbeSweep, run_probe_sweep
 from extraction.strategies import DEFAULT_MAX_BATCH_TOKENS, REFERENCE
 from extraction.texts import tokenize_texts
 from ui.model import ModelSettings
@@ -39,11 +39,11 @@ def train_probes(
     cache_key: str,
     pooling: Pooling = DEFAULT_POOLING,
 ) -> ProbeRun | None:
-    """:func:`~extraction.probe_sweep.run_probe_sweep` with a progress bar, the model held, and
+    """:func:`~extraction.probing.sweep.run_probe_sweep` with a progress bar, the model held, and
     the states kept in the session under ``cache_key`` for this model and data set (adding a
     strategy later extracts only the new one; other layers or seeds extract nothing); None after
     an ``st.error`` when it fails. ``pooling``: ``last`` or ``mean``. The progress bar says each
-    strategy's estimated extraction time (:func:`~extraction.probe_features.extraction_estimate`:
+    strategy's estimated extraction time (:func:`~extraction.probing.features.extraction_estimate`:
     the cost model of these texts' token counts at a rate measured on a few passes first)."""
     feature_cache = session_cache(cache_key, (settings, data_digest(data)))
     bar = st.progress(0.0, text="Starting: measuring this machine's rate for the time estimate…")

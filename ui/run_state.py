@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from extraction.compare import ComparisonReport
+from extraction.comparison.compare import ComparisonReport
 from ui.model import ModelSettings
 from ui.navigation import home_page
 

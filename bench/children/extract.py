@@ -6,7 +6,7 @@ and parses them with its parser (so the process imports what the command's does,
 every default is the command's), then does the command's work through the same calls in
 the same order: :func:`~extraction.texts.read_texts`,
 :func:`~extraction.cli.load_model_from_args`, :func:`~extraction.texts.tokenize_texts`,
-:func:`~extraction.export.extract_to_file`. Only its argument checks, progress bars and
+:func:`~extraction.storage.export.extract_to_file`. Only its argument checks, progress bars and
 summary lines are left out. The memory is marked once the model is loaded
 (:mod:`bench.children.marks`); the marks are the last line of stdout. A bad model or file
 is one ``error:`` line on stderr and exit 2, as from the command.
@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from .marks import mark_loaded, print_marks
+from bench.children.marks import mark_loaded, print_marks
 
 
 def extract(argv: list[str] | None, marks: dict) -> int:
@@ -25,7 +25,7 @@ def extract(argv: list[str] | None, marks: dict) -> int:
     the exit status."""
     from extraction.cli import build_parser, load_model_from_args
     from extraction.commands._extract_options import extract_options
-    from extraction.export import extract_to_file
+    from extraction.storage.export import extract_to_file
     from extraction.texts import read_texts, tokenize_texts
 
     parser = build_parser()

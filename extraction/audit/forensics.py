@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from ..comparison.inputs_read import inputs_read
 from ..extract import extract_states
-from ..inputs_read import inputs_read
 from ..pooling import DEFAULT_POOLING, Pooling
 from ..strategies import MAX_PACK_TOKENS
 from ..texts import TokenizedTexts

@@ -4,7 +4,7 @@ The ground truth is the model's single-text computation (``single``: one text a 
 Re-extracting every checked text that way costs what ``extract --strategy single`` costs, about
 twice what ``extract`` (auto) takes on SmolLM2 (docs/forensics.md, "Cost"). So by default
 (``reference="auto"``) the fresh rows come from the layout ``--strategy auto`` takes for the
-checked texts (:func:`extraction.choose.choose_strategy`): the cheapest one that its probe
+checked texts (:func:`extraction.comparison.choose.choose_strategy`): the cheapest one that its probe
 found exact against ``single`` on this model, dtype, device, attention implementation,
 versions and pooling (or remembered so from an earlier probe), and ``single`` when none is.
 ``reference="single"`` forces one text a pass.
@@ -68,7 +68,7 @@ def choose_reference(
     pooling: Pooling = DEFAULT_POOLING,
 ) -> AuditReference:
     """The layout for the fresh rows of ``tokenized`` (the checked texts): see the module docstring."""
-    from ..choose import choose_strategy
+    from ..comparison.choose import choose_strategy
 
     if parse_reference(reference) == REFERENCE:
         return SINGLE_FORCED

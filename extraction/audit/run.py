@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..pooling import DEFAULT_POOLING, POOLINGS, Pooling, parse_pooling
-from ..stored_states import StoredStates, validate_offsets, validate_states
+from ..storage.stored_states import StoredStates, validate_offsets, validate_states
 from ..texts import TokenizedTexts, texts_sha256, tokenize_texts
 from ..verdicts import CauseKind
 from .check import (

@@ -8,8 +8,8 @@ import argparse
 
 
 def extract_options(args: argparse.Namespace) -> dict:
-    """The options :func:`~extraction.export.extract_to_file` and
-    :func:`~extraction.sharded_export.extract_to_folder` both take, from this command's
+    """The options :func:`~extraction.storage.export.extract_to_file` and
+    :func:`~extraction.storage.sharded_export.extract_to_folder` both take, from this command's
     arguments: one mapping for the command, its sharded run and the benchmark's child process."""
     return {
         "layers": args.layers,

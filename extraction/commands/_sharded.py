@@ -14,12 +14,12 @@ from ._extract_options import extract_options
 
 
 def run_sharded(args: argparse.Namespace, info) -> int:
-    from ..distributed import launched
-    from ..export import describe_layers
-    from ..sharded_export import extract_to_folder
-    from ..shards import is_folder_output
+    from ..storage.distributed import launched
+    from ..storage.export import describe_layers
+    from ..storage.sharded_export import extract_to_folder
+    from ..storage.shards import is_folder_output
+    from ..storage.text_stream import TextSource
     from ..strategies import get_strategy
-    from ..text_stream import TextSource
 
     if not is_folder_output(args.out):
         raise CliError(

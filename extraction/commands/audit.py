@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..atomic import write_json_atomic
 from ..cli import CliError, add_model_arguments, load_model_from_args, progress_bar, texts_for_model
+from ..storage.atomic import write_json_atomic
 from ..verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE, EXACT_COSINE
 
 ORDER = 10
@@ -63,7 +63,7 @@ def add_parser(subparsers) -> None:
 
 def format_report(report) -> str:
     """The readable summary ``audit`` prints."""
-    from ..export import describe_layers
+    from ..storage.export import describe_layers
 
     layer_text = describe_layers(report.layers)
     lines = [
@@ -104,8 +104,8 @@ def format_report(report) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from ..audit import audit_states
-    from ..export import parse_layers
-    from ..stored_states import read_states
+    from ..storage.export import parse_layers
+    from ..storage.stored_states import read_states
     from ..texts import read_text_items, tokenize_texts
 
     if args.sample is not None and args.sample < 1:

@@ -12,8 +12,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
-from ..atomic import write_bytes_atomic, write_json_atomic
 from ..cli import CliError, add_pooling_argument, check_output_path, stage_progress_bars
+from ..storage.atomic import write_bytes_atomic, write_json_atomic
 
 ORDER = 12
 
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         write_json_atomic(args.json_out, report.to_dict())
         print(f"wrote {args.json_out}")
     if args.html_out:
-        from ..report_html import self_check_report_html
+        from ..views.report_html import self_check_report_html
 
         write_bytes_atomic(args.html_out, self_check_report_html(report, texts, {"file": args.target}).encode())
         print(f"wrote {args.html_out}")

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..atomic import write_bytes_atomic, write_json_atomic
 from ..cli import (
     CliError,
     add_model_arguments,
@@ -15,6 +14,7 @@ from ..cli import (
     strategy_progress_bars,
     texts_for_model,
 )
+from ..storage.atomic import write_bytes_atomic, write_json_atomic
 from ..verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE, EXACT_COSINE
 
 ORDER = 0
@@ -64,7 +64,7 @@ def format_compare_table(report) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..compare import compare_strategies
+    from ..comparison.compare import compare_strategies
     from ..pooling import POOLING_SUMMARY
     from ..strategies import parse_strategy_names
     from ..texts import read_text_items, tokenize_texts
@@ -116,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         write_json_atomic(args.json_out, payload)
         print(f"wrote {args.json_out}")
     if args.html_out:
-        from ..report_html import comparison_report_html
+        from ..views.report_html import comparison_report_html
 
         page = comparison_report_html(
             report,

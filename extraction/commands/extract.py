@@ -19,9 +19,9 @@ ORDER = 11
 
 
 def add_parser(subparsers) -> None:
-    from ..export import AUTO_SAMPLE, DEFAULT_VERIFY
-    from ..safetensors_writer import STORE_DTYPES
-    from ..sharded_export import DEFAULT_SHARD_TEXTS
+    from ..storage.export import AUTO_SAMPLE, DEFAULT_VERIFY
+    from ..storage.safetensors_writer import STORE_DTYPES
+    from ..storage.sharded_export import DEFAULT_SHARD_TEXTS
     from ..strategies import DEFAULT_BATCH_SIZE, STRATEGIES
 
     parser = subparsers.add_parser(
@@ -80,9 +80,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..distributed import rank_from_environment
-    from ..export import describe_layers, extract_to_file
-    from ..shards import is_folder_output
+    from ..storage.distributed import rank_from_environment
+    from ..storage.export import describe_layers, extract_to_file
+    from ..storage.shards import is_folder_output
     from ..strategies import get_strategy
     from ..texts import read_text_items, tokenize_texts
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import shlex
 
-from ..atomic import write_bytes_atomic, write_json_atomic
 from ..cli import CliError, check_output_path
+from ..storage.atomic import write_bytes_atomic, write_json_atomic
 
 ORDER = 60
 
@@ -25,7 +25,9 @@ def add_parser(subparsers) -> None:
         help="comma-separated model types (e.g. gpt2,llama,mamba), or all (default)",
     )
     parser.add_argument(
-        "--json", dest="json_out", help="write the matrix as JSON (its keys: the extraction.conformance docstring)"
+        "--json",
+        dest="json_out",
+        help="write the matrix as JSON (its keys: the extraction.conformance.matrix docstring)",
     )
     parser.add_argument("--markdown", dest="markdown_out", help="write the matrix as a Markdown document")
     parser.set_defaults(run=run)
@@ -33,8 +35,8 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..cli import progress_bar
-    from ..conformance import parse_architectures, run_matrix
-    from ..conformance_report import matrix_markdown, matrix_table
+    from ..conformance.matrix import parse_architectures, run_matrix
+    from ..conformance.report import matrix_markdown, matrix_table
 
     names = parse_architectures(args.architectures)
     outputs = [(option, out) for option, out in (("--json", args.json_out), ("--markdown", args.markdown_out)) if out]

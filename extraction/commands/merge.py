@@ -21,7 +21,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..shards import merge_shards, read_index
+    from ..storage.shards import merge_shards, read_index
 
     folder, out = Path(args.folder), Path(args.out)
     if not folder.is_dir():

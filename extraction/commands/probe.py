@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-from ..atomic import write_json_atomic
 from ..cli import (
     CliError,
     add_model_arguments,
@@ -15,15 +14,16 @@ from ..cli import (
     strategy_progress_bars,
     texts_for_model,
 )
+from ..storage.atomic import write_json_atomic
 
 ORDER = 20
 
 
 def add_parser(subparsers) -> None:
-    from ..labelled import BUILTIN_DATASETS, DEFAULT_DATASET, DEFAULT_TEST_FRACTION
     from ..pooling import PER_TEXT_POOLINGS
-    from ..probe import DEFAULT_SEED
-    from ..probe_sweep import DEFAULT_SEEDS
+    from ..probing.labelled import BUILTIN_DATASETS, DEFAULT_DATASET, DEFAULT_TEST_FRACTION
+    from ..probing.probe import DEFAULT_SEED
+    from ..probing.sweep import DEFAULT_SEEDS
     from ..strategies import DEFAULT_BATCH_SIZE, STRATEGIES
 
     parser = subparsers.add_parser(
@@ -73,7 +73,7 @@ def add_parser(subparsers) -> None:
 
 
 def _gap_cell(interval, significant_mark: str = "*") -> str:
-    from ..probe_findings import points
+    from ..probing.findings import points
 
     if interval.low is None:
         return points(interval.mean)
@@ -99,9 +99,9 @@ def format_sweep_table(sweep) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..labelled import LabelledTexts, builtin_dataset, check_labelled, read_labelled_csv
     from ..pooling import POOLING_SUMMARY
-    from ..probe_sweep import run_probe_sweep
+    from ..probing.labelled import LabelledTexts, builtin_dataset, check_labelled, read_labelled_csv
+    from ..probing.sweep import run_probe_sweep
     from ..strategies import parse_strategy_names
 
     if args.batch_size < 1:

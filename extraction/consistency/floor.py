@@ -36,7 +36,7 @@ from .measure import Distance, distance
 FLOOR_COPIES = 4
 #: A difference up to this many times the floor counts as the function's own rounding: one order
 #: of magnitude, a margin for batched kernels that round somewhat more than the floor's own calls.
-#: Not measured on a GPU (none was lent). On the CPU (tests/tiny/test_self_check.py's tiny
+#: Not measured on a GPU (none was lent). On the CPU (tests/tiny/consistency/test_self_check.py's tiny
 #: GPT-NeoX) the floor was 0 in float32 and in bfloat16 (the text alone twice and 4 copies in
 #: one call were bit-exact), so the tolerance there is FLOAT32_MATCH_RELATIVE_L2, while bfloat16
 #: batches padded to other lengths differed by up to 4.5e-3 (drift, rounding).

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..stored_states import validate_offsets
+from ..storage.stored_states import validate_offsets
 
 
 def token_states_from_return(

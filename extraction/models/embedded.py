@@ -4,7 +4,7 @@ transformers de-quantizes it to float32 on the first load (about 30 s, mostly GG
 metadata parsing); the result is saved under :func:`cache_dir` and later loads take about
 a second. The cache folder is keyed on the GGUF file (size, mtime, hash of its first MiB)
 and the transformers version (:func:`gguf_cache_key`), and it is written to a temporary
-folder and renamed into place (:func:`~extraction.atomic.atomic_directory`), so an
+folder and renamed into place (:func:`~extraction.storage.atomic.atomic_directory`), so an
 interrupted conversion never leaves a half-written cache behind. The SmolLM2 tokenizer
 (:func:`embedded_tokenizer`) is cached on its own for the tiny random models.
 """
@@ -25,7 +25,7 @@ import torch
 import transformers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from ..atomic import atomic_directory
+from ..storage.atomic import atomic_directory
 from .loaded import DEFAULT_MODEL, ModelLoadError, attn_checked, drop_gguf_quantizer, load_errors, one_line
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ through it: ``from extraction import plotting; plotting.one_minus_cosine_figure(
 
 * :mod:`.style`: strategy and verdict colours, log floors, labels, the shared finish;
 * :mod:`.comparison`: per-layer cosine and relative L2, heatmap, top-1/KL, logit lens;
-* :mod:`.layouts`: batch layout and attention pictures (computed in :mod:`extraction.layout_views`);
+* :mod:`.layouts`: batch layout and attention pictures (computed in :mod:`extraction.views.layouts`);
 * :mod:`.probe`: probe accuracy, validation vs inference (one layer, or a sweep's layer with error
   bars), the gap across layers with its band, and the probe tables' column labels;
 * :mod:`.audit`: the audit histogram of a stored dataset, a picture of the defect found (the tokens fed

@@ -26,7 +26,7 @@ HYPOTHESES_TABLE_COLUMNS: dict[str, tuple[str, str, str | None, str | None]] = {
     "fresh_cosine": ("number", "cosine with fresh", "%.6f", None),
     "rows": ("text", "rows reproduced", None, None),
 }
-#: The same for :func:`~extraction.audit_views.per_text_frame`.
+#: The same for :func:`~extraction.views.audit.per_text_frame`.
 PER_TEXT_TABLE_COLUMNS: dict[str, tuple[str, str, str | None, str | None]] = {
     "text": ("number", "text #", None, None),
     "text_preview": ("text", "text", None, None),

@@ -1,4 +1,4 @@
-"""Figures of a :class:`~extraction.compare.ComparisonReport`: cosine and relative L2 error
+"""Figures of a :class:`~extraction.comparison.compare.ComparisonReport`: cosine and relative L2 error
 per layer, the per-text heatmap, next-token top-1/KL bars and the logit lens.
 
 Every builder takes results and returns a ``plotly.graph_objects.Figure`` with a title,
@@ -31,7 +31,7 @@ from .style import (
 )
 
 if TYPE_CHECKING:
-    from ..compare import ComparisonReport, StrategyComparison
+    from ..comparison.compare import ComparisonReport, StrategyComparison
 
 
 def _with_pooling(title: str, pooling: str) -> str:

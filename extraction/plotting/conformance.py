@@ -1,6 +1,6 @@
 """The conformance matrix as a verdict grid: architectures down, strategies across, verdict colours.
 
-Built from the matrix's JSON (:meth:`extraction.conformance.ConformanceMatrix.to_dict`), so the
+Built from the matrix's JSON (:meth:`extraction.conformance.matrix.ConformanceMatrix.to_dict`), so the
 dashboard can draw a committed ``docs/conformance.json`` without running anything. Each cell
 carries its verdict word and icon (never colour alone) and, on hover, the cause kind, the
 largest relative L2 error and the cause.

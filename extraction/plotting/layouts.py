@@ -1,7 +1,7 @@
 """Figures of the batch layouts a strategy makes: the layout grid of one forward pass and who
 attends to whom in one of its rows, with the positions pooled into each text's state marked
 (the read position under ``last``; every position averaged under ``mean`` or kept under
-``tokens``). What they show is computed in :mod:`extraction.layout_views`.
+``tokens``). What they show is computed in :mod:`extraction.views.layouts`.
 """
 
 from __future__ import annotations
@@ -11,15 +11,15 @@ from collections.abc import Sequence
 
 import plotly.graph_objects as go
 
-from ..layout_views import ATTENTION_LABELS, POOLED_LEGEND, attention_categories, cell_tokens, pooled_cells
 from ..pooling import Pooling
 from ..strategies import BatchLayout
+from ..views.layouts import ATTENTION_LABELS, POOLED_LEGEND, attention_categories, cell_tokens, pooled_cells
 from .style import finish_figure
 
 #: Background colours of the texts in a layout picture (light, so the token text stays readable).
 SEGMENT_COLORS = ("#A6CEE3", "#FDBF6F", "#B2DF8A", "#CAB2D6", "#FFFF99", "#FB9A99", "#8DD3C7", "#D9D9D9")
 PAD_COLOR = "#FFFFFF"
-#: Colours of the attention categories, in the order of :data:`~extraction.layout_views.ATTENTION_LABELS`.
+#: Colours of the attention categories, in the order of :data:`~extraction.views.layouts.ATTENTION_LABELS`.
 ATTENTION_COLORS: tuple[str, ...] = ("#FFFFFF", "#0072B2", "#D55E00", "#999999")
 #: Attention picture categories: (label, colour).
 ATTENTION_CATEGORIES: tuple[tuple[str, str], ...] = tuple(zip(ATTENTION_LABELS, ATTENTION_COLORS, strict=True))
@@ -51,7 +51,7 @@ def batch_layout_figure(
     """One forward pass as a grid: rows are batch rows, columns positions; each text has its
     own colour, padding is white with ``pad``; the small number under each token is the
     position id the model uses; a black frame marks each position pooled into a text's state
-    (:func:`~extraction.layout_views.pooled_cells`: the position read under ``last``, every
+    (:func:`~extraction.views.layouts.pooled_cells`: the position read under ``last``, every
     position averaged under ``mean`` or kept under ``tokens``), a red frame a pad position
     pooled (a pad state read, counted in the mean, or kept as a row).
 

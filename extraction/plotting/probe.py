@@ -1,6 +1,6 @@
 """The probe-impact figures: validation accuracy next to inference accuracy per strategy (of a
-:class:`~extraction.probe.ProbeReport`, or of one layer of a
-:class:`~extraction.probe_sweep.ProbeSweep` with error bars), the gap across layers with its
+:class:`~extraction.probing.probe.ProbeReport`, or of one layer of a
+:class:`~extraction.probing.sweep.ProbeSweep` with error bars), the gap across layers with its
 band (:func:`probe_sweep_figure`), and the labels of their tables' columns."""
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from ..probe_interval import Interval, mean_interval
+from ..probing.interval import Interval, mean_interval
 from ..strategies import REFERENCE
 from ..verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE
 from .style import finish_figure, rgba, strategy_color, strategy_dash
 
 if TYPE_CHECKING:
-    from ..probe import ProbeReport
-    from ..probe_sweep import ProbeSweep
+    from ..probing.probe import ProbeReport
+    from ..probing.sweep import ProbeSweep
 
 #: The two bars of each strategy on the probe figure: blue (solid) and orange (hatched), a
 #: colour-blind-safe pair that the hatching also tells apart in grey scale.
@@ -26,8 +26,8 @@ PROBE_SAME_COLOR = "#4477AA"
 PROBE_SINGLE_COLOR = "#EE7733"
 PROBE_LM_HEAD_COLOR = "#000000"
 
-#: How the columns of :meth:`~extraction.probe.ProbeReport.to_frame` and
-#: :meth:`~extraction.probe_sweep.ProbeSweep.to_frame` are shown in a table:
+#: How the columns of :meth:`~extraction.probing.probe.ProbeReport.to_frame` and
+#: :meth:`~extraction.probing.sweep.ProbeSweep.to_frame` are shown in a table:
 #: ``{column: (kind, label, number format, help)}``.
 PROBE_TABLE_COLUMNS: dict[str, tuple[str, str, str | None, str | None]] = {
     "accuracy_same": (

@@ -21,7 +21,7 @@ from ..strategies import REFERENCE, STRATEGIES
 from ..verdicts import VERDICTS, Verdict
 
 if TYPE_CHECKING:
-    from ..compare import ComparisonReport
+    from ..comparison.compare import ComparisonReport
 
 #: Okabe-Ito colours (colour-blind safe) plus two of Paul Tol's for the ninth strategy.
 STRATEGY_COLORS: dict[str, str] = {

@@ -102,8 +102,8 @@ def test_uploaded_zipped_folder_of_shards_is_read_as_one_file(tmp_path):
     import io
     import zipfile
 
-    from extraction.distributed import RankInfo
-    from extraction.sharded_export import extract_to_folder
+    from extraction.storage.distributed import RankInfo
+    from extraction.storage.sharded_export import extract_to_folder
 
     texts = tmp_path / "texts.txt"
     texts.write_bytes(_texts_file()[1])

@@ -9,7 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import ui.conformance
-from extraction.conformance import run_matrix
+from extraction.conformance.matrix import run_matrix
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "6_Conformance.py")
 TIMEOUT = 120

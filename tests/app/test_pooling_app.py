@@ -14,8 +14,8 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import ui
-from extraction.layout_views import POOLED_LEGEND
-from extraction.predictions import LM_HEAD_ONLY_LAST, NOT_APPLICABLE
+from extraction.views.layouts import POOLED_LEGEND
+from extraction.views.predictions import LM_HEAD_ONLY_LAST, NOT_APPLICABLE
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = str(ROOT / "app.py")

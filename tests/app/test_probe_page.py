@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-import extraction.probe
+import extraction.probing.probe
 import ui
-from extraction.labelled import LabelledTexts
+from extraction.probing.labelled import LabelledTexts
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "5_Probe.py")
 TIMEOUT = 300  # a run extracts every text with several strategies
@@ -27,7 +27,7 @@ ASKED: list[str] = []  # built-in set names the page asked for
 
 
 def _small_builtin(patch: pytest.MonkeyPatch) -> None:
-    full = extraction.probe.builtin_dataset()
+    full = extraction.probing.probe.builtin_dataset()
     small = LabelledTexts(full.texts[:SMALL_ROWS], full.labels[:SMALL_ROWS], "built-in (first rows)")
 
     def builtin_dataset(name="sentiment"):

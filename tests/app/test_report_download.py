@@ -13,7 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 import ui
-from extraction.report_html import comparison_report_html
+from extraction.views.report_html import comparison_report_html
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 60

@@ -14,8 +14,7 @@ import pytest
 
 from extraction import compare_strategies, comparison_report_html
 from extraction.samples import SAMPLE_TEXTS
-
-from .test_browser import ARTIFACTS, CHROMIUM_ARGS, PAGE_TIMEOUT_MS
+from tests.browser.test_browser import ARTIFACTS, CHROMIUM_ARGS, PAGE_TIMEOUT_MS
 
 pytestmark = pytest.mark.browser
 

@@ -8,7 +8,7 @@ from extraction.audit import audit_states
 from extraction.extract import extract_states
 from extraction.models import load_model
 from extraction.samples import SAMPLE_TEXTS
-from extraction.stored_states import StoredStates
+from extraction.storage.stored_states import StoredStates
 from extraction.texts import tokenize_texts
 from tests.third_party import chat_texts, library_last_token_states, perturb_rows
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from extraction.compare import compare_strategies
+from extraction.comparison.compare import compare_strategies
 from extraction.samples import SAMPLE_TEXTS
 
 pytestmark = pytest.mark.integration

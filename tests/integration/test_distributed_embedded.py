@@ -12,12 +12,12 @@ import torch
 
 from extraction.audit import audit_states
 from extraction.cli import main
-from extraction.export import extract_to_file
 from extraction.metrics import cosine_similarity
 from extraction.samples import SAMPLE_TEXTS
-from extraction.sharded_export import EXIT_AFTER_SHARDS_VARIABLE, EXIT_RANK_VARIABLE
-from extraction.shards import read_index
-from extraction.stored_states import read_states
+from extraction.storage.export import extract_to_file
+from extraction.storage.sharded_export import EXIT_AFTER_SHARDS_VARIABLE, EXIT_RANK_VARIABLE
+from extraction.storage.shards import read_index
+from extraction.storage.stored_states import read_states
 
 pytestmark = pytest.mark.integration
 

@@ -3,9 +3,9 @@
 import pytest
 
 from extraction.audit import audit_states
-from extraction.export import extract_to_file
 from extraction.samples import SAMPLE_TEXTS
-from extraction.stored_states import read_states
+from extraction.storage.export import extract_to_file
+from extraction.storage.stored_states import read_states
 
 TEXTS = SAMPLE_TEXTS + [text + " and then some more words" for text in SAMPLE_TEXTS[:4]]
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from extraction.probe import LabelledTexts, builtin_dataset, run_probe
+from extraction.probing.probe import LabelledTexts, builtin_dataset, run_probe
 
 # --- the embedded model ------------------------------------------------------------------
 

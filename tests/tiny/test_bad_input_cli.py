@@ -12,10 +12,12 @@ from pathlib import Path
 import pytest
 from transformers import ViTConfig
 
-from extraction import atomic, compare, models
+from extraction import models
 from extraction.cli import main
+from extraction.comparison import compare
 from extraction.models import ModelLoadError, load_model
 from extraction.samples import SAMPLE_TEXTS
+from extraction.storage import atomic
 from tests.bad_input_cases import (
     ODD_TEXTS,
     STATE_CASES,
@@ -274,7 +276,7 @@ def test_audit_bad_states_is_one_line_exit_2_and_no_output(tmp_path, capsys, cas
 
 @pytest.mark.parametrize("stage", ["extracting", "verifying", "committing"])
 def test_ctrl_c_during_extract_leaves_no_output_file(tmp_path, capsys, monkeypatch, stage):
-    from extraction import export, safetensors_writer
+    from extraction.storage import export, safetensors_writer
 
     texts = write(tmp_path, "t.txt", "\n".join(SAMPLE_TEXTS) + "\n")
     out_dir = tmp_path / "out"

@@ -15,7 +15,7 @@ import pytest
 
 from extraction.chat import Chat, format_texts
 from extraction.cli import main
-from extraction.compare import compare_strategies
+from extraction.comparison.compare import compare_strategies
 from extraction.texts import tokenize_texts
 
 TURNS = [

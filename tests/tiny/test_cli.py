@@ -113,7 +113,7 @@ def test_module_entry_point_has_no_traceback(tmp_path):
 def test_json_output_gets_a_normal_files_mode(tmp_path):
     import os
 
-    from extraction.atomic import write_json_atomic
+    from extraction.storage.atomic import write_json_atomic
 
     old = os.umask(0o022)
     try:

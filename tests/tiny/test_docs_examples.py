@@ -9,7 +9,7 @@ every page (each in its own namespace and folder) and prints, as JSON, what the 
 pages leave mean (``report``, ``audit``), so the test checks results, not printed sentences.
 A page whose examples need the embedded model is run by the integration tier
 (``tests/integration/test_docs_examples_embedded.py``); the recipes of ``docs/check.md`` by
-``tests/tiny/test_recipes.py``.
+``tests/tiny/consistency/test_recipes.py``.
 
 Command lines: every ``python -m extraction ...`` (or ``padding-audit ...``) line of a ```bash
 block is parsed by the command line's own parser, so a renamed or removed option fails here.
@@ -35,7 +35,7 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 EMBEDDED_PAGES = {"benchmark.md"}
 #: Pages whose Python examples another test runs as they are written, and why here they cannot.
 TESTED_ELSEWHERE = {
-    # recipes for nnsight and TransformerLens on a model folder: tests/tiny/test_recipes.py runs
+    # recipes for nnsight and TransformerLens on a model folder: tests/tiny/consistency/test_recipes.py runs
     # them from examples/nnsight_check.py and examples/transformerlens_check.py
     "check.md",
 }

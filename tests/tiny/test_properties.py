@@ -24,7 +24,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extraction.compare import EXACT_COSINE, compare_strategies
+from extraction.comparison.compare import EXACT_COSINE, compare_strategies
 from extraction.extract import extract_states
 from extraction.metrics import cosine_similarity, per_text_token_metrics, relative_l2_error
 from extraction.models import LoadedModel, load_model

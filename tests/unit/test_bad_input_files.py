@@ -24,8 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from extraction import cli
-from extraction.atomic import write_json_atomic
 from extraction.models import load_model
+from extraction.storage.atomic import write_json_atomic
 from extraction.strategies import MAX_PACK_TOKENS, STRATEGIES, get_strategy
 from extraction.texts import TextsError, decode_bytes, parse_texts, read_texts, split_lines, tokenize_texts
 from tests.bad_input_cases import ODD_TEXTS, CreatesFile, jsonl, write
@@ -335,7 +335,7 @@ def _malicious_files(folder: Path, marker: Path) -> dict[str, Path]:
 
 @pytest.mark.parametrize("kind", ["pt-zip", "pt-legacy", "pt-plain-pickle", "npy-object", "npz-object"])
 def test_pickled_code_in_stored_states_never_runs(tmp_path, kind):
-    from extraction.stored_states import read_states
+    from extraction.storage.stored_states import read_states
 
     marker = tmp_path / "code-ran"
     path = _malicious_files(tmp_path, marker)[kind]
@@ -362,7 +362,7 @@ def test_a_tiny_file_claiming_a_huge_shape_is_refused(tmp_path, suffix):
 
     import numpy.lib.format as npy_format
 
-    from extraction.stored_states import read_states
+    from extraction.storage.stored_states import read_states
 
     header = io.BytesIO()
     npy_format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": (10**12, 8)})
@@ -396,7 +396,7 @@ def valid_state_files(tmp_path_factory) -> dict[str, bytes]:
 @given(suffix=st.sampled_from([".safetensors", ".npy", ".npz", ".pt"]), data=st.data())
 def test_damaged_state_files_give_a_value_error_or_valid_states(valid_state_files, suffix, data):
     """Any byte damage (cut, flipped bytes, garbage) ends in states or a ValueError, never another error."""
-    from extraction.stored_states import read_states
+    from extraction.storage.stored_states import read_states
 
     original = valid_state_files[suffix]
     damage = data.draw(st.sampled_from(["cut", "flip", "garbage"]))

@@ -63,8 +63,12 @@ def test_wheel_holds_the_package_and_its_data(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     assert wheel.name == f"padding_audit-{extraction.__version__}-py3-none-any.whl"
     assert "extraction/data/sentiment_demo.csv" in names
-    assert {"extraction/cli.py", "extraction/check_extractor.py", "extraction/report_html.py"} <= set(names)
-    assert "extraction/audit/run.py" in names and "extraction/models/tiny.py" in names
+    assert {"extraction/cli.py", "extraction/check_extractor.py", "extraction/views/report_html.py"} <= set(names)
+    assert (
+        "extraction/audit/run.py" in names
+        and "extraction/storage/shards.py" in names
+        and "extraction/models/tiny.py" in names
+    )
     tops = {name.split("/")[0] for name in names}
     assert tops == {"extraction", f"padding_audit-{extraction.__version__}.dist-info"}  # no tests, app, bench
     entry_points = zipfile.ZipFile(wheel).read(f"padding_audit-{extraction.__version__}.dist-info/entry_points.txt")
@@ -84,7 +88,7 @@ def test_console_script_runs_from_the_target(site, tmp_path):
 
 def test_installed_package_is_the_target_and_reads_its_data(site, tmp_path):
     probe = (
-        "import extraction, json; from extraction.labelled import builtin_dataset; "
+        "import extraction, json; from extraction.probing.labelled import builtin_dataset; "
         "print(json.dumps([extraction.__file__, extraction.__version__, len(builtin_dataset().texts)]))"
     )
     result = subprocess.run(

@@ -137,7 +137,7 @@ def test_packed_read_facts_name_the_other_texts_seen():
 
 
 def test_strategy_summaries_say_what_a_pooled_read_takes_from_the_layout():
-    from extraction.layout_views import strategy_summary
+    from extraction.views.layouts import strategy_summary
 
     for name in STRATEGIES:
         assert strategy_summary(name, "last") == get_strategy(name).summary

@@ -1,0 +1,142 @@
+"""The steps of a sharded extraction that a rank takes on its own, with no collective call:
+rank 0 prepares the folder, chooses the strategy and verifies the written rows; every rank
+extracts its shards. :mod:`extraction.storage.sharded_export` runs them in its fixed order of
+collective calls (see its docstring)."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+
+from ..audit.check import check_rows, subset
+from ..comparison.choose import choose_strategy
+from ..extract import extract_states
+from ..pooling import DEFAULT_POOLING, Pooling
+from ..strategies import get_strategy
+from ..texts import tokenize_texts
+from .export import AUTO, CHUNK_TEXTS, ExportProgress, Verification
+from .shards import INDEX_NAME, TENSOR_NAME, ShardSpec
+from .text_stream import TextSource
+
+if TYPE_CHECKING:
+    from ..models import LoadedModel
+
+logger = logging.getLogger(__name__)
+
+#: Texts rank 0 reads to rank the layouts by cost (the shard plan knows every length, not every text).
+AUTO_COST_SAMPLE = 512
+
+
+def prepare_folder(folder: Path, resume: bool, overwrite: bool) -> dict:
+    """Rank 0: refuse or clear what is there before a new run; ``{"resuming": bool}``.
+    ``resume`` on a folder with no index yet starts afresh (a requeued job may always pass it)."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{folder} is a file; --out for shards must be a folder")
+    ours = [*folder.glob("shard-*.safetensors"), folder / INDEX_NAME] if folder.is_dir() else []
+    ours = [path for path in ours if path.exists()]
+    if resume:
+        if (folder / INDEX_NAME).is_file():
+            return {"resuming": True}
+        if ours:
+            raise ValueError(f"{folder}: holds shards but no {INDEX_NAME}; they cannot be trusted, use --force")
+        logger.info("%s: nothing to resume yet; starting", folder)
+    if ours and not overwrite:
+        raise FileExistsError(f"{folder} already holds shards; pass --resume to finish them or --force to replace them")
+    for path in ours:
+        path.unlink()
+    folder.mkdir(parents=True, exist_ok=True)
+    return {"resuming": False}
+
+
+def choose_for_shards(
+    loaded: LoadedModel,
+    source: TextSource,
+    lengths: Sequence[int],
+    strategy: str,
+    batch_size: int,
+    auto_sample: int,
+    seed: int,
+    progress: ExportProgress | None,
+    pooling: Pooling = DEFAULT_POOLING,
+):
+    """Rank 0: the strategy, as a one-file run chooses it (:func:`extraction.comparison.choose.choose_strategy`),
+    on a sample of :data:`AUTO_COST_SAMPLE` texts with the shortest and the longest
+    (``lengths``: every text's token count, from the plan)."""
+    if strategy != AUTO:
+        return get_strategy(strategy).name, None
+    rows = auto_sample_rows(list(lengths), AUTO_COST_SAMPLE, seed)
+    sample = tokenize_texts(loaded.tokenizer, source.texts_at(rows), max_tokens=loaded.context_length)
+    choice = choose_strategy(loaded, sample, batch_size, probe_texts=auto_sample, pooling=pooling)
+    return choice.chosen, {**choice.to_dict(), "sample_rows": rows}
+
+
+def auto_sample_rows(lengths: Sequence[int], size: int, seed: int = 0) -> list[int]:
+    """All rows if there are at most ``size``; otherwise ``size`` random rows that include
+    the shortest and the longest text (the texts the cost model and the probe see; the other
+    ranks' texts are not all read on rank 0)."""
+    n = len(lengths)
+    if n <= size:
+        return list(range(n))
+    shortest = min(range(n), key=lambda i: lengths[i])
+    longest = max(range(n), key=lambda i: lengths[i])
+    rest = [i for i in range(n) if i not in (shortest, longest)]
+    picked = random.Random(seed).sample(rest, max(size - 2, 0))
+    return sorted({shortest, longest, *picked})
+
+
+def extract_shard(
+    loaded: LoadedModel,
+    source: TextSource,
+    shard: ShardSpec,
+    strategy: str,
+    batch_size: int,
+    layers: list[int],
+    pooling: Pooling = DEFAULT_POOLING,
+) -> torch.Tensor:
+    """The shard's rows ``(n_i, L, d)``, extracted in steps of CHUNK_TEXTS texts as a one-file run does."""
+    texts = source.read(shard.offset, shard.rows)
+    tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
+    parts = []
+    for start in range(0, shard.rows, CHUNK_TEXTS):
+        rows = list(range(start, min(start + CHUNK_TEXTS, shard.rows)))
+        chunk = subset(tokenized, rows)
+        hidden = extract_states(
+            loaded, chunk, strategy, batch_size, layers=layers, keep_logits=False, pooling=pooling
+        ).hidden
+        bad = ~torch.isfinite(hidden)
+        if bad.any():
+            texts_bad = [shard.first_text + rows[k] + 1 for k in bad.flatten(1).any(1).nonzero().flatten().tolist()]
+            raise ValueError(f"NaN/inf in the extracted states of text(s) {texts_bad[:8]} (dtype overflow?)")
+        parts.append(hidden)  # (k, L, d)
+    return torch.cat(parts)  # (n_i, L, d)
+
+
+def verify_shards(
+    loaded: LoadedModel,
+    source: TextSource,
+    folder: Path,
+    index: dict,
+    shard_texts: int,
+    layers: list[int],
+    count: int,
+    seed: int,
+    pooling: Pooling = DEFAULT_POOLING,
+) -> Verification:
+    """Rank 0: ``count`` random rows read back from the shards, re-extracted one at a time
+    (the rows a one-file run with the same seed verifies)."""
+    from safetensors import safe_open
+
+    n = index["num_texts"]
+    rows = sorted(random.Random(seed + 1).sample(range(n), min(count, n)))
+    written = torch.empty(len(rows), *index["shape"][1:], dtype=torch.float32)  # (K, L, d)
+    for k, row in enumerate(rows):
+        entry = index["shards"][row // shard_texts]
+        with safe_open(folder / entry["file"], "pt") as handle:
+            written[k] = handle.get_slice(TENSOR_NAME)[row - entry["first_text"]].float()
+    tokenized = tokenize_texts(loaded.tokenizer, source.texts_at(rows), max_tokens=loaded.context_length)
+    return Verification.of(rows, check_rows(loaded, tokenized, written, layers, pooling), pooling)

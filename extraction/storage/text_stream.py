@@ -1,0 +1,189 @@
+"""Texts files larger than memory: read one text at a time, and from a byte offset.
+
+:class:`TextSource` reads a ``.txt`` or ``.jsonl`` file as a stream with the same rules
+as :func:`~extraction.texts.read_texts` (lines end at ``\\n``, ``\\r\\n`` or ``\\r``; blank
+lines skipped; NUL characters removed with a warning; a JSONL line must hold a non-empty
+string ``text``), so a streamed file gives the same texts, in the same order, as reading
+it whole. :meth:`TextSource.scan` yields ``(index, text, byte_offset)`` for every text,
+and :meth:`TextSource.read` reads ``count`` texts from a byte offset met during a scan, so
+a rank that knows where its share starts reads only its share.
+
+``.csv`` files (quoted fields can span lines) and UTF-16 files are read whole, with
+:func:`~extraction.texts.read_texts`: convert those to JSONL for files larger than memory.
+
+:class:`TextsHasher` computes :func:`~extraction.texts.texts_sha256` one text at a time.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import json
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..texts import TEXT_SUFFIXES, TextsError, decode_bytes, jsonl_text, read_texts, unicode_problem
+
+logger = logging.getLogger(__name__)
+
+STREAMED_SUFFIXES = (".txt", ".jsonl")
+_BLOCK_BYTES = 1 << 20
+_HEAD_BYTES = 1 << 16  # checked for binary content and encoding before streaming
+_LINE_BREAK = re.compile(rb"\r\n|\n|\r")
+
+
+class TextsHasher:
+    """:func:`~extraction.texts.texts_sha256` of texts given one at a time: the SHA-256 of
+    ``json.dumps(texts, ensure_ascii=False)``, i.e. ``[`` + the texts' JSON joined by ``", "`` + ``]``."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256(b"[")
+        self.count = 0
+
+    def update(self, text: str) -> None:
+        if self.count:
+            self._hash.update(b", ")
+        self._hash.update(json.dumps(text, ensure_ascii=False).encode("utf-8"))
+        self.count += 1
+
+    def hexdigest(self) -> str:
+        final = self._hash.copy()
+        final.update(b"]")
+        return final.hexdigest()
+
+
+def _lines(handle, offset: int) -> Iterator[tuple[int, bytes]]:
+    """``(byte offset, line bytes without its break)`` from ``offset`` on, read in blocks."""
+    handle.seek(offset)
+    pending, position = b"", offset
+    while True:
+        block = handle.read(_BLOCK_BYTES)
+        end_of_file = not block
+        data = pending + block
+        start = 0
+        for match in _LINE_BREAK.finditer(data):
+            if not end_of_file and match.end() == len(data) and match.group() == b"\r":
+                break  # a final \r may be the first half of \r\n
+            yield position + start, data[start : match.start()]
+            start = match.end()
+        pending, position = data[start:], position + start
+        if end_of_file:
+            if pending:
+                yield position, pending
+            return
+
+
+def _check_head(head: bytes, source: str) -> None:
+    """Refuse binary content and other encodings as :func:`~extraction.texts.decode_bytes`
+    does, on the head of the file cut where no character can be split."""
+    if len(head) < _HEAD_BYTES:
+        decode_bytes(head, source)
+        return
+    cut = max(head.rfind(b"\n"), head.rfind(b"\r")) + 1
+    if cut:
+        decode_bytes(head[:cut], source)
+        return
+    for trailing in range(4):  # one long line: a UTF-8 character is at most 4 bytes
+        try:
+            decode_bytes(head[: len(head) - trailing], source)
+            return
+        except TextsError:
+            if trailing == 3:
+                raise
+
+
+class TextSource:
+    """A texts file read as a stream (``.txt``, ``.jsonl`` in UTF-8) or whole (the rest)."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise TextsError(f"{self.path}: no such file")
+        suffix = self.path.suffix.lower()
+        if suffix not in TEXT_SUFFIXES:
+            raise TextsError(
+                f"{self.path}: unsupported file type '{self.path.suffix}' (use one of {', '.join(TEXT_SUFFIXES)})"
+            )
+        with self.path.open("rb") as handle:
+            head = handle.read(_HEAD_BYTES)
+        if not head:
+            raise TextsError(f"{self.path}: the file is empty, it contains no texts")
+        self.suffix = suffix
+        utf16 = head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE))
+        self.streamed = suffix in STREAMED_SUFFIXES and not utf16
+        self._whole: list[str] | None = None
+        if self.streamed:
+            # Binary content and other encodings are refused as read_texts refuses them; the
+            # head is cut at its last line break so that no character is split.
+            _check_head(head, str(self.path))
+            self._start = len(codecs.BOM_UTF8) if head.startswith(codecs.BOM_UTF8) else 0
+        else:
+            self._whole = read_texts(self.path)
+
+    def _text(self, line: bytes, number: int | None) -> str | None:
+        where = f"line {number}" if number is not None else "a line"
+        try:
+            decoded = line.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise TextsError(
+                f"{self.path}: {where} is not UTF-8 (bad byte 0x{line[error.start]:02x}); save the file as UTF-8"
+            ) from None
+        if self.suffix == ".jsonl":
+            text = jsonl_text(decoded, number or 0, str(self.path))
+        else:
+            text = decoded if decoded.replace("\x00", "").strip() else None
+            problem = unicode_problem(text) if text is not None else None
+            if problem:
+                raise TextsError(f"{self.path}: {where}: {problem}")
+        return text.replace("\x00", "") if text is not None else None
+
+    def scan(self) -> Iterator[tuple[int, str, int]]:
+        """``(index, text, byte_offset)`` for every text in file order (the offset of its
+        line; for a file read whole, the index). NUL characters are removed, and counted
+        in a warning at the end."""
+        if self._whole is not None:
+            yield from ((index, text, index) for index, text in enumerate(self._whole))
+            return
+        index = nul_texts = 0
+        with self.path.open("rb") as handle:
+            for number, (offset, line) in enumerate(_lines(handle, self._start), start=1):
+                text = self._text(line, number)
+                if text is None:
+                    continue
+                nul_texts += b"\x00" in line
+                yield index, text, offset
+                index += 1
+        if index == 0:
+            raise TextsError(f"{self.path}: contains no texts")
+        if nul_texts:
+            logger.warning("%s: removed NUL bytes from %d text(s)", self.path, nul_texts)
+
+    def read(self, offset: int, count: int) -> list[str]:
+        """``count`` texts starting at ``offset``, a byte offset that :meth:`scan` gave."""
+        if self._whole is not None:
+            return self._whole[offset : offset + count]
+        texts: list[str] = []
+        with self.path.open("rb") as handle:
+            for _, line in _lines(handle, offset):
+                text = self._text(line, None)
+                if text is not None:
+                    texts.append(text)
+                    if len(texts) == count:
+                        break
+        if len(texts) != count:
+            raise TextsError(f"{self.path}: changed while being read ({len(texts)} of {count} texts found)")
+        return texts
+
+    def texts_at(self, indices: list[int]) -> list[str]:
+        """The texts at ``indices`` (any order), found in one scan."""
+        wanted = set(indices)
+        found = {index: text for index, text, _ in self.scan() if index in wanted}
+        missing = wanted - found.keys()
+        if missing:
+            raise TextsError(f"{self.path}: has no text {min(missing) + 1}")
+        return [found[index] for index in indices]
+
+
+__all__ = ["STREAMED_SUFFIXES", "TextSource", "TextsHasher"]

@@ -1,0 +1,56 @@
+"""What the dashboard's Audit page shows of an :class:`~extraction.audit.AuditReport`,
+computed (no drawing here): the headline numbers, and the per-text table with each text's
+start, numbered from 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..audit import AuditReport
+
+from ..verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE
+
+#: Characters of each text shown in the per-text table.
+PREVIEW_CHARS = 80
+
+
+def per_text_frame(report: AuditReport, texts: Sequence[str], preview_chars: int = PREVIEW_CHARS) -> pd.DataFrame:
+    """``report.to_frame()`` with a ``text_preview`` column (the first ``preview_chars`` characters
+    of each checked text) second, and ``text`` numbered from 1 as people count rows."""
+    frame = report.to_frame()
+    frame.insert(1, "text_preview", [texts[i][:preview_chars] for i in report.checked])
+    frame["text"] = frame["text"] + 1
+    return frame
+
+
+def headline_metrics(report: AuditReport) -> list[tuple[str, str, str | None]]:
+    """The audit's headline numbers as ``(label, formatted value, help)``: min and mean cosine
+    to fresh states, the largest relative L2 error, the share of corrupted texts, and
+    ``lm_head`` top-1 agreement with the model on the stored and on the fresh states."""
+    lm_head_help = f"Agreement with the model's own next-token prediction; {report.lm_head_note}."
+    return [
+        ("min cosine", f"{report.min_cosine:.6f}", "Over checked texts and stored layers."),
+        ("mean cosine", f"{report.mean_cosine:.6f}", None),
+        (
+            "max relative L2",
+            f"{report.max_relative_l2:.3g}",
+            f"|stored - fresh| / |fresh|; above {CORRUPTED_RELATIVE_L2} states are corrupted whatever their cosine.",
+        ),
+        (
+            "texts corrupted",
+            f"{report.fraction_corrupted:.0%}",
+            f"Cosine below {DRIFT_COSINE} or relative L2 above {CORRUPTED_RELATIVE_L2} at the worst stored layer.",
+        ),
+        ("lm_head top-1, stored", _percent(report.lm_head_accuracy_stored), lm_head_help),
+        ("lm_head top-1, fresh", _percent(report.lm_head_accuracy_fresh), lm_head_help),
+    ]
+
+
+def _percent(value: float | None) -> str:
+    """``"83%"``, or ``"-"`` where there is no value (no lm_head check outside last pooling)."""
+    return "-" if value is None else f"{value:.0%}"
