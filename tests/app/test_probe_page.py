@@ -34,7 +34,7 @@ def _small_builtin(patch: pytest.MonkeyPatch) -> None:
         ASKED.append(name)
         return small
 
-    patch.setattr(extraction.probe, "builtin_dataset", builtin_dataset)
+    patch.setattr(extraction.probing.probe, "builtin_dataset", builtin_dataset)
     patch.setenv("HF_HUB_OFFLINE", "1")
 
 
