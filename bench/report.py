@@ -42,9 +42,24 @@ def _mib(value: float | None) -> str:
 
 
 def format_report(report: BenchmarkReport) -> str:
-    """The figures as plain-text tables."""
+    """The figures as plain-text tables, one section after another (a section with nothing measured is left out)."""
+    sections = (
+        _header_lines,
+        _timing_lines,
+        _cold_start_lines,
+        _peer_lines,
+        _end_to_end_lines,
+        _app_comparison_lines,
+        _memory_lines,
+        _target_lines,
+    )
+    return "\n".join(line for section in sections for line in section(report))
+
+
+def _header_lines(report: BenchmarkReport) -> list[str]:
+    """The model, machine, texts, sgemm rate and batch settings."""
     env, texts = report.environment, report.texts
-    lines = [
+    return [
         f"{report.settings['model']} {report.settings['dtype']}, {env['cpu']} ({env['cpu_count']} CPUs, "
         f"{env['torch_threads']} torch threads), torch {env['torch']}, transformers {env['transformers']}",
         f"load average at start {env['load_average_start'][0]:.2f}, at end "
@@ -56,6 +71,11 @@ def format_report(report: BenchmarkReport) -> str:
         f"batch size {report.settings['batch_size']}, at most {report.settings['max_batch_tokens']} positions a pass; "
         f"each time the best of {report.settings['repeats']} run(s)",
     ]
+
+
+def _timing_lines(report: BenchmarkReport) -> list[str]:
+    """One row per timed strategy, then the strategies not timed and why."""
+    lines = []
     if report.timings:
         lines.append("")
         lines.append(
@@ -71,78 +91,110 @@ def format_report(report: BenchmarkReport) -> str:
         )
     for name, why in report.not_timed.items():
         lines.append(f"{name:<12} not timed: {why}")
+    return lines
+
+
+def _cold_start_lines(report: BenchmarkReport) -> list[str]:
+    """The cold starts, with the cache and without it."""
     cold = report.cold_start
-    if cold:
-        lines.append("")
-        for key, label in (("with_cache", "cache present"), ("without_cache", "no cache")):
-            record = cold.get(key)
-            if record is None:
-                continue
-            if "error" in record:
-                lines.append(f"cold start, {label}: {record['error']}")
-            else:
-                lines.append(
-                    f"cold start, {label}: load_model {record['load_seconds']:.2f} s, import "
-                    f"{record['import_seconds']:.2f} s, process {record['process_seconds']:.2f} s"
-                )
-    if report.peers:
-        lines.append("")
-        lines.append(f"peers ({report.peers[0]['texts']} texts, ms per text, every layer):")
-        for p in report.peers:
-            what = f"{p['name']} ({p['strategy']})" if p["strategy"] else p["name"]
-            lines.append(
-                f"  {what:<28} {p['ms_per_text']:>8.1f} ms  x{p['slower_than_ours']:>5.2f} of ours  "
-                f"{100 * p['sgemm_fraction']:>5.1f}% of sgemm  min cos {p['min_cosine_vs_single']:.6f}  "
-                f"load {p['load_average']:.1f}"
-            )
-    e2e = report.end_to_end
-    if e2e:
-        lines.append("")
-        if "error" in e2e:
-            lines.append(f"end to end: {e2e['error']}")
-        for r in e2e.get("runs", []):
-            choice = "-" if r["choice_seconds_cold"] is None else f"{r['choice_seconds_cold']:.1f} s"
-            lines.append(
-                f"end to end, {r['texts']} texts: single {r['single_seconds']:.1f} s, "
-                f"auto {r['auto_cold_seconds']:.1f} s "
-                f"(choice {choice}; x{r['speedup_cold']:.2f}), auto remembered {r['auto_warm_seconds']:.1f} s "
-                f"(x{r['speedup_warm']:.2f}), load {r['load_average']:.1f}"
-            )
-    if report.app_comparison:
-        app = report.app_comparison
-        lines.append(
-            f"app comparison ({app['texts']} sample texts, all strategies, batch size {app['batch_size']}): "
-            f"{app['seconds']:.1f} s (extraction {app['extraction_seconds']:.1f} s, metrics "
-            f"{app['metrics_seconds']:.1f} s)"
-        )
-    memory = report.memory
-    if memory:
-        if "error" in memory:
-            lines.append(f"memory: {memory['error']}")
+    if not cold:
+        return []
+    lines = [""]
+    for key, label in (("with_cache", "cache present"), ("without_cache", "no cache")):
+        record = cold.get(key)
+        if record is None:
+            continue
+        if "error" in record:
+            lines.append(f"cold start, {label}: {record['error']}")
         else:
-            low, high = memory["model_and_batch_range_bytes"]
             lines.append(
-                f"memory ({memory['baseline'][0]['how']}, {memory['strategy']}, batch size {memory['batch_size']}, "
-                f"texts of {memory['text_tokens'][0]}-{memory['text_tokens'][1]} tokens): "
-                f"{_mib(memory['rss_after_load_bytes'])} once the model is loaded (weights mapped, not yet read); "
-                f"model + one batch {_mib(low)} to {_mib(high)} over {len(memory['baseline'])} runs of "
-                f"{memory['baseline'][0]['texts']} texts"
+                f"cold start, {label}: load_model {record['load_seconds']:.2f} s, import "
+                f"{record['import_seconds']:.2f} s, process {record['process_seconds']:.2f} s"
             )
-            for run in memory.get("runs", []):
-                if "error" in run:
-                    lines.append(f"  {run['texts']} texts: {run['error']}")
-                else:
-                    lines.append(
-                        f"  {run['texts']} texts: peak {_mib(run['peak_bytes'])}, model + batch + rows "
-                        f"({_mib(run['rows_bytes'])}) {_mib(run['estimate_bytes'])}: {run['peak_over_estimate']:.3f} "
-                        "of it"
-                    )
-    if report.targets:
-        lines.append("")
-        lines.append("targets:")
-        for key, record in report.targets.items():
-            reached = record["reached"]
-            status = "not measured" if record["met"] is None else ("met" if record["met"] else "NOT met")
-            value = "-" if reached is None else f"{reached:.3f}"
-            lines.append(f"  {key}: {value} (target {record['target']}) {status}")
-    return "\n".join(lines)
+    return lines
+
+
+def _peer_lines(report: BenchmarkReport) -> list[str]:
+    """The code people write instead, in ms per text against this project's."""
+    if not report.peers:
+        return []
+    lines = ["", f"peers ({report.peers[0]['texts']} texts, ms per text, every layer):"]
+    for p in report.peers:
+        what = f"{p['name']} ({p['strategy']})" if p["strategy"] else p["name"]
+        lines.append(
+            f"  {what:<28} {p['ms_per_text']:>8.1f} ms  x{p['slower_than_ours']:>5.2f} of ours  "
+            f"{100 * p['sgemm_fraction']:>5.1f}% of sgemm  min cos {p['min_cosine_vs_single']:.6f}  "
+            f"load {p['load_average']:.1f}"
+        )
+    return lines
+
+
+def _end_to_end_lines(report: BenchmarkReport) -> list[str]:
+    """The ``extract`` command, auto against single, cold and remembered."""
+    e2e = report.end_to_end
+    if not e2e:
+        return []
+    lines = [""]
+    if "error" in e2e:
+        lines.append(f"end to end: {e2e['error']}")
+    for r in e2e.get("runs", []):
+        choice = "-" if r["choice_seconds_cold"] is None else f"{r['choice_seconds_cold']:.1f} s"
+        lines.append(
+            f"end to end, {r['texts']} texts: single {r['single_seconds']:.1f} s, "
+            f"auto {r['auto_cold_seconds']:.1f} s "
+            f"(choice {choice}; x{r['speedup_cold']:.2f}), auto remembered {r['auto_warm_seconds']:.1f} s "
+            f"(x{r['speedup_warm']:.2f}), load {r['load_average']:.1f}"
+        )
+    return lines
+
+
+def _app_comparison_lines(report: BenchmarkReport) -> list[str]:
+    """The app's full comparison on the sample texts."""
+    app = report.app_comparison
+    if not app:
+        return []
+    return [
+        f"app comparison ({app['texts']} sample texts, all strategies, batch size {app['batch_size']}): "
+        f"{app['seconds']:.1f} s (extraction {app['extraction_seconds']:.1f} s, metrics "
+        f"{app['metrics_seconds']:.1f} s)"
+    ]
+
+
+def _memory_lines(report: BenchmarkReport) -> list[str]:
+    """Peak memory of extraction: the model and one batch, then each run against its estimate."""
+    memory = report.memory
+    if not memory:
+        return []
+    if "error" in memory:
+        return [f"memory: {memory['error']}"]
+    low, high = memory["model_and_batch_range_bytes"]
+    lines = [
+        f"memory ({memory['baseline'][0]['how']}, {memory['strategy']}, batch size {memory['batch_size']}, "
+        f"texts of {memory['text_tokens'][0]}-{memory['text_tokens'][1]} tokens): "
+        f"{_mib(memory['rss_after_load_bytes'])} once the model is loaded (weights mapped, not yet read); "
+        f"model + one batch {_mib(low)} to {_mib(high)} over {len(memory['baseline'])} runs of "
+        f"{memory['baseline'][0]['texts']} texts"
+    ]
+    for run in memory.get("runs", []):
+        if "error" in run:
+            lines.append(f"  {run['texts']} texts: {run['error']}")
+        else:
+            lines.append(
+                f"  {run['texts']} texts: peak {_mib(run['peak_bytes'])}, model + batch + rows "
+                f"({_mib(run['rows_bytes'])}) {_mib(run['estimate_bytes'])}: {run['peak_over_estimate']:.3f} "
+                "of it"
+            )
+    return lines
+
+
+def _target_lines(report: BenchmarkReport) -> list[str]:
+    """Each target, the figure reached and whether it was met."""
+    if not report.targets:
+        return []
+    lines = ["", "targets:"]
+    for key, record in report.targets.items():
+        reached = record["reached"]
+        status = "not measured" if record["met"] is None else ("met" if record["met"] else "NOT met")
+        value = "-" if reached is None else f"{reached:.3f}"
+        lines.append(f"  {key}: {value} (target {record['target']}) {status}")
+    return lines

@@ -147,38 +147,24 @@ def check_targets(report: BenchmarkReport) -> dict:
 
 
 def run_benchmark(settings: BenchmarkSettings, say: Callable[[str], None] = logger.info) -> BenchmarkReport:
-    """Everything in :class:`BenchmarkSettings`, in one process plus child processes."""
+    """Everything in :class:`BenchmarkSettings`, in one process plus child processes, in the order of
+    the module docstring; each measurement a setting turns off is left empty in the report."""
     from extraction.models import load_model
     from extraction.strategies import parse_strategy_names
     from extraction.texts import tokenize_texts
 
     names = parse_strategy_names(settings.strategies)
     env = environment()
-    cold: dict = {}
-    if settings.cold_start:
-        say("cold start with the cache present (child processes)")
-        cold["with_cache"] = cold_start(settings.model, settings.dtype, cache=True)
-        if settings.cold_start_without_cache:
-            say("cold start with no cache (child process, converts the GGUF)")
-            cold["without_cache"] = cold_start(settings.model, settings.dtype, cache=False)
-
+    cold = _cold_starts(settings, say)  # before this process loads the model
     loaded = load_model(settings.model, dtype=settings.dtype)
     texts = benchmark_texts(loaded.tokenizer, settings.texts, settings.min_tokens, settings.max_tokens, settings.seed)
     tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
-    lengths = tokenized.lengths
     say("sgemm")
     sgemm = sgemm_gflops(settings.sgemm_size, device=loaded.device)
     report = BenchmarkReport(
         environment=env,
         settings={**asdict(settings), "memory_counts": list(settings.memory_counts)},
-        texts={
-            "count": len(lengths),
-            "seed": settings.seed,
-            "min_tokens": min(lengths),
-            "mean_tokens": sum(lengths) / len(lengths),
-            "max_tokens": max(lengths),
-            "total_tokens": sum(lengths),
-        },
+        texts=_text_figures(tokenized.lengths, settings.seed),
         sgemm_gflops=sgemm,
         body_parameters=body_parameters(loaded.model),
         cold_start=cold,
@@ -208,22 +194,51 @@ def run_benchmark(settings: BenchmarkSettings, say: Callable[[str], None] = logg
         counts = [c for c in settings.e2e_counts if c <= len(texts)] or [len(texts)]
         report.end_to_end = end_to_end(settings.model, texts, counts, settings.dtype, settings.e2e_repeats, say=say)
     if settings.memory:
-        best = report.best()
-        strategy = best.name if best else settings.memory_strategy
-        say(f"peak memory of extraction with {strategy} (child processes)")
-        report.memory = memory_report(
-            settings.model,
-            loaded.tokenizer,
-            loaded.num_hidden_layers,
-            loaded.hidden_size,
-            strategy,
-            settings.batch_size,
-            settings.memory_counts,
-            settings.memory_baseline_texts,
-            settings.dtype,
-            settings.seed,
-            settings.memory_max_tokens,
-        )
+        report.memory = _memory(settings, loaded, report, say)
     report.environment["load_average_end"] = list(os.getloadavg())
     report.targets = check_targets(report)
     return report
+
+
+def _cold_starts(settings: BenchmarkSettings, say: Callable[[str], None]) -> dict:
+    """``{"with_cache": ..., "without_cache": ...}`` as the settings ask (child processes), else ``{}``."""
+    cold: dict = {}
+    if settings.cold_start:
+        say("cold start with the cache present (child processes)")
+        cold["with_cache"] = cold_start(settings.model, settings.dtype, cache=True)
+        if settings.cold_start_without_cache:
+            say("cold start with no cache (child process, converts the GGUF)")
+            cold["without_cache"] = cold_start(settings.model, settings.dtype, cache=False)
+    return cold
+
+
+def _text_figures(lengths: list[int], seed: int) -> dict:
+    """The texts' count and token lengths (min, mean, max, total), the report's ``texts``."""
+    return {
+        "count": len(lengths),
+        "seed": seed,
+        "min_tokens": min(lengths),
+        "mean_tokens": sum(lengths) / len(lengths),
+        "max_tokens": max(lengths),
+        "total_tokens": sum(lengths),
+    }
+
+
+def _memory(settings: BenchmarkSettings, loaded, report: BenchmarkReport, say: Callable[[str], None]) -> dict:
+    """Peak memory of extraction (child processes) with the fastest exact strategy timed, else the settings' one."""
+    best = report.best()
+    strategy = best.name if best else settings.memory_strategy
+    say(f"peak memory of extraction with {strategy} (child processes)")
+    return memory_report(
+        settings.model,
+        loaded.tokenizer,
+        loaded.num_hidden_layers,
+        loaded.hidden_size,
+        strategy,
+        settings.batch_size,
+        settings.memory_counts,
+        settings.memory_baseline_texts,
+        settings.dtype,
+        settings.seed,
+        settings.memory_max_tokens,
+    )

@@ -32,11 +32,15 @@ Example (tiny random GPT-2: seconds, no download)::
     report = extraction.compare_strategies(loaded, ["Hello", "The capital of France is"], ["right-naive", "right"])
     print(report.strategies["right-naive"].verdict)  # corrupted: a pad token's state was read
 
-Modules, one concern each: :mod:`.models` (loading), :mod:`.texts` (input files,
-tokenization), :mod:`.strategies` (batch layouts), :mod:`.extract` (last-token rows),
-:mod:`.metrics` (pure functions), :mod:`.verdicts`, :mod:`.compare`, :mod:`.audit`,
-:mod:`.check_extractor` with :mod:`.consistency`, :mod:`.export`, :mod:`.probe`, :mod:`.plotting` (figures),
-:mod:`.report_html` and :mod:`.cli` with :mod:`.commands`.
+Modules: at the top the front of the package, :mod:`.strategies` (batch layouts), :mod:`.metrics`
+(pure functions), :mod:`.verdicts` (verdict words, cause kinds, thresholds), :mod:`.texts` and
+:mod:`.chat` (inputs), :mod:`.pooling`, :mod:`.extract` (read rows), :mod:`.logit_lens`,
+:mod:`.check_extractor`, :mod:`.samples` and :mod:`.cli`; beside them one subpackage per concern:
+:mod:`.models` (loading), :mod:`.comparison` (strategies against single-sample extraction, causes,
+``--strategy auto``), :mod:`.audit` (stored states checked, defects reproduced), :mod:`.consistency`
+(a pipeline against itself), :mod:`.storage` (files and shards of states), :mod:`.probing`,
+:mod:`.conformance` (the architecture matrix), :mod:`.views` (what the pages show),
+:mod:`.plotting` (figures) and :mod:`.commands` (one per command). Map: docs/layout.md.
 """
 
 __version__ = "0.2.0"

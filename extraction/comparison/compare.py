@@ -48,7 +48,8 @@ from ..verdicts import (
     VERDICTS,
     verdict_for,
 )
-from .causes import ModelFacts, diagnose
+from .causes import diagnose
+from .model_facts import ModelFacts
 from .record import StrategyComparison
 
 if TYPE_CHECKING:

@@ -139,58 +139,25 @@ def _accuracy_bars(
     errors = errors or {}
     text_position = "inside" if errors else "outside"  # outside labels would sit on the error bars
     names = list(frame["strategy"])
-    same = frame["accuracy_same"].to_numpy()
-    single = frame["accuracy_single"].to_numpy()
-    gap = frame["gap"].to_numpy()
-    customdata = np.stack([gap * 100, frame["corrupted_fraction"].to_numpy() * 100], axis=-1)  # (S, 2)
-    hover = (
-        "<b>%{x}</b><br>%{fullData.name}: %{y:.1%}<br>gap (same - single): %{customdata[0]:+.1f} points"
-        "<br>corrupted test states: %{customdata[1]:.0f}%<extra></extra>"
-    )
+    customdata = np.stack(
+        [frame["gap"].to_numpy() * 100, frame["corrupted_fraction"].to_numpy() * 100], axis=-1
+    )  # (S, 2)
     figure = go.Figure()
-    figure.add_trace(
-        go.Bar(
-            x=names,
-            y=same,
-            name="same strategy's test states (validation)",
-            marker={"color": PROBE_SAME_COLOR},
-            text=[f"{value:.0%}" for value in same],
-            textposition=text_position,
-            customdata=customdata,
-            hovertemplate=hover,
-            error_y=_error_bars(errors.get("accuracy_same")),
+    for column, label, marker in (
+        ("accuracy_same", "same strategy's test states (validation)", {"color": PROBE_SAME_COLOR}),
+        (
+            "accuracy_single",
+            "single-sample test states (inference)",
+            {"color": PROBE_SINGLE_COLOR, "pattern": {"shape": "/", "fgcolor": "#FFFFFF", "solidity": 0.3}},
+        ),
+    ):
+        error_y = _error_bars(errors.get(column))
+        figure.add_trace(
+            _accuracy_bar(names, frame[column].to_numpy(), label, marker, customdata, text_position, error_y)
         )
-    )
-    figure.add_trace(
-        go.Bar(
-            x=names,
-            y=single,
-            name="single-sample test states (inference)",
-            marker={"color": PROBE_SINGLE_COLOR, "pattern": {"shape": "/", "fgcolor": "#FFFFFF", "solidity": 0.3}},
-            text=[f"{value:.0%}" for value in single],
-            textposition=text_position,
-            customdata=customdata,
-            hovertemplate=hover,
-            error_y=_error_bars(errors.get("accuracy_single")),
-        )
-    )
     lm_head = frame["lm_head_accuracy"].to_numpy(dtype=float)
     if np.isfinite(lm_head).any():
-        figure.add_trace(
-            go.Scatter(
-                x=names,
-                y=lm_head,
-                mode="markers",
-                name="zero-shot lm_head on the strategy's final states",
-                marker={
-                    "symbol": "diamond",
-                    "size": 11,
-                    "color": PROBE_LM_HEAD_COLOR,
-                    "line": {"color": "#FFFFFF", "width": 1},
-                },
-                hovertemplate="<b>%{x}</b><br>zero-shot lm_head: %{y:.1%}<extra></extra>",
-            )
-        )
+        figure.add_trace(_lm_head_markers(names, lm_head))
     figure.add_hline(y=majority, line={"dash": "dot", "color": "#777777"})
     # Named in the legend rather than annotated on the plot, where it would cover the bars.
     figure.add_trace(
@@ -210,6 +177,49 @@ def _accuracy_bars(
     return figure
 
 
+def _accuracy_bar(
+    names: list[str],
+    values: np.ndarray,
+    label: str,
+    marker: dict,
+    customdata: np.ndarray,
+    text_position: str,
+    error_y: dict | None,
+) -> go.Bar:
+    """One accuracy per strategy as bars, labelled in percent; ``customdata`` (S, 2): gap and corrupted %."""
+    return go.Bar(
+        x=names,
+        y=values,
+        name=label,
+        marker=marker,
+        text=[f"{value:.0%}" for value in values],
+        textposition=text_position,
+        customdata=customdata,
+        hovertemplate=(
+            "<b>%{x}</b><br>%{fullData.name}: %{y:.1%}<br>gap (same - single): %{customdata[0]:+.1f} points"
+            "<br>corrupted test states: %{customdata[1]:.0f}%<extra></extra>"
+        ),
+        error_y=error_y,
+    )
+
+
+def _lm_head_markers(names: list[str], lm_head: np.ndarray) -> go.Scatter:
+    """The zero-shot ``lm_head`` accuracy per strategy, as diamonds over its bars."""
+    return go.Scatter(
+        x=names,
+        y=lm_head,
+        mode="markers",
+        name="zero-shot lm_head on the strategy's final states",
+        marker={
+            "symbol": "diamond",
+            "size": 11,
+            "color": PROBE_LM_HEAD_COLOR,
+            "line": {"color": "#FFFFFF", "width": 1},
+        },
+        hovertemplate="<b>%{x}</b><br>zero-shot lm_head: %{y:.1%}<extra></extra>",
+    )
+
+
 def probe_sweep_figure(sweep: ProbeSweep) -> go.Figure:
     """The gap (validation minus inference accuracy, in points) across layers: a line per strategy
     (``single``, the reference, is 0 by construction and left out) with its 95% interval over the
@@ -221,68 +231,14 @@ def probe_sweep_figure(sweep: ProbeSweep) -> go.Figure:
     for name in sweep.strategies:
         if name == REFERENCE:
             continue
-        color = strategy_color(name)
         intervals = [sweep.gap(layer, name) for layer in layers]
         mean = np.array([100 * interval.mean for interval in intervals])  # (L,)
         if all(interval.low is not None for interval in intervals):
-            low = [100 * interval.low for interval in intervals]
-            high = [100 * interval.high for interval in intervals]
-            figure.add_trace(
-                go.Scatter(
-                    x=list(layers) + list(layers)[::-1],
-                    y=high + low[::-1],
-                    mode="lines",
-                    fill="toself",
-                    fillcolor=rgba(color, 0.18),
-                    line={"width": 0},
-                    hoverinfo="skip",
-                    showlegend=False,
-                    legendgroup=name,
-                    name=f"{name} 95% interval",
-                )
-            )
-        customdata = [
-            [
-                100 * (interval.low if interval.low is not None else np.nan),
-                100 * (interval.high if interval.high is not None else np.nan),
-                "significant" if interval.significant else "no significant gap",
-            ]
-            for interval in intervals
-        ]
-        figure.add_trace(
-            go.Scatter(
-                x=layers,
-                y=mean,
-                mode="lines+markers",
-                name=name,
-                legendgroup=name,
-                line={"color": color, "dash": strategy_dash(name), "width": 2},
-                marker={"size": 5},
-                customdata=customdata,
-                hovertemplate=(
-                    f"<b>{name}</b>, layer %{{x}}<br>gap %{{y:+.1f}} points<br>95%% interval "
-                    "%{customdata[0]:+.1f} to %{customdata[1]:+.1f}<br>%{customdata[2]}<extra></extra>"
-                ).replace("%%", "%"),
-            )
-        )
+            figure.add_trace(_gap_band(name, layers, intervals))
+        figure.add_trace(_gap_line(name, layers, intervals, mean))
         peak = sweep.largest_gap_layer(name)
-        if mean[layers.index(peak)] == 0.0:
-            continue  # no gap anywhere: no largest one to mark
-        figure.add_trace(
-            go.Scatter(
-                x=[peak],
-                y=[mean[layers.index(peak)]],
-                mode="markers+text",
-                marker={"symbol": "star", "size": 16, "color": color, "line": {"color": "#000000", "width": 1}},
-                text=[f"{mean[layers.index(peak)]:+.1f} at {peak}"],
-                textposition="top center",
-                textfont={"color": color},
-                name=f"{name}: largest gap (layer {peak})",
-                legendgroup=name,
-                showlegend=False,
-                hovertemplate=f"<b>{name}</b>: largest gap, layer {peak}<extra></extra>",
-            )
-        )
+        if mean[layers.index(peak)] != 0.0:  # no gap anywhere: no largest one to mark
+            figure.add_trace(_largest_gap_star(name, peak, mean[layers.index(peak)]))
     figure.add_hline(y=0, line={"color": "#777777", "width": 1})
     figure.update_xaxes(
         title_text="layer (hidden_states index; 0 = embeddings)",
@@ -295,3 +251,65 @@ def probe_sweep_figure(sweep: ProbeSweep) -> go.Figure:
         f"({sweep.num_test} test texts each); band: 95% interval; star: largest gap"
     )
     return finish_figure(figure, "Probe gap across layers: where validation lies", height=480, subtitle=subtitle)
+
+
+def _gap_band(name: str, layers: list[int], intervals: list[Interval]) -> go.Scatter:
+    """The strategy's 95% interval of the gap across layers, in points, as a filled band."""
+    low = [100 * interval.low for interval in intervals]
+    high = [100 * interval.high for interval in intervals]
+    return go.Scatter(
+        x=list(layers) + list(layers)[::-1],
+        y=high + low[::-1],
+        mode="lines",
+        fill="toself",
+        fillcolor=rgba(strategy_color(name), 0.18),
+        line={"width": 0},
+        hoverinfo="skip",
+        showlegend=False,
+        legendgroup=name,
+        name=f"{name} 95% interval",
+    )
+
+
+def _gap_line(name: str, layers: list[int], intervals: list[Interval], mean: np.ndarray) -> go.Scatter:
+    """The strategy's mean gap per layer, ``mean`` (L,) in points; the hover gives its interval."""
+    customdata = [
+        [
+            100 * (interval.low if interval.low is not None else np.nan),
+            100 * (interval.high if interval.high is not None else np.nan),
+            "significant" if interval.significant else "no significant gap",
+        ]
+        for interval in intervals
+    ]
+    return go.Scatter(
+        x=layers,
+        y=mean,
+        mode="lines+markers",
+        name=name,
+        legendgroup=name,
+        line={"color": strategy_color(name), "dash": strategy_dash(name), "width": 2},
+        marker={"size": 5},
+        customdata=customdata,
+        hovertemplate=(
+            f"<b>{name}</b>, layer %{{x}}<br>gap %{{y:+.1f}} points<br>95%% interval "
+            "%{customdata[0]:+.1f} to %{customdata[1]:+.1f}<br>%{customdata[2]}<extra></extra>"
+        ).replace("%%", "%"),
+    )
+
+
+def _largest_gap_star(name: str, peak: int, gap: float) -> go.Scatter:
+    """A star at ``peak``, the layer where the strategy's gap (points) is largest in size."""
+    color = strategy_color(name)
+    return go.Scatter(
+        x=[peak],
+        y=[gap],
+        mode="markers+text",
+        marker={"symbol": "star", "size": 16, "color": color, "line": {"color": "#000000", "width": 1}},
+        text=[f"{gap:+.1f} at {peak}"],
+        textposition="top center",
+        textfont={"color": color},
+        name=f"{name}: largest gap (layer {peak})",
+        legendgroup=name,
+        showlegend=False,
+        hovertemplate=f"<b>{name}</b>: largest gap, layer {peak}<extra></extra>",
+    )

@@ -40,12 +40,11 @@ import pandas as pd
 import torch
 
 from .. import metrics
-from ..logit_lens import apply_lm_head
 from ..pooling import DEFAULT_POOLING, Pooling
 from ..strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, REFERENCE, parse_strategy_names
 from ..texts import tokenize_texts
 from ..verdicts import corrupted_rows
-from .features import FeatureCache, ProbeProgress, strategy_states
+from .features import FeatureCache, ProbeProgress, StrategyStates, strategy_states
 from .fit import (
     DEFAULT_C,
     DEFAULT_SEED,
@@ -66,6 +65,7 @@ from .labelled import (
     check_labelled,
     parse_labelled_csv,
 )
+from .lm_head import label_token_ids, lm_head_label_predictions, lm_head_labels
 
 if TYPE_CHECKING:
     from ..models import LoadedModel
@@ -81,32 +81,6 @@ GAP_EXPLANATION = (
     "the corruption, and validation overstates what it will do in use. With exact states the two "
     "test sets are the same and the gap is 0."
 )
-
-# --- zero-shot lm_head ---------------------------------------------------------------------
-
-
-def label_token_ids(tokenizer, classes: Sequence[str]) -> tuple[list[int] | None, str | None]:
-    """(token id per class, None) when every label is exactly one token of the vocabulary
-    (encoded as written, without special tokens), else (None, the reason)."""
-    ids: list[int] = []
-    for label in classes:
-        encoded = list(tokenizer(label, add_special_tokens=False)["input_ids"])
-        if len(encoded) != 1:
-            return None, (
-                f"label {label!r} is {len(encoded)} tokens, not one, so lm_head cannot score it as a next token "
-                "(labels are tokenized as written: ' positive' with its leading space is one token in many "
-                "vocabularies, 'positive' may not be)"
-            )
-        ids.append(encoded[0])
-    if len(set(ids)) != len(ids):
-        return None, "two labels map to the same token, so lm_head cannot tell them apart"
-    return ids, None
-
-
-def label_predictions(label_logits: torch.Tensor) -> np.ndarray:
-    """(N, C) logits of the label tokens -> (N,) class index, ``argmax_k logits[:, k]``."""
-    return label_logits.argmax(-1).cpu().numpy()
-
 
 # --- the report ----------------------------------------------------------------------------
 
@@ -278,13 +252,6 @@ def score_layer(
     }
 
 
-def lm_head_label_predictions(loaded: LoadedModel, final_states: np.ndarray, token_ids: Sequence[int]) -> np.ndarray:
-    """(N,) class index: argmax over the label tokens of ``lm_head`` applied to final-layer states
-    ``(N, d)``. ``hidden_states[-1]`` is already after the final norm: ``lm_head`` alone gives the logits."""
-    logits = apply_lm_head(loaded, torch.from_numpy(np.ascontiguousarray(final_states)), final_norm=False)  # (N, V)
-    return label_predictions(logits[:, list(token_ids)])
-
-
 def corrupted_fraction(states: np.ndarray, reference: np.ndarray) -> float:
     """Fraction of rows of ``states (n, d)`` corrupted against ``reference (n, d)``
     (:func:`~extraction.verdicts.corrupted_rows` of their cosine and relative L2 error)."""
@@ -325,50 +292,23 @@ def run_probe(
     ``last`` (the last real token's state) or ``mean`` (the mean of the text's tokens' states,
     as each strategy's layout pools them); ``lm_head`` accuracy is measured under ``last`` only.
     """
-    names = parse_strategy_names(strategies)
-    check_labelled(data, test_fraction)
-    if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    names = check_probe_options(strategies, data, test_fraction, batch_size)
     num_layers = loaded.num_hidden_layers
     layer = resolve_layer(layer, num_layers)
-    classes = data.classes
     labels = data.label_indices
     train_indices, test_indices = stratified_split(labels, test_fraction, seed)
     tokenized = tokenize_texts(loaded.tokenizer, data.texts, max_tokens=loaded.context_length)
-    token_ids, lm_head_note = label_token_ids(loaded.tokenizer, classes)
-    if pooling != "last":
-        token_ids, lm_head_note = None, f"lm_head predicts from a last token's state, not from a {pooling} of states"
+    token_ids, lm_head_note = lm_head_labels(loaded.tokenizer, data.classes, pooling)
     # the probed layer and the final one for lm_head
     states = strategy_states(
         loaded, tokenized, names, [layer, num_layers], batch_size, max_batch_tokens, progress, feature_cache, pooling
     )
     features = {name: states[name].at(layer) for name in names}  # (N, d) each
     scores = score_layer(features, labels, train_indices, test_indices, seed)
-    test_labels = labels[test_indices]
-    results: dict[str, StrategyProbe] = {}
-    for name in names:
-        lm_head_accuracy = lm_head_predictions = None
-        if token_ids is not None:
-            lm_head_predictions = lm_head_label_predictions(loaded, states[name].at(num_layers), token_ids)[
-                test_indices
-            ]  # (n_test,)
-            lm_head_accuracy = accuracy(lm_head_predictions, test_labels)
-        results[name] = StrategyProbe(
-            name=name,
-            scores=scores[name],
-            features=features[name],
-            corrupted_test_fraction=corrupted_fraction(features[name][test_indices], features[REFERENCE][test_indices]),
-            lm_head_accuracy=lm_head_accuracy,
-            lm_head_predictions=lm_head_predictions,
-            extraction_seconds=states[name].seconds,
-            from_cache=states[name].from_cache,
-        )
-        logger.info(
-            "%s: probe %.3f on its own test features, %.3f on single's",
-            name,
-            scores[name].accuracy_same,
-            scores[name].accuracy_single,
-        )
+    results = {
+        name: _strategy_probe(loaded, name, states[name], features, scores[name], labels, test_indices, token_ids)
+        for name in names
+    }
     return ProbeReport(
         model=loaded.name,
         model_description=loaded.description,
@@ -376,11 +316,11 @@ def run_probe(
         layer=layer,
         num_layers=num_layers,
         data_source=data.source,
-        classes=classes,
+        classes=data.classes,
         num_texts=len(data),
         train_indices=train_indices,
         test_indices=test_indices,
-        test_labels=test_labels,
+        test_labels=labels[test_indices],
         seed=seed,
         test_fraction=test_fraction,
         batch_size=batch_size,
@@ -388,6 +328,50 @@ def run_probe(
         lm_head_note=lm_head_note,
         notes=probe_notes(loaded, tokenized.truncation_note),
         pooling=pooling,
+    )
+
+
+def check_probe_options(
+    strategies: str | Sequence[str] | None, data: LabelledTexts, test_fraction: float, batch_size: int
+) -> list[str]:
+    """The strategies' names (``single`` included); a ``ValueError`` naming what is allowed for a
+    bad strategy, data set, test fraction or batch size. The checks a probe run and a sweep share."""
+    names = parse_strategy_names(strategies)
+    check_labelled(data, test_fraction)
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    return names
+
+
+def _strategy_probe(
+    loaded: LoadedModel,
+    name: str,
+    states: StrategyStates,
+    features: dict[str, np.ndarray],
+    scores: ProbeScores,
+    labels: np.ndarray,
+    test_indices: np.ndarray,
+    token_ids: list[int] | None,
+) -> StrategyProbe:
+    """One strategy's result: its probe scores, how many of its test states are corrupted, and the
+    zero-shot ``lm_head`` accuracy on its final-layer test states (None without label tokens)."""
+    lm_head_accuracy = lm_head_predictions = None
+    if token_ids is not None:
+        final = states.at(loaded.num_hidden_layers)  # (N, d)
+        lm_head_predictions = lm_head_label_predictions(loaded, final, token_ids)[test_indices]  # (n_test,)
+        lm_head_accuracy = accuracy(lm_head_predictions, labels[test_indices])
+    logger.info(
+        "%s: probe %.3f on its own test features, %.3f on single's", name, scores.accuracy_same, scores.accuracy_single
+    )
+    return StrategyProbe(
+        name=name,
+        scores=scores,
+        features=features[name],
+        corrupted_test_fraction=corrupted_fraction(features[name][test_indices], features[REFERENCE][test_indices]),
+        lm_head_accuracy=lm_head_accuracy,
+        lm_head_predictions=lm_head_predictions,
+        extraction_seconds=states.seconds,
+        from_cache=states.from_cache,
     )
 
 
@@ -410,15 +394,18 @@ __all__ = [
     "fit_and_score",
     "make_probe",
     "stratified_split",
+    # re-exported from extraction.probing.lm_head
+    "label_token_ids",
+    "lm_head_label_predictions",
+    "lm_head_labels",
     # this module
     "GAP_EXPLANATION",
     "FeatureCache",
     "ProbeProgress",
     "ProbeReport",
     "StrategyProbe",
+    "check_probe_options",
     "corrupted_fraction",
-    "label_token_ids",
-    "lm_head_label_predictions",
     "probe_notes",
     "resolve_layer",
     "run_probe",

@@ -39,14 +39,15 @@ import pandas as pd
 
 from ..pooling import DEFAULT_POOLING, Pooling
 from ..storage.export import describe_layers, parse_layers
-from ..strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, REFERENCE, parse_strategy_names
+from ..strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, REFERENCE
 from ..texts import tokenize_texts
 from .features import FeatureCache, ProbeProgress, StrategyStates, strategy_states
 from .findings import layer_finding, lm_head_finding, strategy_finding
 from .fit import DEFAULT_SEED, accuracy, stratified_split
 from .interval import CONFIDENCE, Interval, mean_interval
-from .labelled import DEFAULT_TEST_FRACTION, LabelledTexts, check_labelled
-from .probe import corrupted_fraction, label_token_ids, lm_head_label_predictions, probe_notes, score_layer
+from .labelled import DEFAULT_TEST_FRACTION, LabelledTexts
+from .lm_head import lm_head_label_predictions, lm_head_labels
+from .probe import check_probe_options, corrupted_fraction, probe_notes, score_layer
 
 if TYPE_CHECKING:
     from ..models import LoadedModel
@@ -306,6 +307,31 @@ def score_sweep(
     return SweepScores(same, single, train, flips)
 
 
+def corrupted_fractions(states: dict[str, StrategyStates], layers: Sequence[int]) -> np.ndarray:
+    """(L, S) the fraction of all texts whose states are corrupted against the reference's, per layer of
+    ``layers`` and strategy of ``states`` (:func:`~extraction.probing.probe.corrupted_fraction`). Pure."""
+    reference = states[REFERENCE]
+    return np.array(
+        [[corrupted_fraction(states[name].at(layer), reference.at(layer)) for name in states] for layer in layers]
+    )  # (L, S)
+
+
+def _lm_head_accuracy(
+    loaded: LoadedModel,
+    states: dict[str, StrategyStates],
+    token_ids: list[int],
+    labels: np.ndarray,
+    splits: list[tuple[np.ndarray, np.ndarray]],
+) -> np.ndarray:
+    """(S, K) zero-shot ``lm_head`` accuracy on each strategy's final-layer states, on each split's test texts."""
+    predictions = [
+        lm_head_label_predictions(loaded, states[name].at(loaded.num_hidden_layers), token_ids) for name in states
+    ]
+    return np.array(
+        [[accuracy(predicted[test], labels[test]) for _, test in splits] for predicted in predictions]
+    )  # (S, K)
+
+
 def run_probe_sweep(
     loaded: LoadedModel,
     data: LabelledTexts,
@@ -327,10 +353,7 @@ def run_probe_sweep(
     its last real token's (``last``) or the mean of its tokens' (``mean``), as each strategy's
     layout pools them; ``lm_head`` accuracy is measured under ``last`` only."""
     start = time.perf_counter()
-    names = parse_strategy_names(strategies)
-    check_labelled(data, test_fraction)
-    if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    names = check_probe_options(strategies, data, test_fraction, batch_size)
     if seeds < 1:
         raise ValueError(f"seeds must be at least 1 (2 or more for an interval), got {seeds}")
     num_layers = loaded.num_hidden_layers
@@ -338,9 +361,7 @@ def run_probe_sweep(
     seed_values = list(range(first_seed, first_seed + seeds))
     labels = data.label_indices
     tokenized = tokenize_texts(loaded.tokenizer, data.texts, max_tokens=loaded.context_length)
-    token_ids, lm_head_note = label_token_ids(loaded.tokenizer, data.classes)
-    if pooling != "last":
-        token_ids, lm_head_note = None, f"lm_head predicts from a last token's state, not from a {pooling} of states"
+    token_ids, lm_head_note = lm_head_labels(loaded.tokenizer, data.classes, pooling)
     kept = sorted({*probed, num_layers})  # the final layer for lm_head
     states = strategy_states(
         loaded, tokenized, names, kept, batch_size, max_batch_tokens, progress, feature_cache, pooling
@@ -349,18 +370,8 @@ def run_probe_sweep(
     fit_start = time.perf_counter()
     splits = [stratified_split(labels, test_fraction, seed) for seed in seed_values]
     scores = score_sweep(states, labels, probed, seed_values, test_fraction)
-    corrupted = np.array(
-        [
-            [corrupted_fraction(states[name].at(layer), states[REFERENCE].at(layer)) for name in names]
-            for layer in probed
-        ]
-    )  # (L, S)
-    lm_head = None
-    if token_ids is not None:
-        predictions = [lm_head_label_predictions(loaded, states[name].at(num_layers), token_ids) for name in names]
-        lm_head = np.array(
-            [[accuracy(predicted[test], labels[test]) for _, test in splits] for predicted in predictions]
-        )  # (S, K)
+    corrupted = corrupted_fractions(states, probed)
+    lm_head = None if token_ids is None else _lm_head_accuracy(loaded, states, token_ids, labels, splits)
     test_counts = np.bincount(labels[splits[0][1]])
     return ProbeSweep(
         model=loaded.name,
@@ -400,6 +411,7 @@ __all__ = [
     "Interval",
     "ProbeSweep",
     "SweepScores",
+    "corrupted_fractions",
     "mean_interval",
     "run_probe_sweep",
     "score_sweep",

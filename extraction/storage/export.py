@@ -39,21 +39,19 @@ pooling (:mod:`extraction.pooling`), at each of the L layers asked for, in the
   (``KeyboardInterrupt``) or failed run leaves nothing at the target path. An existing
   file is replaced only with ``overwrite=True``.
 
-(Over 400 lines: one run's steps, choose, stream, verify, commit, share its state; the
-checks live in :mod:`.audit.check`, the writer in :mod:`.safetensors_writer`.)
+The run's steps (options, choice, chunks written, verification, commit) are one function each;
+what the file says about how it was made (its metadata, the layers) is :mod:`.metadata`, the
+checks live in :mod:`extraction.audit.check`, the writer in :mod:`.safetensors_writer`.
 """
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import logging
-import platform
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,11 +59,12 @@ import torch
 
 from ..audit.check import check_rows, check_token_rows, subset
 from ..comparison.choose import AUTO_EXCLUDED, PROBE_TEXTS, StrategyChoice, choose_strategy
-from ..extract import extract_states
+from ..extract import ExtractionResult, extract_states
 from ..pooling import DEFAULT_POOLING, Pooling, parse_pooling, row_offsets
 from ..strategies import DEFAULT_BATCH_SIZE, get_strategy
-from ..texts import TokenizedTexts, texts_sha256, tokenize_texts
+from ..texts import TokenizedTexts, tokenize_texts
 from ..verdicts import Verdict
+from .metadata import FORMAT, base_metadata, describe_layers, library_versions, parse_layers
 from .safetensors_writer import STORE_DTYPES, SafetensorsRowWriter
 from .stored_states import OFFSETS_NAME
 
@@ -76,14 +75,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TENSOR_NAME = "hidden_states"
-FORMAT = "padding-audit hidden states v1"
 AUTO = "auto"
 AUTO_SAMPLE = PROBE_TEXTS  # texts of different lengths in auto's exactness probe
 CHUNK_TEXTS = 512  # texts extracted per step: bounds memory, and sorting/bucketing happen within a chunk
 #: tokens pooling: a chunk also stops before its texts' tokens x L x d pass this many values (128 MiB float32)
 CHUNK_TOKEN_VALUES = 2**25
 DEFAULT_VERIFY = 8
-_VERSIONED = ("torch", "transformers", "tokenizers", "safetensors", "numpy")
 
 #: ``progress(stage, done, total)``; stage is ``"choosing"`` (candidate layouts checked), ``"extracting"`` or
 #: ``"verifying"`` (texts).
@@ -179,92 +176,6 @@ class ExportResult:
         }
 
 
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in _VERSIONED:
-        try:
-            versions[name] = importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    return versions
-
-
-def parse_layers(spec: str | Sequence[int] | None, num_states: int) -> list[int]:
-    """``"all"``/None -> every hidden state; ``"i,j,..."`` or a list -> those indices
-    (negative ones count from the end), validated and deduplicated in the order given."""
-    if spec is None or (isinstance(spec, str) and spec.strip() == "all"):
-        return list(range(num_states))
-    if isinstance(spec, str):
-        try:
-            values = [int(part) for part in spec.split(",") if part.strip()]
-        except ValueError:
-            raise ValueError(f"layers must be 'all' or comma-separated integers, got {spec!r}") from None
-    else:
-        values = [int(v) for v in spec]
-    if not values:
-        raise ValueError("no layer named: use 'all' or comma-separated integers")
-    for value in values:
-        if not -num_states <= value < num_states:
-            raise ValueError(f"layer {value} out of range: this model has hidden_states 0..{num_states - 1}")
-    return list(dict.fromkeys(v % num_states for v in values))
-
-
-def describe_layers(layers: Sequence[int]) -> str:
-    """``"layers 0..30"`` for a contiguous run of 3 or more, else ``"layer 4"`` / ``"layers 2,5"``."""
-    layers = list(layers)
-    if len(layers) > 2 and layers == list(range(layers[0], layers[-1] + 1)):
-        return f"layers {layers[0]}..{layers[-1]}"
-    return ("layer " if len(layers) == 1 else "layers ") + ",".join(map(str, layers))
-
-
-def base_metadata(
-    loaded: LoadedModel,
-    tokenized: TokenizedTexts,
-    strategy: str,
-    choice: StrategyChoice | None,
-    layers: list[int],
-    store_dtype: str,
-    batch_size: int,
-    pooling: Pooling = DEFAULT_POOLING,
-) -> dict[str, str]:
-    numbering = (
-        "layers in the hidden_states numbering: 0 = embeddings, k = output of block k, the last one after the "
-        "final norm"
-    )
-    read = {
-        "last": "last real token of each text",
-        "mean": "mean of each text's token states, at each layer",
-        "tokens": "one row per token of each text, at each layer",
-    }[pooling]
-    order = (
-        "text i owns rows offsets[i]:offsets[i+1] (tensor 'offsets'), texts in input order, tokens in text order"
-        if pooling == "tokens"
-        else "row i is the i-th input text"
-    )
-    return {
-        "format": FORMAT,
-        "row_order": order,
-        "convention": f"{read}; {numbering}",
-        "pooling": pooling,
-        "model": loaded.name,
-        "model_source": loaded.source,
-        "model_description": loaded.description,
-        "dtype": str(loaded.dtype).removeprefix("torch."),
-        "stored_dtype": store_dtype,
-        "attn_implementation": loaded.attn_implementation,
-        "strategy": strategy,
-        "strategy_choice": json.dumps(choice.to_dict() if choice else {"chosen": strategy, "named": True}),
-        "batch_size": str(batch_size),
-        "layers": json.dumps(layers),
-        "num_texts": str(len(tokenized)),
-        "hidden_size": str(loaded.hidden_size),
-        "texts_sha256": texts_sha256(tokenized.texts),
-        "truncated_texts": json.dumps([i for i, _ in tokenized.truncated]),
-        "versions": json.dumps(library_versions()),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-
-
 def extract_to_file(
     loaded: LoadedModel,
     texts: Sequence[str] | TokenizedTexts,
@@ -284,6 +195,47 @@ def extract_to_file(
     """Extract the states of ``texts``, pooled by ``pooling``, at ``layers`` (default all) to
     ``out`` (a ``.safetensors`` file); see the module docstring."""
     out = Path(out)
+    pooling = _check_options(out, overwrite, store_dtype, batch_size, chunk_texts, verify, pooling)
+    tokenized = (
+        texts
+        if isinstance(texts, TokenizedTexts)
+        else tokenize_texts(loaded.tokenizer, list(texts), max_tokens=loaded.context_length)
+    )
+    layer_list = parse_layers(layers, loaded.num_hidden_layers + 1)
+    name, choice, known = _choose(loaded, tokenized, strategy, batch_size, auto_sample, progress, pooling, layer_list)
+    n, tokens = len(tokenized), pooling == "tokens"
+    shape = (0 if tokens else n, len(layer_list), loaded.hidden_size)
+    metadata = base_metadata(loaded, tokenized, name, choice, layer_list, store_dtype, batch_size, pooling)
+    index = (OFFSETS_NAME, n + 1) if tokens else None
+    started = time.perf_counter()
+    dtype = STORE_DTYPES[store_dtype]
+    with SafetensorsRowWriter(out, TENSOR_NAME, shape, dtype, metadata, overwrite, grow=tokens, index=index) as writer:
+        rows_per_text = _write_chunks(
+            writer, loaded, tokenized, name, batch_size, layer_list, pooling, chunk_texts, known, progress
+        )
+        seconds = time.perf_counter() - started
+        offsets = row_offsets(rows_per_text) if tokens else None
+        verification = None
+        if verify:
+            verification = _verify(loaded, tokenized, writer, layer_list, verify, seed, progress, pooling, offsets)
+        metadata["verification"] = _verification_entry(verification, name, pooling)
+        writer.commit({"verification": metadata["verification"]}, index_values=offsets)
+    shape = writer.shape
+    logger.info(
+        "wrote %s: %s, %s, %s, %.1f texts/s", out, shape, name, pooling, n / seconds if seconds else float("inf")
+    )
+    return ExportResult(
+        out, name, choice, layer_list, shape, store_dtype, verification, metadata, seconds, pooling, n, offsets
+    )
+
+
+# The steps, in the order extract_to_file takes them.
+
+
+def _check_options(
+    out: Path, overwrite: bool, store_dtype: str, batch_size: int, chunk_texts: int, verify: int, pooling: Pooling
+) -> Pooling:
+    """The pooling parsed; ``FileExistsError`` or a ``ValueError`` naming what is allowed for a bad option."""
     pooling = parse_pooling(pooling)
     if out.suffix != ".safetensors":
         raise ValueError(f"{out}: the output must be a .safetensors file")
@@ -295,87 +247,103 @@ def extract_to_file(
         raise ValueError(f"batch size and chunk size must be at least 1, got {batch_size} and {chunk_texts}")
     if verify < 0:
         raise ValueError(f"verify must be 0 (off) or a number of texts, got {verify}")
-    tokenized = (
-        texts
-        if isinstance(texts, TokenizedTexts)
-        else tokenize_texts(loaded.tokenizer, list(texts), max_tokens=loaded.context_length)
-    )
-    num_states = loaded.num_hidden_layers + 1
-    layer_list = parse_layers(layers, num_states)
-    choice = None
-    known: dict[int, torch.Tensor] = {}  # text index -> (L, d) rows already extracted one at a time
-    if strategy == AUTO:
+    return pooling
 
-        def report_choice(done: int, total: int) -> None:
+
+def _choose(
+    loaded: LoadedModel,
+    tokenized: TokenizedTexts,
+    strategy: str,
+    batch_size: int,
+    auto_sample: int,
+    progress: ExportProgress | None,
+    pooling: Pooling,
+    layers: list[int],
+) -> tuple[str, StrategyChoice | None, dict[int, torch.Tensor]]:
+    """The strategy's name, the auto choice (None when named), and the rows auto's probe already
+    extracted one text at a time (text index -> (L, d) at ``layers``; not under tokens)."""
+    if strategy != AUTO:
+        return get_strategy(strategy).name, None, {}
+
+    def report_choice(done: int, total: int) -> None:
+        if progress is not None:
+            progress("choosing", done, total)
+
+    choice = choose_strategy(
+        loaded, tokenized, batch_size, probe_texts=auto_sample, progress=report_choice, pooling=pooling
+    )
+    known = {}
+    if choice.reference_rows is not None and pooling != "tokens":
+        known = dict(zip(choice.probe_rows, choice.reference_rows[:, layers], strict=True))
+    return choice.name, choice, known
+
+
+def _write_chunks(
+    writer: SafetensorsRowWriter,
+    loaded: LoadedModel,
+    tokenized: TokenizedTexts,
+    name: str,
+    batch_size: int,
+    layers: list[int],
+    pooling: Pooling,
+    chunk_texts: int,
+    known: dict[int, torch.Tensor],
+    progress: ExportProgress | None,
+) -> torch.Tensor:
+    """Every text's rows, extracted chunk by chunk (``known`` rows reused) and written in input order;
+    the rows written for each text (N,) int64."""
+    n, tokens = len(tokenized), pooling == "tokens"
+    rows_per_text = torch.zeros(n, dtype=torch.long)
+    max_rows = CHUNK_TOKEN_VALUES // (len(layers) * loaded.hidden_size)
+    for rows in _chunks(tokenized.lengths, chunk_texts, max_rows, tokens):
+        todo = [row for row in rows if row not in known]
+
+        def report(done: int, total: int, before: int = rows[-1] + 1 - len(todo)) -> None:
             if progress is not None:
-                progress("choosing", done, total)
+                progress("extracting", before + done, n)
 
-        choice = choose_strategy(
-            loaded, tokenized, batch_size, probe_texts=auto_sample, progress=report_choice, pooling=pooling
-        )
-        name = choice.name
-        if choice.reference_rows is not None and pooling != "tokens":
-            known = dict(zip(choice.probe_rows, choice.reference_rows[:, layer_list], strict=True))
-    else:
-        name = get_strategy(strategy).name
-    n, width = len(tokenized), loaded.hidden_size
-    tokens = pooling == "tokens"
-    shape = (0 if tokens else n, len(layer_list), width)
-    metadata = base_metadata(loaded, tokenized, name, choice, layer_list, store_dtype, batch_size, pooling)
-    rows_per_text = torch.zeros(n, dtype=torch.long)  # rows written for each text
-    index = (OFFSETS_NAME, n + 1) if tokens else None
-    started = time.perf_counter()
-    dtype = STORE_DTYPES[store_dtype]
-    with SafetensorsRowWriter(out, TENSOR_NAME, shape, dtype, metadata, overwrite, grow=tokens, index=index) as writer:
-        for rows in _chunks(tokenized.lengths, chunk_texts, CHUNK_TOKEN_VALUES // (len(layer_list) * width), tokens):
-            todo = [row for row in rows if row not in known]
-            positions = [k for k, row in enumerate(rows) if row not in known]
-
-            def report(done: int, total: int, before: int = rows[-1] + 1 - len(todo)) -> None:
-                if progress is not None:
-                    progress("extracting", before + done, n)
-
-            extraction = None
-            if todo:
-                extraction = extract_states(
-                    loaded, subset(tokenized, todo), name, batch_size, layers=layer_list, keep_logits=False,
-                    progress=report, pooling=pooling,
-                )  # fmt: skip
-            if tokens:
-                hidden = extraction.hidden  # (R_chunk, L, d), the chunk's texts in input order
-                rows_per_text[rows] = extraction.offsets.diff()
-            else:
-                hidden = torch.empty(len(rows), len(layer_list), width)  # (k, L, d)
-                if extraction is not None:
-                    hidden[positions] = extraction.hidden
-                for k, row in enumerate(rows):
-                    if row in known:
-                        hidden[k] = known[row]
-            _refuse_nonfinite(hidden, rows, rows_per_text if tokens else None)
-            writer.write(hidden)  # (k, L, d); tokens: (R_chunk, L, d)
-            del extraction, hidden
-        seconds = time.perf_counter() - started
-        offsets = row_offsets(rows_per_text) if tokens else None
-        verification = None
-        if verify:
-            verification = _verify(loaded, tokenized, writer, layer_list, verify, seed, progress, pooling, offsets)
-            metadata["verification"] = json.dumps(verification.to_dict())
-            if not verification.passed:
-                raise VerificationError(
-                    f"verification failed: {len(verification.rows)} texts re-extracted one at a time differ from "
-                    f"the rows written with {name} under {pooling} pooling: {verification.describe()}; "
-                    "no file was written"
-                )
+        extraction = None
+        if todo:
+            extraction = extract_states(
+                loaded, subset(tokenized, todo), name, batch_size, layers=layers, keep_logits=False,
+                progress=report, pooling=pooling,
+            )  # fmt: skip
+        if tokens:
+            hidden = extraction.hidden  # (R_chunk, L, d), the chunk's texts in input order
+            rows_per_text[rows] = extraction.offsets.diff()
         else:
-            metadata["verification"] = json.dumps({"skipped": True})
-        writer.commit({"verification": metadata["verification"]}, index_values=offsets)
-    shape = writer.shape
-    logger.info(
-        "wrote %s: %s, %s, %s, %.1f texts/s", out, shape, name, pooling, n / seconds if seconds else float("inf")
-    )
-    return ExportResult(
-        out, name, choice, layer_list, shape, store_dtype, verification, metadata, seconds, pooling, n, offsets
-    )
+            hidden = _with_known_rows(extraction, rows, known, len(layers), loaded.hidden_size)  # (k, L, d)
+        _refuse_nonfinite(hidden, rows, rows_per_text if tokens else None)
+        writer.write(hidden)  # (k, L, d); tokens: (R_chunk, L, d)
+        del extraction, hidden
+    return rows_per_text
+
+
+def _with_known_rows(
+    extraction: ExtractionResult | None, rows: list[int], known: dict[int, torch.Tensor], num_layers: int, width: int
+) -> torch.Tensor:
+    """The chunk's rows (k, L, d) in input order: the extracted ones and the ``known`` ones."""
+    hidden = torch.empty(len(rows), num_layers, width)  # (k, L, d)
+    if extraction is not None:
+        hidden[[k for k, row in enumerate(rows) if row not in known]] = extraction.hidden
+    for k, row in enumerate(rows):
+        if row in known:
+            hidden[k] = known[row]
+    return hidden
+
+
+def _verification_entry(verification: Verification | None, name: str, pooling: Pooling) -> str:
+    """The file's ``verification`` metadata (``{"skipped": true}`` when verify=0); a
+    :class:`VerificationError` when it failed (the file is then never committed)."""
+    if verification is None:
+        return json.dumps({"skipped": True})
+    if not verification.passed:
+        raise VerificationError(
+            f"verification failed: {len(verification.rows)} texts re-extracted one at a time differ from "
+            f"the rows written with {name} under {pooling} pooling: {verification.describe()}; "
+            "no file was written"
+        )
+    return json.dumps(verification.to_dict())
 
 
 def _chunks(lengths: Sequence[int], chunk_texts: int, max_rows: int, tokens: bool) -> Iterator[list[int]]:
@@ -439,11 +407,15 @@ def _verify(
 __all__ = [
     "AUTO",
     "AUTO_EXCLUDED",
+    "FORMAT",
     "ExportResult",
     "StrategyChoice",
     "Verification",
     "VerificationError",
+    "base_metadata",
     "choose_strategy",
+    "describe_layers",
     "extract_to_file",
+    "library_versions",
     "parse_layers",
 ]

@@ -1,13 +1,17 @@
 """The steps of a sharded extraction that a rank takes on its own, with no collective call:
-rank 0 prepares the folder, chooses the strategy and verifies the written rows; every rank
-extracts its shards. :mod:`extraction.storage.sharded_export` runs them in its fixed order of
-collective calls (see its docstring)."""
+rank 0 prepares the folder, begins the index (the strategy chosen) or checks the one it resumes,
+and at the end verifies the written rows and marks the index complete; every rank extracts its
+shards. :class:`ShardJob` is what the steps read: the run's inputs, options and plan.
+:mod:`extraction.storage.sharded_export` runs them in its fixed order of collective calls (see its
+docstring)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,14 +23,67 @@ from ..extract import extract_states
 from ..pooling import DEFAULT_POOLING, Pooling
 from ..strategies import get_strategy
 from ..texts import tokenize_texts
-from .export import AUTO, CHUNK_TEXTS, ExportProgress, Verification
-from .shards import INDEX_NAME, TENSOR_NAME, ShardSpec
+from .distributed import RankInfo
+from .export import AUTO, CHUNK_TEXTS, ExportProgress, Verification, VerificationError, base_metadata
+from .shards import (
+    INDEX_NAME,
+    TENSOR_NAME,
+    ResumeRefused,
+    ShardSpec,
+    differences,
+    finished_shard,
+    new_index,
+    read_index,
+    remove_partials,
+    run_id,
+    write_index,
+)
 from .text_stream import TextSource
 
 if TYPE_CHECKING:
     from ..models import LoadedModel
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class ShardPlan:
+    """Every rank's plan of the run (sharded_export's planning pass, summed over the ranks)."""
+
+    num_texts: int
+    lengths: torch.Tensor  # (N,) int64 tokens per text, after truncation to the model's context
+    truncated: list[int]  # texts cut to the context
+    shard_offsets: list[int]  # where each shard's first text starts in the file
+    texts_sha256: str  # rank 0's; the others have ""
+
+
+@dataclass(frozen=True)
+class ShardJob:
+    """What every step of a sharded run reads: the inputs, the options and the plan, the same on every rank."""
+
+    loaded: LoadedModel
+    source: TextSource
+    folder: Path
+    info: RankInfo
+    strategy: str
+    batch_size: int
+    store_dtype: str
+    verify: int
+    shard_texts: int
+    seed: int
+    auto_sample: int
+    progress: ExportProgress | None
+    pooling: Pooling
+    plan: ShardPlan
+    layers: list[int]
+    shards: list[ShardSpec]  # every shard of the run (shards.plan_shards)
+    shape: tuple[int, int, int]  # (N, L, d) over every shard
+    run: dict  # what a resumed run must match (index.json's "run")
+
+    def report(self, stage: str, done: int, total: int) -> None:
+        if self.progress is not None:
+            self.progress(stage, done, total)
+
 
 #: Texts rank 0 reads to rank the layouts by cost (the shard plan knows every length, not every text).
 AUTO_COST_SAMPLE = 512
@@ -140,3 +197,83 @@ def verify_shards(
             written[k] = handle.get_slice(TENSOR_NAME)[row - entry["first_text"]].float()
     tokenized = tokenize_texts(loaded.tokenizer, source.texts_at(rows), max_tokens=loaded.context_length)
     return Verification.of(rows, check_rows(loaded, tokenized, written, layers, pooling), pooling)
+
+
+def begin_or_resume(job: ShardJob, resuming: bool) -> dict:
+    """Rank 0: the index (the interrupted run's, checked, or a new one with the strategy chosen), the
+    shards already finished and the partial files removed."""
+    removed = remove_partials(job.folder)
+    if resuming:
+        index = read_index(job.folder)
+        changed = differences(index.get("run", {}), job.run)
+        if changed:
+            raise ResumeRefused(
+                f"{job.folder}: cannot resume: this run differs from the interrupted one ({'; '.join(changed)})",
+                [item.split(":", 1)[0] for item in changed],
+            )
+        finished = [s.number for s in job.shards if finished_shard(job.folder, s, index)]
+        if index.get("complete"):
+            raise ValueError(f"{job.folder}: nothing to resume, the extraction is complete")
+    else:
+        index = _new_index(job)
+        write_index(job.folder, index)
+        finished = []
+    return {"index": index, "finished": finished, "removed": removed}
+
+
+def _new_index(job: ShardJob) -> dict:
+    """A new run's index.json: the strategy chosen (or named) and the metadata of the whole input."""
+    loaded, plan = job.loaded, job.plan
+    name, choice = choose_for_shards(
+        loaded,
+        job.source,
+        plan.lengths.tolist(),
+        job.strategy,
+        job.batch_size,
+        job.auto_sample,
+        job.seed,
+        job.progress,
+        job.pooling,
+    )
+    sample = tokenize_texts(loaded.tokenizer, job.source.read(job.shards[0].offset, 1), loaded.context_length)
+    metadata = base_metadata(loaded, sample, name, None, job.layers, job.store_dtype, job.batch_size, job.pooling)
+    # The metadata of the whole input, not of the one text tokenized above.
+    metadata |= {
+        "strategy_choice": json.dumps(choice or {"chosen": name, "named": True}),
+        "num_texts": str(plan.num_texts),
+        "texts_sha256": plan.texts_sha256,
+        "truncated_texts": json.dumps(plan.truncated),
+        "run_id": run_id(job.run),
+        "shard_texts": str(job.shard_texts),
+    }
+    return new_index(job.run, job.shards, job.shape, metadata)
+
+
+def verify_and_complete(job: ShardJob, index: dict, name: str) -> dict:
+    """Rank 0, after the barrier: every shard present, ``verify`` rows re-extracted one at a time, and
+    index.json marked complete (or left incomplete with a ``VerificationError``)."""
+    folder = job.folder
+    missing = [s.file for s in job.shards if not finished_shard(folder, s, index)]
+    if missing:
+        raise ValueError(f"{folder}: {len(missing)} shard(s) missing after every rank finished: {missing[:3]}")
+    verification = None
+    if job.verify:
+        job.report("verifying", 0, job.verify)
+        verification = verify_shards(
+            job.loaded, job.source, folder, index, job.shard_texts, job.layers, job.verify, job.seed, job.pooling
+        )
+        index["metadata"]["verification"] = json.dumps(verification.to_dict())
+        if not verification.passed:
+            write_index(folder, index)
+            raise VerificationError(
+                f"verification failed: {len(verification.rows)} texts re-extracted one at a time differ from "
+                f"the rows written with {name} under {job.pooling} pooling: {verification.describe()}; "
+                "the folder is marked incomplete"
+            )
+    else:
+        index["metadata"]["verification"] = json.dumps({"skipped": True})
+    index["complete"] = True
+    for entry in index["shards"]:
+        entry["bytes"] = (folder / entry["file"]).stat().st_size
+    write_index(folder, index)
+    return {"verification": verification.to_dict() if verification else None}

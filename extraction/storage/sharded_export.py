@@ -25,8 +25,10 @@ supported for shards yet (a shard's row count would depend on its texts' tokens)
 ``ValueError``; extract to one file instead.
 
 This module holds the run and its order of collective calls, which every rank must follow
-exactly; the steps a rank takes on its own (the folder, the choice, a shard, the verification)
-live in :mod:`extraction.storage.shard_steps`.
+exactly, and the steps every rank takes (the options checked, the plan, its share of the shards);
+the run's :class:`~extraction.storage.shard_steps.ShardJob` and the steps a rank takes on its own
+(the folder, the choice and the new index or the resume check, a shard, the verification and the
+completed index) live in :mod:`extraction.storage.shard_steps`.
 
 A test hook stops a rank part-way: with :data:`EXIT_AFTER_SHARDS_VARIABLE` set to ``K``
 (and :data:`EXIT_RANK_VARIABLE` to the rank, default 1), that rank exits with status
@@ -48,7 +50,7 @@ import torch
 
 from ..pooling import DEFAULT_POOLING, Pooling, parse_pooling
 from ..strategies import DEFAULT_BATCH_SIZE
-from ..texts import TextsError, tokenize_texts
+from ..texts import TextsError
 from .distributed import RankInfo, all_reduce_sum, barrier, broadcast_json
 from .export import (
     AUTO,
@@ -58,24 +60,11 @@ from .export import (
     ExportProgress,
     Verification,
     VerificationError,
-    base_metadata,
     parse_layers,
 )
 from .safetensors_writer import STORE_DTYPES
-from .shard_steps import choose_for_shards, extract_shard, prepare_folder, verify_shards
-from .shards import (
-    ResumeRefused,
-    assign_shards,
-    differences,
-    finished_shard,
-    new_index,
-    plan_shards,
-    read_index,
-    remove_partials,
-    run_id,
-    write_index,
-    write_shard,
-)
+from .shard_steps import ShardJob, ShardPlan, begin_or_resume, extract_shard, prepare_folder, verify_and_complete
+from .shards import ShardSpec, assign_shards, plan_shards, write_shard
 from .text_stream import TextsHasher, TextSource
 
 if TYPE_CHECKING:
@@ -128,15 +117,6 @@ class ShardedResult:
         }
 
 
-@dataclass
-class _Plan:
-    num_texts: int
-    lengths: torch.Tensor  # (N,) int64 tokens per text, after truncation to the model's context
-    truncated: list[int]  # texts cut to the context
-    shard_offsets: list[int]  # where each shard's first text starts in the file
-    texts_sha256: str  # rank 0's; the others have ""
-
-
 def _agree(info: RankInfo, decide: Callable[[], dict]) -> dict:
     """Rank 0 runs ``decide``; every rank gets its result, or raises its error."""
     outcome: dict = {}
@@ -155,7 +135,7 @@ def _agree(info: RankInfo, decide: Callable[[], dict]) -> dict:
     return outcome["ok"]
 
 
-def _plan(loaded: LoadedModel, source: TextSource, info: RankInfo, shard_texts: int) -> _Plan:
+def _plan(loaded: LoadedModel, source: TextSource, info: RankInfo, shard_texts: int) -> ShardPlan:
     """Count the texts, note shard offsets, and every text's token count (see the module docstring)."""
     hasher = TextsHasher() if info.is_main else None
     lengths: list[int] = []
@@ -175,7 +155,7 @@ def _plan(loaded: LoadedModel, source: TextSource, info: RankInfo, shard_texts: 
             lengths.append(0)
     summed = all_reduce_sum(torch.tensor(lengths, dtype=torch.int64), info)  # (N,) full lengths on every rank
     truncated = (summed > max_tokens).nonzero().flatten().tolist()
-    return _Plan(
+    return ShardPlan(
         num_texts=len(lengths),
         lengths=summed.clamp(max=max_tokens),
         truncated=truncated,
@@ -212,8 +192,80 @@ def extract_to_folder(
 ) -> ShardedResult:
     """Extract the states of the texts of ``texts`` (a file), pooled by ``pooling`` (``last`` or
     ``mean``), into the folder ``out`` as shards, on this rank's share; see the module
-    docstring. Every rank calls it."""
+    docstring. Every rank calls it, and every rank makes the same collective calls in the same
+    order: agree (the folder), all-reduce (the plan), agree (the index), barrier, agree (the end)."""
     folder = Path(out)
+    pooling = _check_options(info, pooling, store_dtype, batch_size, shard_texts, verify, resume, overwrite)
+    source = texts if isinstance(texts, TextSource) else TextSource(texts)
+    resuming = _agree(info, lambda: prepare_folder(folder, resume, overwrite))["resuming"]
+    started = time.perf_counter()
+    plan = _plan(loaded, source, info, shard_texts)
+    layer_list = parse_layers(layers, loaded.num_hidden_layers + 1)
+    shards = plan_shards(plan.lengths.tolist(), plan.shard_offsets, shard_texts)
+    plan_seconds = time.perf_counter() - started
+    job = ShardJob(
+        loaded=loaded,
+        source=source,
+        folder=folder,
+        info=info,
+        strategy=strategy,
+        batch_size=batch_size,
+        store_dtype=store_dtype,
+        verify=verify,
+        shard_texts=shard_texts,
+        seed=seed,
+        auto_sample=auto_sample,
+        progress=progress,
+        pooling=pooling,
+        plan=plan,
+        layers=layer_list,
+        shards=shards,
+        shape=(plan.num_texts, len(layer_list), loaded.hidden_size),
+        run=_run_record(loaded, plan, layer_list, strategy, store_dtype, batch_size, shard_texts, pooling),
+    )
+    decided = _agree(info, lambda: begin_or_resume(job, resuming))
+    index, finished = decided["index"], set(decided["finished"])
+    _check_same_texts(job, index)
+    name = index["metadata"]["strategy"]
+    choice = json.loads(index["metadata"]["strategy_choice"])
+    pending = [s for s in shards if s.number not in finished]
+    extract_started = time.perf_counter()
+    written_here = _extract_my_shards(job, index, pending)
+    seconds = plan_seconds + time.perf_counter() - extract_started
+    barrier(info)
+    final = _agree(info, lambda: verify_and_complete(job, index, name))
+    return ShardedResult(
+        folder=folder,
+        strategy=name,
+        choice=None if choice.get("named") else choice,
+        layers=layer_list,
+        shape=job.shape,
+        store_dtype=store_dtype,
+        num_shards=len(shards),
+        resumed=[s.file for s in shards if s.number in finished],
+        written=[s.file for s in pending],
+        written_here=written_here,
+        world_size=info.world_size,
+        verification=_verification_from(final["verification"], pooling),
+        seconds=seconds,
+        removed_partials=decided["removed"],
+    )
+
+
+# The steps, in the order extract_to_folder takes them.
+
+
+def _check_options(
+    info: RankInfo,
+    pooling: Pooling,
+    store_dtype: str,
+    batch_size: int,
+    shard_texts: int,
+    verify: int,
+    resume: bool,
+    overwrite: bool,
+) -> Pooling:
+    """The pooling parsed; a ``ValueError`` naming what is allowed for any option a sharded run cannot take."""
     pooling = parse_pooling(pooling)
     if pooling == "tokens":
         raise ValueError("tokens pooling is not supported for sharded runs yet: extract to one .safetensors file")
@@ -227,14 +279,20 @@ def extract_to_folder(
         raise ValueError("--resume keeps the finished shards and --force deletes them: give one")
     if info.is_distributed and not torch.distributed.is_initialized():
         raise ValueError(f"rank {info.rank} of {info.world_size}: join the ranks first (distributed.launched)")
-    source = texts if isinstance(texts, TextSource) else TextSource(texts)
-    resuming = _agree(info, lambda: prepare_folder(folder, resume, overwrite))["resuming"]
-    started = time.perf_counter()
-    plan = _plan(loaded, source, info, shard_texts)
-    layer_list = parse_layers(layers, loaded.num_hidden_layers + 1)
-    shards = plan_shards(plan.lengths.tolist(), plan.shard_offsets, shard_texts)
-    shape = (plan.num_texts, len(layer_list), loaded.hidden_size)
-    plan_seconds = time.perf_counter() - started
+    return pooling
+
+
+def _run_record(
+    loaded: LoadedModel,
+    plan: ShardPlan,
+    layers: list[int],
+    strategy: str,
+    store_dtype: str,
+    batch_size: int,
+    shard_texts: int,
+    pooling: Pooling,
+) -> dict:
+    """What identifies the run: index.json's ``run``, which a resumed run must match."""
     run = {
         "texts_sha256": plan.texts_sha256,
         "num_texts": plan.num_texts,
@@ -242,7 +300,7 @@ def extract_to_folder(
         "model_source": loaded.source,
         "dtype": str(loaded.dtype).removeprefix("torch."),
         "attn_implementation": loaded.attn_implementation,
-        "layers": layer_list,
+        "layers": layers,
         "store_dtype": store_dtype,
         "batch_size": batch_size,
         "shard_texts": shard_texts,
@@ -250,116 +308,44 @@ def extract_to_folder(
     }
     if pooling != DEFAULT_POOLING:  # absent under last, so that folders begun before pooling still resume
         run["pooling"] = pooling
+    return run
 
-    def decide() -> dict:
-        removed = remove_partials(folder)
-        if resuming:
-            index = read_index(folder)
-            changed = differences(index.get("run", {}), run)
-            if changed:
-                raise ResumeRefused(
-                    f"{folder}: cannot resume: this run differs from the interrupted one ({'; '.join(changed)})",
-                    [item.split(":", 1)[0] for item in changed],
-                )
-            finished = [s.number for s in shards if finished_shard(folder, s, index)]
-            if index.get("complete"):
-                raise ValueError(f"{folder}: nothing to resume, the extraction is complete")
-        else:
-            name, choice = choose_for_shards(
-                loaded, source, plan.lengths.tolist(), strategy, batch_size, auto_sample, seed, progress, pooling
-            )
-            sample = tokenize_texts(loaded.tokenizer, source.read(shards[0].offset, 1), loaded.context_length)
-            metadata = base_metadata(loaded, sample, name, None, layer_list, store_dtype, batch_size, pooling)
-            # The metadata of the whole input, not of the one text tokenized above.
-            metadata |= {
-                "strategy_choice": json.dumps(choice or {"chosen": name, "named": True}),
-                "num_texts": str(plan.num_texts),
-                "texts_sha256": plan.texts_sha256,
-                "truncated_texts": json.dumps(plan.truncated),
-                "run_id": run_id(run),
-                "shard_texts": str(shard_texts),
-            }
-            index = new_index(run, shards, shape, metadata)
-            write_index(folder, index)
-            finished = []
-        return {"index": index, "finished": finished, "removed": removed}
 
-    decided = _agree(info, decide)
-    index, finished = decided["index"], set(decided["finished"])
-    if index["num_texts"] != plan.num_texts:
+def _check_same_texts(job: ShardJob, index: dict) -> None:
+    """Every rank: a ``TextsError`` when this rank counted other texts than rank 0."""
+    if index["num_texts"] != job.plan.num_texts:
         raise TextsError(
-            f"{source.path}: rank {info.rank} reads {plan.num_texts} texts where rank 0 reads {index['num_texts']}: "
-            "every rank must see the same texts file"
+            f"{job.source.path}: rank {job.info.rank} reads {job.plan.num_texts} texts where rank 0 reads "
+            f"{index['num_texts']}: every rank must see the same texts file"
         )
+
+
+def _extract_my_shards(job: ShardJob, index: dict, pending: list[ShardSpec]) -> list[str]:
+    """Every rank: its share of the unfinished shards, each extracted and written atomically; their files."""
     name = index["metadata"]["strategy"]
-    choice = json.loads(index["metadata"]["strategy_choice"])
-    pending = [s for s in shards if s.number not in finished]
-    mine = assign_shards(pending, info.world_size)[info.rank]
+    mine = assign_shards(pending, job.info.world_size)[job.info.rank]
     meta = {key: index["metadata"][key] for key in ("model", "strategy", "layers", "texts_sha256", "run_id")}
-    extract_started = time.perf_counter()
     written_here = []
     for done, shard in enumerate(mine, start=1):
-        hidden = extract_shard(loaded, source, shard, name, batch_size, layer_list, pooling)
-        write_shard(folder, shard, hidden, store_dtype, meta)
+        hidden = extract_shard(job.loaded, job.source, shard, name, job.batch_size, job.layers, job.pooling)
+        write_shard(job.folder, shard, hidden, job.store_dtype, meta)
         written_here.append(shard.file)
-        if progress is not None:
-            progress("extracting", done, len(mine))
-        _stop_for_test(done, info)
-    seconds = plan_seconds + time.perf_counter() - extract_started
-    barrier(info)
+        job.report("extracting", done, len(mine))
+        _stop_for_test(done, job.info)
+    return written_here
 
-    def finish() -> dict:
-        missing = [s.file for s in shards if not finished_shard(folder, s, index)]
-        if missing:
-            raise ValueError(f"{folder}: {len(missing)} shard(s) missing after every rank finished: {missing[:3]}")
-        verification = None
-        if verify:
-            if progress is not None:
-                progress("verifying", 0, verify)
-            verification = verify_shards(loaded, source, folder, index, shard_texts, layer_list, verify, seed, pooling)
-            index["metadata"]["verification"] = json.dumps(verification.to_dict())
-            if not verification.passed:
-                write_index(folder, index)
-                raise VerificationError(
-                    f"verification failed: {len(verification.rows)} texts re-extracted one at a time differ from "
-                    f"the rows written with {name} under {pooling} pooling: {verification.describe()}; "
-                    "the folder is marked incomplete"
-                )
-        else:
-            index["metadata"]["verification"] = json.dumps({"skipped": True})
-        index["complete"] = True
-        for entry in index["shards"]:
-            entry["bytes"] = (folder / entry["file"]).stat().st_size
-        write_index(folder, index)
-        return {"verification": verification.to_dict() if verification else None}
 
-    final = _agree(info, finish)
-    verification = None
-    if final["verification"] is not None:
-        v = final["verification"]
-        verification = Verification(
-            v["rows"],
-            v["min_cosine"],
-            v["top1_same"],
-            v["verdict"],
-            v.get("max_relative_l2"),
-            v.get("pooling", pooling),
-        )
-    return ShardedResult(
-        folder=folder,
-        strategy=name,
-        choice=None if choice.get("named") else choice,
-        layers=layer_list,
-        shape=shape,
-        store_dtype=store_dtype,
-        num_shards=len(shards),
-        resumed=[s.file for s in shards if s.number in finished],
-        written=[s.file for s in pending],
-        written_here=written_here,
-        world_size=info.world_size,
-        verification=verification,
-        seconds=seconds,
-        removed_partials=decided["removed"],
+def _verification_from(data: dict | None, pooling: Pooling) -> Verification | None:
+    """Rank 0's verification, as every rank received it."""
+    if data is None:
+        return None
+    return Verification(
+        data["rows"],
+        data["min_cosine"],
+        data["top1_same"],
+        data["verdict"],
+        data.get("max_relative_l2"),
+        data.get("pooling", pooling),
     )
 
 
