@@ -126,3 +126,17 @@ def test_rows_no_causal_pass_gives_stay_unknown_with_the_nearest_source(tiny_lla
     position = next(h for h in data["hypotheses"] if h["name"] == "read-position")
     nearest = position["evidence"]["nearest"]
     assert nearest["cosine"] < 0.999 and "nearest source" in position["detail"]
+
+
+def test_the_defect_picture_marks_the_position_read_and_the_page_line_names_the_source(tiny_llama):
+    from extraction.plotting import defect_tokens
+    from extraction.views.audit import found_source
+
+    stored = third_party.read_at_states(tiny_llama.model, tiny_llama.tokenizer, TEXTS, -1, -2)
+    report = audit_states(tiny_llama, TEXTS, stored)
+    best = report.best_hypothesis
+    row = best.rows_reproduced[0]
+    tokens = tiny_llama.tokenizer.convert_ids_to_tokens(tokenize_texts(tiny_llama.tokenizer, TEXTS).token_ids[row])
+    strip = defect_tokens(best, tokens)
+    assert [role for _, role in strip][-2:] == ["read", "text"]
+    assert found_source(report).startswith(f"row {row + 1}: text {row + 1}, position -2")
