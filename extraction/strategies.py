@@ -422,7 +422,7 @@ class PackedNaive(Packed):
 
     name = "packed-naive"
     naive = True
-    summary = "Texts concatenated in one row, position ids reset per text, no mask: texts see each other."
+    summary = "Texts concatenated in one row, position ids reset per text, an all-ones mask: texts see each other."
     breaks_when = "Always, for every text that has another text before it in the row."
 
     def layout(self, token_ids, pad_id):

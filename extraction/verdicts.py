@@ -69,6 +69,7 @@ CauseKind = Literal[
     "rounding",
     "kernels",
     "other-layer",
+    "other-position",
     "other-tokens",
     "other-row",
     "unknown",
@@ -82,7 +83,8 @@ CauseKind = Literal[
 #: ``rounding``: reduced-precision (bfloat16/float16) rounding of a sound layout;
 #: ``kernels``: float32 rounding of another build or device (TF32 matmuls, other BLAS,
 #: other library versions); ``other-layer``: another point of the model was stored (another
-#: layer, or the last block's output before the final norm); ``other-tokens``: the model read
+#: layer, or the last block's output before the final norm); ``other-position``: another position
+#: of the text was read (the token before the last, the first token); ``other-tokens``: the model read
 #: other tokens than the text's (cut short, a special token added or dropped, a chat template
 #: applied or not); ``other-row``: a row holds another text's state (rows reordered and never
 #: restored, one row written for several texts); ``unknown``: no known defect explains the pattern.

@@ -14,7 +14,7 @@ from extraction.storage.export import describe_layers
 from extraction.storage.stored_states import STATE_SUFFIXES
 from extraction.texts import TEXT_SUFFIXES
 from extraction.verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE, EXACT_COSINE
-from extraction.views.audit import headline_metrics, per_text_frame
+from extraction.views.audit import found_source, headline_metrics, per_text_frame
 from extraction.views.examples import EXAMPLE_BATCH
 
 KEY_LAYER = "audit.layer"
@@ -152,7 +152,12 @@ best = report.best_hypothesis
 if report.likely_cause is not None:
     st.caption(f"Cause kind: `{report.cause_kind}` (docs/forensics.md lists each cause and its evidence).")
 for second in best.evidence.get("also", []) if best is not None else []:
-    st.warning(f"A second defect as well: **{second['name']}** ({second['cause_kind']}).", icon="➕")
+    if "edit" in second:
+        st.warning(f"A second defect as well: **{second['name']}** ({second['cause_kind']}).", icon="➕")
+    else:
+        st.caption(f"Also reproduces the rows: `{second['name']}` {second.get('why_not', '(ranked lower)')}.")
+if found_source(report):
+    st.caption(f"Found source of {found_source(report)}.")
 if best is not None and best.evidence.get("audit_with"):
     st.info(
         f"To check this file as it was made, audit again with `{best.evidence['audit_with']}` "

@@ -182,3 +182,49 @@ def reused_buffer(states: torch.Tensor, rows: list[int]) -> torch.Tensor:
     out = states.clone()
     out[rows] = states[rows[0]]
     return out
+
+
+def shifted_rows(states: torch.Tensor, shift: int) -> torch.Tensor:
+    """Rows off by ``shift`` (``states[i] = hidden[i + shift]``, an index off by one): row i holds
+    text i + shift's state, the last rows repeat the last text's state. (N, d)."""
+    index = torch.arange(len(states)) + shift
+    return states[index.clamp(max=len(states) - 1)].clone()
+
+
+def read_at_states(model, tokenizer, texts: list[str], layer: int, position: int) -> torch.Tensor:
+    """One text at a time, ``hidden_states[layer][0, position]`` (``-2``: the token before the last,
+    ``0``: the first token). (N, d)."""
+    rows = []
+    for text in texts:
+        ids = torch.tensor([tokenizer(text)["input_ids"]])
+        with torch.no_grad():
+            rows.append(model(ids, output_hidden_states=True).hidden_states[layer][0, position].float())
+    return torch.stack(rows)
+
+
+def left_padded_mean_states(model, tokenizer, texts: list[str], layer: int, batch_size: int = 4) -> torch.Tensor:
+    """Left padding with the attention mask, then ``hidden.mean(1)``: the pads counted in the mean. (N, d)."""
+    rows = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(texts[start : start + batch_size], padding=True, padding_side="left", return_tensors="pt")
+        with torch.no_grad():
+            output = model(**batch, output_hidden_states=True)
+        rows.append(output.hidden_states[layer].mean(1).float())
+    return torch.cat(rows)
+
+
+def edited_ids_states(model, tokenizer, texts: list[str], layer: int, edit) -> torch.Tensor:
+    """One text at a time, its ids changed by ``edit(ids) -> ids`` (the EOS appended, the first token
+    dropped), read at the last token. (N, d)."""
+    rows = []
+    for text in texts:
+        ids = torch.tensor([edit(tokenizer(text)["input_ids"])])
+        with torch.no_grad():
+            rows.append(model(ids, output_hidden_states=True).hidden_states[layer][0, -1].float())
+    return torch.stack(rows)
+
+
+def string_added_states(model, tokenizer, texts: list[str], layer: int, prefix: str = "", suffix: str = ""):
+    """One text at a time, ``tokenizer(prefix + text + suffix)``, read at the last token, as llm2vec's
+    ``eos_token`` pooling appends ``" </s>"`` and embedding recipes prepend ``"query: "``. (N, d)."""
+    return edited_ids_states(model, tokenizer, [prefix + t + suffix for t in texts], layer, lambda ids: ids)

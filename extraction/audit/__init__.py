@@ -46,7 +46,9 @@ bounds:
 * ``dtype``: single-sample extraction with the model cast to bfloat16 / float16 (and
   whether every stored value is exactly representable in that dtype);
 * ``pre-norm``: the stored last layer is the last block's output before the final norm;
-* ``wrong-layer``: the stored layer(s) match other (neighbouring) hidden states.
+* ``wrong-layer``: the stored layer(s) match other (neighbouring) hidden states;
+* ``read-position``: the state at another position of the text (-2, the first token), from one
+  pass of the text with every position kept (:mod:`.positions`).
 
 ``right-naive`` and ``packed-naive`` each try the variants people write: right padding
 with the attention mask and without one (pads attended), packing with position ids reset

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 #: Besides REPRODUCE_COSINE, a reproduction must be this much closer than the fresh state: 1-cos_r <= f * (1-cos_f).
 CLOSER_FACTOR = 0.5
 TIE_COSINE = 1e-6  # candidates this close to the best one are equally good (e.g. every padded length of a 1-token text)
+TIE_RELATIVE_L2 = 1e-4  # ... and this close by relative L2 (float32 rounding stays below 7e-5: verdicts)
 
 
 @dataclass
@@ -65,6 +66,10 @@ class Evidence:
             return -1.0
         return float(row_scores(stored_row, fresh_row[None])[0])
 
+    def fresh_relative_l2(self, row: int) -> float:
+        """max |stored - fresh| / |fresh| over the row's layers (and rows); inf when the row counts differ."""
+        return float(row_relative_l2(self.stored_row(row), self.fresh_at_layers(row)[None])[0])
+
 
 def fresh_states(ev: Evidence, tokenized: TokenizedTexts) -> torch.Tensor:
     """``tokenized``'s correct states (each text alone; one right-padded batch, read at each text's
@@ -98,15 +103,18 @@ def row_relative_l2(stored_row: torch.Tensor, candidates: torch.Tensor) -> torch
     return errors.flatten(1).max(-1).values
 
 
-def reproduces(repro_cosine: float, fresh_cosine: float, repro_relative_l2: float = 0.0) -> bool:
+def reproduces(
+    repro_cosine: float, fresh_cosine: float, repro_relative_l2: float = 0.0, fresh_relative_l2: float | None = None
+) -> bool:
     """A reproduction explains a stored row when it reaches REPRODUCE_COSINE, is clearly closer than
-    the fresh state (CLOSER_FACTOR) and is itself within CORRUPTED_RELATIVE_L2 of the row (cosine
-    ignores length: a reproduction of the right direction but the wrong length explains nothing)."""
-    return (
-        repro_cosine >= REPRODUCE_COSINE
-        and (1 - repro_cosine) <= CLOSER_FACTOR * (1 - fresh_cosine)
-        and repro_relative_l2 <= CORRUPTED_RELATIVE_L2
-    )
+    the fresh state (CLOSER_FACTOR, by cosine, or, given ``fresh_relative_l2``, by relative L2:
+    ``l2_r <= f * l2_f``; a row that differs by its length alone, a mean with masked pads' zero states
+    counted, has the fresh state's direction) and is itself within CORRUPTED_RELATIVE_L2 of the row
+    (cosine ignores length: a reproduction of the right direction but the wrong length explains nothing)."""
+    closer = (1 - repro_cosine) <= CLOSER_FACTOR * (1 - fresh_cosine)
+    if fresh_relative_l2 is not None and fresh_relative_l2 > CORRUPTED_RELATIVE_L2:
+        closer = closer or repro_relative_l2 <= CLOSER_FACTOR * fresh_relative_l2
+    return repro_cosine >= REPRODUCE_COSINE and closer and repro_relative_l2 <= CORRUPTED_RELATIVE_L2
 
 
 class RowSearch:
@@ -125,16 +133,21 @@ class RowSearch:
         """Record the best of ``candidates`` (C, L, d) for ``row``; True when it reproduces the row."""
         stored_row = self.evidence.stored_row(row)
         scores = row_scores(stored_row, candidates)  # (C,)
-        best = int(scores.argmax())
+        errors = row_relative_l2(stored_row, candidates)  # (C,)
+        # Of the candidates as good by cosine, the nearest by length (pads' zero states counted in a
+        # mean change a row's length, not its direction).
+        near = scores >= scores.max() - TIE_COSINE  # (C,)
+        best = int(torch.where(near, errors.nan_to_num(float("inf")), float("inf")).argmin())
         fresh_cosine = self.evidence.fresh_cosine(row)
         repro_cosine = float(scores[best])
         self.tested.append(row)
         self.repro_cosines.append(repro_cosine)
         self.fresh_cosines.append(fresh_cosine)
         self.best[row] = best
-        self.tied[row] = (scores >= scores[best] - TIE_COSINE).nonzero().flatten().tolist()
-        repro_l2 = float(row_relative_l2(stored_row, candidates[best : best + 1])[0])
-        ok = reproduces(repro_cosine, fresh_cosine, repro_l2)
+        tied = near & (errors <= errors[best] + TIE_RELATIVE_L2)
+        self.tied[row] = tied.nonzero().flatten().tolist()
+        repro_l2 = float(errors[best])
+        ok = reproduces(repro_cosine, fresh_cosine, repro_l2, self.evidence.fresh_relative_l2(row))
         if ok:
             self.reproduced.append(row)
         return ok

@@ -31,8 +31,9 @@ from ..extract import extract_states
 from ..pooling import DEFAULT_POOLING, Pooling
 from ..strategies import MAX_PACK_TOKENS
 from ..texts import TokenizedTexts
-from ..verdicts import EXACT_COSINE
+from ..verdicts import EXACT_COSINE, FLOAT32_ROUNDING_RELATIVE_L2
 from .batching import consistent_batchings, consistent_pack_sizes, describe_batchings
+from .cause import likely_cause, name_the_others  # noqa: F401 (likely_cause: run and the package import it from here)
 from .chat_template import chat_template_hypothesis
 from .check import subset
 from .compound import two_defects
@@ -42,6 +43,7 @@ from .layers import TITLE as WRONG_LAYER_TITLE
 from .layers import wrong_layer_hypothesis
 from .order import order_hypothesis
 from .pattern import DifferencePattern, difference_pattern
+from .positions import read_position_hypothesis
 from .precision import DTYPE_TITLE, dtype_hypothesis, kernels_hypothesis
 from .report import AuditProgress, Hypothesis, RowCheck
 from .reproduce import (
@@ -172,42 +174,68 @@ def _hypothesis_right_naive(ev: Evidence) -> Hypothesis:
     return search.result("right-naive", title, detail, evidence, "pad-state" if padded else "unknown")
 
 
+LEFT_NAIVE_TITLES = {
+    False: "left padding without position ids (positions shifted by the pads)",
+    True: "left padding, the mean over every column (pads counted in the mean)",
+}
+
+
 def _hypothesis_left_naive(ev: Evidence) -> Hypothesis:
-    title = "left padding without position ids (positions shifted by the pads)"
     probe = _left_padding_changes(ev)
+    # Under mean, hidden.mean(1) of a left-padded batch counts the pads whatever the model does with them.
+    counted = (True, False) if ev.pooling == "mean" else (False,)
     if probe is not None:
-        return Hypothesis("left-naive", title, "not applicable", None, None, [], [], probe)
+        counted = tuple(c for c in counted if c)
+    if not counted:
+        return Hypothesis("left-naive", LEFT_NAIVE_TITLES[False], "not applicable", None, None, [], [], probe)
     lengths = ev.tokenized.lengths
     distinct = sorted(set(lengths))
     search = RowSearch(ev)
     inferred: dict[int, list[int]] = {}
+    pads_counted: dict[int, bool] = {}
     for row in ev.rows:
         ids = ev.tokenized.token_ids[row]
         padded = [p for p in distinct if p > len(ids)][:MAX_LENGTH_CANDIDATES]
         if not padded:
             search.skip(row)
             break
-        layout = left_padded_layout(ids, padded, ev.loaded.pad_token_id)
-        if not search.score(row, states_at(ev.loaded, layout, ev.layers, ev.pooling)):
+        candidates = torch.cat(
+            [
+                states_at(ev.loaded, left_padded_layout(ids, padded, ev.loaded.pad_token_id, c), ev.layers, ev.pooling)
+                for c in counted
+            ]
+        )  # (len(counted) * C, L, d)
+        if not search.score(row, candidates):
             break
-        inferred[row] = [padded[k] for k in search.tied[row]]
+        pads_counted[row] = counted[search.best[row] // len(padded)]
+        inferred[row] = sorted({padded[k % len(padded)] for k in search.tied[row]})
     known = {**{r: lengths[r] for r in ev.exact_checked}, **inferred}
     longer = [r for r in ev.affected_checked if r not in inferred]
     batchings = consistent_batchings(lengths, known, longer) if inferred else {}
+    mean_counted = _variant(pads_counted)
     evidence = {
         "padded_length_by_row": {str(r): _choices_json(p) for r, p in inferred.items()},
         "consistent_batch_sizes": batchings,
+        "pads_counted": mean_counted,
     }
+    what = "means over the left-padded rows, pads counted," if mean_counted else "the texts shifted by left padding"
     detail = (
-        f"the stored rows are the texts shifted by left padding to {_rows_text(inferred, ' tokens')} "
+        f"the stored rows are {what} to {_rows_text(inferred, ' tokens')} "
         f"(reproduction cosine {min(search.repro_cosines, default=float('nan')):.6f}); "
         + (describe_batchings(batchings) if inferred else "")
     )
-    # The reproducing layout put pads before the text (P > n): a model that reads the 2-D mask
-    # (measured) hid them, so the shifted positions changed the states; one that does not ran them through.
+    # The reproducing layout put pads before the text (P > n): pads counted in a mean are pad states;
+    # a model that reads the 2-D mask (measured) hid them, so the shifted positions changed the states;
+    # one that does not ran them through.
     padded = any(max(p) > lengths[r] for r, p in inferred.items())
-    kind = "unknown" if not padded else "position-shift" if inputs_read(ev.loaded).attention_mask else "pad-state"
-    return search.result("left-naive", title, detail, evidence, kind)
+    kind = (
+        "unknown"
+        if not padded
+        else "pad-state"
+        if mean_counted or not inputs_read(ev.loaded).attention_mask
+        else "position-shift"
+    )
+    return search.result("left-naive", LEFT_NAIVE_TITLES[bool(mean_counted)], detail, evidence, kind)
 
 
 def _left_padding_changes(ev: Evidence) -> str | None:
@@ -339,6 +367,7 @@ HYPOTHESES: dict[str, Callable[[Evidence], Hypothesis]] = {
     "dtype": _per_text_only(dtype_hypothesis, "dtype", DTYPE_TITLE),
     "pre-norm": _hypothesis_pre_norm,
     "wrong-layer": _per_text_only(wrong_layer_hypothesis, "wrong-layer", WRONG_LAYER_TITLE),
+    "read-position": read_position_hypothesis,
 }
 
 
@@ -360,6 +389,8 @@ def run_forensics(
     ``kernels``, which is named by the pattern of the differences when none reproduces them.
     ``stored`` is (N, L, d), or (R, L, d) with ``offsets`` (N + 1,) under ``tokens``."""
     affected_mask = (check.row_min_cosine < EXACT_COSINE) | check.top1_differs | check.corrupted  # (K,)
+    if stored_dtype == "float32":  # beyond float32 rounding a row differs, whatever its cosine (a mean's length)
+        affected_mask = affected_mask | (check.row_max_relative_l2 > FLOAT32_ROUNDING_RELATIVE_L2)
     # Worst first: corrupted rows (by cosine or by relative L2), then by cosine.
     order = sorted(range(len(checked)), key=lambda k: (not bool(check.corrupted[k]), float(check.row_min_cosine[k])))
     worst = [checked[int(k)] for k in order if affected_mask[int(k)]][:forensic_rows]
@@ -395,17 +426,7 @@ def run_forensics(
     if both is not None:
         results = [both if h.name == both.name else h for h in results]
     results.append(kernels_hypothesis(evidence, results))
+    name_the_others(results)
     if progress is not None:
         progress("forensics", len(HYPOTHESES), len(HYPOTHESES))
     return results
-
-
-def likely_cause(hypotheses: Sequence[Hypothesis]) -> Hypothesis | None:
-    """The reproduced hypothesis with the highest reproduction cosine, ``duplicate-rows`` last (rows
-    that are equal because their texts were made equal, cut to the same first tokens say, are
-    explained by what made them so); else one the pattern of the differences names (status
-    ``consistent``: ``kernels``); else None."""
-    reproduced = [h for h in hypotheses if h.status == "reproduced"]
-    if reproduced:
-        return max(reproduced, key=lambda h: (h.name != "duplicate-rows", h.reproduction_cosine))
-    return next((h for h in hypotheses if h.status == "consistent"), None)

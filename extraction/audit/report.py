@@ -39,6 +39,7 @@ CAUSES = (
     "dtype",
     "pre-norm",
     "wrong-layer",
+    "read-position",
     "kernels",
     "unknown",
 )

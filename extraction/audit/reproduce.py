@@ -137,12 +137,16 @@ def prefix_layout(token_ids: Sequence[int]) -> BatchLayout:
     return BatchLayout(input_ids, segment_ids, None, "padding", torch.zeros(n, dtype=torch.long), torch.arange(n))
 
 
-def left_padded_layout(token_ids: Sequence[int], widths: Sequence[int], pad_id: int) -> BatchLayout:
+def left_padded_layout(
+    token_ids: Sequence[int], widths: Sequence[int], pad_id: int, pads_pooled: bool = False
+) -> BatchLayout:
     """One row per width P: the text left-padded to P, the pads masked, no position ids (the
     model's default ``arange``), as ``tokenizer(padding_side="left")`` + ``model(**batch)`` run it;
     reads the text's last token (pooled: its own tokens). Rows are right-filled with masked pads to
     the widest; a causal model never reads them. Whatever the model does with the pads (masks them,
-    runs them through a recurrence) or with the positions (shifted by P - n), it does here too."""
+    runs them through a recurrence) or with the positions (shifted by P - n), it does here too.
+    ``pads_pooled``: pooled, row k's every column up to P (``hidden.mean(1)`` of the left-padded
+    batch: the pads counted in the mean)."""
     n, count, width = len(token_ids), len(widths), max(widths)
     input_ids = torch.full((count, width), pad_id, dtype=torch.long)  # (C, W)
     segment_ids = torch.full((count, width), -1, dtype=torch.long)  # (C, W): row k's text is segment k
@@ -150,7 +154,11 @@ def left_padded_layout(token_ids: Sequence[int], widths: Sequence[int], pad_id: 
         input_ids[row, padded - n : padded] = torch.tensor(list(token_ids))
         segment_ids[row, padded - n : padded] = row
     ends = torch.tensor(list(widths)) - 1
-    return BatchLayout(input_ids, segment_ids, None, "padding", torch.arange(count), ends)
+    pool_ids = None
+    if pads_pooled:
+        columns = torch.arange(width)[None, :]  # (1, W)
+        pool_ids = torch.where(columns < ends[:, None] + 1, torch.arange(count)[:, None], -1)  # (C, W)
+    return BatchLayout(input_ids, segment_ids, None, "padding", torch.arange(count), ends, pool_ids=pool_ids)
 
 
 def concatenated_layout(

@@ -205,8 +205,13 @@ def _cause(calls, texts, tokenizer, pooling, checked, tested, truths, distances,
                 f"; {exact}"
                 if exact
                 else (
-                    "; a pad position read or pads pooled (give tokenizer= to name a pad read), or with learned "
-                    "absolute positions, left padding without position ids"
+                    "; a pad position read or pads pooled ("
+                    + (
+                        "give tokenizer= to name a pad read"
+                        if tokenizer is None
+                        else "the pads were masked: the text followed by unmasked pads does not reproduce it"
+                    )
+                    + "), or with learned absolute positions, left padding without position ids"
                 )
             )
             if exact:

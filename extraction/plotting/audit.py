@@ -93,6 +93,7 @@ TOKEN_ROLE_COLORS = {
     "dropped": "#56B4E9",  # a token of the text the pipeline dropped
     "cut": "#CC79A7",  # tokens truncation cut off
     "pad": "#D55E00",  # pads the pipeline read (or attended)
+    "read": "#009E73",  # the position the pipeline read instead of the last (read-position)
 }
 MAX_STRIP_TOKENS = 40  # tokens drawn before the middle of a long strip is elided
 
@@ -107,8 +108,8 @@ def defect_tokens(hypothesis, tokens: list[str]) -> list[tuple[str, str]] | None
     edits += [also["edit"] for also in evidence.get("also", []) if also.get("name") == "special-tokens"]
     for edit in [e for e in edits if e]:
         if edit["change"] == "added":
-            added = (edit["token"], "added")
-            strip = [added, *strip] if edit["where"] == "start" else [*strip, added]
+            added = [(t, "added") for t in (edit.get("tokens") or [edit.get("token") or edit.get("string")])]
+            strip = [*added, *strip] if edit["where"] == "start" else [*strip, *added]
         else:
             k = 0 if edit["where"] == "start" else len(strip) - 1
             strip[k] = (strip[k][0], "dropped")
@@ -125,6 +126,12 @@ def defect_tokens(hypothesis, tokens: list[str]) -> list[tuple[str, str]] | None
         if padded is None:
             return None
         strip += [("<pad>", "pad")] * max(0, padded - len(strip))
+    elif hypothesis.name == "read-position":
+        position = evidence.get("position")
+        if position is None or not -len(strip) <= position < len(strip):
+            return None
+        k = position % len(strip)
+        strip = [(t, "read" if j == k else role) for j, (t, role) in enumerate(strip)]
     elif not edits:
         return None
     return strip

@@ -54,3 +54,28 @@ def headline_metrics(report: AuditReport) -> list[tuple[str, str, str | None]]:
 def _percent(value: float | None) -> str:
     """``"83%"``, or ``"-"`` where there is no value (no lm_head check outside last pooling)."""
     return "-" if value is None else f"{value:.0%}"
+
+
+def found_source(report: AuditReport) -> str | None:
+    """Where the search found the first reproduced row's state, in one line: the text, the
+    position and layer read, the tokens added or the row it sits in; None when no source was
+    found (an exact file, or ``unknown``)."""
+    best = report.best_hypothesis
+    if best is None or best.status != "reproduced" or not best.rows_reproduced:
+        return None
+    row, evidence = best.rows_reproduced[0], best.evidence
+    where = f"row {row + 1}"
+    if best.name == "read-position" and evidence.get("position") is not None:
+        return f"{where}: text {row + 1}, position {evidence['position']} (token {evidence['tokens']}), same layers"
+    if best.name == "order" and str(row) in evidence.get("text_of_row", {}):
+        return f"{where}: text {evidence['text_of_row'][str(row)] + 1}'s correct state, last token, same layers"
+    if best.name == "wrong-layer":
+        return f"{where}: text {row + 1}, last token, hidden states {evidence.get('matching_layers')}"
+    edit = evidence.get("edit")
+    if best.name == "special-tokens" and edit:
+        tokens = edit.get("tokens") or [edit.get("token")]
+        return f"{where}: text {row + 1} with {tokens} {edit['change']} at the {edit['where']}, last token"
+    padded = evidence.get("padded_length_by_row", {}).get(str(row))
+    if padded is not None:
+        return f"{where}: text {row + 1} padded to {padded} tokens ({best.name})"
+    return f"{where}: text {row + 1} ({best.name})"

@@ -83,3 +83,22 @@ def test_defects_of_real_pipelines_on_smollm2(embedded_model):
     )
     assert evidence["attention_mask"] is False and evidence["also"][0]["edit"] == IM_START
     assert 4 in evidence["consistent_batch_sizes"]["input order"]
+
+
+@pytest.mark.integration
+def test_issue_29_defects_on_smollm2(embedded_model):
+    """Rows shifted by one, a read at -2, the EOS (the pad token here) appended, llm2vec's " </s>"."""
+    model, tokenizer = embedded_model.model, embedded_model.tokenizer
+    texts = [t for t in TEXTS if len(tokenizer(t)["input_ids"]) > 1]
+    correct = third_party.read_at_states(model, tokenizer, texts, -1, -1)
+    evidence = _check(embedded_model, third_party.shifted_rows(correct, 1), "order", "other-row", texts)
+    assert evidence["shift"] == 1
+    stored = third_party.read_at_states(model, tokenizer, texts, -1, -2)
+    assert _check(embedded_model, stored, "read-position", "other-position", texts)["position"] == -2
+    eos = tokenizer.eos_token_id
+    stored = third_party.edited_ids_states(model, tokenizer, texts, -1, lambda ids: [*ids, eos])
+    edit = _check(embedded_model, stored, "special-tokens", "other-tokens", texts)["edit"]
+    assert (edit["change"], edit["where"], edit["token_id"]) == ("added", "end", eos)
+    stored = third_party.string_added_states(model, tokenizer, texts, -1, suffix=" </s>")
+    edit = _check(embedded_model, stored, "special-tokens", "other-tokens", texts)["edit"]
+    assert edit["string"] == " </s>" and len(edit["tokens"]) >= 2

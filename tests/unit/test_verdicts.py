@@ -68,6 +68,7 @@ def test_cause_kinds_are_the_documented_closed_set():
         "rounding",
         "kernels",
         "other-layer",
+        "other-position",
         "other-tokens",
         "other-row",
         "unknown",
