@@ -28,8 +28,9 @@ def _store(loaded, tmp_path, rows_made):
     texts_file = tmp_path / "texts.txt"
     texts_file.write_text("\n".join(texts) + "\n")
     stored = torch.zeros(N, loaded.hidden_size)
-    made = tokenize_texts(loaded.tokenizer, [texts[i] for i in rows_made])
-    stored[rows_made] = extract_states(loaded, made, "single", keep_logits=False).hidden[:, -1]
+    if rows_made:
+        made = tokenize_texts(loaded.tokenizer, [texts[i] for i in rows_made])
+        stored[rows_made] = extract_states(loaded, made, "single", keep_logits=False).hidden[:, -1]
     states_file = write_safetensors_atomic(tmp_path / "states.safetensors", {"hidden_states": stored})
     return texts_file, states_file
 
