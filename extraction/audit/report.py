@@ -22,6 +22,7 @@ from ..verdicts import (
 from .pattern import DifferencePattern
 from .reference import SINGLE_FORCED, AuditReference
 from .row_check import RowCheck
+from .sampling import clopper_pearson
 
 #: ``likely_cause`` values besides None (exact): strategy names from ``compare`` and other defects.
 #: ``kernels`` is float32 rounding of another build or device (TF32 matmuls, another BLAS, other
@@ -87,6 +88,26 @@ class Hypothesis:
         }
 
 
+@dataclass(frozen=True)
+class SampleRecord:
+    """How the checked rows were drawn (:mod:`.sampling`), and how many rows the store gave up."""
+
+    seed: int = 0
+    stratified: bool = False  # by shard (a folder of shards)
+    max_corrupted: float | None = None  # the bound asked for (sampled in rounds until shown), or None
+    rounds: int = 1
+    rows_read: int = 0  # rows read from the store (a store read whole counts all its rows)
+
+    def to_dict(self) -> dict:
+        return {
+            "seed": self.seed,
+            "stratified_by_shard": self.stratified,
+            "max_corrupted": self.max_corrupted,
+            "rounds": self.rounds,
+            "rows_read": self.rows_read,
+        }
+
+
 @dataclass
 class AuditReport:
     """The audit of one stored dataset (N texts, L stored layers, ``n_checked`` rows re-extracted)."""
@@ -113,6 +134,7 @@ class AuditReport:
     pooling: Pooling = DEFAULT_POOLING  # how a text's states were pooled in the file (and re-extracted)
     cause_kind: CauseKind = "none"  # which defect the likely cause is (verdicts.CAUSE_KINDS)
     reference: AuditReference = SINGLE_FORCED  # the layout that made the fresh rows (.reference)
+    sample: SampleRecord = field(default_factory=SampleRecord)
 
     @property
     def n_checked(self) -> int:
@@ -160,6 +182,41 @@ class AuditReport:
         return float(self.check.corrupted.float().mean())
 
     @property
+    def n_rows(self) -> int:
+        """Rows in the store the sample is drawn from: its texts (a tokens file's text owns several rows)."""
+        return self.n_texts
+
+    @property
+    def n_corrupted(self) -> int:
+        return int(self.check.corrupted.sum())
+
+    @property
+    def fraction_corrupted_interval(self) -> tuple[float, float]:
+        """95% interval for the fraction of the store's rows that are corrupted: Clopper-Pearson from
+        the checked rows (:func:`~.sampling.clopper_pearson`), the fraction itself when every row was checked."""
+        if self.n_checked >= self.n_rows:
+            return self.fraction_corrupted, self.fraction_corrupted
+        return clopper_pearson(self.n_corrupted, self.n_checked)
+
+    @property
+    def bound_shown(self) -> bool | None:
+        """Whether the interval's upper bound is below the ``max_corrupted`` asked for (None: none asked)."""
+        if self.sample.max_corrupted is None:
+            return None
+        return self.fraction_corrupted_interval[1] < self.sample.max_corrupted
+
+    def describe_interval(self) -> str:
+        """The interval in words, e.g. ``at most 0.37% of the store's 1,000,000 rows are corrupted (95%)``."""
+        low, high = self.fraction_corrupted_interval
+        if self.n_checked >= self.n_rows:
+            return f"{self.n_corrupted} of all {self.n_rows:,} rows checked are corrupted ({100 * low:.3g}%)"
+        where = f"of the store's {self.n_rows:,} rows"
+        seen = f"{self.n_corrupted} of {self.n_checked:,} sampled rows corrupted"
+        if self.n_corrupted == 0:
+            return f"{seen}: at most {100 * high:.3g}% {where} are corrupted (95%, Clopper-Pearson)"
+        return f"{seen}: {100 * low:.3g}% to {100 * high:.3g}% {where} are corrupted (95%, Clopper-Pearson)"
+
+    @property
     def lm_head_accuracy_stored(self) -> float | None:
         """None outside ``last`` pooling (lm_head predicts from a last token's state)."""
         top1 = self.check.top1_stored
@@ -197,6 +254,12 @@ class AuditReport:
             ),
             "n_checked": self.n_checked,
             "n_texts": self.n_texts,
+            "n_rows": self.n_rows,
+            "n_corrupted": self.n_corrupted,
+            "fraction_corrupted_interval": list(self.fraction_corrupted_interval),
+            "fraction_corrupted_interval_method": "clopper-pearson 95%",
+            "max_corrupted_shown": self.bound_shown,
+            "sample": self.sample.to_dict(),
             "model": self.model,
             "dtype": self.dtype,
             "states": {

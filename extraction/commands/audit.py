@@ -26,7 +26,10 @@ def add_parser(subparsers) -> None:
         "--texts", required=True, help="the texts, in row order: .txt, .jsonl (text or chat messages field), .csv"
     )
     parser.add_argument(
-        "--states", required=True, help="stored states: .safetensors, .npy, .npz or .pt (loaded with weights_only)"
+        "--states",
+        required=True,
+        help="stored states: .safetensors, .npy, .npz, .pt (loaded with weights_only) or a folder of shards; "
+        "only the sampled rows are read from .safetensors, .npy, .pt and folders",
     )
     parser.add_argument("--key", help="the tensor to read in a file that holds several")
     parser.add_argument(
@@ -42,7 +45,18 @@ def add_parser(subparsers) -> None:
         + "; ".join(f"{name}: {summary}" for name, summary in POOLING_SUMMARY.items())
         + ". A tokens file holds (R, L, d) rows and an 'offsets' tensor (N + 1)",
     )
-    parser.add_argument("--sample", type=int, help="re-extract at most this many random texts (default all)")
+    parser.add_argument(
+        "--sample",
+        type=int,
+        help="re-extract at most this many random texts (default all; uniform, seeded, stratified by shard for "
+        "a folder); with --max-corrupted, the size of the first round (default 64)",
+    )
+    parser.add_argument(
+        "--max-corrupted",
+        type=float,
+        help="sample in rounds until the 95%% upper bound on the store's corrupted fraction is below this "
+        "(e.g. 0.005), or a corrupted row is found",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random sample")
     parser.add_argument(
         "--forensic-rows", type=int, default=FORENSIC_ROWS, help="worst rows used to test each hypothesis"
@@ -82,7 +96,14 @@ def format_report(report) -> str:
         f"min cosine {report.min_cosine:.6f}, mean cosine {report.mean_cosine:.6f}; "
         f"max relative L2 {report.max_relative_l2:.3g}, median {report.median_relative_l2:.3g}; "
         f"rows corrupted: {100 * report.fraction_corrupted:.0f}%",
+        f"store: {report.describe_interval()}",
     ]
+    if report.sample.max_corrupted is not None:
+        shown = "shown" if report.bound_shown else "not shown"
+        lines.append(
+            f"  asked: at most {100 * report.sample.max_corrupted:.3g}% corrupted: {shown} "
+            f"({report.sample.rounds} round(s), {report.n_checked} rows checked)"
+        )
     if report.lm_head_accuracy_stored is None:
         lines.append(report.lm_head_note)
     else:
@@ -102,23 +123,53 @@ def format_report(report) -> str:
     return "\n".join(lines)
 
 
+def _streamed_texts(args: argparse.Namespace):
+    """A :class:`~extraction.storage.text_stream.TextSource` for a plain ``.txt``/``.jsonl`` texts file
+    (read as a stream: only the sampled texts are kept), None where the texts need the chat template
+    (``--chat-template``, or a ``.jsonl`` whose first line holds ``messages``) or are read whole anyway."""
+    import json
+    from pathlib import Path
+
+    from ..storage.text_stream import TextSource
+    from ..texts import TextsError
+
+    path = Path(args.texts)
+    if getattr(args, "chat_template", False) or not path.is_file():
+        return None
+    if path.suffix.lower() == ".jsonl":
+        with path.open("rb") as handle:
+            first = next((line for line in handle if line.strip()), b"")
+        try:
+            if "messages" in json.loads(first.decode("utf-8", "replace")):
+                return None
+        except (json.JSONDecodeError, TypeError):
+            return None  # read whole: read_texts gives the error in words
+    try:
+        source = TextSource(path)
+    except TextsError:
+        return None
+    return source if source.streamed else None
+
+
 def run(args: argparse.Namespace) -> int:
     from ..audit import audit_states
     from ..storage.export import parse_layers
-    from ..storage.stored_states import read_states
-    from ..texts import read_text_items, tokenize_texts
+    from ..storage.lazy_states import open_states
+    from ..texts import read_text_items
 
     if args.sample is not None and args.sample < 1:
         raise CliError(f"--sample must be at least 1, got {args.sample}")
+    if args.max_corrupted is not None and not 0 < args.max_corrupted < 1:
+        raise CliError(f"--max-corrupted must be a fraction between 0 and 1 (e.g. 0.005), got {args.max_corrupted}")
     if args.forensic_rows < 1:
         raise CliError(f"--forensic-rows must be at least 1, got {args.forensic_rows}")
     if args.layer is not None and args.layers:
         raise CliError("give --layer (an (N, d) file) or --layers (an (N, L, d) file), not both")
-    items = read_text_items(args.texts)
-    states = read_states(args.states, key=args.key)
+    streamed = _streamed_texts(args)
+    items = None if streamed is not None else read_text_items(args.texts)
+    states = open_states(args.states, key=args.key)
     loaded = load_model_from_args(args)
-    texts = texts_for_model(items, loaded, args)
-    tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
+    texts = streamed if streamed is not None else texts_for_model(items, loaded, args)
     layers = parse_layers(args.layers, loaded.num_hidden_layers + 1) if args.layers else None
     bars: dict[str, object] = {}
 
@@ -133,7 +184,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         report = audit_states(
             loaded,
-            tokenized,
+            texts,
             states,
             layer=args.layer,
             layers=layers,
@@ -144,6 +195,7 @@ def run(args: argparse.Namespace) -> int:
             progress=progress,
             pooling=args.pooling,
             reference=args.reference,
+            max_corrupted=args.max_corrupted,
         )
     finally:
         for bar in bars.values():

@@ -301,10 +301,28 @@ def validate_states(
     ``num_states`` is the model's number of hidden states (embeddings + blocks). A
     ``(N, d)`` tensor is one layer: ``layer`` (default the last, ``num_states - 1``;
     negative counts from the end). A ``(N, L, d)`` tensor holds ``layers`` (default all,
-    which needs ``L == num_states``).
+    which needs ``L == num_states``). The shape is :func:`check_states_shape`, the values
+    :func:`check_finite`.
     """
-    shape = tuple(tensor.shape)
-    if tensor.dim() not in (2, 3):
+    resolved = check_states_shape(tuple(tensor.shape), num_texts, hidden_size, num_states, layer, layers)
+    if tensor.dim() == 2:
+        tensor = tensor[:, None, :]  # (N, 1, d)
+    check_finite(tensor)
+    return tensor, resolved
+
+
+def check_states_shape(
+    shape: tuple[int, ...],
+    num_texts: int,
+    hidden_size: int,
+    num_states: int,
+    layer: int | None = None,
+    layers: list[int] | None = None,
+) -> list[int]:
+    """:func:`validate_states` on the shape alone (a store not read yet): the ``hidden_states``
+    index of each stored layer, or ``ValueError`` saying what does not fit."""
+    rank = len(shape)
+    if rank not in (2, 3):
         raise ValueError(
             f"stored states have shape {shape}: expected (N, d) for one layer or (N, L, d) for several "
             "(row i is text i)"
@@ -320,39 +338,42 @@ def validate_states(
             f"stored states have width {shape[-1]} but the model's hidden size is {hidden_size}: "
             "were they extracted with another model?"
         )
-    if tensor.dim() == 2:
+    if rank == 2:
         if layers is not None and len(layers) != 1:
             raise ValueError(f"stored states hold one layer (shape {shape}) but {len(layers)} layers were named")
         chosen = layers[0] if layers is not None else (num_states - 1 if layer is None else layer)
         if not -num_states <= chosen < num_states:
             raise ValueError(f"layer {chosen} out of range: this model has hidden_states 0..{num_states - 1}")
-        resolved = [chosen % num_states]
-        tensor = tensor[:, None, :]  # (N, 1, d)
-    else:
-        if layers is None:
-            if layer is not None:
-                raise ValueError(
-                    f"stored states hold {shape[1]} layers (shape {shape}); --layer is for (N, d) files, "
-                    "use --layers i,j,... to name the layers stored"
-                )
-            if shape[1] != num_states:
-                raise ValueError(
-                    f"stored states hold {shape[1]} layers but the model has {num_states} hidden states "
-                    f"(embeddings + {num_states - 1} blocks): name the layers stored with --layers i,j,..."
-                )
-            layers = list(range(num_states))
-        if len(layers) != shape[1]:
-            raise ValueError(f"stored states hold {shape[1]} layers but {len(layers)} layer indices were named")
-        for index in layers:
-            if not -num_states <= index < num_states:
-                raise ValueError(f"layer {index} out of range: this model has hidden_states 0..{num_states - 1}")
-        resolved = [index % num_states for index in layers]
+        return [chosen % num_states]
+    if layers is None:
+        if layer is not None:
+            raise ValueError(
+                f"stored states hold {shape[1]} layers (shape {shape}); --layer is for (N, d) files, "
+                "use --layers i,j,... to name the layers stored"
+            )
+        if shape[1] != num_states:
+            raise ValueError(
+                f"stored states hold {shape[1]} layers but the model has {num_states} hidden states "
+                f"(embeddings + {num_states - 1} blocks): name the layers stored with --layers i,j,..."
+            )
+        layers = list(range(num_states))
+    if len(layers) != shape[1]:
+        raise ValueError(f"stored states hold {shape[1]} layers but {len(layers)} layer indices were named")
+    for index in layers:
+        if not -num_states <= index < num_states:
+            raise ValueError(f"layer {index} out of range: this model has hidden_states 0..{num_states - 1}")
+    return [index % num_states for index in layers]
+
+
+def check_finite(tensor: torch.Tensor, row_names: list[int] | None = None) -> None:
+    """``ValueError`` naming the rows (``row_names[k]`` for row k, default k) that hold NaN or inf."""
     bad = ~torch.isfinite(tensor)
     if bad.any():
         rows = bad.flatten(1).any(1).nonzero().flatten().tolist()
+        if row_names is not None:
+            rows = [row_names[k] for k in rows]
         listed = ", ".join(str(r) for r in rows[:8]) + (" ..." if len(rows) > 8 else "")
         raise ValueError(
             f"stored states contain {int(bad.sum())} NaN/inf values in {len(rows)} rows (rows {listed}): "
             "those states are corrupted beyond any comparison"
         )
-    return tensor, resolved

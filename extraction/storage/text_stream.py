@@ -185,5 +185,21 @@ class TextSource:
             raise TextsError(f"{self.path}: has no text {min(missing) + 1}")
         return [found[index] for index in indices]
 
+    def sample(self, indices: list[int], progress=None) -> tuple[dict[int, str], int, str]:
+        """``{index: text}`` for those of ``indices`` the file has, the number of texts in the file
+        and their :func:`~extraction.texts.texts_sha256`, from one scan that holds only the texts
+        asked for. ``progress(done_bytes, total_bytes)``, if given, is called every 65,536 texts."""
+        wanted = set(indices)
+        found: dict[int, str] = {}
+        hasher = TextsHasher()
+        total = self.path.stat().st_size
+        for index, text, offset in self.scan():
+            hasher.update(text)
+            if index in wanted:
+                found[index] = text
+            if progress is not None and index % 65536 == 0:
+                progress(offset if self._whole is None else 0, total)
+        return found, hasher.count, hasher.hexdigest()
+
 
 __all__ = ["STREAMED_SUFFIXES", "TextSource", "TextsHasher"]
