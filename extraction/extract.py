@@ -302,48 +302,153 @@ def extract_states(
     (hooks where verified for this model), ``"hooks"`` (raises ``ValueError`` where they
     do not apply) or ``"hidden-states"``.
     """
-    if isinstance(strategy, str):
-        strategy = get_strategy(strategy)
-    if batch_size < 1:
-        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    strategy = get_strategy(strategy) if isinstance(strategy, str) else strategy
     pooling = parse_pooling(pooling)
     keep_logits = keep_logits and pooling == "last"
+    layers = _checked_layers(loaded, layers, batch_size, capture)
+    use_hooks = _use_hooks(loaded, capture)
+    groups = strategy.plan(tokenized.lengths, batch_size, max_batch_tokens)
+    rows = _Rows.empty(len(tokenized), len(layers), loaded.hidden_size, pooling)
+    start = time.perf_counter()
+    computed = _run_passes(loaded, tokenized, strategy, groups, layers, pooling, keep_logits, use_hooks, rows, progress)
+    seconds = time.perf_counter() - start
+    result = rows.result(strategy.name, layers, pooling, len(groups), sum(tokenized.lengths), computed, seconds)
+    result.capture = "hooks" if use_hooks else "hidden-states"
+    logger.info(
+        "%s: %d texts, %d passes, %.1f tokens/s, %.0f%% padding (%s)",
+        strategy.name,
+        len(tokenized),
+        len(groups),
+        result.tokens_per_second,
+        100 * result.pad_fraction,
+        result.capture,
+    )
+    return result
+
+
+def _checked_layers(
+    loaded: LoadedModel, layers: Sequence[int] | None, batch_size: int, capture: CaptureMode
+) -> list[int]:
+    """The ``hidden_states`` indices to keep (default all), after checking the arguments."""
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
     if capture not in CAPTURE_MODES:
         raise ValueError(f"unknown capture {capture!r}; valid: {', '.join(CAPTURE_MODES)}")
-    model = loaded.model
     num_states = loaded.num_hidden_layers + 1
     layers = list(range(num_states)) if layers is None else list(layers)
     for layer in layers:
         if not 0 <= layer < num_states:
             raise ValueError(f"layer {layer} out of range: this model has hidden_states 0..{num_states - 1}")
+    return layers
+
+
+def _use_hooks(loaded: LoadedModel, capture: CaptureMode) -> bool:
+    """Whether this extraction captures by hooks (``capture="hooks"`` where they do not apply raises)."""
     use_hooks = capture != "hidden-states" and hooks_reproduce_hidden_states(loaded)
     if capture == "hooks" and not use_hooks:
         raise ValueError(f"hook capture does not reproduce output_hidden_states on {loaded.name}; use 'hidden-states'")
-    n, width = len(tokenized), loaded.hidden_size
-    hidden = torch.empty(n if pooling != "tokens" else 0, len(layers), width, dtype=torch.float32)  # (N, L, d)
-    token_rows: list[torch.Tensor | None] = [None] * n  # tokens: text i's (n_i, L, d)
+    return use_hooks
+
+
+_FACTS = (
+    ("token_ids", torch.long),
+    ("position_ids", torch.long),
+    ("read_is_pad", torch.bool),
+    ("saw_other_text", torch.bool),
+    ("saw_padding", torch.bool),
+    ("after_other_text", torch.bool),
+    ("after_padding", torch.bool),
+    ("rows", torch.long),
+)
+
+
+@dataclass
+class _Rows:
+    """What the passes fill, text by text, until it becomes an :class:`ExtractionResult`."""
+
+    hidden: torch.Tensor  # (N, L, d) float32 (tokens: (0, L, d) until the texts' rows are joined)
+    token_rows: list[torch.Tensor | None]  # tokens: text i's (n_i, L, d)
+    facts: dict[str, torch.Tensor]  # name -> (N,) per-text fact of :func:`span_facts`
     logits: torch.Tensor | None = None  # (N, V), allocated once the vocabulary width is known
-    facts = {
-        key: torch.empty(n, dtype=dtype)
-        for key, dtype in (
-            ("token_ids", torch.long),
-            ("position_ids", torch.long),
-            ("read_is_pad", torch.bool),
-            ("saw_other_text", torch.bool),
-            ("saw_padding", torch.bool),
-            ("after_other_text", torch.bool),
-            ("after_padding", torch.bool),
-            ("rows", torch.long),
+
+    @classmethod
+    def empty(cls, n: int, num_layers: int, width: int, pooling: Pooling) -> _Rows:
+        hidden = torch.empty(n if pooling != "tokens" else 0, num_layers, width, dtype=torch.float32)  # (N, L, d)
+        facts = {key: torch.empty(n, dtype=dtype) for key, dtype in _FACTS}
+        return cls(hidden, [None] * n, facts)
+
+    def add(self, group: list[int], states: torch.Tensor, group_logits, group_facts, pooling: Pooling) -> None:
+        """One pass's rows: ``states`` (K, L, d) (tokens: (P, L, d)), ``group_logits`` (K, V) or None."""
+        if pooling == "tokens":
+            for index, text_rows in zip(group, states.float().cpu().split(group_facts["rows"].tolist()), strict=True):
+                self.token_rows[index] = text_rows
+        else:
+            self.hidden[group] = states.float().cpu()
+        if group_logits is not None:
+            if self.logits is None:
+                self.logits = torch.empty(len(self.token_rows), group_logits.shape[-1], dtype=torch.float32)
+            self.logits[group] = group_logits.float().cpu()
+        for key, value in group_facts.items():
+            self.facts[key][group] = value
+
+    def result(
+        self,
+        strategy: str,
+        layers: list[int],
+        pooling: Pooling,
+        passes: int,
+        real_tokens: int,
+        computed: int,
+        seconds: float,
+    ) -> ExtractionResult:
+        offsets = None
+        hidden = self.hidden
+        if pooling == "tokens":
+            hidden = torch.cat(self.token_rows) if self.token_rows else hidden
+            self.token_rows.clear()
+            offsets = row_offsets(self.facts["rows"])
+        facts = self.facts
+        return ExtractionResult(
+            strategy=strategy,
+            hidden=hidden,
+            layers=layers,
+            logits=self.logits,
+            read_token_ids=facts["token_ids"],
+            read_position_ids=facts["position_ids"],
+            read_is_pad=facts["read_is_pad"],
+            saw_other_text=facts["saw_other_text"],
+            saw_padding=facts["saw_padding"],
+            after_other_text=facts["after_other_text"],
+            after_padding=facts["after_padding"],
+            forward_passes=passes,
+            real_tokens=real_tokens,
+            computed_positions=computed,
+            seconds=seconds,
+            pooling=pooling,
+            offsets=offsets,
         )
-    }
-    groups = strategy.plan(tokenized.lengths, batch_size, max_batch_tokens)
-    computed = done = 0
-    start = time.perf_counter()
+
+
+def _run_passes(
+    loaded: LoadedModel,
+    tokenized: TokenizedTexts,
+    strategy: Strategy,
+    groups: list[list[int]],
+    layers: list[int],
+    pooling: Pooling,
+    keep_logits: bool,
+    use_hooks: bool,
+    rows: _Rows,
+    progress: ProgressCallback | None,
+) -> int:
+    """One forward pass per group, its rows added to ``rows``; returns the positions computed."""
+    model = loaded.model
     recorder = (
         _ReadRowRecorder(find_blocks(model, loaded.num_hidden_layers), loaded.lm_head, layers, pooling)
         if use_hooks
         else None
     )
+    computed = done = 0
     with torch.inference_mode(), recorder.attached() if recorder else _nothing():
         for group in groups:
             layout = strategy.layout([tokenized.token_ids[i] for i in group], loaded.pad_token_id)
@@ -355,58 +460,11 @@ def extract_states(
             else:
                 states, group_logits = _run_hidden_states(model, layout, inputs, layers, pooling, positions)
             group_facts = span_facts(layout, pooling, positions)
-            if pooling == "tokens":
-                for index, text_rows in zip(
-                    group, states.float().cpu().split(group_facts["rows"].tolist()), strict=True
-                ):
-                    token_rows[index] = text_rows
-            else:
-                hidden[group] = states.float().cpu()
-            if keep_logits:
-                if logits is None:
-                    logits = torch.empty(n, group_logits.shape[-1], dtype=torch.float32)
-                logits[group] = group_logits.float().cpu()
-            for key, value in group_facts.items():
-                facts[key][group] = value
+            rows.add(group, states, group_logits if keep_logits else None, group_facts, pooling)
             done += len(group)
             if progress is not None:
-                progress(done, n)
-    seconds = time.perf_counter() - start
-    offsets = None
-    if pooling == "tokens":
-        hidden = torch.cat(token_rows) if n else hidden
-        token_rows.clear()
-        offsets = row_offsets(facts["rows"])
-    result = ExtractionResult(
-        strategy=strategy.name,
-        hidden=hidden,
-        layers=layers,
-        logits=logits,
-        read_token_ids=facts["token_ids"],
-        read_position_ids=facts["position_ids"],
-        read_is_pad=facts["read_is_pad"],
-        saw_other_text=facts["saw_other_text"],
-        saw_padding=facts["saw_padding"],
-        after_other_text=facts["after_other_text"],
-        after_padding=facts["after_padding"],
-        forward_passes=len(groups),
-        real_tokens=sum(tokenized.lengths),
-        computed_positions=computed,
-        seconds=seconds,
-        capture="hooks" if use_hooks else "hidden-states",
-        pooling=pooling,
-        offsets=offsets,
-    )
-    logger.info(
-        "%s: %d texts, %d passes, %.1f tokens/s, %.0f%% padding (%s)",
-        strategy.name,
-        n,
-        len(groups),
-        result.tokens_per_second,
-        100 * result.pad_fraction,
-        result.capture,
-    )
-    return result
+                progress(done, len(tokenized))
+    return computed
 
 
 @contextmanager
