@@ -208,11 +208,16 @@ def choose_strategy(
     cache_path: str | Path | None = None,
     progress: ChoiceProgress | None = None,
     pooling: Pooling = DEFAULT_POOLING,
+    rate: tuple[float, float] | None = None,
 ) -> StrategyChoice:
     """The cheapest strategy, by the cost model, that is exact on this model under ``pooling``
     (see the module docstring). ``remember=False`` neither reads nor writes the cache;
     ``cache_path`` overrides :func:`choice_cache_path`. ``single`` is always exact, so there is
     always a choice.
+
+    ``rate`` = ``(pass_seconds, flops_per_second)`` prices the candidates at these constants
+    instead of the fit on the probe's passes: the ranking then does not follow the machine's
+    load (tests of what is remembered fix it; a caller that knows its device's rate may too).
     """
     started = time.perf_counter()
     pooling = parse_pooling(pooling)
@@ -221,7 +226,7 @@ def choose_strategy(
     cache = _read_cache(path) if remember else {}
     entry = cache.get(key) if isinstance(cache.get(key), dict) else None
     known: dict[str, dict] = dict(entry.get("exactness", {})) if entry else {}
-    probe = _run_probe(loaded, tokenized, probe_texts, pooling)
+    probe = _run_probe(loaded, tokenized, probe_texts, pooling, rate)
     candidates = _priced_candidates(loaded, tokenized.lengths, batch_size, max_batch_tokens, probe.rate)
     chosen, checked = _first_exact(loaded, tokenized.lengths, candidates, known, probe, pooling, progress)
     if remember and len(probe.lengths) >= 2:
@@ -256,8 +261,14 @@ class _Probe:
         return sorted({len(ids) for ids in self.texts.token_ids})
 
 
-def _run_probe(loaded: LoadedModel, tokenized: TokenizedTexts, probe_texts: int, pooling: Pooling) -> _Probe:
-    """Extract the probe texts one a pass and fit the cost model on those passes."""
+def _run_probe(
+    loaded: LoadedModel,
+    tokenized: TokenizedTexts,
+    probe_texts: int,
+    pooling: Pooling,
+    rate: tuple[float, float] | None = None,
+) -> _Probe:
+    """Extract the probe texts one a pass and fit the cost model on those passes (unless ``rate`` is given)."""
     rows = probe_rows(tokenized.lengths, probe_texts)
     items = [tokenized.token_ids[i] for i in rows]
     texts = TokenizedTexts([tokenized.texts[i] for i in rows] + [tokenized.texts[rows[0]]],
@@ -271,8 +282,9 @@ def _run_probe(loaded: LoadedModel, tokenized: TokenizedTexts, probe_texts: int,
         flops.append(pass_flops(body, loaded.hidden_size, loaded.num_hidden_layers, 1, len(ids)))
         seconds.append(result.seconds)
     # The first pass warms up; off the CPU the rate is at least the device's (see fit_cost).
-    rate = fit_cost(flops[1:] or flops, seconds[1:] or seconds, device_matmul_rate(loaded))
-    return _Probe(rows, texts, _concat_results(parts + [parts[0]]), rate)
+    if rate is None:
+        rate = fit_cost(flops[1:] or flops, seconds[1:] or seconds, device_matmul_rate(loaded))
+    return _Probe(rows, texts, _concat_results(parts + [parts[0]]), tuple(rate))
 
 
 def _priced_candidates(
