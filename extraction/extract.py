@@ -130,7 +130,8 @@ def extract_states(
     keep_logits = keep_logits and pooling == "last"
     layers = _checked_layers(loaded, layers, batch_size, capture)
     use_hooks = _use_hooks(loaded, capture)
-    blocks, note = _planned_pass(loaded, layers, keep_logits, use_hooks, capture)
+    planned = _planned_pass(loaded, layers, keep_logits, use_hooks, capture)
+    blocks = planned.blocks_run
     groups = strategy.plan(tokenized.lengths, batch_size, max_batch_tokens)
     rows = _Rows.empty(len(tokenized), len(layers), loaded.hidden_size, pooling, keep_logits)
     start = time.perf_counter()
@@ -138,7 +139,7 @@ def extract_states(
     seconds = time.perf_counter() - start
     result = rows.result(strategy.name, layers, pooling, len(groups), sum(tokenized.lengths), computed, seconds)
     result.capture = "hooks" if use_hooks else "hidden-states"
-    result.blocks_run, result.lm_head_run, result.pass_note = blocks, blocks == loaded.num_hidden_layers, note
+    result.blocks_run, result.lm_head_run, result.pass_note = blocks, planned.lm_head_run, planned.note
     logger.info(
         "%s: %d texts, %d passes, %.1f tokens/s, %.0f%% padding (%s)",
         strategy.name,
@@ -167,16 +168,49 @@ def _checked_layers(
     return layers
 
 
+@dataclass(frozen=True)
+class ForwardPass:
+    """What each forward pass of an extraction runs: ``blocks_run`` of the model's ``num_blocks``
+    blocks, then the final norm and ``lm_head`` only for the whole pass, and a sentence saying why."""
+
+    blocks_run: int
+    num_blocks: int
+    note: str
+
+    @property
+    def lm_head_run(self) -> bool:
+        return self.blocks_run == self.num_blocks
+
+    @property
+    def fraction(self) -> float:
+        """Share of the blocks' FLOPs each pass computes (``blocks_run / num_blocks``)."""
+        return self.blocks_run / self.num_blocks if self.num_blocks else 1.0
+
+    def to_dict(self) -> dict:
+        return {"blocks_run": self.blocks_run, "num_blocks": self.num_blocks, "lm_head_run": self.lm_head_run,
+                "note": self.note}  # fmt: skip
+
+
+def forward_pass(
+    loaded: LoadedModel, layers: Sequence[int] | None, keep_logits: bool, capture: CaptureMode = "auto"
+) -> ForwardPass:
+    """What :func:`extract_states` with these ``layers`` (None: all), ``keep_logits`` and ``capture``
+    runs in each pass on this model, without running it (the hooks' check runs once per model)."""
+    layers = list(range(loaded.num_hidden_layers + 1)) if layers is None else list(layers)
+    use_hooks = capture != "hidden-states" and hooks_reproduce_hidden_states(loaded)
+    return _planned_pass(loaded, layers, keep_logits, use_hooks, capture)
+
+
 def _planned_pass(
     loaded: LoadedModel, layers: list[int], keep_logits: bool, use_hooks: bool, capture: CaptureMode
-) -> tuple[int, str]:
-    """``(blocks each pass runs, why)``: the blocks the deepest state of ``layers`` needs under hooks
-    (:func:`~extraction.capture.blocks_needed`), else the whole pass."""
+) -> ForwardPass:
+    """The blocks the deepest state of ``layers`` needs under hooks
+    (:func:`~extraction.capture.blocks_needed`), else the whole pass, and why."""
     total = loaded.num_hidden_layers
     needed = blocks_needed(total, layers, keep_logits)
     if needed == total:
         why = "the logits were asked" if keep_logits else f"hidden_states[{total}] (after the final norm) was asked"
-        return total, f"the whole pass ({total} blocks and lm_head): {why}"
+        return ForwardPass(total, total, f"the whole pass ({total} blocks and lm_head): {why}")
     if not use_hooks:
         how = (
             "capture='hidden-states' runs the whole pass"
@@ -184,11 +218,13 @@ def _planned_pass(
             else "hook capture is not verified on this model (its blocks cannot be found, or lm_head's input is "
             "not hidden_states[-1]), so nothing can stop the pass"
         )
-        return total, f"the whole pass ({total} blocks and lm_head) for hidden_states[{needed}]: {how}"
-    return needed, (
+        return ForwardPass(
+            total, total, f"the whole pass ({total} blocks and lm_head) for hidden_states[{needed}]: {how}"
+        )
+    return ForwardPass(needed, total, (
         f"each pass stopped after block {needed} of {total} (hidden_states[{needed}], the deepest layer kept); "
         f"lm_head was not run: no logits were asked and hidden_states[{total}] was not kept"
-    )
+    ))  # fmt: skip
 
 
 def _use_hooks(loaded: LoadedModel, capture: CaptureMode) -> bool:

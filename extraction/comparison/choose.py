@@ -16,7 +16,9 @@
    flops_per_second`` with ``FLOPs = 2 P_body B T + 4 d n_layers B T^2`` per pass of ``B``
    rows of ``T`` positions (padding and the attention over the padded width included).
    ``pass_seconds`` and ``flops_per_second`` are fitted on the probe's own single-text
-   passes (least squares on their FLOPs and seconds). Candidates are checked in order of
+   passes (least squares on their FLOPs and seconds), or fixed by the caller (``rate``). The
+   FLOPs are those of the pass the extraction will run: ``blocks_run`` blocks when it stops
+   after the deepest layer asked (:func:`extraction.extract.forward_pass`). Candidates are checked in order of
    cost and the first exact one is taken, so usually one candidate pass is run.
 3. **Memory.** Exactness is remembered in
    ``<cache_dir>/strategy-choices.json`` (:func:`choice_cache_path`, the cache folder of
@@ -109,6 +111,7 @@ class StrategyChoice:
     seconds: float = 0.0  # wall time of the choice
     pass_seconds: float = FALLBACK_PASS_SECONDS  # the cost model's fixed cost of one forward pass
     flops_per_second: float = FALLBACK_FLOPS_PER_SECOND  # the cost model's compute rate
+    blocks_run: int | None = None  # blocks each priced pass runs (the extraction's; None: not said)
 
     @property
     def chosen(self) -> str:
@@ -123,6 +126,7 @@ class StrategyChoice:
             "probe_rows": self.probe_rows,
             "pass_seconds": self.pass_seconds,
             "flops_per_second": self.flops_per_second,
+            "blocks_run": self.blocks_run,
             "candidates": self.candidates,
         }
 
@@ -209,6 +213,7 @@ def choose_strategy(
     progress: ChoiceProgress | None = None,
     pooling: Pooling = DEFAULT_POOLING,
     rate: tuple[float, float] | None = None,
+    blocks_run: int | None = None,
 ) -> StrategyChoice:
     """The cheapest strategy, by the cost model, that is exact on this model under ``pooling``
     (see the module docstring). ``remember=False`` neither reads nor writes the cache;
@@ -218,6 +223,8 @@ def choose_strategy(
     ``rate`` = ``(pass_seconds, flops_per_second)`` prices the candidates at these constants
     instead of the fit on the probe's passes: the ranking then does not follow the machine's
     load (tests of what is remembered fix it; a caller that knows its device's rate may too).
+    ``blocks_run``: the blocks each pass of the extraction that follows runs (default all;
+    :func:`extraction.extract.forward_pass`); the candidates are priced for that shortened pass.
     """
     started = time.perf_counter()
     pooling = parse_pooling(pooling)
@@ -227,7 +234,8 @@ def choose_strategy(
     entry = cache.get(key) if isinstance(cache.get(key), dict) else None
     known: dict[str, dict] = dict(entry.get("exactness", {})) if entry else {}
     probe = _run_probe(loaded, tokenized, probe_texts, pooling, rate)
-    candidates = _priced_candidates(loaded, tokenized.lengths, batch_size, max_batch_tokens, probe.rate)
+    blocks_run = loaded.num_hidden_layers if blocks_run is None else blocks_run
+    candidates = _priced_candidates(loaded, tokenized.lengths, batch_size, max_batch_tokens, probe.rate, blocks_run)
     chosen, checked = _first_exact(loaded, tokenized.lengths, candidates, known, probe, pooling, progress)
     if remember and len(probe.lengths) >= 2:
         _remember(path, cache, key, _pooled_identity(loaded, pooling), known, probe.lengths)
@@ -242,6 +250,7 @@ def choose_strategy(
         seconds=time.perf_counter() - started,
         pass_seconds=probe.rate[0],
         flops_per_second=probe.rate[1],
+        blocks_run=blocks_run,
     )
     logger.info("auto: %s (%.2f s)", why, choice.seconds)
     return choice
@@ -293,14 +302,16 @@ def _priced_candidates(
     batch_size: int,
     max_batch_tokens: int | None,
     rate: tuple[float, float],
+    blocks_run: int,
 ) -> list[dict]:
-    """One record per candidate layout, priced by the cost model at ``rate``, cheapest first."""
+    """One record per candidate layout, priced by the cost model at ``rate`` for passes of
+    ``blocks_run`` blocks, cheapest first."""
     body = body_parameters(loaded.model)
     names = [REFERENCE] + [name for name in STRATEGIES if name not in AUTO_EXCLUDED and name != REFERENCE]
     candidates = []
     for name in names:
         record = {"name": name}
-        record.update(estimate_seconds(loaded, lengths, name, batch_size, max_batch_tokens, *rate, body))
+        record.update(estimate_seconds(loaded, lengths, name, batch_size, max_batch_tokens, *rate, body, blocks_run))
         record.update({"verdict": None, "min_cosine": None, "checked": None})
         candidates.append(record)
     candidates.sort(key=lambda c: (c["estimated_seconds"], names.index(c["name"])))

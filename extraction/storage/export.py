@@ -25,19 +25,18 @@ pooling (:mod:`extraction.pooling`), at each of the L layers asked for, in the
   same model, dtype, device, attention and versions). ``single`` is always exact, so there
   is always a choice; the ``-naive`` layouts never are. The probe texts' single-text rows
   are written as they are, not extracted again.
-* Memory stays bounded: texts are extracted in chunks of :data:`CHUNK_TEXTS` with
-  ``keep_logits=False`` and only the layers asked for, and every chunk's rows go
-  straight to disk (:class:`~extraction.storage.safetensors_writer.SafetensorsRowWriter`). Full sequences
-  live only for one forward pass.
+* Memory stays bounded: texts are extracted in chunks of :data:`CHUNK_TEXTS` with ``keep_logits=False`` and
+  only the layers asked for, and every chunk's rows go straight to disk
+  (:class:`~extraction.storage.safetensors_writer.SafetensorsRowWriter`). Full sequences live for one pass.
 * ``verify=N`` reads N random texts' rows back from the written file and compares them with
   single-sample extraction under the same pooling (the audit's checks,
   :func:`~extraction.audit.check.check_rows` and under ``tokens``
   :func:`~extraction.audit.check.check_token_rows`, with the row count; the same verdict
   rule, the ``lm_head`` top-1 under ``last`` only); anything but an exact verdict raises
   :class:`VerificationError`.
-* The file is written to a temporary name and renamed at the end: an interrupted
-  (``KeyboardInterrupt``) or failed run leaves nothing at the target path. An existing
-  file is replaced only with ``overwrite=True``.
+* The file is written to a temporary name and renamed at the end: an interrupted (``KeyboardInterrupt``) or
+  failed run leaves nothing at the target path. An existing file is replaced only with ``overwrite=True``.
+* Each pass runs the blocks up to the deepest layer stored (``forward_pass`` in the metadata and result).
 
 (Over 400 lines: one run's steps, choose, stream, verify, commit, share its state; the
 checks live in :mod:`.audit.check`, the writer in :mod:`.safetensors_writer`.)
@@ -61,7 +60,7 @@ import torch
 
 from ..audit.check import check_rows, check_token_rows, subset
 from ..comparison.choose import AUTO_EXCLUDED, PROBE_TEXTS, StrategyChoice, choose_strategy
-from ..extract import extract_states
+from ..extract import ForwardPass, extract_states, forward_pass
 from ..pooling import DEFAULT_POOLING, Pooling, parse_pooling, row_offsets
 from ..strategies import DEFAULT_BATCH_SIZE, get_strategy
 from ..texts import TokenizedTexts, texts_sha256, tokenize_texts
@@ -158,6 +157,7 @@ class ExportResult:
     pooling: Pooling = DEFAULT_POOLING
     num_texts: int = 0
     offsets: torch.Tensor | None = None  # (N + 1,) int64 under tokens, else None
+    forward_pass: ForwardPass | None = None  # what each pass ran: the blocks up to the deepest layer stored
 
     @property
     def texts_per_second(self) -> float:
@@ -176,6 +176,7 @@ class ExportResult:
             "verification": self.verification.to_dict() if self.verification else None,
             "seconds": self.seconds,
             "texts_per_second": self.texts_per_second,
+            "forward_pass": self.forward_pass.to_dict() if self.forward_pass else None,
         }
 
 
@@ -302,6 +303,7 @@ def extract_to_file(
     )
     num_states = loaded.num_hidden_layers + 1
     layer_list = parse_layers(layers, num_states)
+    planned = forward_pass(loaded, layer_list, keep_logits=False)  # the blocks up to the deepest layer stored
     choice = None
     known: dict[int, torch.Tensor] = {}  # text index -> (L, d) rows already extracted one at a time
     if strategy == AUTO:
@@ -310,9 +312,8 @@ def extract_to_file(
             if progress is not None:
                 progress("choosing", done, total)
 
-        choice = choose_strategy(
-            loaded, tokenized, batch_size, probe_texts=auto_sample, progress=report_choice, pooling=pooling
-        )
+        choice = choose_strategy(loaded, tokenized, batch_size, probe_texts=auto_sample, progress=report_choice,
+                                 pooling=pooling, blocks_run=planned.blocks_run)  # fmt: skip
         name = choice.name
         if choice.reference_rows is not None and pooling != "tokens":
             known = dict(zip(choice.probe_rows, choice.reference_rows[:, layer_list], strict=True))
@@ -322,6 +323,7 @@ def extract_to_file(
     tokens = pooling == "tokens"
     shape = (0 if tokens else n, len(layer_list), width)
     metadata = base_metadata(loaded, tokenized, name, choice, layer_list, store_dtype, batch_size, pooling)
+    metadata["forward_pass"] = json.dumps(planned.to_dict())
     rows_per_text = torch.zeros(n, dtype=torch.long)  # rows written for each text
     index = (OFFSETS_NAME, n + 1) if tokens else None
     started = time.perf_counter()
@@ -373,9 +375,8 @@ def extract_to_file(
     logger.info(
         "wrote %s: %s, %s, %s, %.1f texts/s", out, shape, name, pooling, n / seconds if seconds else float("inf")
     )
-    return ExportResult(
-        out, name, choice, layer_list, shape, store_dtype, verification, metadata, seconds, pooling, n, offsets
-    )
+    return ExportResult(out, name, choice, layer_list, shape, store_dtype, verification, metadata, seconds, pooling,
+                        n, offsets, planned)  # fmt: skip
 
 
 def _chunks(lengths: Sequence[int], chunk_texts: int, max_rows: int, tokens: bool) -> Iterator[list[int]]:

@@ -178,6 +178,17 @@ def test_a_fixed_rate_prices_the_candidates_and_no_pass_is_timed(tiny_llama, cac
         assert record["estimated_seconds"] == pytest.approx(priced["estimated_seconds"])
 
 
+def test_candidates_are_priced_for_the_pass_the_extraction_runs(tiny_llama, cache_path):
+    tokenized = tokenize_texts(tiny_llama.tokenizer, TEXTS)
+    blocks = tiny_llama.num_hidden_layers // 2
+    choice = choose_strategy(tiny_llama, tokenized, batch_size=4, cache_path=cache_path, rate=(0.0, 1e9),
+                             blocks_run=blocks)  # fmt: skip
+    assert choice.blocks_run == blocks and choice.to_dict()["blocks_run"] == blocks
+    for record in choice.candidates:
+        full = estimate_seconds(tiny_llama, tokenized.lengths, record["name"], 4, 8192, 0.0, 1e9)
+        assert record["estimated_seconds"] == pytest.approx(full["estimated_seconds"] / 2)
+
+
 def test_probe_verdict_catches_a_changed_row():
     hidden = torch.randn(3, 4, 8, generator=torch.Generator().manual_seed(0))
     logits = torch.randn(3, 10, generator=torch.Generator().manual_seed(1))
