@@ -23,6 +23,7 @@ class BenchmarkReport:
     memory: dict = field(default_factory=dict)
     app_comparison: dict = field(default_factory=dict)
     peers: list[dict] = field(default_factory=list)  # bench.peers.PeerTiming records, this project first
+    shortened_pass: dict = field(default_factory=dict)  # bench.layers.shortened_pass
     end_to_end: dict = field(default_factory=dict)  # bench.endtoend.end_to_end
     targets: dict = field(default_factory=dict)
 
@@ -107,6 +108,19 @@ def format_report(report: BenchmarkReport) -> str:
                 f"auto {r['auto_cold_seconds']:.1f} s "
                 f"(choice {choice}; x{r['speedup_cold']:.2f}), auto remembered {r['auto_warm_seconds']:.1f} s "
                 f"(x{r['speedup_warm']:.2f}), load {r['load_average']:.1f}"
+            )
+    short = report.shortened_pass
+    if short:
+        lines.append("")
+        if "error" in short:
+            lines.append(f"shortened pass: {short['error']}")
+        else:
+            lines.append(
+                f"shortened pass, {short['texts']} texts, {short['strategy']}: "
+                f"--layers all {short['seconds_all']:.1f} s, "
+                f"--layers {short['layer']} {short['seconds_layer']:.1f} s (x{short['speedup']:.2f}; ideal "
+                f"{short['num_layers']}/{short['layer']}), layer {short['layer']}'s rows identical: "
+                f"{short['layer_rows_identical']}"
             )
     if report.app_comparison:
         app = report.app_comparison
