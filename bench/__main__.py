@@ -31,7 +31,7 @@ QUICK = {
     "peer_texts": 24,
     "e2e_counts": (16, 48),
 }
-PARTS = ("throughput", "peers", "end-to-end", "cold-start", "cold-start-no-cache", "memory", "app")
+PARTS = ("throughput", "peers", "end-to-end", "cold-start", "cold-start-no-cache", "memory", "app", "layers")
 
 
 def _counts(spec: str) -> tuple[int, ...]:
@@ -109,6 +109,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="text counts of the end-to-end extract runs (default 16,160)",
     )
     parser.add_argument("--e2e-repeats", type=int, default=1, help="end-to-end runs of each kind; the best is kept")
+    parser.add_argument(
+        "--short-layer", type=int, default=12, help="the layer of the shortened-pass row (part 'layers', default 12)"
+    )
+    parser.add_argument("--short-texts", type=int, default=160, help="texts of the shortened-pass row (default 160)")
+    parser.add_argument("--short-repeats", type=int, default=2, help="runs of each side of that row; the best is kept")
     parser.add_argument("--skip", type=_parts, default=set(), help=f"parts to leave out: {', '.join(PARTS)}")
     parser.add_argument(
         "--quick",
@@ -150,12 +155,16 @@ def settings_from_args(args: argparse.Namespace) -> BenchmarkSettings:
         "cold_start_without_cache": "cold-start-no-cache" not in args.skip and not args.quick,
         "memory": "memory" not in args.skip,
         "app_comparison": "app" not in args.skip,
+        "shortened_pass": "layers" not in args.skip,
+        "short_layer": args.short_layer,
+        "short_texts": args.short_texts,
+        "short_repeats": args.short_repeats,
     }
     if args.quick:
         values.update(QUICK)
     for key in (
         "texts", "repeats", "single_texts", "check_texts", "batch_size", "max_batch_tokens", "app_batch_size",
-        "peer_texts", "e2e_repeats",
+        "peer_texts", "e2e_repeats", "short_texts", "short_repeats",
     ):  # fmt: skip
         if values[key] < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be at least 1, got {values[key]}")

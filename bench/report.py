@@ -23,6 +23,7 @@ class BenchmarkReport:
     memory: dict = field(default_factory=dict)
     app_comparison: dict = field(default_factory=dict)
     peers: list[dict] = field(default_factory=list)  # bench.peers.PeerTiming records, this project first
+    shortened_pass: dict = field(default_factory=dict)  # bench.layers.shortened_pass
     end_to_end: dict = field(default_factory=dict)  # bench.endtoend.end_to_end
     targets: dict = field(default_factory=dict)
 
@@ -49,6 +50,7 @@ def format_report(report: BenchmarkReport) -> str:
         _cold_start_lines,
         _peer_lines,
         _end_to_end_lines,
+        _shortened_pass_lines,
         _app_comparison_lines,
         _memory_lines,
         _target_lines,
@@ -146,6 +148,23 @@ def _end_to_end_lines(report: BenchmarkReport) -> list[str]:
             f"(x{r['speedup_warm']:.2f}), load {r['load_average']:.1f}"
         )
     return lines
+
+
+def _shortened_pass_lines(report: BenchmarkReport) -> list[str]:
+    """``--layers K`` against ``--layers all``: the pass stopped after block K against the whole pass."""
+    short = report.shortened_pass
+    if not short:
+        return []
+    if "error" in short:
+        return ["", f"shortened pass: {short['error']}"]
+    return [
+        "",
+        f"shortened pass, {short['texts']} texts, {short['strategy']}: "
+        f"--layers all {short['seconds_all']:.1f} s, "
+        f"--layers {short['layer']} {short['seconds_layer']:.1f} s (x{short['speedup']:.2f}; ideal "
+        f"{short['num_layers']}/{short['layer']}), layer {short['layer']}'s rows identical: "
+        f"{short['layer_rows_identical']}",
+    ]
 
 
 def _app_comparison_lines(report: BenchmarkReport) -> list[str]:

@@ -134,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
         f"wrote {result.path}: hidden_states ({rows}, {num_layers}, {width}) {result.store_dtype}{offsets}, "
         f"{describe_layers(result.layers)}, {result.seconds:.1f} s, {result.texts_per_second:.1f} texts/s"
     )
+    if result.forward_pass is not None:
+        print(f"forward pass: {result.forward_pass.note}")
     if result.verification is not None:
         print(f"verified {len(result.verification.rows)} texts one at a time: {result.verification.describe()}")
     else:

@@ -16,7 +16,9 @@
    flops_per_second`` with ``FLOPs = 2 P_body B T + 4 d n_layers B T^2`` per pass of ``B``
    rows of ``T`` positions (padding and the attention over the padded width included).
    ``pass_seconds`` and ``flops_per_second`` are fitted on the probe's own single-text
-   passes (least squares on their FLOPs and seconds). Candidates are checked in order of
+   passes (least squares on their FLOPs and seconds), or fixed by the caller (``rate``). The
+   FLOPs are those of the pass the extraction will run: ``blocks_run`` blocks when it stops
+   after the deepest layer asked (:func:`extraction.extract.forward_pass`). Candidates are checked in order of
    cost and the first exact one is taken, so usually one candidate pass is run.
 3. **Memory.** Exactness is remembered in
    ``<cache_dir>/strategy-choices.json`` (:func:`choice_cache_path`, the cache folder of
@@ -35,7 +37,7 @@ The single-text rows of the probe texts are handed back (:attr:`StrategyChoice.r
 so that ``extract`` writes them instead of extracting those texts again (under ``last`` and
 ``mean``; None under ``tokens``, whose rows are not one per text).
 
-(A little over 400 lines: the probe, the cost model and the cache are one decision.)
+(How probe rows are judged against single's: :mod:`extraction.comparison.exactness`.)
 """
 
 from __future__ import annotations
@@ -46,20 +48,18 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from .. import metrics
 from ..extract import ExtractionResult, extract_states
-from ..pooling import DEFAULT_POOLING, Pooling, parse_pooling, row_offsets
+from ..pooling import DEFAULT_POOLING, Pooling, parse_pooling
 from ..storage.atomic import write_json_atomic
 from ..strategies import DEFAULT_BATCH_SIZE, DEFAULT_MAX_BATCH_TOKENS, REFERENCE, STRATEGIES
 from ..texts import TokenizedTexts
-from ..verdicts import verdict_for
 from .cost import (
     FALLBACK_FLOPS_PER_SECOND,
     FALLBACK_PASS_SECONDS,
@@ -69,6 +69,7 @@ from .cost import (
     fit_cost,
     pass_flops,
 )
+from .exactness import _concat_results, _probe_verdict
 
 if TYPE_CHECKING:
     from ..models import LoadedModel
@@ -110,6 +111,7 @@ class StrategyChoice:
     seconds: float = 0.0  # wall time of the choice
     pass_seconds: float = FALLBACK_PASS_SECONDS  # the cost model's fixed cost of one forward pass
     flops_per_second: float = FALLBACK_FLOPS_PER_SECOND  # the cost model's compute rate
+    blocks_run: int | None = None  # blocks each priced pass runs (the extraction's; None: not said)
 
     @property
     def chosen(self) -> str:
@@ -124,6 +126,7 @@ class StrategyChoice:
             "probe_rows": self.probe_rows,
             "pass_seconds": self.pass_seconds,
             "flops_per_second": self.flops_per_second,
+            "blocks_run": self.blocks_run,
             "candidates": self.candidates,
         }
 
@@ -199,49 +202,6 @@ def _read_cache(path: Path) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _probe_verdict(
-    hidden: torch.Tensor,
-    logits: torch.Tensor | None,
-    reference: tuple[torch.Tensor, torch.Tensor | None],
-    dtype: torch.dtype,
-    offsets: tuple[torch.Tensor, torch.Tensor] | None = None,
-) -> tuple[str, float]:
-    """The verdict and min cosine of probe rows ``hidden`` (P, L, d) and ``logits`` (P, V)
-    against the single-text ``reference`` (hidden, logits), by the rule of :mod:`.verdicts`.
-
-    Under ``mean``/``tokens`` pooling ``logits`` are None (no top-1 for a pooled state);
-    under ``tokens`` ``offsets`` is ``(offsets, reference offsets)``, the rows are compared
-    text by text and another row count than the reference's is corrupted.
-    """
-    from ..logit_lens import logit_tolerance
-
-    rows_match = True
-    if offsets is not None:
-        measured = metrics.per_text_token_metrics(hidden, offsets[0], reference[0], offsets[1])
-        cosine, relative_l2 = measured["cosine"], measured["relative_l2"]  # (P, L)
-        rows_match = not bool(measured["rows_differ"].any())
-    else:
-        cosine = metrics.cosine_similarity(hidden, reference[0])  # (P, L)
-        relative_l2 = metrics.relative_l2_error(hidden, reference[0])
-    min_cosine = float(cosine.min()) if not torch.isnan(cosine).any() else float("nan")
-    max_relative_l2 = float(relative_l2.max()) if not torch.isnan(relative_l2).any() else float("nan")
-    nonfinite = metrics.nonfinite_count(hidden)
-    top1 = True
-    if logits is not None:
-        atol, rtol = logit_tolerance(dtype)
-        top1 = bool(metrics.top1_agrees(logits, reference[1], atol, rtol).all())
-        nonfinite += metrics.nonfinite_count(logits)
-    verdict = verdict_for(
-        min_cosine,
-        top1,
-        nonfinite > 0,
-        max_relative_l2=max_relative_l2,
-        rows_match=rows_match,
-        dtype=str(dtype).removeprefix("torch."),
-    )
-    return verdict, min_cosine
-
-
 def choose_strategy(
     loaded: LoadedModel,
     tokenized: TokenizedTexts,
@@ -252,59 +212,123 @@ def choose_strategy(
     cache_path: str | Path | None = None,
     progress: ChoiceProgress | None = None,
     pooling: Pooling = DEFAULT_POOLING,
+    rate: tuple[float, float] | None = None,
+    blocks_run: int | None = None,
 ) -> StrategyChoice:
     """The cheapest strategy, by the cost model, that is exact on this model under ``pooling``
     (see the module docstring). ``remember=False`` neither reads nor writes the cache;
     ``cache_path`` overrides :func:`choice_cache_path`. ``single`` is always exact, so there is
     always a choice.
+
+    ``rate`` = ``(pass_seconds, flops_per_second)`` prices the candidates at these constants
+    instead of the fit on the probe's passes: the ranking then does not follow the machine's
+    load (tests of what is remembered fix it; a caller that knows its device's rate may too).
+    ``blocks_run``: the blocks each pass of the extraction that follows runs (default all;
+    :func:`extraction.extract.forward_pass`); the candidates are priced for that shortened pass.
     """
     started = time.perf_counter()
     pooling = parse_pooling(pooling)
-    lengths = tokenized.lengths
     path = Path(cache_path) if cache_path is not None else choice_cache_path()
     key = choice_key(loaded, pooling)
     cache = _read_cache(path) if remember else {}
     entry = cache.get(key) if isinstance(cache.get(key), dict) else None
     known: dict[str, dict] = dict(entry.get("exactness", {})) if entry else {}
-    pass_seconds = flops_per_second = 0.0  # fitted on this run's probe (never remembered: they follow the load)
+    probe = _run_probe(loaded, tokenized, probe_texts, pooling, rate)
+    blocks_run = loaded.num_hidden_layers if blocks_run is None else blocks_run
+    candidates = _priced_candidates(loaded, tokenized.lengths, batch_size, max_batch_tokens, probe.rate, blocks_run)
+    chosen, checked = _first_exact(loaded, tokenized.lengths, candidates, known, probe, pooling, progress)
+    if remember and len(probe.lengths) >= 2:
+        _remember(path, cache, key, _pooled_identity(loaded, pooling), known, probe.lengths)
+    why = _why(chosen, next(c for c in candidates if c["name"] == REFERENCE), probe)
+    choice = StrategyChoice(
+        name=chosen["name"],
+        why=why,
+        candidates=candidates,
+        probe_rows=probe.rows,
+        reference_rows=probe.reference.hidden[: len(probe.rows)] if pooling != "tokens" else None,
+        from_cache=checked == 0 and any(c["checked"] == "remembered" for c in candidates),
+        seconds=time.perf_counter() - started,
+        pass_seconds=probe.rate[0],
+        flops_per_second=probe.rate[1],
+        blocks_run=blocks_run,
+    )
+    logger.info("auto: %s (%.2f s)", why, choice.seconds)
+    return choice
 
-    rows: list[int] = []
-    reference: ExtractionResult | None = None  # single's extraction of the probe (P + 1 texts, the copy last)
-    probe: TokenizedTexts | None = None
 
-    def run_probe_reference() -> None:
-        nonlocal reference, probe, pass_seconds, flops_per_second, rows
-        rows = probe_rows(lengths, probe_texts)
-        items = [tokenized.token_ids[i] for i in rows]
-        probe = TokenizedTexts([tokenized.texts[i] for i in rows] + [tokenized.texts[rows[0]]],
-                               items + [items[0]], [], tokenized.max_tokens)  # fmt: skip
-        body = body_parameters(loaded.model)
-        flops, seconds, parts = [], [], []
-        for ids, text in zip(items, probe.texts, strict=False):
-            one = TokenizedTexts([text], [ids], [], tokenized.max_tokens)
-            result = extract_states(loaded, one, REFERENCE, keep_logits=True, pooling=pooling)
-            parts.append(result)
-            flops.append(pass_flops(body, loaded.hidden_size, loaded.num_hidden_layers, 1, len(ids)))
-            seconds.append(result.seconds)
-        # The first pass warms up; off the CPU the rate is at least the device's (see fit_cost).
-        pass_seconds, flops_per_second = fit_cost(
-            flops[1:] or flops, seconds[1:] or seconds, device_matmul_rate(loaded)
-        )
-        reference = _concat_results(parts + [parts[0]])  # (P + 1) texts: the copy last
+@dataclass
+class _Probe:
+    """The probe texts, their single-text extraction (the ground truth) and the cost fitted on it."""
 
-    run_probe_reference()
+    rows: list[int]  # text indices of the probe
+    texts: TokenizedTexts  # the probe texts and a copy of the first, last
+    reference: ExtractionResult  # single's extraction of ``texts``
+    rate: tuple[float, float]  # (pass_seconds, flops_per_second) fitted on its passes
+
+    @property
+    def lengths(self) -> list[int]:
+        return sorted({len(ids) for ids in self.texts.token_ids})
+
+
+def _run_probe(
+    loaded: LoadedModel,
+    tokenized: TokenizedTexts,
+    probe_texts: int,
+    pooling: Pooling,
+    rate: tuple[float, float] | None = None,
+) -> _Probe:
+    """Extract the probe texts one a pass and fit the cost model on those passes (unless ``rate`` is given)."""
+    rows = probe_rows(tokenized.lengths, probe_texts)
+    items = [tokenized.token_ids[i] for i in rows]
+    texts = TokenizedTexts([tokenized.texts[i] for i in rows] + [tokenized.texts[rows[0]]],
+                           items + [items[0]], [], tokenized.max_tokens)  # fmt: skip
+    body = body_parameters(loaded.model)
+    flops, seconds, parts = [], [], []
+    for ids, text in zip(items, texts.texts, strict=False):
+        one = TokenizedTexts([text], [ids], [], tokenized.max_tokens)
+        result = extract_states(loaded, one, REFERENCE, keep_logits=True, pooling=pooling)
+        parts.append(result)
+        flops.append(pass_flops(body, loaded.hidden_size, loaded.num_hidden_layers, 1, len(ids)))
+        seconds.append(result.seconds)
+    # The first pass warms up; off the CPU the rate is at least the device's (see fit_cost).
+    if rate is None:
+        rate = fit_cost(flops[1:] or flops, seconds[1:] or seconds, device_matmul_rate(loaded))
+    return _Probe(rows, texts, _concat_results(parts + [parts[0]]), tuple(rate))
+
+
+def _priced_candidates(
+    loaded: LoadedModel,
+    lengths: Sequence[int],
+    batch_size: int,
+    max_batch_tokens: int | None,
+    rate: tuple[float, float],
+    blocks_run: int,
+) -> list[dict]:
+    """One record per candidate layout, priced by the cost model at ``rate`` for passes of
+    ``blocks_run`` blocks, cheapest first."""
     body = body_parameters(loaded.model)
     names = [REFERENCE] + [name for name in STRATEGIES if name not in AUTO_EXCLUDED and name != REFERENCE]
     candidates = []
     for name in names:
         record = {"name": name}
-        record.update(
-            estimate_seconds(loaded, lengths, name, batch_size, max_batch_tokens, pass_seconds, flops_per_second, body)
-        )
+        record.update(estimate_seconds(loaded, lengths, name, batch_size, max_batch_tokens, *rate, body, blocks_run))
         record.update({"verdict": None, "min_cosine": None, "checked": None})
         candidates.append(record)
     candidates.sort(key=lambda c: (c["estimated_seconds"], names.index(c["name"])))
-    chosen = None
+    return candidates
+
+
+def _first_exact(
+    loaded: LoadedModel,
+    lengths: Sequence[int],
+    candidates: list[dict],
+    known: dict[str, dict],
+    probe: _Probe,
+    pooling: Pooling,
+    progress: ChoiceProgress | None,
+) -> tuple[dict, int]:
+    """The first exact candidate (a remembered verdict, else one probe pass each), and how many
+    were probed; ``known`` gains the new verdicts."""
     checked = 0
     for record in candidates:
         name = record["name"]
@@ -315,71 +339,69 @@ def choose_strategy(
         elif name in known:
             record.update(verdict=known[name]["verdict"], min_cosine=known[name]["min_cosine"], checked="remembered")
         else:
-            if reference is None:
-                run_probe_reference()
-            try:
-                result = extract_states(
-                    loaded, probe, name, batch_size=len(probe), max_batch_tokens=None, pooling=pooling
-                )
-            except Exception as error:  # noqa: BLE001 - a layout this model cannot run (a 4-D mask on a recurrent one)
-                verdict, min_cosine = "skipped", None
-                record["skipped_because"] = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
-                logger.info("auto: %s cannot run on this model: %s", name, record["skipped_because"])
-            else:
-                verdict, min_cosine = _probe_verdict(
-                    result.hidden,
-                    result.logits,
-                    (reference.hidden, reference.logits),
-                    loaded.dtype,
-                    (result.offsets, reference.offsets) if pooling == "tokens" else None,
-                )
+            verdict, min_cosine = _check_on_probe(loaded, name, probe, pooling, record)
             record.update(verdict=verdict, min_cosine=min_cosine, checked="probe")
             known[name] = {"verdict": verdict, "min_cosine": min_cosine}
             checked += 1
             if progress is not None:
                 progress(checked, len(candidates))
         if record["verdict"] == "exact":
-            chosen = record
-            break
-    assert chosen is not None  # single is exact by definition and always a candidate
-    probe_lengths = sorted({len(ids) for ids in probe.token_ids}) if probe is not None else []
-    if remember and reference is not None and len(probe_lengths) >= 2:
-        cache[key] = {
-            "identity": _pooled_identity(loaded, pooling),
-            "exactness": known,
-            "probe_lengths": probe_lengths,
-            "updated": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        try:
-            write_json_atomic(path, cache)
-        except OSError as error:  # a read-only cache folder costs a probe next time, nothing else
-            logger.warning("could not remember the strategy choice in %s: %s", path, error)
-    single = next(c for c in candidates if c["name"] == REFERENCE)
+            return record, checked
+    raise AssertionError("single is exact by definition and always a candidate")
+
+
+def _check_on_probe(
+    loaded: LoadedModel, name: str, probe: _Probe, pooling: Pooling, record: dict
+) -> tuple[str, float | None]:
+    """``name``'s verdict and min cosine on the probe, all of it in one pass (``skipped``, with
+    ``record["skipped_because"]``, when this model cannot run the layout)."""
+    texts, reference = probe.texts, probe.reference
+    try:
+        result = extract_states(loaded, texts, name, batch_size=len(texts), max_batch_tokens=None, pooling=pooling)
+    except Exception as error:  # noqa: BLE001 - a layout this model cannot run (a 4-D mask on a recurrent one)
+        record["skipped_because"] = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:200]}"
+        logger.info("auto: %s cannot run on this model: %s", name, record["skipped_because"])
+        return "skipped", None
+    return _probe_verdict(
+        result.hidden,
+        result.logits,
+        (reference.hidden, reference.logits),
+        loaded.dtype,
+        (result.offsets, reference.offsets) if pooling == "tokens" else None,
+    )
+
+
+def _remember(
+    path: Path, cache: dict, key: str, identity: dict, known: dict[str, dict], probe_lengths: list[int]
+) -> None:
+    """Write ``known`` under ``key`` into the cache file (a read-only folder only logs a warning)."""
+    cache[key] = {
+        "identity": identity,
+        "exactness": known,
+        "probe_lengths": probe_lengths,
+        "updated": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    try:
+        write_json_atomic(path, cache)
+    except OSError as error:  # a read-only cache folder costs a probe next time, nothing else
+        logger.warning("could not remember the strategy choice in %s: %s", path, error)
+
+
+def _why(chosen: dict, single: dict, probe: _Probe) -> str:
+    """One sentence: how ``chosen`` was found exact, and its cost against ``single``'s."""
+    lengths = probe.lengths
     how = (
-        f"exact on {len(rows)} probe texts of {min(probe_lengths)}-{max(probe_lengths)} tokens"
+        f"exact on {len(probe.rows)} probe texts of {min(lengths)}-{max(lengths)} tokens"
         if chosen["checked"] == "probe"
         else "remembered as exact for this model, dtype, device and versions"
         if chosen["checked"] == "remembered"
         else "the ground truth"
     )
-    why = (
+    return (
         f"{chosen['name']}: {how}, and the cheapest such layout by the cost model "
         f"({chosen['passes']} passes, {100 * chosen['pad_fraction']:.1f}% padding, about "
         f"{chosen['estimated_seconds']:.1f} s against {single['estimated_seconds']:.1f} s for {REFERENCE})"
     )
-    choice = StrategyChoice(
-        name=chosen["name"],
-        why=why,
-        candidates=candidates,
-        probe_rows=rows,
-        reference_rows=reference.hidden[: len(rows)] if reference is not None and pooling != "tokens" else None,
-        from_cache=checked == 0 and any(c["checked"] == "remembered" for c in candidates),
-        seconds=time.perf_counter() - started,
-        pass_seconds=pass_seconds,
-        flops_per_second=flops_per_second,
-    )
-    logger.info("auto: %s (%.2f s)", why, choice.seconds)
-    return choice
 
 
 def _window_replaced(loaded: LoadedModel, name: str, lengths: Sequence[int]) -> str | None:
@@ -396,30 +418,6 @@ def _window_replaced(loaded: LoadedModel, name: str, lengths: Sequence[int]) -> 
     return (
         f"its 4-D mask replaces the model's attention window of {window} tokens and a text has "
         f"{max(lengths)} tokens (docs/conformance.md)"
-    )
-
-
-def _concat_results(parts: Sequence[ExtractionResult]) -> ExtractionResult:
-    """One-text extractions as one: states, logits, per-text facts and (tokens) offsets concatenated."""
-    first = parts[0]
-    offsets = None
-    if first.pooling == "tokens":
-        offsets = row_offsets(torch.tensor([len(p.hidden) for p in parts]))
-    facts = (
-        "read_token_ids",
-        "read_position_ids",
-        "read_is_pad",
-        "saw_other_text",
-        "saw_padding",
-        "after_other_text",
-        "after_padding",
-    )
-    return replace(
-        first,
-        **{name: torch.cat([getattr(p, name) for p in parts]) for name in facts},
-        hidden=torch.cat([p.hidden for p in parts]),
-        logits=torch.cat([p.logits for p in parts]) if first.logits is not None else None,
-        offsets=offsets,
     )
 
 

@@ -3,7 +3,8 @@ priced without running them.
 
 ``estimate_seconds`` = ``passes x pass_seconds + FLOPs / flops_per_second``, with the FLOPs of
 each pass from its shape (:func:`pass_flops`: the body's matrix products for every position,
-padding included, and attention over the padded width). ``pass_seconds`` and
+padding included, and attention over the padded width), scaled to the blocks the pass runs (a
+pass that stops after the deepest layer asked, :func:`extraction.extract.forward_pass`). ``pass_seconds`` and
 ``flops_per_second`` are fitted on a few single-text passes (:func:`fit_cost`); off the CPU the
 rate is at least the device's own matrix-product rate (:func:`device_matmul_rate`). Used by
 :mod:`extraction.comparison.choose`, the benchmark's FLOP accounting and its replays, and the Probe page's
@@ -37,10 +38,16 @@ def body_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values() if id(p) not in excluded)
 
 
-def pass_flops(body_params: int, hidden_size: int, num_layers: int, rows: int, cols: int) -> float:
-    """FLOPs of one pass of ``rows x cols`` positions: ``2 P_body B T + 4 d n_layers B T^2``
-    (the matrix products of the body, and attention scores and values over the padded width)."""
-    return 2.0 * body_params * rows * cols + 4.0 * hidden_size * num_layers * rows * cols * cols
+def pass_flops(
+    body_params: int, hidden_size: int, num_layers: int, rows: int, cols: int, blocks_run: int | None = None
+) -> float:
+    """FLOPs of one pass of ``rows x cols`` positions through ``blocks_run`` of the ``num_layers``
+    blocks (default all): ``(k / n) 2 P_body B T + 4 d k B T^2`` with ``k = blocks_run``, ``n =
+    num_layers`` (the matrix products of the blocks run, and attention scores and values over the
+    padded width); a pass stopped after block ``k`` computes ``k / n`` of the body."""
+    blocks = num_layers if blocks_run is None else blocks_run
+    share = blocks / num_layers if num_layers else 1.0
+    return share * 2.0 * body_params * rows * cols + 4.0 * hidden_size * blocks * rows * cols * cols
 
 
 def estimate_seconds(
@@ -52,9 +59,11 @@ def estimate_seconds(
     pass_seconds: float,
     flops_per_second: float,
     body_params: int | None = None,
+    blocks_run: int | None = None,
 ) -> dict:
     """The cost model for one strategy on texts of ``lengths``: ``{"estimated_seconds",
-    "passes", "pad_fraction"}`` with ``passes x pass_seconds + sum(pass_flops) / flops_per_second``."""
+    "passes", "pad_fraction"}`` with ``passes x pass_seconds + sum(pass_flops) / flops_per_second``,
+    each pass running ``blocks_run`` blocks (default all; :func:`extraction.extract.forward_pass`)."""
     chosen = get_strategy(strategy)
     body = body_parameters(loaded.model) if body_params is None else body_params
     groups = chosen.plan(lengths, batch_size, max_batch_tokens)
@@ -62,7 +71,7 @@ def estimate_seconds(
     for group in groups:
         rows, cols = chosen.pass_shape([lengths[i] for i in group])
         positions += rows * cols
-        flops += pass_flops(body, loaded.hidden_size, loaded.num_hidden_layers, rows, cols)
+        flops += pass_flops(body, loaded.hidden_size, loaded.num_hidden_layers, rows, cols, blocks_run)
     return {
         "estimated_seconds": len(groups) * pass_seconds + flops / flops_per_second,
         "passes": len(groups),
@@ -156,11 +165,15 @@ def extraction_seconds(
     batch_size: int,
     max_batch_tokens: int | None,
     rate: tuple[float, float],
+    blocks_run: int | None = None,
 ) -> dict[str, float]:
     """The cost model's seconds to extract texts of ``lengths`` with each of ``strategies``,
-    at ``rate`` = ``(pass_seconds, flops_per_second)`` (:func:`measured_rate`)."""
+    at ``rate`` = ``(pass_seconds, flops_per_second)`` (:func:`measured_rate`), each pass running
+    ``blocks_run`` blocks (default all)."""
     body = body_parameters(loaded.model)
     return {
-        name: estimate_seconds(loaded, lengths, name, batch_size, max_batch_tokens, *rate, body)["estimated_seconds"]
+        name: estimate_seconds(loaded, lengths, name, batch_size, max_batch_tokens, *rate, body, blocks_run)[
+            "estimated_seconds"
+        ]
         for name in strategies
     }

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..comparison.cost import extraction_seconds, measured_rate
-from ..extract import extract_states
+from ..extract import extract_states, forward_pass
 from ..pooling import DEFAULT_POOLING, PER_TEXT_POOLINGS, Pooling
 
 if TYPE_CHECKING:
@@ -130,10 +130,14 @@ def extraction_estimate(
     names: Sequence[str],
     batch_size: int,
     max_batch_tokens: int | None,
+    layers: Sequence[int] | None = None,
 ) -> dict[str, float]:
-    """Seconds each of ``names`` would take to extract ``tokenized``: the cost model of
-    :mod:`extraction.comparison.cost` (the passes and FLOPs of the strategy's layout of these texts'
-    token counts) at the rate of a few single-text passes measured now
-    (:func:`~extraction.comparison.cost.measured_rate`). Runs the model: hold it as for an extraction."""
+    """Seconds each of ``names`` would take to extract ``tokenized`` at ``layers`` (default all):
+    the cost model of :mod:`extraction.comparison.cost` (the passes and FLOPs of the strategy's
+    layout of these texts' token counts, each pass running the blocks up to the deepest of
+    ``layers``, :func:`~extraction.extract.forward_pass`) at the rate of a few single-text passes
+    measured now (:func:`~extraction.comparison.cost.measured_rate`). Runs the model: hold it as for
+    an extraction."""
     rate = measured_rate(loaded, tokenized.token_ids)
-    return extraction_seconds(loaded, tokenized.lengths, names, batch_size, max_batch_tokens, rate)
+    blocks = forward_pass(loaded, layers, keep_logits=False).blocks_run
+    return extraction_seconds(loaded, tokenized.lengths, names, batch_size, max_batch_tokens, rate, blocks)

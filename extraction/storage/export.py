@@ -25,19 +25,18 @@ pooling (:mod:`extraction.pooling`), at each of the L layers asked for, in the
   same model, dtype, device, attention and versions). ``single`` is always exact, so there
   is always a choice; the ``-naive`` layouts never are. The probe texts' single-text rows
   are written as they are, not extracted again.
-* Memory stays bounded: texts are extracted in chunks of :data:`CHUNK_TEXTS` with
-  ``keep_logits=False`` and only the layers asked for, and every chunk's rows go
-  straight to disk (:class:`~extraction.storage.safetensors_writer.SafetensorsRowWriter`). Full sequences
-  live only for one forward pass.
+* Memory stays bounded: texts are extracted in chunks of :data:`CHUNK_TEXTS` with ``keep_logits=False`` and
+  only the layers asked for, and every chunk's rows go straight to disk
+  (:class:`~extraction.storage.safetensors_writer.SafetensorsRowWriter`). Full sequences live for one pass.
 * ``verify=N`` reads N random texts' rows back from the written file and compares them with
   single-sample extraction under the same pooling (the audit's checks,
   :func:`~extraction.audit.check.check_rows` and under ``tokens``
   :func:`~extraction.audit.check.check_token_rows`, with the row count; the same verdict
   rule, the ``lm_head`` top-1 under ``last`` only); anything but an exact verdict raises
   :class:`VerificationError`.
-* The file is written to a temporary name and renamed at the end: an interrupted
-  (``KeyboardInterrupt``) or failed run leaves nothing at the target path. An existing
-  file is replaced only with ``overwrite=True``.
+* The file is written to a temporary name and renamed at the end: an interrupted (``KeyboardInterrupt``) or
+  failed run leaves nothing at the target path. An existing file is replaced only with ``overwrite=True``.
+* Each pass runs the blocks up to the deepest layer stored (``forward_pass`` in the metadata and result).
 
 The run's steps (options, choice, chunks written, verification, commit) are one function each;
 what the file says about how it was made (its metadata, the layers) is :mod:`.metadata`, the
@@ -59,7 +58,7 @@ import torch
 
 from ..audit.check import check_rows, check_token_rows, subset
 from ..comparison.choose import AUTO_EXCLUDED, PROBE_TEXTS, StrategyChoice, choose_strategy
-from ..extract import ExtractionResult, extract_states
+from ..extract import ExtractionResult, ForwardPass, extract_states, forward_pass
 from ..pooling import DEFAULT_POOLING, Pooling, parse_pooling, row_offsets
 from ..strategies import DEFAULT_BATCH_SIZE, get_strategy
 from ..texts import TokenizedTexts, tokenize_texts
@@ -155,6 +154,7 @@ class ExportResult:
     pooling: Pooling = DEFAULT_POOLING
     num_texts: int = 0
     offsets: torch.Tensor | None = None  # (N + 1,) int64 under tokens, else None
+    forward_pass: ForwardPass | None = None  # what each pass ran: the blocks up to the deepest layer stored
 
     @property
     def texts_per_second(self) -> float:
@@ -173,6 +173,7 @@ class ExportResult:
             "verification": self.verification.to_dict() if self.verification else None,
             "seconds": self.seconds,
             "texts_per_second": self.texts_per_second,
+            "forward_pass": self.forward_pass.to_dict() if self.forward_pass else None,
         }
 
 
@@ -202,10 +203,14 @@ def extract_to_file(
         else tokenize_texts(loaded.tokenizer, list(texts), max_tokens=loaded.context_length)
     )
     layer_list = parse_layers(layers, loaded.num_hidden_layers + 1)
-    name, choice, known = _choose(loaded, tokenized, strategy, batch_size, auto_sample, progress, pooling, layer_list)
+    planned = forward_pass(loaded, layer_list, keep_logits=False)  # the blocks up to the deepest layer stored
+    name, choice, known = _choose(
+        loaded, tokenized, strategy, batch_size, auto_sample, progress, pooling, layer_list, planned.blocks_run
+    )
     n, tokens = len(tokenized), pooling == "tokens"
     shape = (0 if tokens else n, len(layer_list), loaded.hidden_size)
     metadata = base_metadata(loaded, tokenized, name, choice, layer_list, store_dtype, batch_size, pooling)
+    metadata["forward_pass"] = json.dumps(planned.to_dict())
     index = (OFFSETS_NAME, n + 1) if tokens else None
     started = time.perf_counter()
     dtype = STORE_DTYPES[store_dtype]
@@ -225,7 +230,7 @@ def extract_to_file(
         "wrote %s: %s, %s, %s, %.1f texts/s", out, shape, name, pooling, n / seconds if seconds else float("inf")
     )
     return ExportResult(
-        out, name, choice, layer_list, shape, store_dtype, verification, metadata, seconds, pooling, n, offsets
+        out, name, choice, layer_list, shape, store_dtype, verification, metadata, seconds, pooling, n, offsets, planned
     )
 
 
@@ -259,6 +264,7 @@ def _choose(
     progress: ExportProgress | None,
     pooling: Pooling,
     layers: list[int],
+    blocks_run: int | None = None,
 ) -> tuple[str, StrategyChoice | None, dict[int, torch.Tensor]]:
     """The strategy's name, the auto choice (None when named), and the rows auto's probe already
     extracted one text at a time (text index -> (L, d) at ``layers``; not under tokens)."""
@@ -270,7 +276,8 @@ def _choose(
             progress("choosing", done, total)
 
     choice = choose_strategy(
-        loaded, tokenized, batch_size, probe_texts=auto_sample, progress=report_choice, pooling=pooling
+        loaded, tokenized, batch_size, probe_texts=auto_sample, progress=report_choice, pooling=pooling,
+        blocks_run=blocks_run,
     )
     known = {}
     if choice.reference_rows is not None and pooling != "tokens":

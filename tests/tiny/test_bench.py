@@ -111,6 +111,7 @@ def test_run_benchmark_report_and_cli_json(tmp_path, capsys):
         [
             "--model", MODEL, "--texts", "10", "--max-tokens", "40", "--single-texts", "4", "--check-texts", "3",
             "--batch-size", "4", "--sgemm-size", "64", "--skip", "cold-start,memory,end-to-end", "--peer-texts", "6",
+            "--short-layer", "2", "--short-texts", "8", "--short-repeats", "1",
             "--json", str(out),
         ]
     )  # fmt: skip
@@ -129,6 +130,11 @@ def test_run_benchmark_report_and_cli_json(tmp_path, capsys):
     assert [p["name"] for p in data["peers"]] == ["this project", *bench.PEERS]
     assert data["targets"]["ratio_to_fastest_peer"]["met"] in (True, False)
     assert data["targets"]["auto_speedup_160_texts"]["met"] is None  # skipped: not measured
+    short = data["shortened_pass"]
+    assert short["texts"] == 8 and short["layer"] == 2 and short["layer_rows_identical"] is True
+    assert short["forward_pass_layer"]["blocks_run"] == 2 and not short["forward_pass_layer"]["lm_head_run"]
+    assert short["forward_pass_all"]["blocks_run"] == short["num_layers"] and "shortened pass" in printed
+    assert data["targets"]["shortened_pass_speedup"]["met"] in (True, False)
 
 
 def test_cli_rejects_bad_options_in_one_line(capsys):

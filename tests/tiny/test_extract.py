@@ -61,9 +61,9 @@ def test_selected_layers_only(loaded, tokenized):
 
 def test_models_whose_hooks_do_not_match_fall_back(loaded, tokenized, monkeypatch):
     """A model that transforms the final state before lm_head is caught by the probe."""
-    import extraction.extract as extract_module
+    import extraction.capture as capture_module
 
-    monkeypatch.setattr(extract_module, "_HOOKS_VERIFIED", type(extract_module._HOOKS_VERIFIED)())
+    monkeypatch.setattr(capture_module, "_HOOKS_VERIFIED", type(capture_module._HOOKS_VERIFIED)())
     # Registered first, so it runs before the recorder's hook: lm_head's input is no longer hidden_states[-1].
     handle = loaded.lm_head.register_forward_pre_hook(lambda module, args: (args[0] * 2.0,))
     try:
@@ -79,3 +79,78 @@ def test_models_whose_hooks_do_not_match_fall_back(loaded, tokenized, monkeypatc
 def test_unknown_capture_names_the_valid_ones(loaded, tokenized):
     with pytest.raises(ValueError, match="auto, hooks, hidden-states"):
         extract_states(loaded, tokenized, "single", capture="fast")
+
+
+class _BlockCalls:
+    """Counts the completed calls of each block and of lm_head while attached (forward hooks: they
+    fire once the module has run, so a block whose pre-hook stopped the pass is not counted)."""
+
+    def __init__(self, loaded):
+        self.blocks = find_blocks(loaded.model, loaded.num_hidden_layers)
+        self.lm_head = loaded.lm_head
+        self.calls = [0] * len(self.blocks)
+        self.lm_head_calls = 0
+
+    def __enter__(self):
+        def count(index):
+            def hook(module, args, output):
+                self.calls[index] += 1
+
+            return hook
+
+        def count_head(module, args, output):
+            self.lm_head_calls += 1
+
+        self.handles = [block.register_forward_hook(count(i)) for i, block in enumerate(self.blocks)]
+        self.handles.append(self.lm_head.register_forward_hook(count_head))
+        return self
+
+    def __exit__(self, *exc):
+        for handle in self.handles:
+            handle.remove()
+
+
+@pytest.mark.parametrize("pooling", ["last", "mean", "tokens"])
+@pytest.mark.parametrize("strategy", ["single", "right", "left", "packed"])
+def test_a_middle_layer_stops_the_pass_and_equals_the_full_pass_bit_for_bit(loaded, tokenized, strategy, pooling):
+    full = extract_states(loaded, tokenized, strategy, batch_size=4, keep_logits=False, pooling=pooling)
+    middle = 2  # hidden_states[2]: the output of block 1, the input of block 2
+    with _BlockCalls(loaded) as counted:
+        short = extract_states(
+            loaded, tokenized, strategy, batch_size=4, layers=[0, middle], keep_logits=False, pooling=pooling
+        )
+    assert full.blocks_run == loaded.num_hidden_layers and full.lm_head_run
+    assert short.blocks_run == middle and not short.lm_head_run and "stopped after block 2" in short.pass_note
+    passes = short.forward_passes
+    assert counted.calls == [passes] * middle + [0] * (loaded.num_hidden_layers - middle)
+    assert counted.lm_head_calls == 0 and short.logits is None
+    assert torch.equal(short.hidden, full.hidden[..., [0, middle], :])
+    if pooling == "tokens":
+        assert torch.equal(short.offsets, full.offsets)
+
+
+def test_logits_or_the_final_state_need_the_whole_pass(loaded, tokenized):
+    last = loaded.num_hidden_layers
+    with _BlockCalls(loaded) as counted:
+        with_logits = extract_states(loaded, tokenized, "sorted", batch_size=4, layers=[1])
+    assert with_logits.blocks_run == last and with_logits.lm_head_run and with_logits.logits is not None
+    assert "logits were asked" in with_logits.pass_note
+    assert counted.calls == [with_logits.forward_passes] * last and counted.lm_head_calls == with_logits.forward_passes
+    final = extract_states(loaded, tokenized, "sorted", batch_size=4, layers=[1, last], keep_logits=False)
+    assert final.blocks_run == last and f"hidden_states[{last}]" in final.pass_note
+    plain = extract_states(loaded, tokenized, "sorted", batch_size=4, layers=[1], keep_logits=False,
+                           capture="hidden-states")  # fmt: skip
+    assert plain.blocks_run == last and "capture='hidden-states'" in plain.pass_note
+    assert torch.equal(plain.hidden, final.hidden[:, :1])
+
+
+def test_a_model_whose_blocks_cannot_be_found_runs_the_whole_pass_with_a_note(loaded, tokenized, monkeypatch):
+    import extraction.capture as capture_module
+
+    full = extract_states(loaded, tokenized, "right", batch_size=4, keep_logits=False)
+    monkeypatch.setattr(capture_module, "_HOOKS_VERIFIED", type(capture_module._HOOKS_VERIFIED)())
+    monkeypatch.setattr(capture_module, "find_blocks", lambda model, num_layers: None)
+    result = extract_states(loaded, tokenized, "right", batch_size=4, layers=[2], keep_logits=False)
+    assert result.capture == "hidden-states" and result.blocks_run == loaded.num_hidden_layers
+    assert result.lm_head_run and "blocks cannot be found" in result.pass_note
+    assert torch.equal(result.hidden, full.hidden[:, [2]])

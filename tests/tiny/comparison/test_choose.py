@@ -20,6 +20,9 @@ from extraction.strategies import STRATEGIES
 from extraction.texts import tokenize_texts
 
 TEXTS = SAMPLE_TEXTS + [text + " and then some more words" for text in SAMPLE_TEXTS[:4]]
+#: The cost model's (pass_seconds, flops_per_second), fixed: a test of what auto remembers must rank the
+#: layouts the same way in every call, not by a rate fitted on a machine that may be busy.
+FIXED_RATE = (0.005, 50e9)
 
 
 @pytest.fixture
@@ -117,7 +120,7 @@ def test_choice_is_the_cheapest_exact_layout_and_reuses_single_rows(tiny_model, 
 
 def test_decision_is_remembered_per_model_and_dtype(tiny_llama, cache_path, monkeypatch):
     tokenized = tokenize_texts(tiny_llama.tokenizer, TEXTS)
-    first = choose_strategy(tiny_llama, tokenized, batch_size=4, cache_path=cache_path)
+    first = choose_strategy(tiny_llama, tokenized, batch_size=4, cache_path=cache_path, rate=FIXED_RATE)
     stored = json.loads(cache_path.read_text())
     assert list(stored) == [choice_key(tiny_llama)]
     assert stored[choice_key(tiny_llama)]["exactness"][first.name]["verdict"] == "exact"
@@ -131,12 +134,12 @@ def test_decision_is_remembered_per_model_and_dtype(tiny_llama, cache_path, monk
         return real_extract(loaded, texts, strategy, *args, **kwargs)
 
     monkeypatch.setattr(choose, "extract_states", recording)
-    again = choose_strategy(tiny_llama, tokenized, batch_size=4, cache_path=cache_path)
+    again = choose_strategy(tiny_llama, tokenized, batch_size=4, cache_path=cache_path, rate=FIXED_RATE)
     assert again.name == first.name and again.from_cache and again.reference_rows is not None
     assert set(ran) == {"single"}  # only the probe's single-text passes (written to the output), no candidate
     assert again.candidates[[c["name"] for c in again.candidates].index(again.name)]["checked"] == "remembered"
     ran.clear()
-    fresh = choose_strategy(tiny_llama, tokenized, batch_size=4, cache_path=cache_path, remember=False)
+    fresh = choose_strategy(tiny_llama, tokenized, batch_size=4, cache_path=cache_path, remember=False, rate=FIXED_RATE)
     assert not fresh.from_cache  # nothing remembered: a candidate pass is run unless single is the cheapest
     assert fresh.name == "single" or set(ran) - {"single"}
     identity = choice_identity(tiny_llama)
@@ -147,19 +150,43 @@ def test_decision_is_remembered_per_model_and_dtype(tiny_llama, cache_path, monk
 
 def test_a_layout_remembered_as_not_exact_is_skipped(tiny_llama, cache_path):
     tokenized = tokenize_texts(tiny_llama.tokenizer, TEXTS)
-    first = choose_strategy(tiny_llama, tokenized, batch_size=4, cache_path=cache_path)
+    first = choose_strategy(tiny_llama, tokenized, batch_size=4, cache_path=cache_path, rate=FIXED_RATE)
     stored = json.loads(cache_path.read_text())
     key = choice_key(tiny_llama)
     stored[key]["exactness"][first.name] = {"verdict": "corrupted", "min_cosine": 0.5}
     cache_path.write_text(json.dumps(stored))
-    second = choose_strategy(tiny_llama, tokenized, batch_size=4, cache_path=cache_path)
+    second = choose_strategy(tiny_llama, tokenized, batch_size=4, cache_path=cache_path, rate=FIXED_RATE)
     assert second.name != first.name
     by_name = {c["name"]: c for c in second.candidates}
     assert by_name[first.name]["verdict"] == "corrupted" and by_name[first.name]["checked"] == "remembered"
     cache_path.write_text("not json")  # a damaged cache is ignored (probed again), then rewritten
-    third = choose_strategy(tiny_llama, tokenized, batch_size=4, cache_path=cache_path)
+    third = choose_strategy(tiny_llama, tokenized, batch_size=4, cache_path=cache_path, rate=FIXED_RATE)
     assert not third.from_cache and {c["checked"] for c in third.candidates} <= {"probe", "reference", None}
     assert key in json.loads(cache_path.read_text())
+
+
+def test_a_fixed_rate_prices_the_candidates_and_no_pass_is_timed(tiny_llama, cache_path, monkeypatch):
+    def no_fit(*args, **kwargs):
+        raise AssertionError("the rate was fixed: nothing is fitted on the probe's timings")
+
+    monkeypatch.setattr(choose, "fit_cost", no_fit)
+    tokenized = tokenize_texts(tiny_llama.tokenizer, TEXTS)
+    choice = choose_strategy(tiny_llama, tokenized, batch_size=4, cache_path=cache_path, rate=FIXED_RATE)
+    assert (choice.pass_seconds, choice.flops_per_second) == FIXED_RATE
+    for record in choice.candidates:
+        priced = estimate_seconds(tiny_llama, tokenized.lengths, record["name"], 4, 8192, *FIXED_RATE)
+        assert record["estimated_seconds"] == pytest.approx(priced["estimated_seconds"])
+
+
+def test_candidates_are_priced_for_the_pass_the_extraction_runs(tiny_llama, cache_path):
+    tokenized = tokenize_texts(tiny_llama.tokenizer, TEXTS)
+    blocks = tiny_llama.num_hidden_layers // 2
+    choice = choose_strategy(tiny_llama, tokenized, batch_size=4, cache_path=cache_path, rate=(0.0, 1e9),
+                             blocks_run=blocks)  # fmt: skip
+    assert choice.blocks_run == blocks and choice.to_dict()["blocks_run"] == blocks
+    for record in choice.candidates:
+        full = estimate_seconds(tiny_llama, tokenized.lengths, record["name"], 4, 8192, 0.0, 1e9)
+        assert record["estimated_seconds"] == pytest.approx(full["estimated_seconds"] / 2)
 
 
 def test_probe_verdict_catches_a_changed_row():

@@ -54,3 +54,19 @@ def test_estimate_is_the_cost_model_at_the_measured_rate(tiny_llama, monkeypatch
     tokenized = tokenize_texts(tiny_llama.tokenizer, TEXTS)
     estimate = extraction_estimate(tiny_llama, tokenized, ["single", "packed"], 4, None)
     assert estimate == extraction_seconds(tiny_llama, tokenized.lengths, ["single", "packed"], 4, None, (0.25, 2e9))
+
+
+def test_a_shortened_pass_costs_the_blocks_it_runs(tiny_llama, monkeypatch):
+    import extraction.probing.features as probe_features
+
+    body, d, n = body_parameters(tiny_llama.model), tiny_llama.hidden_size, tiny_llama.num_hidden_layers
+    # Half the blocks: half the body's matrix products and half the attention.
+    assert pass_flops(body, d, n, 2, 7, blocks_run=n // 2) == pytest.approx(pass_flops(body, d, n, 2, 7) / 2)
+    assert pass_flops(body, d, n, 2, 7, blocks_run=n) == pass_flops(body, d, n, 2, 7)
+    assert pass_flops(10, 2, 4, rows=1, cols=3, blocks_run=1) == 0.25 * 2 * 10 * 3 + 4 * 2 * 1 * 9
+    monkeypatch.setattr(probe_features, "measured_rate", lambda loaded, token_ids: (0.0, 1e9))
+    tokenized = tokenize_texts(tiny_llama.tokenizer, TEXTS)
+    full = extraction_estimate(tiny_llama, tokenized, ["single"], 4, None)
+    middle = extraction_estimate(tiny_llama, tokenized, ["single"], 4, None, layers=[0, n // 2])
+    with_last = extraction_estimate(tiny_llama, tokenized, ["single"], 4, None, layers=[1, n])
+    assert middle["single"] == pytest.approx(full["single"] / 2) and with_last == full

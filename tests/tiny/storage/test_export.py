@@ -86,6 +86,22 @@ def test_chosen_layers_and_chunks_give_the_single_sample_rows(gpt2, tmp_path):
     assert json.loads(stored.metadata["verification"]) == {"skipped": True}
     report = audit_states(gpt2, TEXTS, stored)  # layers come from the file's metadata
     assert report.layers == [1, 4] and report.verdict == "exact"
+    assert json.loads(stored.metadata["forward_pass"])["blocks_run"] == 4  # -1 is after the final norm: every block
+
+
+def test_a_middle_layer_is_extracted_by_a_shortened_pass_and_verified(gpt2, tmp_path):
+    full = extract_to_file(gpt2, TEXTS, tmp_path / "all.safetensors", strategy="sorted", verify=0)
+    short = extract_to_file(gpt2, TEXTS, tmp_path / "two.safetensors", layers="2", strategy="sorted", verify=3)
+    assert short.forward_pass.blocks_run == 2 and not short.forward_pass.lm_head_run
+    assert short.to_dict()["forward_pass"] == short.forward_pass.to_dict()
+    assert json.loads(short.metadata["forward_pass"]) == {
+        "blocks_run": 2, "num_blocks": 4, "lm_head_run": False, "note": short.forward_pass.note,
+    }  # fmt: skip
+    assert "lm_head was not run" in short.forward_pass.note
+    assert short.verification.passed and full.forward_pass.lm_head_run
+    assert torch.equal(read_states(tmp_path / "two.safetensors").tensor[:, 0], read_states(full.path).tensor[:, 2])
+    auto = extract_to_file(gpt2, TEXTS, tmp_path / "auto.safetensors", layers="2", verify=0)
+    assert auto.choice.blocks_run == 2 and auto.forward_pass.blocks_run == 2  # priced for the pass it runs
 
 
 def test_a_defective_strategy_fails_verification_and_leaves_no_file(gpt2, tmp_path):
