@@ -276,7 +276,12 @@ def _choose(
             progress("choosing", done, total)
 
     choice = choose_strategy(
-        loaded, tokenized, batch_size, probe_texts=auto_sample, progress=report_choice, pooling=pooling,
+        loaded,
+        tokenized,
+        batch_size,
+        probe_texts=auto_sample,
+        progress=report_choice,
+        pooling=pooling,
         blocks_run=blocks_run,
     )
     known = {}
