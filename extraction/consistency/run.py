@@ -156,19 +156,15 @@ def _explanation(
     """``(likely cause, the sentence, hypotheses)`` for the verdict: the probes run only when it
     is not exact, the function repeats itself and ``forensics`` is on."""
     if verdict == "exact":
-        return (
-            None,
-            (
-                f"Batched rows match one text at a time (min cosine {worst.min_cosine:.6f}), within the {floor.describe()}."
-            ),
-            [],
-        )
+        sentence = f"Batched rows match one text at a time (min cosine {worst.min_cosine:.6f})"
+        return None, f"{sentence}, within the {floor.describe()}.", []
     if not floor.repeatable:
+        sentence = f"The function does not repeat itself: text {floor.text + 1} alone twice differs beyond drift"
         return (
             "not-repeatable",
             (
-                f"The function does not repeat itself: text {floor.text + 1} alone twice differs beyond drift (min cosine "
-                f"{floor.repeat.min_cosine:.4f}); dropout left on or sampling? Nothing else can be judged."
+                f"{sentence} (min cosine {floor.repeat.min_cosine:.4f}); dropout left on or sampling? "
+                "Nothing else can be judged."
             ),
             [],
         )
