@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 
 from .audit import AuditProgress, AuditReport, audit_states
 from .consistency import ExtractFn, function_name, self_check, states_from_return, token_states_from_return
+from .consistency.remote import ChildFunction, ChildProcessFailed
 from .models import load_model
 from .pooling import POOLINGS as ALL_POOLINGS
 from .storage.stored_states import StoredStates, validate_states
@@ -89,6 +90,8 @@ def check_extractor(
     forensics: bool = True,
     progress: AuditProgress | None = None,
     reference: str = "auto",
+    python: str | None = None,
+    timeout: float | None = None,
 ) -> AuditReport:
     """Run ``extract_fn(texts)`` and check its rows: against ``extract_fn`` one text at a time when
     ``model`` is None (:func:`~extraction.consistency.self_check`, a
@@ -105,7 +108,20 @@ def check_extractor(
     :mod:`extraction.audit.reference`; with a model only) are the audit's. Returns an
     :class:`~extraction.audit.AuditReport`; raises ``ValueError`` for a bad
     option or return value, or when ``extract_fn`` itself raises.
+
+    With ``python`` (an interpreter's path), ``extract_fn`` is ``"FILE.py:FUNCTION"`` and runs in that
+    interpreter, in one child process for the whole check (:mod:`extraction.consistency.remote`:
+    the pipeline's environment needs only its own packages, torch and numpy); ``timeout`` (seconds)
+    bounds the import and each call there. Its failure is one ``ValueError`` with its last lines of stderr.
     """
+    if python is not None:
+        with ChildFunction(python, extract_fn, timeout=timeout) as child:
+            return check_extractor(
+                child, model, texts, layer, pooling, layers, tokenizer=tokenizer, sample=sample, seed=seed,
+                forensics=forensics, progress=progress, reference=reference,
+            )  # fmt: skip
+    if timeout is not None:
+        raise ValueError("timeout= bounds a child process: give python= too")
     model, texts = _model_and_texts(model, texts, pooling)
     if model is None:
         return self_check(
@@ -154,6 +170,8 @@ def _returned_states(extract_fn: ExtractFn, texts: list[str], pooling: str, laye
     """``extract_fn(texts)`` once: ``(tensor, offsets or None, dtype as returned)``."""
     try:
         returned = extract_fn(list(texts))  # a copy: the function may not change our texts
+    except ChildProcessFailed as error:  # already worded, with the child's stderr
+        raise error.on(f"all {len(texts)} texts in one call") from None
     except Exception as error:  # noqa: BLE001 - any failure of the user's code is reported as one line
         raise ValueError(f"extract_fn {function_name(extract_fn)} raised {type(error).__name__}: {error}") from error
     if pooling == "tokens":
