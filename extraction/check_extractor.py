@@ -47,6 +47,7 @@ from typing import TYPE_CHECKING
 
 from .audit import AuditProgress, AuditReport, audit_states
 from .consistency import ExtractFn, function_name, self_check, states_from_return, token_states_from_return
+from .consistency.remote import ChildFunction, ChildProcessFailed
 from .models import load_model
 from .pooling import POOLINGS as ALL_POOLINGS
 from .storage.stored_states import StoredStates, validate_states
@@ -89,6 +90,8 @@ def check_extractor(
     forensics: bool = True,
     progress: AuditProgress | None = None,
     reference: str = "auto",
+    python: str | None = None,
+    timeout: float | None = None,
 ) -> AuditReport:
     """Run ``extract_fn(texts)`` and check its rows: against ``extract_fn`` one text at a time when
     ``model`` is None (:func:`~extraction.consistency.self_check`, a
@@ -105,16 +108,21 @@ def check_extractor(
     :mod:`extraction.audit.reference`; with a model only) are the audit's. Returns an
     :class:`~extraction.audit.AuditReport`; raises ``ValueError`` for a bad
     option or return value, or when ``extract_fn`` itself raises.
+
+    With ``python`` (an interpreter's path), ``extract_fn`` is ``"FILE.py:FUNCTION"`` and runs in that
+    interpreter, in one child process for the whole check (:mod:`extraction.consistency.remote`:
+    the pipeline's environment needs only its own packages, torch and numpy); ``timeout`` (seconds)
+    bounds the import and each call there. Its failure is one ``ValueError`` with its last lines of stderr.
     """
-    if pooling not in POOLINGS:
-        raise ValueError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
-    if texts is None and _is_texts(model):  # check_extractor(fn, texts): no model
-        model, texts = None, model
-    if texts is None:
-        raise ValueError("texts are needed: check_extractor(extract_fn, texts=[...]) or (extract_fn, model, texts)")
-    if isinstance(texts, str) or not isinstance(texts, Sequence):
-        raise ValueError(f"texts must be a list of strings, got a {type(texts).__name__}")
-    texts = list(texts)
+    if python is not None:
+        with ChildFunction(python, extract_fn, timeout=timeout) as child:
+            return check_extractor(
+                child, model, texts, layer, pooling, layers, tokenizer=tokenizer, sample=sample, seed=seed,
+                forensics=forensics, progress=progress, reference=reference,
+            )  # fmt: skip
+    if timeout is not None:
+        raise ValueError("timeout= bounds a child process: give python= too")
+    model, texts = _model_and_texts(model, texts, pooling)
     if model is None:
         return self_check(
             extract_fn, texts, layer, pooling, layers, tokenizer=tokenizer, sample=sample, seed=seed,
@@ -125,29 +133,10 @@ def check_extractor(
     loaded = load_model(model) if isinstance(model, str | tuple) else model
     # Tokenize first: unusable texts are the caller's mistake, not extract_fn's.
     tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
-    name = function_name(extract_fn)
-    try:
-        returned = extract_fn(list(texts))  # a copy: the function may not change our texts
-    except Exception as error:  # noqa: BLE001 - any failure of the user's code is reported as one line
-        raise ValueError(f"extract_fn {name} raised {type(error).__name__}: {error}") from error
     layers = None if layers is None else [int(index) for index in layers]
-    offsets = None
-    if pooling == "tokens":
-        tensor, offsets, dtype = token_states_from_return(returned, len(texts), layers)
-    else:
-        tensor, dtype = states_from_return(returned, len(texts), layers)
-    num_states = loaded.num_hidden_layers + 1
-    if tensor.dim() == 3 and layers is None and tensor.shape[1] != num_states:
-        raise ValueError(
-            f"extract_fn returned shape {tuple(tensor.shape)}: {tensor.shape[1]} layers, but the model has "
-            f"{num_states} hidden states; name the layers returned with layers=[i, j, ...]"
-        )
-    chosen_layer = layer if tensor.dim() == 2 and layers is None else None
-    try:  # width and layer indices against the model, with the audit's own check
-        validate_states(tensor, len(tensor), loaded.hidden_size, num_states, layer=chosen_layer, layers=layers)
-    except ValueError as error:
-        raise ValueError(f"extract_fn returned states the model cannot have: {error}") from error
-    stored = StoredStates(tensor, f"extract_fn {name}", None, dtype)
+    tensor, offsets, dtype = _returned_states(extract_fn, texts, pooling, layers)
+    chosen_layer = _model_layer(tensor, loaded, layer, layers)
+    stored = StoredStates(tensor, f"extract_fn {function_name(extract_fn)}", None, dtype)
     return audit_states(
         loaded,
         tokenized,
@@ -162,6 +151,50 @@ def check_extractor(
         offsets=offsets,
         reference=reference,
     )
+
+
+def _model_and_texts(model, texts, pooling: str) -> tuple[object, list[str]]:
+    """The options checked: ``check_extractor(fn, texts)`` read as no model, the texts a list."""
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r}; valid: {', '.join(POOLINGS)}")
+    if texts is None and _is_texts(model):  # check_extractor(fn, texts): no model
+        model, texts = None, model
+    if texts is None:
+        raise ValueError("texts are needed: check_extractor(extract_fn, texts=[...]) or (extract_fn, model, texts)")
+    if isinstance(texts, str) or not isinstance(texts, Sequence):
+        raise ValueError(f"texts must be a list of strings, got a {type(texts).__name__}")
+    return model, list(texts)
+
+
+def _returned_states(extract_fn: ExtractFn, texts: list[str], pooling: str, layers: list[int] | None):
+    """``extract_fn(texts)`` once: ``(tensor, offsets or None, dtype as returned)``."""
+    try:
+        returned = extract_fn(list(texts))  # a copy: the function may not change our texts
+    except ChildProcessFailed as error:  # already worded, with the child's stderr
+        raise error.on(f"all {len(texts)} texts in one call") from None
+    except Exception as error:  # noqa: BLE001 - any failure of the user's code is reported as one line
+        raise ValueError(f"extract_fn {function_name(extract_fn)} raised {type(error).__name__}: {error}") from error
+    if pooling == "tokens":
+        return token_states_from_return(returned, len(texts), layers)
+    tensor, dtype = states_from_return(returned, len(texts), layers)
+    return tensor, None, dtype
+
+
+def _model_layer(tensor, loaded: LoadedModel, layer: int, layers: list[int] | None) -> int | None:
+    """The returned states checked against the model (layer count, width, indices): the audit's
+    ``layer`` for an ``(N, d)`` return, else None."""
+    num_states = loaded.num_hidden_layers + 1
+    if tensor.dim() == 3 and layers is None and tensor.shape[1] != num_states:
+        raise ValueError(
+            f"extract_fn returned shape {tuple(tensor.shape)}: {tensor.shape[1]} layers, but the model has "
+            f"{num_states} hidden states; name the layers returned with layers=[i, j, ...]"
+        )
+    chosen_layer = layer if tensor.dim() == 2 and layers is None else None
+    try:  # width and layer indices against the model, with the audit's own check
+        validate_states(tensor, len(tensor), loaded.hidden_size, num_states, layer=chosen_layer, layers=layers)
+    except ValueError as error:
+        raise ValueError(f"extract_fn returned states the model cannot have: {error}") from error
+    return chosen_layer
 
 
 def assert_matches_single(

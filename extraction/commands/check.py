@@ -1,8 +1,13 @@
-"""``check``: your own extraction function, batched against itself one text at a time, with no model.
+"""``check``: your own extraction function, batched against itself one text at a time, with no model,
+or against single-sample extraction of ``--model``.
 
 ``padding-audit check FILE.py:FUNCTION --texts T`` imports ``FILE.py`` (your code, run here as
 ``python FILE.py`` would run it) and checks ``FUNCTION(texts)`` with
-:func:`extraction.consistency.self_check`; it prints the same report as ``audit``.
+:func:`extraction.consistency.self_check`; it prints the same report as ``audit``. With
+``--python PATH`` the function runs in that interpreter instead, in one child process for the
+whole check (:mod:`extraction.consistency.remote`), so a pipeline pinned to other packages (an
+older transformers) is checked from its own environment; ``--model`` checks its rows against
+this package's single-sample extraction of that model (:func:`extraction.check_extractor`).
 """
 
 from __future__ import annotations
@@ -25,8 +30,11 @@ def add_parser(subparsers) -> None:
         "check",
         help="check your own extraction function against itself one text at a time (no model needed)",
         description="Import FILE.py and check FUNCTION: FUNCTION(texts) as your pipeline runs it, against "
-        "FUNCTION([text]) for each text, with the function's own noise floor and the cause from its behaviour. "
-        "This imports and runs YOUR OWN CODE on this machine, as 'python FILE.py' would: check only files you trust.",
+        "FUNCTION([text]) for each text, with the function's own noise floor and the cause from its behaviour "
+        "(with --model: against single-sample extraction of that model). "
+        "This imports and runs YOUR OWN CODE on this machine, as 'python FILE.py' would: check only files you trust. "
+        "With --python PATH it runs your code with YOUR INTERPRETER (PATH, e.g. the venv your pipeline is pinned "
+        "in), in one child process that needs only your packages, torch and numpy.",
     )
     parser.add_argument(
         "target",
@@ -35,6 +43,23 @@ def add_parser(subparsers) -> None:
         "(pooling tokens: (rows, offsets)); the file is imported (its top-level code runs)",
     )
     parser.add_argument("--texts", required=True, help="the texts, at least 2: .txt, .jsonl (text field), .csv")
+    parser.add_argument(
+        "--python",
+        metavar="PATH",
+        help="run FUNCTION with this interpreter (your pipeline's environment) in a child process: it runs your "
+        "code with your interpreter; texts go in and rows come back through .npy files in a temporary folder",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=600.0,
+        help="with --python: seconds the import and each call may take before the child is killed (default 600)",
+    )
+    parser.add_argument(
+        "--model",
+        help="check against single-sample extraction of this model (a preset, a folder, a .gguf) instead of the "
+        "function against itself; the function must return that model's hidden states",
+    )
     add_pooling_argument(parser)
     parser.add_argument(
         "--layers", help="label the layers of an (N, L, d) return with these hidden_states indices, comma-separated"
@@ -81,12 +106,15 @@ def load_function(target: str):
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..consistency import self_check
     from ..texts import read_texts
     from .audit import format_report
 
     if args.sample is not None and args.sample < 1:
         raise CliError(f"--sample must be at least 1, got {args.sample}")
+    if args.timeout <= 0:
+        raise CliError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+    if args.model and (args.tokenizer or args.html_out):
+        raise CliError("--tokenizer and --html are for the check without --model (a model brings its own tokenizer)")
     for path, option in ((args.json_out, "--json"), (args.html_out, "--html")):
         if path:
             check_output_path(path, option)
@@ -100,12 +128,7 @@ def run(args: argparse.Namespace) -> int:
             tokenizer = AutoTokenizer.from_pretrained(args.tokenizer)
         except Exception as error:  # noqa: BLE001 - one line, whatever transformers raised
             raise CliError(f"--tokenizer {args.tokenizer}: cannot load it ({type(error).__name__})") from error
-    extract_fn = load_function(args.target)
-    with stage_progress_bars({"re-extracting": "texts alone", "forensics": "probes"}) as progress:
-        report = self_check(
-            extract_fn, texts, pooling=args.pooling, layers=layers, tokenizer=tokenizer, sample=args.sample,
-            seed=args.seed, forensics=not args.no_probes, progress=progress,
-        )  # fmt: skip
+    report = _checked(args, texts, layers, tokenizer)
     print(format_report(report))
     if args.json_out:
         write_json_atomic(args.json_out, report.to_dict())
@@ -116,3 +139,35 @@ def run(args: argparse.Namespace) -> int:
         write_bytes_atomic(args.html_out, self_check_report_html(report, texts, {"file": args.target}).encode())
         print(f"wrote {args.html_out}")
     return EXIT_NOT_EXACT if args.strict and report.verdict != "exact" else 0
+
+
+def _checked(args: argparse.Namespace, texts: list[str], layers: list[int] | None, tokenizer):
+    """The report: the function here or in ``--python``'s child, against itself or ``--model``."""
+    from ..check_extractor import check_extractor
+    from ..consistency.remote import ChildFunction, parse_target
+
+    if args.python:
+        try:
+            parse_target(args.target)
+        except ValueError as error:
+            raise CliError(str(error)) from None
+        function = ChildFunction(args.python, args.target, timeout=args.timeout)
+    else:
+        function = load_function(args.target)
+    model = None
+    if args.model:
+        from ..models import load_model
+
+        model = load_model(args.model)
+    stages = {"re-extracting": "texts alone", "forensics": "probes"}
+    with stage_progress_bars(stages) as progress:
+        if args.python:
+            function.start()
+        try:
+            return check_extractor(
+                function, model, texts, pooling=args.pooling, layers=layers, tokenizer=tokenizer,
+                sample=args.sample, seed=args.seed, forensics=not args.no_probes, progress=progress,
+            )  # fmt: skip
+        finally:
+            if args.python:
+                function.close()

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from ..pooling import Pooling
+from .remote import ChildProcessFailed
 from .returns import states_from_return, token_states_from_return
 
 #: ``extract_fn(texts) -> (N, d) or (N, L, d)`` array or tensor, row i for text i (``tokens``:
@@ -49,6 +50,8 @@ class FunctionCalls:
         self.made.append(what)
         try:
             value = self.extract_fn(list(texts))  # a copy: the function may not change our texts
+        except ChildProcessFailed as error:  # already worded, with the child's stderr
+            raise error.on(what) from None
         except Exception as error:  # noqa: BLE001 - any failure of the user's code is reported as one line
             raise ValueError(f"extract_fn {self.name} raised {type(error).__name__} on {what}: {error}") from error
         offsets = None

@@ -7,6 +7,8 @@ import logging
 import time
 from collections.abc import Sequence
 
+import torch
+
 from ..audit.check import sample_indices
 from ..audit.pattern import difference_pattern
 from ..audit.report import AuditProgress, Hypothesis
@@ -84,57 +86,22 @@ def self_check(
     """
     started = time.perf_counter()
     pooling = parse_pooling(pooling)
-    texts = list(texts)
-    if len(texts) < 2 or not all(isinstance(text, str) and text for text in texts):
-        raise ValueError("the self-consistency check needs at least 2 texts, each a non-empty string")
+    texts = _checked_texts(texts)
     layers = None if layers is None else [int(index) for index in layers]
     calls = FunctionCalls(extract_fn, pooling, layers)
     tested = calls(texts, f"all {len(texts)} texts in one call (the pipeline as it runs)")
     checked = sample_indices(len(texts), sample, seed)
-    truths = {}
-    for done, index in enumerate(checked):
-        if progress is not None:
-            progress("re-extracting", done, len(checked))
-        truths[index] = calls([texts[index]], f"text {index + 1} alone").blocks[0]
-    if progress is not None:
-        progress("re-extracting", len(checked), len(checked))
+    truths = _texts_alone(calls, texts, checked, progress)
     distances = [distance(tested.blocks[i], truths[i]) for i in checked]
     check = row_check(distances, tokens=pooling == "tokens")
     lengths = _lengths(texts, tokenizer)
     longest = max(checked, key=lambda i: lengths[i])
-    precision = reduced_precision(tested.tensor, tested.dtype)
-    floor = measure_floor(calls, texts, longest, truths[longest], precision)
+    floor = measure_floor(calls, texts, longest, truths[longest], reduced_precision(tested.tensor, tested.dtype))
     verdict = _verdict(distances, floor, check.verdict)
-    worst_index = max(range(len(checked)), key=lambda k: (distances[k].rows_differ, distances[k].max_relative_l2))
-    worst = distances[worst_index]
-    hypotheses: list[Hypothesis] = []
-    likely: str | None = None
-    if verdict == "exact":
-        cause = (
-            f"Batched rows match one text at a time (min cosine {worst.min_cosine:.6f}), within the {floor.describe()}."
-        )
-    elif not floor.repeatable:
-        likely = "not-repeatable"
-        cause = (
-            f"The function does not repeat itself: text {floor.text + 1} alone twice differs beyond drift (min cosine "
-            f"{floor.repeat.min_cosine:.4f}); dropout left on or sampling? Nothing else can be judged."
-        )
-    elif not forensics:
-        likely, cause = "unknown", "The probes were not run."
-    else:
-        if progress is not None:
-            progress("forensics", 0, PROBE_CALLS)
-        likely, cause, hypotheses = _cause(calls, texts, tokenizer, pooling, checked, tested, truths, distances, floor)
-        if likely is None:
-            likely, cause = _rounding(floor, distances, worst) if verdict == "drift" else ("unknown", cause)
-        if progress is not None:
-            progress("forensics", PROBE_CALLS, PROBE_CALLS)
-    probes = len(calls.made) - 3 - len(checked)
-    notes = [
-        f"{floor.describe()}.",
-        f"{len(calls.made)} calls of extract_fn: 1 of all {len(texts)} texts, {len(checked)} of one text alone, "
-        f"2 for the noise floor, {probes} probe{'' if probes == 1 else 's'} (the report's calls list them).",
-    ]
+    worst = max(distances, key=lambda d: (d.rows_differ, d.max_relative_l2))
+    likely, cause, hypotheses = _explanation(
+        calls, texts, tokenizer, pooling, checked, tested, truths, distances, floor, verdict, worst, forensics, progress
+    )
     report = SelfCheckReport(
         model="none",
         model_description=NO_MODEL,
@@ -152,7 +119,7 @@ def self_check(
         likely_cause=likely,
         cause=cause,
         hypotheses=hypotheses,
-        notes=notes,
+        notes=_notes(calls, texts, checked, floor),
         seconds=time.perf_counter() - started,
         differences=difference_pattern(check, checked),
         pooling=pooling,
@@ -162,6 +129,64 @@ def self_check(
     )
     logger.info("self-check: %s, likely cause %s, %d calls (%.1f s)", verdict, likely, len(calls.made), report.seconds)
     return report
+
+
+def _checked_texts(texts: Sequence[str]) -> list[str]:
+    texts = list(texts)
+    if len(texts) < 2 or not all(isinstance(text, str) and text for text in texts):
+        raise ValueError("the self-consistency check needs at least 2 texts, each a non-empty string")
+    return texts
+
+
+def _texts_alone(calls: FunctionCalls, texts: list[str], checked: list[int], progress) -> dict[int, torch.Tensor]:
+    """The ground truth: each checked text's block from a call of that text alone."""
+    truths = {}
+    for done, index in enumerate(checked):
+        if progress is not None:
+            progress("re-extracting", done, len(checked))
+        truths[index] = calls([texts[index]], f"text {index + 1} alone").blocks[0]
+    if progress is not None:
+        progress("re-extracting", len(checked), len(checked))
+    return truths
+
+
+def _explanation(
+    calls, texts, tokenizer, pooling, checked, tested, truths, distances, floor, verdict, worst, forensics, progress
+) -> tuple[str | None, str, list[Hypothesis]]:
+    """``(likely cause, the sentence, hypotheses)`` for the verdict: the probes run only when it
+    is not exact, the function repeats itself and ``forensics`` is on."""
+    if verdict == "exact":
+        sentence = f"Batched rows match one text at a time (min cosine {worst.min_cosine:.6f})"
+        return None, f"{sentence}, within the {floor.describe()}.", []
+    if not floor.repeatable:
+        sentence = f"The function does not repeat itself: text {floor.text + 1} alone twice differs beyond drift"
+        return (
+            "not-repeatable",
+            (
+                f"{sentence} (min cosine {floor.repeat.min_cosine:.4f}); dropout left on or sampling? "
+                "Nothing else can be judged."
+            ),
+            [],
+        )
+    if not forensics:
+        return "unknown", "The probes were not run.", []
+    if progress is not None:
+        progress("forensics", 0, PROBE_CALLS)
+    likely, cause, hypotheses = _cause(calls, texts, tokenizer, pooling, checked, tested, truths, distances, floor)
+    if likely is None:
+        likely, cause = _rounding(floor, distances, worst) if verdict == "drift" else ("unknown", cause)
+    if progress is not None:
+        progress("forensics", PROBE_CALLS, PROBE_CALLS)
+    return likely, cause, hypotheses
+
+
+def _notes(calls: FunctionCalls, texts: list[str], checked: list[int], floor: NoiseFloor) -> list[str]:
+    probes = len(calls.made) - 3 - len(checked)
+    return [
+        f"{floor.describe()}.",
+        f"{len(calls.made)} calls of extract_fn: 1 of all {len(texts)} texts, {len(checked)} of one text alone, "
+        f"2 for the noise floor, {probes} probe{'' if probes == 1 else 's'} (the report's calls list them).",
+    ]
 
 
 def _cause(calls, texts, tokenizer, pooling, checked, tested, truths, distances, floor):
