@@ -134,7 +134,7 @@ def _streamed_texts(args: argparse.Namespace):
     from ..texts import TextsError
 
     path = Path(args.texts)
-    if getattr(args, "chat_template", False) or not path.is_file():
+    if getattr(args, "chat_template", False) or getattr(args, "generation_prompt", False) or not path.is_file():
         return None
     if path.suffix.lower() == ".jsonl":
         with path.open("rb") as handle:

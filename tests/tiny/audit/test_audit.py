@@ -39,6 +39,10 @@ ISSUE_KEYS = {
     "lm_head_accuracy_stored",
     "lm_head_accuracy_fresh",
     "n_checked",
+    "n_rows",
+    "n_corrupted",
+    "fraction_corrupted_interval",
+    "sample",
 }
 
 
