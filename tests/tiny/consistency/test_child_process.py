@@ -111,7 +111,7 @@ def test_returns_travel_as_they_were(toys, function, verdict, cause, pooling):
     ("target", "timeout", "message"),
     [
         ("boom", None, r"toys.py:boom in .* raised: KeyError: 'layer 99' \(on all 6 texts in one call"),
-        ("hang", 1.5, r"did not answer the call within the timeout of 1.5 s; killed"),
+        ("hang", 10, r"did not answer the call within the timeout of 10 s; killed"),
         ("crash", None, r"exited \(code 3\) during the call"),
         ("one_row_short", None, r"returned 5 rows \(shape \(5, 3\)\) for 6 texts.*\(on all 6 texts"),
         ("a_list", None, r"returned something unusable: TypeError: extract_fn returned a list"),
@@ -145,10 +145,10 @@ def test_cli_python_runs_the_child_and_fails_in_one_message(toys, capsys):
     texts.write_text("\n".join(TEXTS) + "\n", encoding="utf-8")
     assert main(["check", f"{toys}/toys.py:padded", "--texts", str(texts), "--python", sys.executable]) == 0
     assert "likely cause: padding" in capsys.readouterr().out
-    code = main(["check", f"{toys}/toys.py:hang", "--texts", str(texts), "--python", sys.executable, "--timeout", "1"])
+    code = main(["check", f"{toys}/toys.py:hang", "--texts", str(texts), "--python", sys.executable, "--timeout", "10"])
     assert code == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: toys.py:hang in ") and "timeout of 1 s; killed" in err
+    assert err.startswith("error: toys.py:hang in ") and "timeout of 10 s; killed" in err
     assert main(["check", f"{toys}/toys.py:exact", "--texts", str(texts), "--python", "/no/python"]) == 2
     assert "no such interpreter" in capsys.readouterr().err
     assert _left(toys) == []
