@@ -96,6 +96,19 @@ def add_pooling_argument(parser: argparse.ArgumentParser, choices: Sequence[str]
     )
 
 
+def add_lm_head_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """--lm-head/--no-lm-head (``args.lm_head``: True, False or None): run ``what`` (an lm_head
+    check, which needs the whole pass); by default only when the last layer is among those asked
+    (:func:`extraction.extract.wants_lm_head`), else the pass stops after the deepest one."""
+    parser.add_argument(
+        "--lm-head",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"run {what} (the whole forward pass); default: only when the last layer is among those asked, "
+        "else each pass stops after the deepest layer asked and the output says 'lm_head not run'",
+    )
+
+
 def load_model_from_args(args: argparse.Namespace):
     from .models import load_model
 

@@ -227,6 +227,27 @@ def _planned_pass(
     ))  # fmt: skip
 
 
+#: The one wording, wherever ``lm_head`` (its top-1 agreement, the logit lens, a probe's zero-shot
+#: accuracy) was not run because no layer asked is the last: ``LM_HEAD_NOT_RUN.format(deepest=12)``.
+LM_HEAD_NOT_RUN = "lm_head not run: layers up to {deepest} asked for"
+
+
+def lm_head_not_run(layers: Sequence[int]) -> str:
+    """:data:`LM_HEAD_NOT_RUN` for ``layers`` (``hidden_states`` indices), e.g.
+    "lm_head not run: layers up to 12 asked for"."""
+    return LM_HEAD_NOT_RUN.format(deepest=max(layers, default=0))
+
+
+def wants_lm_head(lm_head: bool | None, layers: Sequence[int], num_states: int) -> bool:
+    """Whether a check runs ``lm_head`` (and so the whole pass): ``lm_head`` True or False as asked;
+    None (the default) only when the last hidden state, ``num_states - 1``, is among ``layers``
+    (the pass then runs every block anyway). Off, the pass stops after the deepest of ``layers``
+    (:func:`~extraction.capture.blocks_needed`) and the caller says :func:`lm_head_not_run`."""
+    if lm_head is not None:
+        return bool(lm_head)
+    return num_states - 1 in layers
+
+
 def _use_hooks(loaded: LoadedModel, capture: CaptureMode) -> bool:
     """Whether this extraction captures by hooks (``capture="hooks"`` where they do not apply raises)."""
     use_hooks = capture != "hidden-states" and hooks_reproduce_hidden_states(loaded)

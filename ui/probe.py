@@ -14,6 +14,7 @@ from extraction.probing.features import extraction_estimate
 from extraction.probing.inputs import data_digest
 from extraction.probing.probe import LabelledTexts
 from extraction.probing.sweep import ProbeSweep, run_probe_sweep
+from extraction.storage.export import parse_layers
 from extraction.strategies import DEFAULT_MAX_BATCH_TOKENS, REFERENCE
 from extraction.texts import tokenize_texts
 from ui.model import ModelSettings
@@ -44,14 +45,17 @@ def train_probes(
     strategy later extracts only the new one; other layers or seeds extract nothing); None after
     an ``st.error`` when it fails. ``pooling``: ``last`` or ``mean``. The progress bar says each
     strategy's estimated extraction time (:func:`~extraction.probing.features.extraction_estimate`:
-    the cost model of these texts' token counts at a rate measured on a few passes first)."""
+    the cost model of these texts' token counts, each pass running the blocks up to the deepest layer
+    probed, at a rate measured on a few passes first)."""
     feature_cache = session_cache(cache_key, (settings, data_digest(data)))
     bar = st.progress(0.0, text="Starting: measuring this machine's rate for the time estimate…")
 
     def run() -> ProbeSweep:
         tokenized = tokenize_texts(loaded.tokenizer, data.texts, max_tokens=loaded.context_length)
         names = [REFERENCE, *(name for name in strategies if name != REFERENCE)]
-        estimates = extraction_estimate(loaded, tokenized, names, batch_size, DEFAULT_MAX_BATCH_TOKENS)
+        # The sweep's passes stop after the deepest layer probed (lm_head runs only when the last is probed).
+        probed = parse_layers(layers, loaded.num_hidden_layers + 1)
+        estimates = extraction_estimate(loaded, tokenized, names, batch_size, DEFAULT_MAX_BATCH_TOKENS, probed)
         return run_probe_sweep(
             loaded,
             data,

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from .. import metrics
-from ..extract import extract_states
+from ..extract import extract_states, lm_head_not_run, wants_lm_head
 from ..logit_lens import apply_lm_head, logit_tolerance
 from ..pooling import DEFAULT_POOLING, Pooling, row_offsets
 from ..strategies import REFERENCE
@@ -37,6 +37,16 @@ def lm_head_note(layer: int, num_states: int) -> str:
     if layer == num_states - 1:
         return f"lm_head on the stored layer {layer} (the last, already after the final norm)"
     return f"final norm then lm_head on the stored layer {layer} (an intermediate layer: logit lens)"
+
+
+def checked_lm_head_note(check: RowCheck, layers: Sequence[int], num_states: int, pooling: Pooling) -> str:
+    """How ``check`` applied lm_head (:func:`lm_head_note`), or why it did not: ``pooling`` other
+    than ``last``, or lm_head not run (:data:`~extraction.extract.LM_HEAD_NOT_RUN`)."""
+    if pooling != "last":
+        return f"no lm_head check under {pooling} pooling: lm_head predicts from a last token's state"
+    if check.top1_same is None:
+        return lm_head_not_run(layers)
+    return lm_head_note(max(layers), num_states)
 
 
 def token_rows(stored: torch.Tensor, offsets: torch.Tensor, texts: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -94,25 +104,29 @@ def check_rows(
     layers: Sequence[int],
     pooling: Pooling = DEFAULT_POOLING,
     layout: str = REFERENCE,
+    lm_head: bool | None = None,
 ) -> RowCheck:
     """Re-extract ``tokenized`` with ``layout`` (default one text at a time) and measure ``stored``
     (K, L, d) against it, both pooled by ``pooling`` (``last`` or ``mean``; ``tokens`` is :func:`check_token_rows`).
 
     Under ``last`` the lm_head checks use the last stored layer if it is the model's last hidden
     state (``lm_head(h)``), otherwise the highest stored layer (``lm_head(final_norm(h))``);
-    "the model's own top-1" is the fresh next-token prediction. Under ``mean`` there
-    are none (the ``top1_*`` fields are None).
+    "the model's own top-1" is the fresh next-token prediction, which needs the whole pass. They
+    run when ``lm_head`` says so (:func:`~extraction.extract.wants_lm_head`: by default only when
+    the last hidden state is stored); otherwise the fresh pass stops after the deepest stored layer
+    and the ``top1_*`` fields are None, as under ``mean``, which has none.
     """
     if pooling == "tokens":
         raise ValueError("tokens rows are checked with check_token_rows (they need offsets)")
     layers = list(layers)
     num_states = loaded.num_hidden_layers + 1
-    fresh = extract_states(loaded, tokenized, layout, layers=layers, keep_logits=pooling == "last", pooling=pooling)
+    run_lm_head = pooling == "last" and wants_lm_head(lm_head, layers, num_states)
+    fresh = extract_states(loaded, tokenized, layout, layers=layers, keep_logits=run_lm_head, pooling=pooling)
     similarity = state_cosine(stored, fresh.hidden).float()  # (K, L)
     relative_l2 = state_relative_l2(stored, fresh.hidden).float()  # (K, L)
     bit_exact = (stored == fresh.hidden).flatten(1).all(1)  # (K,)
     norm_ratio = (stored.double().norm(dim=-1) / fresh.hidden.double().norm(dim=-1).clamp(min=1e-12)).float()
-    if pooling != "last":
+    if not run_lm_head:
         return RowCheck(similarity, relative_l2, bit_exact, norm_ratio, None, None, None, None, fresh=fresh.hidden)
     lens_position = int(np.argmax(layers))
     is_last = layers[lens_position] == num_states - 1

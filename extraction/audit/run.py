@@ -18,8 +18,8 @@ from ..verdicts import CauseKind
 from .check import (
     check_rows,
     check_token_rows,
+    checked_lm_head_note,
     concat_checks,
-    lm_head_note,
     subset,
     take_rows,
     token_rows,
@@ -85,6 +85,7 @@ def audit_states(
     offsets: torch.Tensor | None = None,
     reference: ReferenceChoice = "auto",
     max_corrupted: float | None = None,
+    lm_head: bool | None = None,
 ) -> AuditReport:
     """Audit stored states (``(N, d)`` for ``layer``, default the last, or ``(N, L, d)`` for
     ``layers``, default all or the layers in the file's metadata) against ``texts`` (a list,
@@ -108,20 +109,22 @@ def audit_states(
     it samples in rounds (the first of ``sample`` rows, default :data:`~.sampling.FIRST_ROUND`,
     then doubling) until the 95% interval's upper bound for the corrupted fraction of the store is
     below ``max_corrupted`` or a corrupted row is found. See the :mod:`extraction.audit` docstring
-    for the measurements, the verdict and the forensics.
+    for the measurements, the verdict and the forensics. ``lm_head``: run the lm_head top-1 checks
+    (and so the whole pass); default only when the last hidden state is stored
+    (:func:`~extraction.extract.wants_lm_head`), else the pass stops after the deepest stored layer.
     """
     started = time.perf_counter()
     states = as_lazy(states)
     plan = RowSample(sample if max_corrupted is None else sample or FIRST_ROUND, seed, _strata(states))
     inputs = read_inputs(loaded, texts, states, plan, layer, layers, pooling, offsets)
-    measured = _measure(loaded, inputs, reference, progress)
+    measured = _measure(loaded, inputs, reference, progress, lm_head=lm_head)
     rounds = 1
     if max_corrupted is not None:
         for size in round_sizes(inputs.n_texts, max_corrupted, first=len(inputs.checked))[1:]:
             if bool(measured.check.corrupted.any()) or _upper(measured, inputs) < max_corrupted:
                 break
             inputs = read_inputs(loaded, texts, states, plan.grown(size), layer, layers, pooling, offsets)
-            measured = _measure(loaded, inputs, reference, progress, measured)
+            measured = _measure(loaded, inputs, reference, progress, measured, lm_head)
             rounds += 1
     scale_note = _scale_note(measured.check, inputs.layers)
     if scale_note is not None:
@@ -155,6 +158,7 @@ def _measure(
     reference: ReferenceChoice,
     progress: AuditProgress | None,
     before: _Measured | None = None,
+    lm_head: bool | None = None,
 ) -> _Measured:
     """Re-extract the checked texts in chunks and measure their stored rows against them; the
     rows ``before`` measured (an earlier round) are kept, not measured again."""
@@ -179,7 +183,13 @@ def _measure(
         if inputs.offsets is None:
             checks.append(
                 check_rows(
-                    loaded, chunk_texts, inputs.stored[chunk], inputs.layers, inputs.pooling, fresh_layout.layout
+                    loaded,
+                    chunk_texts,
+                    inputs.stored[chunk],
+                    inputs.layers,
+                    inputs.pooling,
+                    fresh_layout.layout,
+                    lm_head,
                 )
             )
         else:
@@ -296,11 +306,7 @@ def _report(
         checked=measured.checked,
         check=measured.check,
         lm_head_layer=lens_layer,
-        lm_head_note=(
-            lm_head_note(lens_layer, num_states)
-            if inputs.pooling == "last"
-            else f"no lm_head check under {inputs.pooling} pooling: lm_head predicts from a last token's state"
-        ),
+        lm_head_note=checked_lm_head_note(measured.check, inputs.layers, num_states, inputs.pooling),
         verdict=measured.check.verdict,
         likely_cause=explanation.name,
         cause=explanation.cause,

@@ -17,6 +17,7 @@ def extract_options(args: argparse.Namespace) -> dict:
         "batch_size": args.batch_size,
         "store_dtype": args.store_dtype,
         "verify": args.verify,
+        "verify_lm_head": args.lm_head,
         "overwrite": args.force,
         "seed": args.seed,
         "auto_sample": args.auto_sample,

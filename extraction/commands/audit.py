@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ..cli import CliError, add_model_arguments, load_model_from_args, progress_bar, texts_for_model
+from ..cli import (
+    CliError,
+    add_lm_head_argument,
+    add_model_arguments,
+    load_model_from_args,
+    progress_bar,
+    texts_for_model,
+)
 from ..storage.atomic import write_json_atomic
 from ..verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE, EXACT_COSINE
 
@@ -70,6 +77,7 @@ def add_parser(subparsers) -> None:
         "verified exact against single on this model (else single); single, one text a pass (bit-for-bit "
         "agreement with single-sample extraction is then the question)",
     )
+    add_lm_head_argument(parser, "the lm_head top-1 checks on the stored rows")
     parser.add_argument("--strict", action="store_true", help="exit with status 1 unless the verdict is exact")
     parser.add_argument("--json", dest="json_out", help="write the report as JSON to this file")
     parser.set_defaults(run=run)
@@ -196,6 +204,7 @@ def run(args: argparse.Namespace) -> int:
             pooling=args.pooling,
             reference=args.reference,
             max_corrupted=args.max_corrupted,
+            lm_head=args.lm_head,
         )
     finally:
         for bar in bars.values():

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from ..cli import (
     CliError,
+    add_lm_head_argument,
     add_model_arguments,
     add_pooling_argument,
     load_model_from_args,
@@ -63,6 +64,7 @@ def add_parser(subparsers) -> None:
         default=AUTO_SAMPLE,
         help=f"texts of different lengths in auto's exactness probe (default {AUTO_SAMPLE}; a copy of one is added)",
     )
+    add_lm_head_argument(parser, "--verify's lm_head top-1 check")
     parser.add_argument("--seed", type=int, default=0, help="seed of the auto sample and the verified texts")
     parser.add_argument("--force", action="store_true", help="replace the output file if it exists")
     parser.add_argument(

@@ -7,6 +7,7 @@ import argparse
 
 from ..cli import (
     CliError,
+    add_lm_head_argument,
     add_model_arguments,
     add_pooling_argument,
     check_output_path,
@@ -68,6 +69,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument(
         "--test-fraction", type=float, default=DEFAULT_TEST_FRACTION, help="share of each class held out for testing"
     )
+    add_lm_head_argument(parser, "the zero-shot lm_head accuracy on the last layer")
     parser.add_argument("--json", dest="json_out", help="write the results as JSON to this file")
     parser.set_defaults(run=run)
 
@@ -128,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             progress=progress,
             pooling=args.pooling,
+            lm_head=args.lm_head,
         )
     print(f"model: {loaded.description}")
     for note in sweep.notes:

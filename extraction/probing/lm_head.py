@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from ..extract import lm_head_not_run, wants_lm_head
 from ..logit_lens import apply_lm_head
 from ..pooling import Pooling
 
@@ -46,6 +47,22 @@ def lm_head_labels(tokenizer, classes: Sequence[str], pooling: Pooling) -> tuple
     if pooling != "last":
         return None, f"lm_head predicts from a last token's state, not from a {pooling} of states"
     return label_token_ids(tokenizer, classes)
+
+
+def probe_lm_head(
+    tokenizer, classes: Sequence[str], pooling: Pooling, lm_head: bool | None, probed: Sequence[int], num_states: int
+) -> tuple[list[int] | None, str | None]:
+    """:func:`lm_head_labels` where the zero-shot accuracy runs, else
+    (None, :func:`~extraction.extract.lm_head_not_run`).
+
+    It needs the final layer, so the whole pass: it runs as ``lm_head`` says, by default only when
+    the last hidden state (``num_states - 1``) is among the ``probed`` layers
+    (:func:`~extraction.extract.wants_lm_head`); a probe of middle layers alone stops each pass
+    after the deepest of them."""
+    token_ids, note = lm_head_labels(tokenizer, classes, pooling)
+    if token_ids is not None and not wants_lm_head(lm_head, probed, num_states):
+        return None, lm_head_not_run(probed)
+    return token_ids, note
 
 
 def lm_head_label_predictions(loaded: LoadedModel, final_states: np.ndarray, token_ids: Sequence[int]) -> np.ndarray:

@@ -8,14 +8,15 @@ the corruption: its validation accuracy overstates what inference will see.
 For each strategy :func:`run_probe`:
 
 1. extracts the last-real-token state of every text at one layer (``hidden_states``
-   index, default the last) and at the last layer (for ``lm_head``);
+   index, default the last) and, where step 5 runs, at the last layer (for ``lm_head``): a
+   middle layer alone stops each pass after it (``lm_head``, default only for the last layer);
 2. splits the texts train/test, stratified by label, with a fixed seed (the same split
    for every strategy);
 3. trains a standardized logistic-regression probe on the strategy's train features;
 4. scores it on (a) the strategy's own test features, ``accuracy_same`` (what the
    researcher sees), and (b) the ``single`` test features, ``accuracy_single`` (what
    inference sees); ``gap = accuracy_same - accuracy_single``;
-5. when every label is exactly one token of the vocabulary, applies ``lm_head`` to the
+5. when every label is exactly one token of the vocabulary (and lm_head runs), applies ``lm_head`` to the
    strategy's final-layer test states and predicts the label whose token has the
    highest logit: the zero-shot ``lm_head_accuracy``.
 
@@ -65,7 +66,7 @@ from .labelled import (
     check_labelled,
     parse_labelled_csv,
 )
-from .lm_head import label_token_ids, lm_head_label_predictions, lm_head_labels
+from .lm_head import label_token_ids, lm_head_label_predictions, lm_head_labels, probe_lm_head
 
 if TYPE_CHECKING:
     from ..models import LoadedModel
@@ -281,6 +282,7 @@ def run_probe(
     progress: ProbeProgress | None = None,
     feature_cache: FeatureCache | None = None,
     pooling: Pooling = DEFAULT_POOLING,
+    lm_head: bool | None = None,
 ) -> ProbeReport:
     """Train and score a probe per strategy (``single`` is always included) at one layer on one
     split; see the module docstring. :func:`~extraction.probing.sweep.run_probe_sweep` does this for
@@ -290,7 +292,9 @@ def run_probe(
     model and data extracts only strategies (or layers, batch sizes) it has not seen. The
     caller must use one dict per (model, data set): the keys do not name them. ``pooling``:
     ``last`` (the last real token's state) or ``mean`` (the mean of the text's tokens' states,
-    as each strategy's layout pools them); ``lm_head`` accuracy is measured under ``last`` only.
+    as each strategy's layout pools them); ``lm_head`` accuracy is measured under ``last`` only, when
+    ``lm_head`` says (default: only when ``layer`` is the last; :func:`.lm_head.probe_lm_head`): a
+    probe of a middle layer alone runs the blocks up to it and says lm_head was not run.
     """
     names = check_probe_options(strategies, data, test_fraction, batch_size)
     num_layers = loaded.num_hidden_layers
@@ -298,10 +302,10 @@ def run_probe(
     labels = data.label_indices
     train_indices, test_indices = stratified_split(labels, test_fraction, seed)
     tokenized = tokenize_texts(loaded.tokenizer, data.texts, max_tokens=loaded.context_length)
-    token_ids, lm_head_note = lm_head_labels(loaded.tokenizer, data.classes, pooling)
-    # the probed layer and the final one for lm_head
+    token_ids, lm_head_note = probe_lm_head(loaded.tokenizer, data.classes, pooling, lm_head, [layer], num_layers + 1)
+    kept = [layer, num_layers] if token_ids is not None else [layer]  # the probed layer and the final one for lm_head
     states = strategy_states(
-        loaded, tokenized, names, [layer, num_layers], batch_size, max_batch_tokens, progress, feature_cache, pooling
+        loaded, tokenized, names, kept, batch_size, max_batch_tokens, progress, feature_cache, pooling
     )
     features = {name: states[name].at(layer) for name in names}  # (N, d) each
     scores = score_layer(features, labels, train_indices, test_indices, seed)

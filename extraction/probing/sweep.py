@@ -14,7 +14,9 @@ Per layer and strategy it reports the mean over the splits of ``accuracy_same``,
 (:func:`~extraction.probing.interval.mean_interval`, a t-interval over the K splits). Where every label is one token,
 the zero-shot ``lm_head`` accuracy on the strategy's final-layer test states is compared the
 same way with ``lm_head`` on single-sample final states: ``lm_head`` reads the last layer
-only, so those numbers exist for the last layer only.
+only, so those numbers exist for the last layer only, and by default only when the last layer is
+probed (``lm_head=True`` adds it): a sweep of middle layers stops each pass after the deepest one
+and ``lm_head_note`` says "lm_head not run: layers up to N asked for".
 
 What the interval means: how much the mean gap would move with other random splits of
 *this* data set. The K splits share texts, so they are not independent samples of the
@@ -46,7 +48,7 @@ from .findings import layer_finding, lm_head_finding, strategy_finding
 from .fit import DEFAULT_SEED, accuracy, stratified_split
 from .interval import CONFIDENCE, Interval, mean_interval
 from .labelled import DEFAULT_TEST_FRACTION, LabelledTexts
-from .lm_head import lm_head_label_predictions, lm_head_labels
+from .lm_head import lm_head_label_predictions, probe_lm_head
 from .probe import check_probe_options, corrupted_fraction, probe_notes, score_layer
 
 if TYPE_CHECKING:
@@ -345,13 +347,16 @@ def run_probe_sweep(
     progress: ProbeProgress | None = None,
     feature_cache: FeatureCache | None = None,
     pooling: Pooling = DEFAULT_POOLING,
+    lm_head: bool | None = None,
 ) -> ProbeSweep:
     """Probes at every layer of ``layers`` (``"all"``/None, ``"3,9,-1"`` or a list, read by
     :func:`~extraction.storage.export.parse_layers`; negative counts from the end) over ``seeds``
     seeded splits (seeds ``first_seed .. first_seed + seeds - 1``); see the module docstring.
     ``feature_cache`` as in :func:`~extraction.probing.probe.run_probe`. ``pooling``: each text's state is
     its last real token's (``last``) or the mean of its tokens' (``mean``), as each strategy's
-    layout pools them; ``lm_head`` accuracy is measured under ``last`` only."""
+    layout pools them; ``lm_head`` accuracy is measured under ``last`` only, on the final layer, when
+    ``lm_head`` says (default: only when the last layer is probed; :func:`.lm_head.probe_lm_head`),
+    else each pass stops after the deepest layer probed and ``lm_head_note`` says it was not run."""
     start = time.perf_counter()
     names = check_probe_options(strategies, data, test_fraction, batch_size)
     if seeds < 1:
@@ -361,8 +366,8 @@ def run_probe_sweep(
     seed_values = list(range(first_seed, first_seed + seeds))
     labels = data.label_indices
     tokenized = tokenize_texts(loaded.tokenizer, data.texts, max_tokens=loaded.context_length)
-    token_ids, lm_head_note = lm_head_labels(loaded.tokenizer, data.classes, pooling)
-    kept = sorted({*probed, num_layers})  # the final layer for lm_head
+    token_ids, lm_head_note = probe_lm_head(loaded.tokenizer, data.classes, pooling, lm_head, probed, num_layers + 1)
+    kept = sorted({*probed, num_layers} if token_ids is not None else set(probed))  # the final layer for lm_head
     states = strategy_states(
         loaded, tokenized, names, kept, batch_size, max_batch_tokens, progress, feature_cache, pooling
     )

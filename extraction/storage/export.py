@@ -32,8 +32,10 @@ pooling (:mod:`extraction.pooling`), at each of the L layers asked for, in the
   single-sample extraction under the same pooling (the audit's checks,
   :func:`~extraction.audit.check.check_rows` and under ``tokens``
   :func:`~extraction.audit.check.check_token_rows`, with the row count; the same verdict
-  rule, the ``lm_head`` top-1 under ``last`` only); anything but an exact verdict raises
-  :class:`VerificationError`.
+  rule, the ``lm_head`` top-1 under ``last`` only, and only when the last layer is stored or
+  ``verify_lm_head`` asks: otherwise the re-extraction too stops after the deepest stored layer
+  and ``lm_head_note`` says "lm_head not run: layers up to N asked for"); anything but an exact
+  verdict raises :class:`VerificationError`.
 * The file is written to a temporary name and renamed at the end: an interrupted (``KeyboardInterrupt``) or
   failed run leaves nothing at the target path. An existing file is replaced only with ``overwrite=True``.
 * Each pass runs the blocks up to the deepest layer stored (``forward_pass`` in the metadata and result).
@@ -56,7 +58,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from ..audit.check import check_rows, check_token_rows, subset
+from ..audit.check import check_rows, check_token_rows, checked_lm_head_note, subset
 from ..comparison.choose import AUTO_EXCLUDED, PROBE_TEXTS, StrategyChoice, choose_strategy
 from ..extract import ExtractionResult, ForwardPass, extract_states, forward_pass
 from ..pooling import DEFAULT_POOLING, Pooling, parse_pooling, row_offsets
@@ -100,6 +102,7 @@ class Verification:
     verdict: Verdict  # exact / drift / corrupted (the audit's rule)
     max_relative_l2: float | None = None  # over the rows and stored layers (None where not measured)
     pooling: Pooling = DEFAULT_POOLING
+    lm_head_note: str = ""  # how the lm_head top-1 was checked, or why not ("lm_head not run: ...")
 
     @property
     def passed(self) -> bool:
@@ -114,11 +117,13 @@ class Verification:
             "pooling": self.pooling,
             "verdict": self.verdict,
             "passed": self.passed,
+            "lm_head_note": self.lm_head_note,
         }
 
     @classmethod
-    def of(cls, rows: list[int], check: RowCheck, pooling: Pooling) -> Verification:
-        """The verification of ``rows`` from their :class:`~extraction.audit.row_check.RowCheck`."""
+    def of(cls, rows: list[int], check: RowCheck, pooling: Pooling, layers: list[int], num_states: int) -> Verification:
+        """The verification of ``rows`` from their :class:`~extraction.audit.row_check.RowCheck` on the
+        stored ``layers`` of a model of ``num_states`` hidden states."""
         return cls(
             rows=rows,
             min_cosine=float(check.cosine.min()),
@@ -126,6 +131,7 @@ class Verification:
             verdict=check.verdict,
             max_relative_l2=float(check.row_max_relative_l2.max()),
             pooling=pooling,
+            lm_head_note=checked_lm_head_note(check, layers, num_states, pooling),
         )
 
     def describe(self) -> str:
@@ -192,9 +198,12 @@ def extract_to_file(
     auto_sample: int = AUTO_SAMPLE,
     progress: ExportProgress | None = None,
     pooling: Pooling = DEFAULT_POOLING,
+    verify_lm_head: bool | None = None,
 ) -> ExportResult:
     """Extract the states of ``texts``, pooled by ``pooling``, at ``layers`` (default all) to
-    ``out`` (a ``.safetensors`` file); see the module docstring."""
+    ``out`` (a ``.safetensors`` file); see the module docstring. ``verify_lm_head``: whether the
+    verification runs the lm_head top-1 check (the whole pass); default only when the last layer
+    is stored (:func:`~extraction.extract.wants_lm_head`)."""
     out = Path(out)
     pooling = _check_options(out, overwrite, store_dtype, batch_size, chunk_texts, verify, pooling)
     tokenized = (
@@ -222,7 +231,9 @@ def extract_to_file(
         offsets = row_offsets(rows_per_text) if tokens else None
         verification = None
         if verify:
-            verification = _verify(loaded, tokenized, writer, layer_list, verify, seed, progress, pooling, offsets)
+            verification = _verify(
+                loaded, tokenized, writer, layer_list, verify, seed, progress, pooling, offsets, verify_lm_head
+            )
         metadata["verification"] = _verification_entry(verification, name, pooling)
         writer.commit({"verification": metadata["verification"]}, index_values=offsets)
     shape = writer.shape
@@ -397,9 +408,11 @@ def _verify(
     progress: ExportProgress | None,
     pooling: Pooling = DEFAULT_POOLING,
     offsets: torch.Tensor | None = None,
+    lm_head: bool | None = None,
 ) -> Verification:
     """``count`` random texts' rows read back from the file being written, against single-text
-    extraction under the same pooling (tokens: each text's rows, found by ``offsets``)."""
+    extraction under the same pooling (tokens: each text's rows, found by ``offsets``) on the
+    layers stored, lm_head as ``lm_head`` says (:func:`~extraction.audit.check.check_rows`)."""
     rows = sorted(random.Random(seed + 1).sample(range(len(tokenized)), min(count, len(tokenized))))
     if progress is not None:
         progress("verifying", 0, len(rows))
@@ -410,10 +423,11 @@ def _verify(
         written_offsets = row_offsets(torch.tensor([len(span) for span in spans]))
         check = check_token_rows(loaded, sample, written, written_offsets, layers)
     else:
-        check = check_rows(loaded, sample, writer.read_rows(rows), layers, pooling)  # (K, L, d) as stored on disk
+        written = writer.read_rows(rows)  # (K, L, d) as stored on disk
+        check = check_rows(loaded, sample, written, layers, pooling, lm_head=lm_head)
     if progress is not None:
         progress("verifying", len(rows), len(rows))
-    return Verification.of(rows, check, pooling)
+    return Verification.of(rows, check, pooling, layers, loaded.num_hidden_layers + 1)
 
 
 __all__ = [

@@ -19,7 +19,7 @@ import torch
 
 from ..audit.check import check_rows, subset
 from ..comparison.choose import choose_strategy
-from ..extract import extract_states
+from ..extract import extract_states, forward_pass
 from ..pooling import DEFAULT_POOLING, Pooling
 from ..strategies import get_strategy
 from ..texts import tokenize_texts
@@ -79,6 +79,7 @@ class ShardJob:
     shards: list[ShardSpec]  # every shard of the run (shards.plan_shards)
     shape: tuple[int, int, int]  # (N, L, d) over every shard
     run: dict  # what a resumed run must match (index.json's "run")
+    verify_lm_head: bool | None = None  # the verification's lm_head check (None: only when the last layer is stored)
 
     def report(self, stage: str, done: int, total: int) -> None:
         if self.progress is not None:
@@ -120,15 +121,19 @@ def choose_for_shards(
     seed: int,
     progress: ExportProgress | None,
     pooling: Pooling = DEFAULT_POOLING,
+    blocks_run: int | None = None,
 ):
     """Rank 0: the strategy, as a one-file run chooses it (:func:`extraction.comparison.choose.choose_strategy`),
     on a sample of :data:`AUTO_COST_SAMPLE` texts with the shortest and the longest
-    (``lengths``: every text's token count, from the plan)."""
+    (``lengths``: every text's token count, from the plan), priced for passes of ``blocks_run``
+    blocks (default all; :func:`extraction.extract.forward_pass` of the layers stored)."""
     if strategy != AUTO:
         return get_strategy(strategy).name, None
     rows = auto_sample_rows(list(lengths), AUTO_COST_SAMPLE, seed)
     sample = tokenize_texts(loaded.tokenizer, source.texts_at(rows), max_tokens=loaded.context_length)
-    choice = choose_strategy(loaded, sample, batch_size, probe_texts=auto_sample, pooling=pooling)
+    choice = choose_strategy(
+        loaded, sample, batch_size, probe_texts=auto_sample, pooling=pooling, blocks_run=blocks_run
+    )
     return choice.chosen, {**choice.to_dict(), "sample_rows": rows}
 
 
@@ -183,9 +188,11 @@ def verify_shards(
     count: int,
     seed: int,
     pooling: Pooling = DEFAULT_POOLING,
+    lm_head: bool | None = None,
 ) -> Verification:
     """Rank 0: ``count`` random rows read back from the shards, re-extracted one at a time
-    (the rows a one-file run with the same seed verifies)."""
+    (the rows a one-file run with the same seed verifies) on the layers stored, the lm_head check
+    as ``lm_head`` says (:func:`~extraction.audit.check.check_rows`)."""
     from safetensors import safe_open
 
     n = index["num_texts"]
@@ -196,7 +203,8 @@ def verify_shards(
         with safe_open(folder / entry["file"], "pt") as handle:
             written[k] = handle.get_slice(TENSOR_NAME)[row - entry["first_text"]].float()
     tokenized = tokenize_texts(loaded.tokenizer, source.texts_at(rows), max_tokens=loaded.context_length)
-    return Verification.of(rows, check_rows(loaded, tokenized, written, layers, pooling), pooling)
+    check = check_rows(loaded, tokenized, written, layers, pooling, lm_head=lm_head)
+    return Verification.of(rows, check, pooling, layers, loaded.num_hidden_layers + 1)
 
 
 def begin_or_resume(job: ShardJob, resuming: bool) -> dict:
@@ -224,6 +232,7 @@ def begin_or_resume(job: ShardJob, resuming: bool) -> dict:
 def _new_index(job: ShardJob) -> dict:
     """A new run's index.json: the strategy chosen (or named) and the metadata of the whole input."""
     loaded, plan = job.loaded, job.plan
+    planned = forward_pass(loaded, job.layers, keep_logits=False)  # the blocks up to the deepest layer stored
     name, choice = choose_for_shards(
         loaded,
         job.source,
@@ -234,6 +243,7 @@ def _new_index(job: ShardJob) -> dict:
         job.seed,
         job.progress,
         job.pooling,
+        planned.blocks_run,
     )
     sample = tokenize_texts(loaded.tokenizer, job.source.read(job.shards[0].offset, 1), loaded.context_length)
     metadata = base_metadata(loaded, sample, name, None, job.layers, job.store_dtype, job.batch_size, job.pooling)
@@ -245,6 +255,7 @@ def _new_index(job: ShardJob) -> dict:
         "truncated_texts": json.dumps(plan.truncated),
         "run_id": run_id(job.run),
         "shard_texts": str(job.shard_texts),
+        "forward_pass": json.dumps(planned.to_dict()),
     }
     return new_index(job.run, job.shards, job.shape, metadata)
 
@@ -260,7 +271,16 @@ def verify_and_complete(job: ShardJob, index: dict, name: str) -> dict:
     if job.verify:
         job.report("verifying", 0, job.verify)
         verification = verify_shards(
-            job.loaded, job.source, folder, index, job.shard_texts, job.layers, job.verify, job.seed, job.pooling
+            job.loaded,
+            job.source,
+            folder,
+            index,
+            job.shard_texts,
+            job.layers,
+            job.verify,
+            job.seed,
+            job.pooling,
+            job.verify_lm_head,
         )
         index["metadata"]["verification"] = json.dumps(verification.to_dict())
         if not verification.passed:

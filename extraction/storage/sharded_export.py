@@ -189,11 +189,13 @@ def extract_to_folder(
     auto_sample: int = AUTO_SAMPLE,
     progress: ExportProgress | None = None,
     pooling: Pooling = DEFAULT_POOLING,
+    verify_lm_head: bool | None = None,
 ) -> ShardedResult:
     """Extract the states of the texts of ``texts`` (a file), pooled by ``pooling`` (``last`` or
     ``mean``), into the folder ``out`` as shards, on this rank's share; see the module
     docstring. Every rank calls it, and every rank makes the same collective calls in the same
-    order: agree (the folder), all-reduce (the plan), agree (the index), barrier, agree (the end)."""
+    order: agree (the folder), all-reduce (the plan), agree (the index), barrier, agree (the end).
+    ``verify_lm_head`` as in :func:`~extraction.storage.export.extract_to_file`."""
     folder = Path(out)
     pooling = _check_options(info, pooling, store_dtype, batch_size, shard_texts, verify, resume, overwrite)
     source = texts if isinstance(texts, TextSource) else TextSource(texts)
@@ -222,6 +224,7 @@ def extract_to_folder(
         shards=shards,
         shape=(plan.num_texts, len(layer_list), loaded.hidden_size),
         run=_run_record(loaded, plan, layer_list, strategy, store_dtype, batch_size, shard_texts, pooling),
+        verify_lm_head=verify_lm_head,
     )
     decided = _agree(info, lambda: begin_or_resume(job, resuming))
     index, finished = decided["index"], set(decided["finished"])
@@ -346,6 +349,7 @@ def _verification_from(data: dict | None, pooling: Pooling) -> Verification | No
         data["verdict"],
         data.get("max_relative_l2"),
         data.get("pooling", pooling),
+        data.get("lm_head_note", ""),
     )
 
 
