@@ -198,3 +198,21 @@ def test_mean_pooling_is_chosen_on_the_page():
     _assert_clean(at)
     sweep = at.session_state["probe.result"]["sweep"]
     assert sweep.pooling == "mean" and sweep.lm_head_accuracy is None
+
+
+def test_middle_layers_are_estimated_for_the_shortened_pass_and_say_lm_head_was_not_run(monkeypatch):
+    import ui.probe
+
+    asked = []
+    real = ui.probe.extraction_estimate
+
+    def recording_estimate(loaded, tokenized, names, batch_size, max_batch_tokens, layers=None):
+        asked.append(layers)
+        return real(loaded, tokenized, names, batch_size, max_batch_tokens, layers)
+
+    monkeypatch.setattr(ui.probe, "extraction_estimate", recording_estimate)
+    at = _train(_page(), ["right"], layers="1,2", seeds=2, batch_size=8)
+    _assert_clean(at)
+    assert asked == [[1, 2]]  # the estimate prices passes that stop after block 2
+    assert at.session_state["probe.result"]["sweep"].lm_head_accuracy is None
+    assert any("lm_head not run: layers up to 2 asked for" in element.value for element in at.info)

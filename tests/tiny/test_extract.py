@@ -7,6 +7,7 @@ from extraction.extract import extract_states, find_blocks, hooks_reproduce_hidd
 from extraction.samples import SAMPLE_TEXTS
 from extraction.strategies import STRATEGIES
 from extraction.texts import tokenize_texts
+from tests.block_calls import BlockCalls
 
 
 @pytest.fixture(scope="module")
@@ -81,41 +82,12 @@ def test_unknown_capture_names_the_valid_ones(loaded, tokenized):
         extract_states(loaded, tokenized, "single", capture="fast")
 
 
-class _BlockCalls:
-    """Counts the completed calls of each block and of lm_head while attached (forward hooks: they
-    fire once the module has run, so a block whose pre-hook stopped the pass is not counted)."""
-
-    def __init__(self, loaded):
-        self.blocks = find_blocks(loaded.model, loaded.num_hidden_layers)
-        self.lm_head = loaded.lm_head
-        self.calls = [0] * len(self.blocks)
-        self.lm_head_calls = 0
-
-    def __enter__(self):
-        def count(index):
-            def hook(module, args, output):
-                self.calls[index] += 1
-
-            return hook
-
-        def count_head(module, args, output):
-            self.lm_head_calls += 1
-
-        self.handles = [block.register_forward_hook(count(i)) for i, block in enumerate(self.blocks)]
-        self.handles.append(self.lm_head.register_forward_hook(count_head))
-        return self
-
-    def __exit__(self, *exc):
-        for handle in self.handles:
-            handle.remove()
-
-
 @pytest.mark.parametrize("pooling", ["last", "mean", "tokens"])
 @pytest.mark.parametrize("strategy", ["single", "right", "left", "packed"])
 def test_a_middle_layer_stops_the_pass_and_equals_the_full_pass_bit_for_bit(loaded, tokenized, strategy, pooling):
     full = extract_states(loaded, tokenized, strategy, batch_size=4, keep_logits=False, pooling=pooling)
     middle = 2  # hidden_states[2]: the output of block 1, the input of block 2
-    with _BlockCalls(loaded) as counted:
+    with BlockCalls(loaded) as counted:
         short = extract_states(
             loaded, tokenized, strategy, batch_size=4, layers=[0, middle], keep_logits=False, pooling=pooling
         )
@@ -131,7 +103,7 @@ def test_a_middle_layer_stops_the_pass_and_equals_the_full_pass_bit_for_bit(load
 
 def test_logits_or_the_final_state_need_the_whole_pass(loaded, tokenized):
     last = loaded.num_hidden_layers
-    with _BlockCalls(loaded) as counted:
+    with BlockCalls(loaded) as counted:
         with_logits = extract_states(loaded, tokenized, "sorted", batch_size=4, layers=[1])
     assert with_logits.blocks_run == last and with_logits.lm_head_run and with_logits.logits is not None
     assert "logits were asked" in with_logits.pass_note

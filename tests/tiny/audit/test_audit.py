@@ -188,7 +188,7 @@ def test_sampling_json_and_frames(gpt2, tmp_path):
 def test_an_intermediate_layer_goes_through_the_final_norm(gpt2):
     loaded, tokenized = gpt2
     single = extract_states(loaded, tokenized, "single", keep_logits=False).hidden
-    report = audit_states(loaded, tokenized, single[:, 2], layer=2)
+    report = audit_states(loaded, tokenized, single[:, 2], layer=2, lm_head=True)  # asked: the whole pass
     assert report.verdict == "exact"
     assert report.lm_head_layer == 2 and "final norm then lm_head" in report.lm_head_note
     assert report.lm_head_accuracy_stored == report.lm_head_accuracy_fresh

@@ -232,7 +232,8 @@ def ending_word_data(count: int = 40, endings=(" apple", " stone"), seed: int = 
 def tiny_report(tiny_llama):
     # Layer 0 (the embeddings): the last token's embedding is the label, so the features separate
     # the classes. (On this random model the blocks scramble it: deeper layers score 0.6-0.8.)
-    return run_probe(tiny_llama, ending_word_data(), "right-naive,right", layer=0, batch_size=4)
+    # lm_head=True: the zero-shot accuracy on the last layer too (by default only a probe of the last runs it).
+    return run_probe(tiny_llama, ending_word_data(), "right-naive,right", layer=0, batch_size=4, lm_head=True)
 
 
 def test_single_probe_scores_the_same_on_both_test_sets(tiny_report):

@@ -35,6 +35,7 @@ def swept(tiny_llama):
         first_seed=FIRST_SEED,
         batch_size=4,
         feature_cache=cache,
+        lm_head=True,  # the zero-shot accuracy on the last layer, which the layers probed do not include
     )
     yield sweep, calls, cache
     patch.undo()
@@ -43,7 +44,7 @@ def swept(tiny_llama):
 def test_one_extraction_per_strategy_gives_every_layer(swept):
     sweep, calls, _ = swept
     assert sweep.layers == LAYERS and sweep.seeds == [5, 6, 7]
-    # every layer asked plus the last (for lm_head), in one pass per strategy
+    # every layer asked plus the last (for lm_head, asked), in one pass per strategy
     assert calls == [("single", (1, 3, 4)), ("right-naive", (1, 3, 4)), ("right", (1, 3, 4))]
     assert sweep.accuracy_same.shape == (2, 3, SEEDS)
     assert sweep.seconds >= sweep.fit_seconds > 0
@@ -61,6 +62,7 @@ def test_sweep_equals_single_layer_runs_with_the_same_seeds(tiny_llama, swept):
                 seed=seed,
                 batch_size=4,
                 feature_cache=cache,
+                lm_head=True,
             )
             for j, name in enumerate(sweep.strategies):
                 result = report.strategies[name]
