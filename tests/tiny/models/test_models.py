@@ -10,7 +10,6 @@ from __future__ import annotations
 import copy
 import json
 import os
-import time
 from pathlib import Path
 
 import pytest
@@ -395,7 +394,7 @@ def test_new_cache_removes_stale_ones(tmp_path: Path):
     unrelated = tmp_path / "something-else"
     for folder in (old_model, old_tokenizer, old_tmp, fresh_tmp, unrelated):
         folder.mkdir()
-    long_ago = time.time() - 2 * 3600
+    long_ago = 1_000_000_000  # 2001: older than any stale limit, without reading the clock
     os.utime(old_tmp, (long_ago, long_ago))
 
     cache_quietly(

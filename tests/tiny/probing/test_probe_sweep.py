@@ -47,7 +47,7 @@ def test_one_extraction_per_strategy_gives_every_layer(swept):
     # every layer asked plus the last (for lm_head, asked), in one pass per strategy
     assert calls == [("single", (1, 3, 4)), ("right-naive", (1, 3, 4)), ("right", (1, 3, 4))]
     assert sweep.accuracy_same.shape == (2, 3, SEEDS)
-    assert sweep.seconds >= sweep.fit_seconds > 0
+    assert set(sweep.extraction_seconds) == set(sweep.strategies)  # timed, never compared: timings go in bench/
 
 
 def test_sweep_equals_single_layer_runs_with_the_same_seeds(tiny_llama, swept):
