@@ -55,7 +55,7 @@ def run_comparison(
     tokenized = tokenize_texts(loaded.tokenizer, texts, max_tokens=loaded.context_length)
     bar = st.progress(0.0, text="Starting…")
     start = time.perf_counter()
-    with model_in_use():
+    with model_in_use():  # the whole pass: the page shows every layer and the lm_head agreement
         report = compare_strategies(
             loaded, tokenized, strategies, batch_size=batch_size, progress=progress_callback(bar), pooling=pooling
         )

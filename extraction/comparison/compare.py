@@ -20,6 +20,12 @@ The cause (a :data:`~extraction.verdicts.CauseKind` and a sentence, :func:`~extr
 is derived from what was measured and from what the batch layout did to the texts, not
 from a fixed table keyed by strategy name.
 
+The forward pass: a comparison measures every layer and the ``lm_head`` agreement (the Layers
+page's per-layer chart, the Predictions page's top-1 and KL, the JSON's per-layer minima), so
+each extraction here runs the whole pass by design. The pass that stops after the deepest layer
+asked (:func:`~extraction.capture.blocks_needed`) serves the callers that ask for some layers:
+``extract``, ``audit``, ``--verify`` and ``probe``.
+
 The per-strategy record, :class:`~extraction.comparison.record.StrategyComparison`, lives
 below this module and :mod:`.causes` (both read it); the ``lm_head`` side and the logit lens
 live in :mod:`.logit_lens`.
