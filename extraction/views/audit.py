@@ -33,6 +33,7 @@ def headline_metrics(report: AuditReport) -> list[tuple[str, str, str | None]]:
     to fresh states, the largest relative L2 error, the share of corrupted texts, and
     ``lm_head`` top-1 agreement with the model on the stored and on the fresh states."""
     lm_head_help = f"Agreement with the model's own next-token prediction; {report.lm_head_note}."
+    not_run = report.pooling == "last"  # a value missing under last: lm_head not run (middle layers stored)
     return [
         ("min cosine", f"{report.min_cosine:.6f}", "Over checked texts and stored layers."),
         ("mean cosine", f"{report.mean_cosine:.6f}", None),
@@ -46,14 +47,17 @@ def headline_metrics(report: AuditReport) -> list[tuple[str, str, str | None]]:
             f"{report.fraction_corrupted:.0%}",
             f"Cosine below {DRIFT_COSINE} or relative L2 above {CORRUPTED_RELATIVE_L2} at the worst stored layer.",
         ),
-        ("lm_head top-1, stored", _percent(report.lm_head_accuracy_stored), lm_head_help),
-        ("lm_head top-1, fresh", _percent(report.lm_head_accuracy_fresh), lm_head_help),
+        ("lm_head top-1, stored", _percent(report.lm_head_accuracy_stored, not_run), lm_head_help),
+        ("lm_head top-1, fresh", _percent(report.lm_head_accuracy_fresh, not_run), lm_head_help),
     ]
 
 
-def _percent(value: float | None) -> str:
-    """``"83%"``, or ``"-"`` where there is no value (no lm_head check outside last pooling)."""
-    return "-" if value is None else f"{value:.0%}"
+def _percent(value: float | None, not_run: bool = False) -> str:
+    """``"83%"``, or where there is no value ``"not run"`` (lm_head was not run: middle layers stored)
+    or ``"-"`` (no lm_head check outside last pooling)."""
+    if value is None:
+        return "not run" if not_run else "-"
+    return f"{value:.0%}"
 
 
 def found_source(report: AuditReport) -> str | None:

@@ -83,3 +83,13 @@ def test_audit_cli_lm_head_option(tiny_llama, tmp_path, capsys, flag, ran):
     assert data["verdict"] == "exact" and data["states"]["layers"] == LAYERS
     assert (data["lm_head_accuracy_stored"] is not None) == ran
     assert ("lm_head not run: layers up to 2 asked for" in printed) == (not ran)
+
+
+def test_the_audit_page_says_lm_head_was_not_run(stored):
+    from extraction.views.audit import headline_metrics
+
+    loaded, tokenized, full = stored
+    report = audit_states(loaded, tokenized, full.hidden[:, LAYERS], layers=LAYERS, reference="single")
+    shown = {label: (value, help_text) for label, value, help_text in headline_metrics(report)}
+    value, help_text = shown["lm_head top-1, stored"]
+    assert value == "not run" and "lm_head not run: layers up to 2 asked for" in help_text
