@@ -37,6 +37,7 @@ def test_a_float32_file_from_another_build_on_smollm2_is_kernels(embedded_model)
     assert report.verdict == "drift"
     assert report.likely_cause == "kernels", report.cause
     assert report.differences.differing == [len(FORTY) - 1] and len(report.differences.bit_exact) == 39
+    assert report.lm_head_note == "lm_head not run: layers up to 12 asked for"  # 12 of 30 blocks a pass
 
 
 @pytest.mark.integration
