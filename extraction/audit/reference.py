@@ -20,6 +20,7 @@ Force ``single`` where bit-for-bit agreement with one text a pass is the questio
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
@@ -66,15 +67,25 @@ def choose_reference(
     tokenized: TokenizedTexts,
     reference: ReferenceChoice = "auto",
     pooling: Pooling = DEFAULT_POOLING,
+    layers: Sequence[int] | None = None,
+    lm_head: bool | None = None,
 ) -> AuditReference:
-    """The layout for the fresh rows of ``tokenized`` (the checked texts): see the module docstring."""
+    """The layout for the fresh rows of ``tokenized`` (the checked texts): see the module docstring.
+    The candidates are priced for the pass the re-extraction runs: the blocks up to the deepest of
+    ``layers`` (default all), the whole pass when the lm_head checks run (``lm_head``, as in
+    :func:`~extraction.audit.check.check_rows`)."""
     from ..comparison.choose import choose_strategy
+    from ..extract import forward_pass, wants_lm_head
 
     if parse_reference(reference) == REFERENCE:
         return SINGLE_FORCED
     if len(tokenized) < 2:
         return AuditReference(REFERENCE, "one text: nothing to batch")
-    choice = choose_strategy(loaded, tokenized, pooling=pooling)
+    num_states = loaded.num_hidden_layers + 1
+    layers = list(range(num_states)) if layers is None else list(layers)
+    keep_logits = pooling == "last" and wants_lm_head(lm_head, layers, num_states)
+    blocks_run = forward_pass(loaded, layers, keep_logits).blocks_run
+    choice = choose_strategy(loaded, tokenized, pooling=pooling, blocks_run=blocks_run)
     if choice.name == REFERENCE:
         return AuditReference(REFERENCE, "no batched layout is cheaper and verified exact here")
     record = next(c for c in choice.candidates if c["name"] == choice.name)

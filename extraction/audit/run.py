@@ -170,7 +170,7 @@ def _measure(
     fresh_layout = (
         before.reference
         if before is not None
-        else choose_reference(loaded, subset(tokenized, todo), reference, inputs.pooling)
+        else choose_reference(loaded, subset(tokenized, todo), reference, inputs.pooling, inputs.layers, lm_head)
     )
     # Chunks in length order, so that a batched layout's batches there are the ones it plans for all of them.
     order = sorted(todo, key=lambda k: tokenized.lengths[k])

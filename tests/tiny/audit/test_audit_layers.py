@@ -93,3 +93,20 @@ def test_the_audit_page_says_lm_head_was_not_run(stored):
     shown = {label: (value, help_text) for label, value, help_text in headline_metrics(report)}
     value, help_text = shown["lm_head top-1, stored"]
     assert value == "not run" and "lm_head not run: layers up to 2 asked for" in help_text
+
+
+def test_the_audit_reference_is_priced_for_the_pass_it_runs(stored, monkeypatch):
+    import extraction.comparison.choose as choose_module
+
+    loaded, tokenized, full = stored
+    priced = []
+    real = choose_module.choose_strategy
+
+    def recording(*args, **kwargs):
+        priced.append(kwargs.get("blocks_run"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(choose_module, "choose_strategy", recording)
+    report = audit_states(loaded, tokenized, full.hidden[:, LAYERS], layers=LAYERS)  # reference auto
+    audit_states(loaded, tokenized, full.hidden[:, LAYERS], layers=LAYERS, lm_head=True)
+    assert priced == [max(LAYERS), loaded.num_hidden_layers] and report.verdict == "exact"
