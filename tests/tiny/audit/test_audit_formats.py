@@ -190,3 +190,28 @@ def test_the_cli_asks_for_texts_when_the_store_has_no_ids(tiny_llama, tmp_path, 
     save_file({"hidden_states": torch.zeros(3, tiny_llama.hidden_size)}, path)
     assert main(["audit", "--model", "tiny-random-llama", "--states", str(path)]) != 0
     assert "keeps no token ids" in capsys.readouterr().err
+
+
+def test_ids_of_the_chat_formatted_texts_are_named_chat_template(tiny_llama):
+    from extraction.audit.stored_tokens import compare_token_ids
+    from extraction.chat import render_chat
+
+    texts = TEXTS[:3]
+    ours = tokenize_texts(tiny_llama.tokenizer, texts).token_ids
+    rendered = [render_chat(tiny_llama.tokenizer, [{"role": "user", "content": t}], True) for t in texts]
+    stored = tokenize_texts(tiny_llama.tokenizer, rendered).token_ids
+    check = compare_token_ids(tiny_llama.tokenizer, "input_ids", "-", texts, ours, stored, [0, 1, 2])
+    assert check.same == 0 and len(check.differences) == 1
+    found = check.differences[0]
+    assert found.how == "chat-template" and found.texts == (0, 1, 2)
+    assert found.detail == "the texts formatted as one user turn with the chat template and the generation prompt"
+
+
+def test_an_uploaded_file_with_ids_needs_no_texts(tiny_llama, tmp_path):
+    tokenized = tokenize_texts(tiny_llama.tokenizer, TEXTS[:4])
+    ids, offsets = _flat_ids(tokenized)
+    path = tmp_path / "tokens.safetensors"
+    save_file({"hidden_states": _last_rows(tiny_llama, tokenized), "token_ids": ids, "offsets": offsets}, path)
+    opened = open_states(path.read_bytes(), name="upload.safetensors")
+    assert opened.source == "upload.safetensors" and opened.token_ids.count == 4
+    assert audit_states(tiny_llama, None, opened, layer=-1).verdict == "exact"
