@@ -190,7 +190,11 @@ def _open_bytes(data: bytes, name: str | None, key: str | None, text_column: str
     handle = tempfile.NamedTemporaryFile(suffix=suffix, delete=False)  # noqa: SIM115 - kept for the lazy reads
     with handle:
         handle.write(data)
-    opened = open_states(handle.name, key=key, text_column=text_column)
+    try:
+        opened = open_states(handle.name, key=key, text_column=text_column)
+    except ValueError as error:
+        Path(handle.name).unlink(missing_ok=True)
+        raise ValueError(str(error).replace(handle.name, name or "the upload")) from None
     if opened.token_ids is None and opened.texts is None and suffix != ".parquet":
         Path(handle.name).unlink(missing_ok=True)
         return LazyStates.from_stored(read_states(data, name, key))
