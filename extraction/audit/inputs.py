@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..pooling import DEFAULT_POOLING, POOLINGS, Pooling, parse_pooling
+from ..storage.engine_formats import VLLM_FORMAT
 from ..storage.lazy_states import LazyStates
 from ..storage.states_record import StoredStates
 from ..storage.stored_states import check_finite, check_states_shape, validate_offsets, validate_states
@@ -237,6 +238,11 @@ def read_inputs(
     truncation_note = TokenizedTexts([], [], truncated, tokenized.max_tokens).truncation_note
     notes = [n for n in (pooling_note, loaded.pad_token_note, truncation_note) if n]
     notes += metadata_notes(states, loaded, texts_hash)
+    if states.metadata.get("format") == VLLM_FORMAT and num_states - 1 in resolved:
+        notes.append(
+            f"vLLM records layer id {num_states - 1} (num_hidden_layers) before the final norm; hidden_states"
+            f"[{num_states - 1}] here is after it, so that layer differs unless the model has no final norm"
+        )
     if loaded.is_random:
         notes.insert(0, f"{loaded.name} has random weights: its predictions mean nothing, only agreement does.")
     return AuditInputs(

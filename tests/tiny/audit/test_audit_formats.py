@@ -124,7 +124,7 @@ def _vllm_folder(loaded, folder, corrupt: int | None = None):
     return folder
 
 
-def test_a_vllm_extract_hidden_states_folder(tiny_llama, tmp_path):
+def test_a_vllm_extract_hidden_states_folder(tiny_llama, tmp_path, capsys):
     folder = _vllm_folder(tiny_llama, tmp_path / "vllm", corrupt=3)
     opened = open_states(folder)
     assert opened.token_ids.count == len(TEXTS) and opened.shape[1:] == (2, tiny_llama.hidden_size)
@@ -135,6 +135,16 @@ def test_a_vllm_extract_hidden_states_folder(tiny_llama, tmp_path):
     assert data["verdict"] != "exact" and data["differences"]["differing_rows"] == [3]
     assert data["n_texts"] == len(TEXTS) and data["n_corrupted"] == 1
     assert data["states"]["layers"] == VLLM_LAYERS and data["stored_token_ids"]["name"] == "token_ids"
+    assert "token ids: re-extracted from the store's own token ids" in capsys.readouterr().out
+    report = audit_states(tiny_llama, TEXTS, open_states(folder), layers=VLLM_LAYERS, forensics=False)
+    assert report.stored_ids.same == len(TEXTS)  # the files in natural order are the texts in order
+
+
+def test_a_vllm_last_layer_id_gets_a_note_on_the_final_norm(tiny_llama, tmp_path):
+    folder = _vllm_folder(tiny_llama, tmp_path / "vllm")
+    last = tiny_llama.num_hidden_layers
+    report = audit_states(tiny_llama, None, open_states(folder), layers=[1, last], sample=2, forensics=False)
+    assert any(f"vLLM records layer id {last} (num_hidden_layers) before the final norm" in n for n in report.notes)
 
 
 def test_a_vllm_file_without_token_ids_is_named(tiny_llama, tmp_path):
