@@ -12,7 +12,13 @@ so an audit of a sample holds the sample, not the file:
 - a folder of shards (``extract --out DIR``): ``index.json`` gives each shard's run of texts; the
   shards that hold wanted rows are opened one at a time, their ``text_index`` checked to be that run.
 
-Anything else (``.npz``, a ``.zip`` of shards, bytes of an upload) is read whole by
+The formats engines write are opened from here too, lazily: files whose tensors carry ``input_ids`` /
+``token_ids`` and vLLM ``extract_hidden_states`` folders (:mod:`.engine_formats`), Parquet files and
+``datasets`` folders (:mod:`.columnar`); their ids and texts ride on :attr:`LazyStates.token_ids` and
+:attr:`LazyStates.texts`. An upload (bytes) of Parquet, or of a ``.safetensors``/``.pt`` with ids,
+goes through a temporary file.
+
+Anything else (``.npz``, a ``.zip`` of shards, other uploads) is read whole by
 :func:`~extraction.storage.stored_states.read_states` and wrapped (:meth:`LazyStates.from_stored`);
 so is a file when asked (``whole=True``). The rules of :func:`read_states` hold: the tensor named
 ``key`` or the only one, an integer ``offsets`` tensor read as a tokens file's row offsets, floating
