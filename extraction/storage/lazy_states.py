@@ -28,6 +28,7 @@ point values only; ``ValueError`` naming the file and what is wrong otherwise.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -187,7 +188,8 @@ def open_states(
 
 
 def _open_bytes(data: bytes, name: str | None, key: str | None, text_column: str | None) -> LazyStates:
-    """An upload: Parquet and files with token ids through a temporary file, the rest read whole."""
+    """An upload: Parquet and files with token ids through a temporary file (deleted when the store
+    is), the rest read whole."""
     import tempfile
 
     suffix = Path(name or "").suffix.lower()
@@ -205,6 +207,7 @@ def _open_bytes(data: bytes, name: str | None, key: str | None, text_column: str
         Path(handle.name).unlink(missing_ok=True)
         return LazyStates.from_stored(read_states(data, name, key))
     opened.source = name or opened.source
+    weakref.finalize(opened, Path(handle.name).unlink, missing_ok=True)  # the file goes with the store
     return opened
 
 
