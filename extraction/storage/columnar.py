@@ -12,8 +12,9 @@ lists, every row the same shape); beside it a text column (strings) and/or a tok
 anything ambiguous or missing raises ``ValueError`` listing the columns and their types.
 
 Read lazily, with the library made for each: Parquet through ``pyarrow.parquet.ParquetFile``
-(memory-mapped; only the row groups that hold sampled rows are read, one column at a time: the
-fetch counts ``row_groups_read`` and ``bytes_read``, the column chunks' compressed bytes), a
+(read, not memory-mapped, so that the pages read are freed; only the row groups that hold sampled
+rows are read, one column at a time, and one decoded group per column is kept: the reader counts
+``row_groups_read`` and ``bytes_read``, the column chunks' compressed bytes), a
 ``datasets`` folder through ``datasets.load_from_disk`` (memory-mapped Arrow: a slice reads only
 its rows' pages).
 """
@@ -174,7 +175,7 @@ class ParquetReader:
     def __init__(self, path: Path) -> None:
         import pyarrow.parquet as pq
 
-        self.file = pq.ParquetFile(path, memory_map=True)
+        self.file = pq.ParquetFile(path, memory_map=False)  # read, not mapped: the pages read are freed
         meta = self.file.metadata
         self.bounds = [0, *np.cumsum([meta.row_group(g).num_rows for g in range(meta.num_row_groups)]).tolist()]
         self.row_groups_read = 0
