@@ -28,11 +28,12 @@ KEY_RESULT = "audit.result"  # ui.AuditRun of the last run
 #: Texts re-extracted by default: the command line checks any number.
 DEFAULT_SAMPLE = 64
 LAYER_HELP = "hidden_states index: 0 = embeddings, -1 = the last layer (after the final norm)."
-STATE_TYPES = [suffix.lstrip(".") for suffix in STATE_SUFFIXES]
+STATE_TYPES = [suffix.lstrip(".") for suffix in STATE_SUFFIXES] + ["parquet"]
 TEXT_TYPES = [suffix.lstrip(".") for suffix in TEXT_SUFFIXES]
 STATES_HELP = (
     "(N, d) for one layer or (N, L, d) for several. .pt files are read with torch.load(weights_only=True). "
-    "A folder of shards (extract --out DIR): upload it zipped."
+    "A folder of shards (extract --out DIR): upload it zipped. Parquet: a states column beside a text or "
+    "token-ids column. A file keeping its token ids (input_ids / token_ids) needs no texts file."
 )
 TEXTS_HELP = ".txt (one text a line), .jsonl (a text field) or .csv (a text column)."
 EXAMPLE_HELP = (
@@ -84,7 +85,12 @@ ui.set_defaults(
 files_column, options_column = st.columns([3, 2])
 with files_column:
     states_upload = st.file_uploader("Stored states", type=STATE_TYPES, key="audit.states", help=STATES_HELP)
-    texts_upload = st.file_uploader("Texts, in row order", type=TEXT_TYPES, key="audit.texts", help=TEXTS_HELP)
+    texts_upload = st.file_uploader(
+        "Texts, in row order (not needed when the states file keeps its token ids or texts)",
+        type=TEXT_TYPES,
+        key="audit.texts",
+        help=TEXTS_HELP,
+    )
 with options_column:
     tensor_key = st.text_input("Tensor name (files holding several)", key="audit.key", placeholder="e.g. hidden_states")
     layer_column, sample_column = st.columns(2)

@@ -13,6 +13,7 @@ from extraction.audit import AuditReport, audit_states
 from extraction.chat import TextItem, format_texts
 from extraction.models import LoadedModel
 from extraction.storage.export import parse_layers
+from extraction.storage.lazy_states import LazyStates
 from extraction.storage.stored_states import StoredStates
 from extraction.texts import tokenize_texts
 from extraction.views.examples import example_states
@@ -30,7 +31,7 @@ class AuditRun(TypedDict):
 
 def run_audit(
     loaded: LoadedModel,
-    inputs: tuple[StoredStates, list[TextItem]] | None,
+    inputs: tuple[StoredStates | LazyStates, list[TextItem] | None] | None,
     layer: int,
     layers_text: str,
     sample: int,
@@ -48,8 +49,10 @@ def run_audit(
 
     def audit() -> AuditRun:
         states, items = inputs if inputs is not None else example_states(loaded)
-        texts = format_texts(items, loaded.tokenizer, as_chat, loaded.name, generation_prompt)
-        is_one_layer = states.tensor.dim() == 2
+        texts = (
+            None if items is None else format_texts(items, loaded.tokenizer, as_chat, loaded.name, generation_prompt)
+        )
+        is_one_layer = len(states.shape) == 2
         num_states = loaded.num_hidden_layers + 1
         layers = parse_layers(layers_text, num_states) if layers_text.strip() and not is_one_layer else None
         bar = st.progress(0.0, text="Starting…")
@@ -76,11 +79,24 @@ def run_audit(
         finally:
             bar.empty()
 
+        stored_ids = getattr(states, "token_ids", None)
+        source_texts = texts if texts is not None else getattr(states, "texts", None)  # given, or the store's
+
         def tokens_of(row: int) -> list[str]:
-            ids = tokenize_texts(loaded.tokenizer, [texts[row]], max_tokens=loaded.context_length).token_ids[0]
+            if stored_ids is not None:
+                ids = stored_ids.of([row])[0]
+            else:
+                one = [source_texts[row]]
+                ids = tokenize_texts(loaded.tokenizer, one, max_tokens=loaded.context_length).token_ids[0]
             return [loaded.tokenizer.decode([token]) for token in ids]
 
         figure = plotting.defect_figure(report, tokens_of)
+        if texts is None:  # the store's own texts, or its ids decoded, for the checked rows
+            shown = {
+                row: source_texts[row] if source_texts is not None else "".join(tokens_of(row))
+                for row in report.checked
+            }
+            texts = [shown.get(i, "") for i in range(report.n_texts)]
         return AuditRun(report=report, model_description=loaded.description, texts=texts, defect_figure=figure)
 
     return run_guarded(audit, prefix="The audit failed", hold_model=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from extraction.chat import TextItem
+from extraction.storage.lazy_states import LazyStates, open_states
 from extraction.storage.stored_states import StoredStates, read_states
 from extraction.texts import TextsError, decode_bytes, parse_text_items, split_lines
 
@@ -36,10 +37,28 @@ def comparison_inputs(text_box: str, upload, strategies: Sequence[str]) -> tuple
     return texts, source
 
 
-def audit_inputs(states_upload, texts_upload, tensor_key: str) -> tuple[StoredStates, list[TextItem]]:
-    """(stored states, texts) from the two uploads; ``ValueError`` saying what is missing or unreadable."""
-    if states_upload is None or texts_upload is None:
-        raise ValueError("upload both the stored states and the texts they were extracted from")
-    states = read_states(states_upload.getvalue(), name=str(states_upload.name), key=tensor_key.strip() or None)
+#: Uploads opened with :func:`~extraction.storage.lazy_states.open_states` (they may keep their own ids or texts).
+LAZY_UPLOADS = (".parquet", ".safetensors", ".pt", ".pth")
+
+
+def audit_inputs(
+    states_upload, texts_upload, tensor_key: str
+) -> tuple[StoredStates | LazyStates, list[TextItem] | None]:
+    """(stored states, texts) from the two uploads; the texts None for a states file that keeps its own
+    token ids or texts and no texts upload. ``ValueError`` saying what is missing or unreadable."""
+    if states_upload is None:
+        raise ValueError("upload the stored states (and the texts they were extracted from)")
+    name, key = str(states_upload.name), tensor_key.strip() or None
+    if name.lower().endswith(LAZY_UPLOADS):
+        states = open_states(states_upload.getvalue(), name=name, key=key)
+    else:
+        states = read_states(states_upload.getvalue(), name=name, key=key)
+    if texts_upload is None:
+        if getattr(states, "token_ids", None) is None and getattr(states, "texts", None) is None:
+            raise ValueError(
+                "upload the texts the states were extracted from: this file keeps no token ids "
+                "(input_ids / token_ids) nor a text column"
+            )
+        return states, None
     texts, _ = texts_from_inputs("", texts_upload)
     return states, texts

@@ -8,6 +8,11 @@ or as a :class:`~extraction.storage.text_stream.TextSource` read in one streamed
 sampled texts, counts them all and hashes them (for the file's ``texts_sha256``). A store held in
 memory is still checked for NaN/inf in every row; a lazy one in the rows read.
 
+A store that keeps its own token ids (``LazyStates.token_ids``: :mod:`extraction.storage.engine_formats`,
+:mod:`extraction.storage.columnar`) is re-extracted from them, and the texts may be left out (None);
+given too, they are compared with the ids (:mod:`.stored_tokens`). A store with a text column
+(``LazyStates.texts``) gives its own texts when none are given.
+
 :func:`whole_inputs` is what the forensics need (they compare a row with every other row and
 text): the whole store and every text tokenized, read only when they run.
 """
@@ -21,12 +26,14 @@ from typing import TYPE_CHECKING
 import torch
 
 from ..pooling import DEFAULT_POOLING, POOLINGS, Pooling, parse_pooling
+from ..storage.engine_formats import VLLM_FORMAT
 from ..storage.lazy_states import LazyStates
 from ..storage.states_record import StoredStates
 from ..storage.stored_states import check_finite, check_states_shape, validate_offsets, validate_states
 from ..storage.text_stream import TextSource
 from ..texts import TokenizedTexts, texts_sha256, tokenize_texts
 from .sampling import RowSample
+from .stored_tokens import StoredIdsCheck, compare_token_ids
 
 if TYPE_CHECKING:
     from ..models import LoadedModel
@@ -50,6 +57,7 @@ class AuditInputs:
     layers: list[int]  # hidden_states index of each stored layer
     pooling: Pooling
     notes: list[str]
+    stored_ids: StoredIdsCheck | None = None  # the store's own token ids (re-extracted from), else None
 
 
 def as_lazy(states: LazyStates | StoredStates | torch.Tensor) -> LazyStates:
@@ -94,21 +102,73 @@ def row_offsets_for(
     return None
 
 
-def metadata_notes(states: LazyStates, loaded: LoadedModel, texts_hash: Callable[[], str]) -> list[str]:
+def metadata_notes(states: LazyStates, loaded: LoadedModel, texts_hash: Callable[[], str | None]) -> list[str]:
     notes = []
     meta = states.metadata
     if meta.get("model") and meta["model"] != loaded.name:
         notes.append(f"the file says it was extracted with {meta['model']!r}; auditing with {loaded.name!r}")
-    if meta.get("texts_sha256") and meta["texts_sha256"] != texts_hash():
+    digest = texts_hash() if meta.get("texts_sha256") else None
+    if digest is not None and meta["texts_sha256"] != digest:
         notes.append("the texts differ from those the file was extracted from (texts_sha256 in its metadata)")
     return notes
 
 
-def _count_texts(texts: AuditTexts, states: LazyStates, offsets: torch.Tensor | None) -> int:
+def _count_texts(texts: AuditTexts | None, states: LazyStates, offsets: torch.Tensor | None) -> int:
     """The number of texts (for a stream: the store's, checked once the stream is scanned)."""
+    if states.token_ids is not None:
+        count = states.token_ids.count
+        if texts is not None and not isinstance(texts, TextSource) and len(texts) != count:
+            raise ValueError(
+                f"the store keeps the token ids of {count} texts but {len(texts)} texts were given: "
+                "text i must be the one whose ids are the store's i-th"
+            )
+        return count
     if isinstance(texts, TextSource):
         return len(offsets) - 1 if offsets is not None else states.num_texts
     return len(texts)
+
+
+def _from_stored_ids(
+    loaded: LoadedModel, texts: AuditTexts | None, states: LazyStates, checked: list[int], num_rows: int
+) -> tuple[TokenizedTexts, Callable[[], str | None], StoredIdsCheck]:
+    """The checked texts as the store's own ids (cut to the model's context like texts), the texts'
+    hash (None without texts) and what comparing the ids with the texts' tokenization found."""
+    stored = states.token_ids
+    ids = stored.of(checked)
+    given, texts_hash = (None, lambda: None) if texts is None else _sampled_texts(loaded, texts, checked, num_rows)
+    check = compare_token_ids(
+        loaded.tokenizer,
+        stored.name,
+        stored.layout,
+        None if given is None else given.texts,
+        None if given is None else given.token_ids,
+        ids,
+        checked,
+        loaded.context_length,
+    )
+    shown = given.texts if given is not None else [loaded.tokenizer.decode(i) for i in ids]
+    return _ids_as_texts(loaded, stored.name, shown, ids, checked), texts_hash, check
+
+
+def _ids_as_texts(
+    loaded: LoadedModel, name: str, shown: list[str], ids: list[list[int]], indices: list[int]
+) -> TokenizedTexts:
+    """Stored ids as :class:`TokenizedTexts` (cut to the model's context, as texts are), ``shown``
+    their texts (given, or the ids decoded); ``ValueError`` for a text without ids."""
+    empty = next((indices[k] for k, i in enumerate(ids) if not i), None)
+    if empty is not None:
+        raise ValueError(f"{name}: text {empty + 1} has no token ids")
+    limit = loaded.context_length
+    truncated = [(k, len(i)) for k, i in enumerate(ids) if limit is not None and len(i) > limit]
+    return TokenizedTexts(shown, [i[:limit] if limit is not None else i for i in ids], truncated, limit)
+
+
+def _every_text(texts: AuditTexts) -> list[str]:
+    if isinstance(texts, TokenizedTexts):
+        return list(texts.texts)
+    if isinstance(texts, TextSource):
+        return [text for _, text, _ in texts.scan()]
+    return list(texts)
 
 
 def _sampled_texts(
@@ -133,7 +193,7 @@ def _sampled_texts(
 
 def read_inputs(
     loaded: LoadedModel,
-    texts: AuditTexts,
+    texts: AuditTexts | None,
     states: LazyStates | StoredStates | torch.Tensor,
     sample: RowSample,
     layer: int | None,
@@ -141,8 +201,16 @@ def read_inputs(
     pooling: str | None,
     offsets: torch.Tensor | None,
 ) -> AuditInputs:
-    """The store checked against the model and the texts, ``sample``'s rows read and their texts tokenized."""
+    """The store checked against the model and the texts, ``sample``'s rows read and their texts tokenized
+    (or their stored ids read: module docstring)."""
     states = as_lazy(states)
+    if texts is None:
+        texts = states.texts
+    if texts is None and states.token_ids is None:
+        raise ValueError(
+            f"{states.source}: no texts were given, and the store keeps no token ids (input_ids / token_ids) "
+            "nor a text column: give the texts the rows were extracted from"
+        )
     chosen, pooling_note = resolve_pooling(states, pooling)
     num_states = loaded.num_hidden_layers + 1
     if layers is None and layer is None and len(states.shape) == 3:
@@ -154,7 +222,11 @@ def read_inputs(
     if states.whole is not None:
         check_finite(states.whole)
     checked = sample.draw(n_texts)
-    tokenized, texts_hash = _sampled_texts(loaded, texts, checked, n_texts)
+    stored_ids = None
+    if states.token_ids is not None:
+        tokenized, texts_hash, stored_ids = _from_stored_ids(loaded, texts, states, checked, n_texts)
+    else:
+        tokenized, texts_hash = _sampled_texts(loaded, texts, checked, n_texts)
     if store_offsets is not None:
         states.offsets = store_offsets
     stored, checked_offsets = states.text_rows(checked)
@@ -166,21 +238,42 @@ def read_inputs(
     truncation_note = TokenizedTexts([], [], truncated, tokenized.max_tokens).truncation_note
     notes = [n for n in (pooling_note, loaded.pad_token_note, truncation_note) if n]
     notes += metadata_notes(states, loaded, texts_hash)
+    if states.metadata.get("format") == VLLM_FORMAT and num_states - 1 in resolved:
+        notes.append(
+            f"vLLM records layer id {num_states - 1} (num_hidden_layers) before the final norm; hidden_states"
+            f"[{num_states - 1}] here is after it, so that layer differs unless the model has no final norm"
+        )
     if loaded.is_random:
         notes.insert(0, f"{loaded.name} has random weights: its predictions mean nothing, only agreement does.")
     return AuditInputs(
-        states, texts, n_texts, checked, tokenized, stored, checked_offsets, store_offsets, resolved, chosen, notes
+        states,
+        texts,
+        n_texts,
+        checked,
+        tokenized,
+        stored,
+        checked_offsets,
+        store_offsets,
+        resolved,
+        chosen,
+        notes,
+        stored_ids,
     )
 
 
 def whole_inputs(loaded: LoadedModel, inputs: AuditInputs) -> tuple[TokenizedTexts, torch.Tensor]:
     """Every text tokenized and the whole store ``(N, L, d)`` (or ``(R, L, d)``), for the forensics."""
     texts = inputs.texts
-    if isinstance(texts, TokenizedTexts):
+    stored_ids = inputs.states.token_ids
+    if stored_ids is not None:
+        every = list(range(inputs.n_texts))
+        ids = stored_ids.of(every)
+        shown = _every_text(texts) if texts is not None else [loaded.tokenizer.decode(i) for i in ids]
+        tokenized = _ids_as_texts(loaded, stored_ids.name, shown, ids, every)
+    elif isinstance(texts, TokenizedTexts):
         tokenized = texts
     else:
-        every = [text for _, text, _ in texts.scan()] if isinstance(texts, TextSource) else list(texts)
-        tokenized = tokenize_texts(loaded.tokenizer, every, max_tokens=loaded.context_length)
+        tokenized = tokenize_texts(loaded.tokenizer, _every_text(texts), max_tokens=loaded.context_length)
     whole = inputs.states.load()
     num_rows = inputs.n_texts if inputs.store_offsets is None else whole.tensor.shape[0]
     stored, _ = validate_states(

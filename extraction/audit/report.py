@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import pandas as pd
 import torch
@@ -23,6 +23,9 @@ from .pattern import DifferencePattern
 from .reference import SINGLE_FORCED, AuditReference
 from .row_check import RowCheck
 from .sampling import clopper_pearson
+
+if TYPE_CHECKING:
+    from .stored_tokens import StoredIdsCheck
 
 #: ``likely_cause`` values besides None (exact): strategy names from ``compare`` and other defects.
 #: ``kernels`` is float32 rounding of another build or device (TF32 matmuls, another BLAS, other
@@ -135,6 +138,7 @@ class AuditReport:
     cause_kind: CauseKind = "none"  # which defect the likely cause is (verdicts.CAUSE_KINDS)
     reference: AuditReference = SINGLE_FORCED  # the layout that made the fresh rows (.reference)
     sample: SampleRecord = field(default_factory=SampleRecord)
+    stored_ids: StoredIdsCheck | None = None  # the store's own token ids, re-extracted from (.stored_tokens)
 
     @property
     def n_checked(self) -> int:
@@ -260,6 +264,7 @@ class AuditReport:
             "fraction_corrupted_interval_method": "clopper-pearson 95%",
             "max_corrupted_shown": self.bound_shown,
             "sample": self.sample.to_dict(),
+            "stored_token_ids": self.stored_ids.to_dict() if self.stored_ids is not None else None,
             "model": self.model,
             "dtype": self.dtype,
             "states": {

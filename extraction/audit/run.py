@@ -72,7 +72,7 @@ class _Explanation:
 
 def audit_states(
     loaded: LoadedModel,
-    texts: AuditTexts,
+    texts: AuditTexts | None,
     states: LazyStates | StoredStates | torch.Tensor,
     layer: int | None = None,
     layers: Sequence[int] | None = None,
@@ -90,7 +90,8 @@ def audit_states(
     """Audit stored states (``(N, d)`` for ``layer``, default the last, or ``(N, L, d)`` for
     ``layers``, default all or the layers in the file's metadata) against ``texts`` (a list,
     :class:`~extraction.texts.TokenizedTexts` or a streamed
-    :class:`~extraction.storage.text_stream.TextSource`).
+    :class:`~extraction.storage.text_stream.TextSource`; None for a store that keeps its own token ids
+    or texts: :mod:`.inputs`).
 
     ``states`` may be :class:`~extraction.storage.lazy_states.LazyStates`
     (:func:`~extraction.storage.lazy_states.open_states`): only the sampled rows are read, and only
@@ -318,6 +319,7 @@ def _report(
         cause_kind=explanation.kind,
         reference=measured.reference,
         sample=sample,
+        stored_ids=inputs.stored_ids,
     )
 
 

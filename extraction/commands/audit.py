@@ -30,15 +30,26 @@ def add_parser(subparsers) -> None:
     )
     add_model_arguments(parser)
     parser.add_argument(
-        "--texts", required=True, help="the texts, in row order: .txt, .jsonl (text or chat messages field), .csv"
+        "--texts",
+        help="the texts, in row order: .txt, .jsonl (text or chat messages field), .csv; optional for a store "
+        "that keeps its token ids (input_ids / token_ids) or a text column (then compared with them)",
     )
     parser.add_argument(
         "--states",
         required=True,
-        help="stored states: .safetensors, .npy, .npz, .pt (loaded with weights_only) or a folder of shards; "
-        "only the sampled rows are read from .safetensors, .npy, .pt and folders",
+        help="stored states: .safetensors, .npy, .npz, .pt (loaded with weights_only), a folder of shards, "
+        "a vLLM extract_hidden_states folder, .parquet or a datasets save_to_disk folder; only the sampled "
+        "rows are read (except from .npz)",
     )
     parser.add_argument("--key", help="the tensor to read in a file that holds several")
+    parser.add_argument(
+        "--states-column", help="Parquet / datasets: the column of states (default: the only float-list column)"
+    )
+    parser.add_argument(
+        "--text-column",
+        help="Parquet / datasets: the column of texts or of token ids (default: input_ids / token_ids, and the "
+        "only string column)",
+    )
     parser.add_argument(
         "--layer", type=int, help="hidden_states index of an (N, d) file (default the last; negative from the end)"
     )
@@ -94,6 +105,8 @@ def format_report(report) -> str:
         f"{report.n_texts} texts, {report.n_checked} re-extracted with {report.reference.describe()}, "
         f"pooling {report.pooling}",
     ]
+    if report.stored_ids is not None:
+        lines.append(f"token ids: {report.stored_ids.describe()}")
     lines += [f"note: {note}" for note in report.notes]
     lines += [
         "",
@@ -141,6 +154,8 @@ def _streamed_texts(args: argparse.Namespace):
     from ..storage.text_stream import TextSource
     from ..texts import TextsError
 
+    if args.texts is None:
+        return None
     path = Path(args.texts)
     if getattr(args, "chat_template", False) or getattr(args, "generation_prompt", False) or not path.is_file():
         return None
@@ -173,11 +188,23 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--forensic-rows must be at least 1, got {args.forensic_rows}")
     if args.layer is not None and args.layers:
         raise CliError("give --layer (an (N, d) file) or --layers (an (N, L, d) file), not both")
+    if args.key and args.states_column:
+        raise CliError("give --key (a tensor) or --states-column (a column), not both")
     streamed = _streamed_texts(args)
-    items = None if streamed is not None else read_text_items(args.texts)
-    states = open_states(args.states, key=args.key)
+    items = None if streamed is not None or args.texts is None else read_text_items(args.texts)
+    states = open_states(args.states, key=args.key or args.states_column, text_column=args.text_column)
+    if args.texts is None and states.token_ids is None and states.texts is None:
+        raise CliError(
+            f"{args.states} keeps no token ids (input_ids / token_ids) nor a text column: give --texts, "
+            "the texts its rows were extracted from, in row order"
+        )
     loaded = load_model_from_args(args)
-    texts = streamed if streamed is not None else texts_for_model(items, loaded, args)
+    if streamed is not None:
+        texts = streamed
+    elif items is not None:
+        texts = texts_for_model(items, loaded, args)
+    else:
+        texts = None  # the store's own ids or texts
     layers = parse_layers(args.layers, loaded.num_hidden_layers + 1) if args.layers else None
     bars: dict[str, object] = {}
 

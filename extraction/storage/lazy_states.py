@@ -12,7 +12,13 @@ so an audit of a sample holds the sample, not the file:
 - a folder of shards (``extract --out DIR``): ``index.json`` gives each shard's run of texts; the
   shards that hold wanted rows are opened one at a time, their ``text_index`` checked to be that run.
 
-Anything else (``.npz``, a ``.zip`` of shards, bytes of an upload) is read whole by
+The formats engines write are opened from here too, lazily: files whose tensors carry ``input_ids`` /
+``token_ids`` and vLLM ``extract_hidden_states`` folders (:mod:`.engine_formats`), Parquet files and
+``datasets`` folders (:mod:`.columnar`); their ids and texts ride on :attr:`LazyStates.token_ids` and
+:attr:`LazyStates.texts`. An upload (bytes) of Parquet, or of a ``.safetensors``/``.pt`` with ids,
+goes through a temporary file.
+
+Anything else (``.npz``, a ``.zip`` of shards, other uploads) is read whole by
 :func:`~extraction.storage.stored_states.read_states` and wrapped (:meth:`LazyStates.from_stored`);
 so is a file when asked (``whole=True``). The rules of :func:`read_states` hold: the tensor named
 ``key`` or the only one, an integer ``offsets`` tensor read as a tokens file's row offsets, floating
@@ -22,6 +28,7 @@ point values only; ``ValueError`` naming the file and what is wrong otherwise.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +37,7 @@ import numpy as np
 import torch
 
 from .states_record import StoredStates
+from .stored_ids import StoredTokenIds
 from .stored_states import OFFSETS_NAME, _pick, check_offsets, read_safetensors_header, read_states
 
 #: ``fetch(start, stop)``: rows ``start:stop`` as stored (any float dtype), shape ``(stop - start, ...)``.
@@ -52,6 +60,9 @@ class LazyStates:
         offsets: ``(N + 1,)`` int64 row offsets of a tokens file, else None.
         whole: the whole tensor (float32) when the store was read whole, else None.
         rows_read: rows read from the store so far (a whole store counts its rows once, when read).
+        bytes_read: bytes of those rows as stored (the store's own dtype).
+        token_ids: the texts' token ids where the store keeps them (:mod:`.stored_ids`), else None.
+        texts: the texts where the store keeps them (a Parquet or ``datasets`` text column), else None.
     """
 
     source: str
@@ -63,6 +74,9 @@ class LazyStates:
     offsets: torch.Tensor | None = None
     whole: torch.Tensor | None = None
     rows_read: int = 0
+    bytes_read: int = 0
+    token_ids: StoredTokenIds | None = None
+    texts: Sequence[str] | None = None
 
     stored_layers = StoredStates.stored_layers
     stored_pooling = StoredStates.stored_pooling
@@ -103,7 +117,9 @@ class LazyStates:
         run_start = 0
         for k in range(1, len(wanted) + 1):
             if k == len(wanted) or wanted[k] != wanted[k - 1] + 1:
-                parts.append(self.fetch(wanted[run_start], wanted[k - 1] + 1).to(torch.float32))
+                part = self.fetch(wanted[run_start], wanted[k - 1] + 1)
+                self.bytes_read += part.numel() * part.element_size()
+                parts.append(part.to(torch.float32))
                 starts.append(wanted[run_start])
                 run_start = k
         self.rows_read += len(wanted)
@@ -131,20 +147,35 @@ class LazyStates:
         return StoredStates(self.whole, self.source, self.key, self.stored_dtype, self.metadata, self.offsets)
 
 
-def open_states(source: str | Path | bytes, name: str | None = None, key: str | None = None) -> LazyStates:
+def open_states(
+    source: str | Path | bytes, name: str | None = None, key: str | None = None, text_column: str | None = None
+) -> LazyStates:
     """Open stored states without reading their rows where the format allows (see the module
-    docstring); ``bytes`` (an upload, ``name`` giving its type) are read whole."""
+    docstring); ``bytes`` (an upload, ``name`` giving its type) are written to a temporary file
+    when they are Parquet or carry token ids (read lazily from there), else read whole. ``key`` names
+    the states tensor (or column), ``text_column`` a Parquet / ``datasets`` text or ids column."""
     if isinstance(source, bytes):
-        return LazyStates.from_stored(read_states(source, name, key))
+        return _open_bytes(source, name, key, text_column)
     path = Path(source)
     if path.is_dir():
         from .shards import INDEX_NAME
 
         if (path / INDEX_NAME).is_file():
             return _open_shards(path, key)
+        from .columnar import is_datasets_folder, open_datasets_folder
+        from .engine_formats import is_vllm_folder, open_vllm_folder
+
+        if is_datasets_folder(path):
+            return open_datasets_folder(path, key, text_column)
+        if is_vllm_folder(path):
+            return open_vllm_folder(path, key)
         return LazyStates.from_stored(read_states(path, key=key))
     suffix = path.suffix.lower()
     if path.is_file() and path.stat().st_size > 0:
+        if suffix == ".parquet":
+            from .columnar import open_parquet
+
+            return open_parquet(path, key, text_column)
         if suffix == ".safetensors":
             return _open_safetensors(path, key)
         if suffix == ".npy":
@@ -154,6 +185,30 @@ def open_states(source: str | Path | bytes, name: str | None = None, key: str | 
             if opened is not None:
                 return opened
     return LazyStates.from_stored(read_states(path, key=key))
+
+
+def _open_bytes(data: bytes, name: str | None, key: str | None, text_column: str | None) -> LazyStates:
+    """An upload: Parquet and files with token ids through a temporary file (deleted when the store
+    is), the rest read whole."""
+    import tempfile
+
+    suffix = Path(name or "").suffix.lower()
+    if suffix not in (".parquet", ".safetensors", ".pt", ".pth"):
+        return LazyStates.from_stored(read_states(data, name, key))
+    handle = tempfile.NamedTemporaryFile(suffix=suffix, delete=False)  # noqa: SIM115 - kept for the lazy reads
+    with handle:
+        handle.write(data)
+    try:
+        opened = open_states(handle.name, key=key, text_column=text_column)
+    except ValueError as error:
+        Path(handle.name).unlink(missing_ok=True)
+        raise ValueError(str(error).replace(handle.name, name or "the upload")) from None
+    if opened.token_ids is None and opened.texts is None and suffix != ".parquet":
+        Path(handle.name).unlink(missing_ok=True)
+        return LazyStates.from_stored(read_states(data, name, key))
+    opened.source = name or opened.source
+    weakref.finalize(opened, Path(handle.name).unlink, missing_ok=True)  # the file goes with the store
+    return opened
 
 
 def _float_dtype_name(dtype: str, what: str) -> str:
@@ -177,6 +232,11 @@ def _open_safetensors(path: Path, key: str | None) -> LazyStates:
     except (SafetensorError, ValueError, OSError) as error:
         raise ValueError(f"{label}: cannot read it as safetensors ({error}); is it truncated or corrupt?") from None
     metadata = {str(k): str(v) for k, v in (header.pop("__metadata__", None) or {}).items()}
+    from .engine_formats import has_ids, open_ids_file, safetensors_entries
+
+    tensors = safetensors_entries(path, header)
+    if has_ids(tensors, key):
+        return open_ids_file(label, tensors, key, metadata)
     entries = {name: _Shape(entry.get("shape", [])) for name, entry in header.items()}
     offsets_entry = header.get(OFFSETS_NAME)
     offsets = None
@@ -249,6 +309,10 @@ def _open_torch(path: Path, key: str | None) -> LazyStates | None:
         picked = ""
     elif isinstance(loaded, dict) and all(isinstance(v, torch.Tensor) for v in loaded.values()):
         tensors = {str(k): v for k, v in loaded.items()}
+        from .engine_formats import has_ids, open_ids_file, torch_entries
+
+        if has_ids(torch_entries(tensors), key):
+            return open_ids_file(label, torch_entries(tensors), key, {})
         offsets = tensors.get(OFFSETS_NAME)
         if key != OFFSETS_NAME and offsets is not None and not offsets.is_floating_point():
             del tensors[OFFSETS_NAME]

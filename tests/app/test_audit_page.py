@@ -78,12 +78,34 @@ def test_uploaded_clean_file_is_clean():
     assert len(per_text_table.value) == len(SAMPLE_TEXTS)
 
 
+def test_an_uploaded_parquet_file_with_its_texts_needs_no_texts_file(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    loaded = load_model("tiny-random-llama")
+    rows = extract_states(loaded, tokenize_texts(loaded.tokenizer, SAMPLE_TEXTS), "single", keep_logits=False)
+    last = rows.hidden[:, -1].numpy()  # (N, d)
+    table = pa.table(
+        {"text": SAMPLE_TEXTS, "emb": pa.FixedSizeListArray.from_arrays(pa.array(last.reshape(-1)), last.shape[1])}
+    )
+    pq.write_table(table, tmp_path / "store.parquet")
+    at = _page("tiny-random-llama")
+    at.file_uploader(key="audit.states").set_value(
+        ("store.parquet", (tmp_path / "store.parquet").read_bytes(), "application/octet-stream")
+    )
+    at.button(key="audit.run").click()
+    at.run()
+    _assert_no_exception(at)
+    assert not at.error, [e.value for e in at.error]
+    assert any("match single-sample extraction" in s.value for s in at.success)
+
+
 def test_bad_uploads_give_one_error_and_no_traceback():
     at = _page("tiny-random-gpt2")
     at.button(key="audit.run").click()
     at.run()
     _assert_no_exception(at)
-    assert any("upload both" in e.value for e in at.error)
+    assert any("upload the stored states" in e.value for e in at.error)
     at.file_uploader(key="audit.states").set_value(("s.safetensors", b"\x08\x00\x00\x00\x00\x00\x00\x00{", "x"))
     at.file_uploader(key="audit.texts").set_value(_texts_file())
     at.button(key="audit.run").click()

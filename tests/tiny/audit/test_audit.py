@@ -42,6 +42,7 @@ ISSUE_KEYS = {
     "n_rows",
     "n_corrupted",
     "fraction_corrupted_interval",
+    "stored_token_ids",
     "sample",
 }
 
