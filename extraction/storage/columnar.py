@@ -208,8 +208,17 @@ class ParquetReader:
         return pa.concat_arrays(parts) if len(parts) != 1 else parts[0]
 
 
+def _require(module: str, what: str) -> None:
+    """``ValueError`` naming the install when the optional ``module`` (the ``formats`` extra) is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ValueError(f"reading {what} needs {module}: pip install 'padding-audit[formats]' or pip install {module}")
+
+
 def open_parquet(path: Path, key: str | None = None, text_column: str | None = None) -> LazyStates:
     """A Parquet file (module docstring); ``ValueError`` for a file that is not Parquet."""
+    _require("pyarrow", "a Parquet file")
     import pyarrow as pa
 
     label = str(path)
@@ -228,6 +237,7 @@ def is_datasets_folder(folder: Path) -> bool:
 
 def open_datasets_folder(folder: Path, key: str | None = None, text_column: str | None = None) -> LazyStates:
     """A ``datasets`` ``save_to_disk`` folder (module docstring), memory-mapped by ``datasets.load_from_disk``."""
+    _require("datasets", "a datasets folder")
     import datasets
 
     label = str(folder)

@@ -106,7 +106,9 @@ def test_dependencies_admit_the_tested_pins():
     lower bound only, so installing the package never swaps the installed torch build."""
     from packaging.requirements import Requirement
 
-    declared = {Requirement(spec).name: Requirement(spec) for spec in _pyproject()["project"]["dependencies"]}
+    project = _pyproject()["project"]
+    specs = project["dependencies"] + project["optional-dependencies"]["formats"]
+    declared = {Requirement(spec).name: Requirement(spec) for spec in specs}
     pins = {}
     for line in (ROOT / "requirements.txt").read_text(encoding="utf-8").splitlines():
         line = line.split("#")[0].strip()

@@ -163,3 +163,15 @@ def test_a_datasets_folder_reads_only_the_sampled_rows(tmp_path):
     assert np.allclose(got.numpy(), values[[399, 0, 200]])
     assert store.rows_read == 3 and store.bytes_read == 3 * 2 * D * 4
     assert store.token_ids.of([7]) == [[7, 8]] and store.token_ids.name == "token_ids"
+
+
+def test_a_missing_optional_reader_is_named_with_its_install(monkeypatch, tmp_path):
+    """Without pyarrow (the ``formats`` extra), opening Parquet says what to install, not a traceback."""
+    import importlib.util
+
+    from extraction.storage import columnar
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "pyarrow" else real(name, *a))
+    with pytest.raises(ValueError, match=r"needs pyarrow: pip install 'padding-audit\[formats\]'"):
+        columnar.open_parquet(tmp_path / "store.parquet")
