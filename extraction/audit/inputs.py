@@ -31,8 +31,41 @@ from .sampling import RowSample
 if TYPE_CHECKING:
     from ..models import LoadedModel
 
+#: The progress stage of the streamed scan of a texts file (``done`` and ``total`` in bytes).
+READING_TEXTS = "reading texts"
+
+
+@dataclass
+class ScannedTexts:
+    """A streamed texts file scanned once for every row an audit may check (all the rounds of
+    ``max_corrupted``), so that later rounds take their texts from here and do not scan it again."""
+
+    source: TextSource
+    found: dict[int, str]  # text index -> text, for the rows scanned for
+    count: int  # texts in the file
+    digest: str  # their texts_sha256
+
+
 #: What an audit takes as its texts.
-AuditTexts = Sequence[str] | TokenizedTexts | TextSource
+AuditTexts = Sequence[str] | TokenizedTexts | TextSource | ScannedTexts
+
+
+def scan_texts(
+    source: TextSource, rows: Sequence[int], progress: Callable[[str, int, int], None] | None = None
+) -> ScannedTexts:
+    """One streamed scan of ``source`` keeping the texts of ``rows``, counting and hashing them all;
+    ``progress("reading texts", bytes_read, file_bytes)`` on the way."""
+    scan_progress = None
+    if progress is not None:
+
+        def scan_progress(done: int, total: int) -> None:
+            progress(READING_TEXTS, done, total)
+
+    found, count, digest = source.sample(list(rows), progress=scan_progress)
+    if progress is not None:
+        size = source.path.stat().st_size
+        progress(READING_TEXTS, size, size)
+    return ScannedTexts(source, found, count, digest)
 
 
 @dataclass
@@ -104,22 +137,28 @@ def metadata_notes(states: LazyStates, loaded: LoadedModel, texts_hash: Callable
     return notes
 
 
-def _count_texts(texts: AuditTexts, states: LazyStates, offsets: torch.Tensor | None) -> int:
+def count_texts(texts: AuditTexts, states: LazyStates, offsets: torch.Tensor | None) -> int:
     """The number of texts (for a stream: the store's, checked once the stream is scanned)."""
-    if isinstance(texts, TextSource):
+    if isinstance(texts, TextSource | ScannedTexts):
         return len(offsets) - 1 if offsets is not None else states.num_texts
     return len(texts)
 
 
 def _sampled_texts(
-    loaded: LoadedModel, texts: AuditTexts, checked: list[int], num_rows: int
+    loaded: LoadedModel,
+    texts: AuditTexts,
+    checked: list[int],
+    num_rows: int,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[TokenizedTexts, Callable[[], str]]:
     """The checked texts tokenized (truncation records naming the texts' own indices) and the
-    texts' SHA-256, computed when asked."""
+    texts' SHA-256, computed when asked. A streamed file's scan reports
+    ``progress("reading texts", bytes_read, file_bytes)``."""
     if isinstance(texts, TokenizedTexts):
         return texts.subset(checked), lambda: texts_sha256(texts.texts)
-    if isinstance(texts, TextSource):
-        found, count, digest = texts.sample(checked)
+    if isinstance(texts, TextSource | ScannedTexts):
+        scanned = texts if isinstance(texts, ScannedTexts) else scan_texts(texts, checked, progress)
+        found, count, digest = scanned.found, scanned.count, scanned.digest
         if count != num_rows:
             raise ValueError(
                 f"stored states have {num_rows} rows but {count} texts were given: row i must be the state of text i"
@@ -140,21 +179,23 @@ def read_inputs(
     layers: Sequence[int] | None,
     pooling: str | None,
     offsets: torch.Tensor | None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> AuditInputs:
-    """The store checked against the model and the texts, ``sample``'s rows read and their texts tokenized."""
+    """The store checked against the model and the texts, ``sample``'s rows read and their texts tokenized
+    (``progress`` as :func:`_sampled_texts` reports it)."""
     states = as_lazy(states)
     chosen, pooling_note = resolve_pooling(states, pooling)
     num_states = loaded.num_hidden_layers + 1
     if layers is None and layer is None and len(states.shape) == 3:
         layers = states.stored_layers
-    n_texts = _count_texts(texts, states, offsets if offsets is not None else states.offsets)
+    n_texts = count_texts(texts, states, offsets if offsets is not None else states.offsets)
     store_offsets = row_offsets_for(states, chosen, offsets, n_texts)
     num_rows = n_texts if store_offsets is None else states.shape[0]
     resolved = check_states_shape(states.shape, num_rows, loaded.hidden_size, num_states, layer, layers)
     if states.whole is not None:
         check_finite(states.whole)
     checked = sample.draw(n_texts)
-    tokenized, texts_hash = _sampled_texts(loaded, texts, checked, n_texts)
+    tokenized, texts_hash = _sampled_texts(loaded, texts, checked, n_texts, progress)
     if store_offsets is not None:
         states.offsets = store_offsets
     stored, checked_offsets = states.text_rows(checked)
@@ -175,7 +216,7 @@ def read_inputs(
 
 def whole_inputs(loaded: LoadedModel, inputs: AuditInputs) -> tuple[TokenizedTexts, torch.Tensor]:
     """Every text tokenized and the whole store ``(N, L, d)`` (or ``(R, L, d)``), for the forensics."""
-    texts = inputs.texts
+    texts = inputs.texts.source if isinstance(inputs.texts, ScannedTexts) else inputs.texts
     if isinstance(texts, TokenizedTexts):
         tokenized = texts
     else:
