@@ -23,8 +23,8 @@ class KeptTextSource(TextSource):
         super().__init__(path)
         self.kept: dict[int, str] = {}
 
-    def sample(self, indices, progress=None):
-        found, count, digest = super().sample(indices, progress)
+    def sample(self, indices, progress=None, hash_texts=True):
+        found, count, digest = super().sample(indices, progress, hash_texts)
         self.kept = dict(found)
         return found, count, digest
 

@@ -43,7 +43,7 @@ class ScannedTexts:
     source: TextSource
     found: dict[int, str]  # text index -> text, for the rows scanned for
     count: int  # texts in the file
-    digest: str  # their texts_sha256
+    digest: str | None  # their texts_sha256 (None where the store records none to compare with)
 
 
 #: What an audit takes as its texts.
@@ -51,17 +51,20 @@ AuditTexts = Sequence[str] | TokenizedTexts | TextSource | ScannedTexts
 
 
 def scan_texts(
-    source: TextSource, rows: Sequence[int], progress: Callable[[str, int, int], None] | None = None
+    source: TextSource,
+    rows: Sequence[int],
+    progress: Callable[[str, int, int], None] | None = None,
+    hash_texts: bool = True,
 ) -> ScannedTexts:
-    """One streamed scan of ``source`` keeping the texts of ``rows``, counting and hashing them all;
-    ``progress("reading texts", bytes_read, file_bytes)`` on the way."""
+    """One streamed scan of ``source`` keeping the texts of ``rows``, counting them all and, with
+    ``hash_texts``, hashing them; ``progress("reading texts", bytes_read, file_bytes)`` on the way."""
     scan_progress = None
     if progress is not None:
 
         def scan_progress(done: int, total: int) -> None:
             progress(READING_TEXTS, done, total)
 
-    found, count, digest = source.sample(list(rows), progress=scan_progress)
+    found, count, digest = source.sample(list(rows), progress=scan_progress, hash_texts=hash_texts)
     if progress is not None:
         size = source.path.stat().st_size
         progress(READING_TEXTS, size, size)
@@ -127,7 +130,12 @@ def row_offsets_for(
     return None
 
 
-def metadata_notes(states: LazyStates, loaded: LoadedModel, texts_hash: Callable[[], str]) -> list[str]:
+def needs_texts_hash(states: LazyStates) -> bool:
+    """True when the store records the ``texts_sha256`` of its texts (the audit then compares it)."""
+    return bool(states.metadata.get("texts_sha256"))
+
+
+def metadata_notes(states: LazyStates, loaded: LoadedModel, texts_hash: Callable[[], str | None]) -> list[str]:
     notes = []
     meta = states.metadata
     if meta.get("model") and meta["model"] != loaded.name:
@@ -150,14 +158,16 @@ def _sampled_texts(
     checked: list[int],
     num_rows: int,
     progress: Callable[[str, int, int], None] | None = None,
-) -> tuple[TokenizedTexts, Callable[[], str]]:
+    hash_texts: bool = True,
+) -> tuple[TokenizedTexts, Callable[[], str | None]]:
     """The checked texts tokenized (truncation records naming the texts' own indices) and the
-    texts' SHA-256, computed when asked. A streamed file's scan reports
+    texts' SHA-256, computed when asked (a streamed file hashes its texts during the scan only with
+    ``hash_texts``). A streamed file's scan reports
     ``progress("reading texts", bytes_read, file_bytes)``."""
     if isinstance(texts, TokenizedTexts):
         return texts.subset(checked), lambda: texts_sha256(texts.texts)
     if isinstance(texts, TextSource | ScannedTexts):
-        scanned = texts if isinstance(texts, ScannedTexts) else scan_texts(texts, checked, progress)
+        scanned = texts if isinstance(texts, ScannedTexts) else scan_texts(texts, checked, progress, hash_texts)
         found, count, digest = scanned.found, scanned.count, scanned.digest
         if count != num_rows:
             raise ValueError(
@@ -195,7 +205,7 @@ def read_inputs(
     if states.whole is not None:
         check_finite(states.whole)
     checked = sample.draw(n_texts)
-    tokenized, texts_hash = _sampled_texts(loaded, texts, checked, n_texts, progress)
+    tokenized, texts_hash = _sampled_texts(loaded, texts, checked, n_texts, progress, needs_texts_hash(states))
     if store_offsets is not None:
         states.offsets = store_offsets
     stored, checked_offsets = states.text_rows(checked)

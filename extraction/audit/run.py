@@ -32,6 +32,7 @@ from .inputs import (
     ScannedTexts,
     as_lazy,
     count_texts,
+    needs_texts_hash,
     read_inputs,
     resolve_pooling,
     scan_texts,
@@ -168,7 +169,7 @@ def _scan_for_rounds(
     n = count_texts(texts, states, offsets if offsets is not None else states.offsets)
     first = min(plan.size or n, n)
     largest = plan.grown(max(first, round_sizes(n, max_corrupted, first=first)[-1]))
-    return scan_texts(texts, largest.draw(n), progress)
+    return scan_texts(texts, largest.draw(n), progress, needs_texts_hash(states))
 
 
 def _strata(states: LazyStates) -> tuple[int, ...] | None:

@@ -217,16 +217,19 @@ class TextSource:
             raise TextsError(f"{self.path}: has no text {min(missing) + 1}")
         return [found[index] for index in indices]
 
-    def sample(self, indices: list[int], progress=None) -> tuple[dict[int, str], int, str]:
+    def sample(
+        self, indices: list[int], progress=None, hash_texts: bool = True
+    ) -> tuple[dict[int, str], int, str | None]:
         """``{index: text}`` for those of ``indices`` the file has, the number of texts in the file
-        and their :func:`~extraction.texts.texts_sha256`, from one scan that holds only the texts
-        asked for. ``progress(done_bytes, total_bytes)``, if given, is called every 65,536 texts
-        (a ``.txt`` file: every 8 MiB). A streamed ``.txt`` file is read a block of lines at a time
+        and their :func:`~extraction.texts.texts_sha256` (None without ``hash_texts``: a store that
+        records no hash needs none), from one scan that holds only the texts asked for.
+        ``progress(done_bytes, total_bytes)``, if given, is called every 65,536 texts (a ``.txt``
+        file: every 8 MiB). A streamed ``.txt`` file is read a block of lines at a time
         (decoded, split and hashed in one call each), with the same texts, count and hash as
         :meth:`scan` gives; a block that is not UTF-8 is left to :meth:`scan`, whose error names the line."""
         if self._whole is None and self.suffix == ".txt":
             try:
-                return self._sample_blocks(indices, progress)
+                return self._sample_blocks(indices, progress, hash_texts)
             except UnicodeDecodeError:
                 pass  # the line-by-line scan below names the line that is not UTF-8
         wanted = set(indices)
@@ -234,14 +237,16 @@ class TextSource:
         hasher = TextsHasher()
         total = self.path.stat().st_size
         for index, text, offset in self.scan():
-            hasher.update(text)
+            hasher.update(text)  # counts even where the hash is not asked for (cheap next to the scan)
             if index in wanted:
                 found[index] = text
             if progress is not None and index % 65536 == 0:
                 progress(offset if self._whole is None else 0, total)
-        return found, hasher.count, hasher.hexdigest()
+        return found, hasher.count, hasher.hexdigest() if hash_texts else None
 
-    def _sample_blocks(self, indices: list[int], progress=None) -> tuple[dict[int, str], int, str]:
+    def _sample_blocks(
+        self, indices: list[int], progress=None, hash_texts: bool = True
+    ) -> tuple[dict[int, str], int, str | None]:
         """:meth:`sample` of a streamed ``.txt`` file, a block of whole lines at a time."""
         wanted = sorted(set(indices))
         found: dict[int, str] = {}
@@ -250,7 +255,8 @@ class TextSource:
         index = nul_texts = reported = 0
         with self.path.open("rb") as handle:
             for offset, chunk in _line_blocks(handle, self._start):
-                lines = _LINE_BREAK_TEXT.split(chunk.decode("utf-8"))
+                text = chunk.decode("utf-8")
+                lines = _LINE_BREAK_TEXT.split(text) if "\r" in text else text.split("\n")
                 if lines[-1] == "":
                     lines.pop()  # the chunk ended in a line break
                 if b"\x00" in chunk:
@@ -258,7 +264,8 @@ class TextSource:
                     nul_texts += sum("\x00" in line for line in lines if line.replace("\x00", "").strip())
                 else:
                     texts = [line for line in lines if line.strip()]
-                hasher.update_many(texts)
+                if hash_texts:
+                    hasher.update_many(texts)
                 for k in wanted[bisect.bisect_left(wanted, index) : bisect.bisect_left(wanted, index + len(texts))]:
                     found[k] = texts[k - index]
                 index += len(texts)
@@ -269,7 +276,7 @@ class TextSource:
             raise TextsError(f"{self.path}: contains no texts")
         if nul_texts:
             logger.warning("%s: removed NUL bytes from %d text(s)", self.path, nul_texts)
-        return found, hasher.count, hasher.hexdigest()
+        return found, index, hasher.hexdigest() if hash_texts else None
 
 
 __all__ = ["STREAMED_SUFFIXES", "TextSource", "TextsHasher"]

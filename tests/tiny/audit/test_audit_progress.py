@@ -16,7 +16,7 @@ from extraction.samples import SAMPLE_TEXTS
 from extraction.storage.lazy_states import open_states
 from extraction.storage.safetensors_writer import write_safetensors_atomic
 from extraction.storage.text_stream import TextSource
-from extraction.texts import tokenize_texts
+from extraction.texts import texts_sha256, tokenize_texts
 
 N = 300  # texts in the store
 
@@ -26,9 +26,9 @@ class CountingSource(TextSource):
 
     scans = 0
 
-    def sample(self, indices, progress=None):
+    def sample(self, indices, progress=None, hash_texts=True):
         self.scans += 1
-        return super().sample(indices, progress)
+        return super().sample(indices, progress, hash_texts)
 
 
 def _store(loaded, tmp_path, rows_made):
@@ -94,3 +94,15 @@ def test_an_interrupted_audit_writes_no_report(tiny_llama, tmp_path, monkeypatch
     args = ["audit", "--model", "tiny-random-llama", "--texts", str(texts_file), "--states", str(states_file)]
     assert main([*args, "--sample", "64", "--json", str(out)]) != 0  # "interrupted: no output was written"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["states.safetensors", "texts.txt"]
+
+
+def test_a_streamed_file_is_hashed_when_the_store_records_a_hash(tiny_llama, tmp_path):
+    texts_file, states_file = _store(tiny_llama, tmp_path, RowSample(8, 0).draw(N))
+    stored = open_states(states_file).rows(range(N))
+    texts = [text for _, text, _ in TextSource(texts_file).scan()]
+    differs = "the texts differ from those the file was extracted from"
+    for recorded, noted in ((texts_sha256(texts), False), (texts_sha256(texts[:-1]), True)):
+        path = tmp_path / "hashed.safetensors"
+        write_safetensors_atomic(path, {"h": stored}, {"texts_sha256": recorded}, overwrite=True)
+        report = audit_states(tiny_llama, TextSource(texts_file), open_states(path), layer=-1, sample=8)
+        assert any(differs in note for note in report.notes) is noted

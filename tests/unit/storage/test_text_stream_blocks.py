@@ -34,6 +34,7 @@ def test_blocks_give_what_the_scan_and_read_texts_give(tmp_path, monkeypatch, bl
     found, count, digest = source.sample(indices)
     assert (found, count, digest) == _line_by_line(source, indices)
     assert count == len(whole) and digest == texts_sha256(whole)
+    assert source.sample(indices, hash_texts=False) == (found, count, None)  # a store with no hash to compare
     assert found[len(whole) - 1] == "last line without a break" and found[4] == "nulinside"
 
 
