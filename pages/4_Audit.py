@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 
 import streamlit as st
 
@@ -14,11 +16,24 @@ from extraction.storage.export import describe_layers
 from extraction.storage.stored_states import STATE_SUFFIXES
 from extraction.texts import TEXT_SUFFIXES
 from extraction.verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE, EXACT_COSINE
-from extraction.views.audit import found_source, headline_metrics, per_text_frame
+from extraction.views.audit import (
+    ALLOW_PATHS_ENV,
+    ALLOW_PATHS_FLAG,
+    audit_command,
+    found_source,
+    headline_metrics,
+    per_text_frame,
+    rows_checked_text,
+    sample_proof,
+    server_paths_allowed,
+)
 from extraction.views.examples import EXAMPLE_BATCH
 
 KEY_LAYER = "audit.layer"
 KEY_SAMPLE = "audit.sample"
+KEY_MAX_CORRUPTED = "audit.max_corrupted"  # percent; 0: a fixed sample
+KEY_STATES_PATH = "audit.states_path"
+KEY_TEXTS_PATH = "audit.texts_path"
 KEY_FORENSICS = "audit.forensics"
 KEY_POOLING = "audit.pooling"
 KEY_CHAT = "audit.chat"
@@ -50,6 +65,14 @@ GENERATION_PROMPT_HELP = (
 ALL_LAYERS = "all (or the layers in the file's metadata)"
 LAYERS_HELP = "Comma-separated hidden_states indices, when the file holds some layers only."
 SAMPLE_HELP = "A random sample, one forward pass per text. The command line `audit` checks all by default."
+MAX_CORRUPTED_HELP = (
+    "Sample in rounds (the first of 'Texts re-extracted' rows, then doubling) until the 95% upper bound on the "
+    "store's corrupted fraction is below this, or a corrupted row is found (`--max-corrupted`). 0: off."
+)
+PATHS_HELP = (
+    "A file or folder on the machine that runs this app, read as the command line reads it: only the sampled "
+    "rows of .safetensors, .npy, .pt and folders of shards, and a .txt/.jsonl texts file as a stream."
+)
 FROM_FILE = "as the file records (else last)"
 POOLING_CHOICES = [FROM_FILE, *POOLINGS]
 POOLING_HELP = (
@@ -76,6 +99,7 @@ ui.set_defaults(
     {
         KEY_LAYER: -1,
         KEY_SAMPLE: DEFAULT_SAMPLE,
+        KEY_MAX_CORRUPTED: 0.0,
         KEY_FORENSICS: True,
         KEY_POOLING: FROM_FILE,
         KEY_CHAT: False,
@@ -91,12 +115,25 @@ with files_column:
         key="audit.texts",
         help=TEXTS_HELP,
     )
+    paths_allowed = server_paths_allowed(sys.argv, os.environ)
+    if paths_allowed:
+        states_path = st.text_input("…or the stored states' path on this machine", key=KEY_STATES_PATH, help=PATHS_HELP)
+        texts_path = st.text_input("…and the texts file's path on this machine", key=KEY_TEXTS_PATH, help=PATHS_HELP)
 with options_column:
     tensor_key = st.text_input("Tensor name (files holding several)", key="audit.key", placeholder="e.g. hidden_states")
     layer_column, sample_column = st.columns(2)
     layer = layer_column.number_input("Layer of an (N, d) file", -1000, 1000, step=1, key=KEY_LAYER, help=LAYER_HELP)
     sample = sample_column.number_input(
         "Texts re-extracted (0 = all)", 0, 100_000, step=16, key=KEY_SAMPLE, help=SAMPLE_HELP
+    )
+    max_corrupted = st.number_input(
+        "Sample until at most this % is shown corrupted (0 = off)",
+        0.0,
+        50.0,
+        step=0.1,
+        format="%.2f",
+        key=KEY_MAX_CORRUPTED,
+        help=MAX_CORRUPTED_HELP,
     )
     layers_text = st.text_input(
         "Layers of an (N, L, d) file", key="audit.layers", placeholder=ALL_LAYERS, help=LAYERS_HELP
@@ -107,10 +144,17 @@ with options_column:
         "Add the generation prompt", key=KEY_GENERATION_PROMPT, disabled=not as_chat, help=GENERATION_PROMPT_HELP
     )
     forensics = st.checkbox("Search for the cause (forensics)", key=KEY_FORENSICS)
-st.caption(
-    f"Uploads are limited to {st.get_option('server.maxUploadSize')} MB per file here; for larger files run "
-    "`python -m extraction audit --model NAME --texts FILE --states FILE` (any size, any number of texts)."
-)
+upload_cap = f"Uploads are limited to {st.get_option('server.maxUploadSize')} MB per file here"
+asked_fraction = max_corrupted / 100 if max_corrupted else None
+if paths_allowed:
+    st.caption(f"{upload_cap}; a path is read on this machine (the app was started with `{ALLOW_PATHS_FLAG}`).")
+else:
+    st.caption(
+        f"{upload_cap}. For a larger store run the audit from a shell (any size: only the sampled rows are read), "
+        f"or start the app with `streamlit run app.py -- {ALLOW_PATHS_FLAG}` (or `{ALLOW_PATHS_ENV}=1`) to name "
+        "files by their path on the machine that runs it:"
+    )
+    st.code(audit_command(settings.name, sample=int(sample) or None, max_corrupted=asked_fraction), "bash")
 
 audit_column, example_column = st.columns([1, 3], vertical_alignment="center")
 audit_clicked = audit_column.button("Audit", type="primary", key="audit.run", icon=":material/search:")
@@ -120,12 +164,27 @@ example_clicked = example_column.button(
 
 if audit_clicked or example_clicked:
     # The example builds its own file on the model; an audit needs both uploads, read first.
-    inputs = ui.run_guarded(lambda: ui.audit_inputs(states_upload, texts_upload, tensor_key)) if audit_clicked else None
+    by_path = paths_allowed and bool(states_path.strip() or texts_path.strip())
+    if not audit_clicked:
+        inputs = None
+    elif by_path:
+        inputs = ui.run_guarded(lambda: ui.audit_path_inputs(states_path, texts_path, tensor_key, as_chat))
+    else:
+        inputs = ui.run_guarded(lambda: ui.audit_inputs(states_upload, texts_upload, tensor_key))
     loaded = ui.load_model_or_error(settings) if example_clicked or inputs is not None else None
     if loaded is not None:
         chosen_pooling = None if pooling == FROM_FILE else pooling
         result = ui.run_audit(
-            loaded, inputs, int(layer), layers_text, int(sample), forensics, chosen_pooling, as_chat, generation_prompt
+            loaded,
+            inputs,
+            int(layer),
+            layers_text,
+            int(sample),
+            forensics,
+            chosen_pooling,
+            as_chat,
+            generation_prompt,
+            asked_fraction,
         )
         if result is not None:
             st.session_state[KEY_RESULT] = result
@@ -151,6 +210,10 @@ for note in report.notes:
     st.warning(note, icon="⚠️")
 
 ui.metric_row(headline_metrics(report))
+
+st.subheader("What the sample proves")
+st.markdown(sample_proof(report))
+st.caption(rows_checked_text(report))
 
 st.subheader("Likely cause")
 ui.cause_message(report.likely_cause, report.cause, report.verdict)

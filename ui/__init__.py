@@ -25,7 +25,7 @@ from extraction.verdicts import CORRUPTED_RELATIVE_L2, DRIFT_COSINE, EXACT_COSIN
 from ui.audit import AuditRun, run_audit
 from ui.compare import MAX_INTERACTIVE_TEXTS, MORE_TEXTS_HINT, report_json, run_comparison
 from ui.conformance import MATRIX_JSON, conformance_matrix, matrix_tokens
-from ui.inputs import audit_inputs, comparison_inputs, texts_from_inputs
+from ui.inputs import audit_inputs, audit_path_inputs, comparison_inputs, texts_from_inputs
 from ui.messages import (
     card_numbers,
     cause_message,
@@ -86,6 +86,7 @@ __all__ = [
     "RunResult",
     "apply_preset",
     "audit_inputs",
+    "audit_path_inputs",
     "card_numbers",
     "cause_message",
     "column_config",

@@ -38,8 +38,44 @@ from .stored_tokens import StoredIdsCheck, compare_token_ids
 if TYPE_CHECKING:
     from ..models import LoadedModel
 
+#: The progress stage of the streamed scan of a texts file (``done`` and ``total`` in bytes).
+READING_TEXTS = "reading texts"
+
+
+@dataclass
+class ScannedTexts:
+    """A streamed texts file scanned once for every row an audit may check (all the rounds of
+    ``max_corrupted``), so that later rounds take their texts from here and do not scan it again."""
+
+    source: TextSource
+    found: dict[int, str]  # text index -> text, for the rows scanned for
+    count: int  # texts in the file
+    digest: str | None  # their texts_sha256 (None where the store records none to compare with)
+
+
 #: What an audit takes as its texts.
-AuditTexts = Sequence[str] | TokenizedTexts | TextSource
+AuditTexts = Sequence[str] | TokenizedTexts | TextSource | ScannedTexts
+
+
+def scan_texts(
+    source: TextSource,
+    rows: Sequence[int],
+    progress: Callable[[str, int, int], None] | None = None,
+    hash_texts: bool = True,
+) -> ScannedTexts:
+    """One streamed scan of ``source`` keeping the texts of ``rows``, counting them all and, with
+    ``hash_texts``, hashing them; ``progress("reading texts", bytes_read, file_bytes)`` on the way."""
+    scan_progress = None
+    if progress is not None:
+
+        def scan_progress(done: int, total: int) -> None:
+            progress(READING_TEXTS, done, total)
+
+    found, count, digest = source.sample(list(rows), progress=scan_progress, hash_texts=hash_texts)
+    if progress is not None:
+        size = source.path.stat().st_size
+        progress(READING_TEXTS, size, size)
+    return ScannedTexts(source, found, count, digest)
 
 
 @dataclass
@@ -102,6 +138,11 @@ def row_offsets_for(
     return None
 
 
+def needs_texts_hash(states: LazyStates) -> bool:
+    """True when the store records the ``texts_sha256`` of its texts (the audit then compares it)."""
+    return bool(states.metadata.get("texts_sha256"))
+
+
 def metadata_notes(states: LazyStates, loaded: LoadedModel, texts_hash: Callable[[], str | None]) -> list[str]:
     notes = []
     meta = states.metadata
@@ -113,29 +154,38 @@ def metadata_notes(states: LazyStates, loaded: LoadedModel, texts_hash: Callable
     return notes
 
 
-def _count_texts(texts: AuditTexts | None, states: LazyStates, offsets: torch.Tensor | None) -> int:
+def count_texts(texts: AuditTexts | None, states: LazyStates, offsets: torch.Tensor | None) -> int:
     """The number of texts (for a stream: the store's, checked once the stream is scanned)."""
     if states.token_ids is not None:
         count = states.token_ids.count
-        if texts is not None and not isinstance(texts, TextSource) and len(texts) != count:
+        if texts is not None and not isinstance(texts, TextSource | ScannedTexts) and len(texts) != count:
             raise ValueError(
                 f"the store keeps the token ids of {count} texts but {len(texts)} texts were given: "
                 "text i must be the one whose ids are the store's i-th"
             )
         return count
-    if isinstance(texts, TextSource):
+    if isinstance(texts, TextSource | ScannedTexts):
         return len(offsets) - 1 if offsets is not None else states.num_texts
     return len(texts)
 
 
 def _from_stored_ids(
-    loaded: LoadedModel, texts: AuditTexts | None, states: LazyStates, checked: list[int], num_rows: int
+    loaded: LoadedModel,
+    texts: AuditTexts | None,
+    states: LazyStates,
+    checked: list[int],
+    num_rows: int,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> tuple[TokenizedTexts, Callable[[], str | None], StoredIdsCheck]:
     """The checked texts as the store's own ids (cut to the model's context like texts), the texts'
     hash (None without texts) and what comparing the ids with the texts' tokenization found."""
     stored = states.token_ids
     ids = stored.of(checked)
-    given, texts_hash = (None, lambda: None) if texts is None else _sampled_texts(loaded, texts, checked, num_rows)
+    given, texts_hash = (
+        (None, lambda: None)
+        if texts is None
+        else _sampled_texts(loaded, texts, checked, num_rows, progress, needs_texts_hash(states))
+    )
     check = compare_token_ids(
         loaded.tokenizer,
         stored.name,
@@ -172,14 +222,22 @@ def _every_text(texts: AuditTexts) -> list[str]:
 
 
 def _sampled_texts(
-    loaded: LoadedModel, texts: AuditTexts, checked: list[int], num_rows: int
-) -> tuple[TokenizedTexts, Callable[[], str]]:
+    loaded: LoadedModel,
+    texts: AuditTexts,
+    checked: list[int],
+    num_rows: int,
+    progress: Callable[[str, int, int], None] | None = None,
+    hash_texts: bool = True,
+) -> tuple[TokenizedTexts, Callable[[], str | None]]:
     """The checked texts tokenized (truncation records naming the texts' own indices) and the
-    texts' SHA-256, computed when asked."""
+    texts' SHA-256, computed when asked (a streamed file hashes its texts during the scan only with
+    ``hash_texts``). A streamed file's scan reports
+    ``progress("reading texts", bytes_read, file_bytes)``."""
     if isinstance(texts, TokenizedTexts):
         return texts.subset(checked), lambda: texts_sha256(texts.texts)
-    if isinstance(texts, TextSource):
-        found, count, digest = texts.sample(checked)
+    if isinstance(texts, TextSource | ScannedTexts):
+        scanned = texts if isinstance(texts, ScannedTexts) else scan_texts(texts, checked, progress, hash_texts)
+        found, count, digest = scanned.found, scanned.count, scanned.digest
         if count != num_rows:
             raise ValueError(
                 f"stored states have {num_rows} rows but {count} texts were given: row i must be the state of text i"
@@ -200,9 +258,10 @@ def read_inputs(
     layers: Sequence[int] | None,
     pooling: str | None,
     offsets: torch.Tensor | None,
+    progress: Callable[[str, int, int], None] | None = None,
 ) -> AuditInputs:
     """The store checked against the model and the texts, ``sample``'s rows read and their texts tokenized
-    (or their stored ids read: module docstring)."""
+    (or their stored ids read: module docstring; ``progress`` as :func:`_sampled_texts` reports it)."""
     states = as_lazy(states)
     if texts is None:
         texts = states.texts
@@ -215,7 +274,7 @@ def read_inputs(
     num_states = loaded.num_hidden_layers + 1
     if layers is None and layer is None and len(states.shape) == 3:
         layers = states.stored_layers
-    n_texts = _count_texts(texts, states, offsets if offsets is not None else states.offsets)
+    n_texts = count_texts(texts, states, offsets if offsets is not None else states.offsets)
     store_offsets = row_offsets_for(states, chosen, offsets, n_texts)
     num_rows = n_texts if store_offsets is None else states.shape[0]
     resolved = check_states_shape(states.shape, num_rows, loaded.hidden_size, num_states, layer, layers)
@@ -224,9 +283,9 @@ def read_inputs(
     checked = sample.draw(n_texts)
     stored_ids = None
     if states.token_ids is not None:
-        tokenized, texts_hash, stored_ids = _from_stored_ids(loaded, texts, states, checked, n_texts)
+        tokenized, texts_hash, stored_ids = _from_stored_ids(loaded, texts, states, checked, n_texts, progress)
     else:
-        tokenized, texts_hash = _sampled_texts(loaded, texts, checked, n_texts)
+        tokenized, texts_hash = _sampled_texts(loaded, texts, checked, n_texts, progress, needs_texts_hash(states))
     if store_offsets is not None:
         states.offsets = store_offsets
     stored, checked_offsets = states.text_rows(checked)
@@ -263,7 +322,7 @@ def read_inputs(
 
 def whole_inputs(loaded: LoadedModel, inputs: AuditInputs) -> tuple[TokenizedTexts, torch.Tensor]:
     """Every text tokenized and the whole store ``(N, L, d)`` (or ``(R, L, d)``), for the forensics."""
-    texts = inputs.texts
+    texts = inputs.texts.source if isinstance(inputs.texts, ScannedTexts) else inputs.texts
     stored_ids = inputs.states.token_ids
     if stored_ids is not None:
         every = list(range(inputs.n_texts))

@@ -51,8 +51,12 @@ CAUSES = (
 HypothesisStatus = Literal["reproduced", "consistent", "partial", "rejected", "not applicable"]
 REPRODUCE_COSINE = 0.999  # a reproduction must reach this cosine with the stored row, at every stored layer
 
-#: ``progress(stage, done, total)``: stage is ``"re-extracting"`` or ``"forensics"``.
+#: ``progress(stage, done, total)``: stage is ``"reading texts"`` (the streamed scan of a texts file,
+#: in bytes), ``"sampling round"`` (round ``done`` of at most ``total`` begins, with ``max_corrupted``),
+#: ``"re-extracting"`` (texts) or ``"forensics"`` (hypotheses).
 AuditProgress = Callable[[str, int, int], None]
+#: The progress stage that says a round of ``max_corrupted`` sampling begins.
+SAMPLING_ROUND = "sampling round"
 
 
 @dataclass

@@ -14,6 +14,7 @@ import torch
 
 from ..storage.lazy_states import LazyStates, shard_bounds
 from ..storage.stored_states import StoredStates
+from ..storage.text_stream import TextSource
 from ..verdicts import CauseKind
 from .check import (
     check_rows,
@@ -25,10 +26,21 @@ from .check import (
     token_rows,
 )
 from .forensics import FORENSIC_ROWS, likely_cause, run_forensics
-from .inputs import AuditInputs, AuditTexts, as_lazy, read_inputs, resolve_pooling, whole_inputs
+from .inputs import (
+    AuditInputs,
+    AuditTexts,
+    ScannedTexts,
+    as_lazy,
+    count_texts,
+    needs_texts_hash,
+    read_inputs,
+    resolve_pooling,
+    scan_texts,
+    whole_inputs,
+)
 from .pattern import DifferencePattern, difference_pattern
 from .reference import AuditReference, ReferenceChoice, choose_reference
-from .report import REPRODUCE_COSINE, AuditProgress, AuditReport, Hypothesis, SampleRecord
+from .report import REPRODUCE_COSINE, SAMPLING_ROUND, AuditProgress, AuditReport, Hypothesis, SampleRecord
 from .row_check import RowCheck
 from .sampling import FIRST_ROUND, RowSample, clopper_pearson, round_sizes
 
@@ -117,16 +129,22 @@ def audit_states(
     started = time.perf_counter()
     states = as_lazy(states)
     plan = RowSample(sample if max_corrupted is None else sample or FIRST_ROUND, seed, _strata(states))
-    inputs = read_inputs(loaded, texts, states, plan, layer, layers, pooling, offsets)
+    if max_corrupted is not None and isinstance(texts, TextSource):
+        texts = _scan_for_rounds(texts, states, plan, offsets, max_corrupted, progress)
+    inputs = read_inputs(loaded, texts, states, plan, layer, layers, pooling, offsets, progress)
+    sizes = [] if max_corrupted is None else round_sizes(inputs.n_texts, max_corrupted, first=len(inputs.checked))
+    if len(sizes) > 1 and progress is not None:
+        progress(SAMPLING_ROUND, 1, len(sizes))
     measured = _measure(loaded, inputs, reference, progress, lm_head=lm_head)
     rounds = 1
-    if max_corrupted is not None:
-        for size in round_sizes(inputs.n_texts, max_corrupted, first=len(inputs.checked))[1:]:
-            if bool(measured.check.corrupted.any()) or _upper(measured, inputs) < max_corrupted:
-                break
-            inputs = read_inputs(loaded, texts, states, plan.grown(size), layer, layers, pooling, offsets)
-            measured = _measure(loaded, inputs, reference, progress, measured, lm_head)
-            rounds += 1
+    for size in sizes[1:]:
+        if bool(measured.check.corrupted.any()) or _upper(measured, inputs) < max_corrupted:
+            break
+        rounds += 1
+        if progress is not None:
+            progress(SAMPLING_ROUND, rounds, len(sizes))
+        inputs = read_inputs(loaded, texts, states, plan.grown(size), layer, layers, pooling, offsets, progress)
+        measured = _measure(loaded, inputs, reference, progress, measured, lm_head)
     scale_note = _scale_note(measured.check, inputs.layers)
     if scale_note is not None:
         inputs.notes.append(scale_note)
@@ -140,6 +158,22 @@ def audit_states(
     report = _report(loaded, inputs, measured, explanation, record, time.perf_counter() - started)
     logger.info("audit: %s, likely cause %s (%.1f s)", report.verdict, report.likely_cause, report.seconds)
     return report
+
+
+def _scan_for_rounds(
+    texts: TextSource,
+    states: LazyStates,
+    plan: RowSample,
+    offsets: torch.Tensor | None,
+    max_corrupted: float,
+    progress: AuditProgress | None,
+) -> ScannedTexts:
+    """The streamed texts file scanned once for the rows of the largest round ``max_corrupted`` may
+    need (a larger sample of the same seed holds the smaller ones), so no round scans it again."""
+    n = count_texts(texts, states, offsets if offsets is not None else states.offsets)
+    first = min(plan.size or n, n)
+    largest = plan.grown(max(first, round_sizes(n, max_corrupted, first=first)[-1]))
+    return scan_texts(texts, largest.draw(n), progress, needs_texts_hash(states))
 
 
 def _strata(states: LazyStates) -> tuple[int, ...] | None:

@@ -174,6 +174,44 @@ def _streamed_texts(args: argparse.Namespace):
     return source if source.streamed else None
 
 
+def _progress_bars():
+    """``(progress, close)``: an audit's ``progress(stage, done, total)`` shown as one bar on stderr at
+    a time (a new stage closes the last bar; the texts scan counts bytes; a sampling round names itself
+    in the bars that follow), and the function that closes the last one."""
+    import sys
+
+    from tqdm import tqdm
+
+    from ..audit.inputs import READING_TEXTS
+    from ..audit.report import SAMPLING_ROUND
+
+    state: dict[str, object] = {"bar": None, "stage": None, "round": ""}
+
+    def close() -> None:
+        if state["bar"] is not None:
+            state["bar"].close()
+        state["bar"] = state["stage"] = None
+
+    def progress(stage: str, done: int, total: int) -> None:
+        if stage == SAMPLING_ROUND:
+            close()
+            state["round"] = f" (round {done} of at most {total})"
+            return
+        if stage != state["stage"]:
+            close()
+            if stage == READING_TEXTS:
+                state["bar"] = tqdm(
+                    total=total, desc=stage, unit="B", unit_scale=True, file=sys.stderr, disable=None, leave=False
+                )
+            else:
+                state["bar"] = progress_bar(stage + state["round"], total)
+            state["stage"] = stage
+        state["bar"].n = done
+        state["bar"].refresh()
+
+    return progress, close
+
+
 def run(args: argparse.Namespace) -> int:
     from ..audit import audit_states
     from ..storage.export import parse_layers
@@ -206,16 +244,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         texts = None  # the store's own ids or texts
     layers = parse_layers(args.layers, loaded.num_hidden_layers + 1) if args.layers else None
-    bars: dict[str, object] = {}
-
-    def progress(stage: str, done: int, total: int) -> None:
-        if stage not in bars:
-            for bar in bars.values():
-                bar.close()
-            bars[stage] = progress_bar(stage, total)
-        bars[stage].n = done
-        bars[stage].refresh()
-
+    progress, close_bars = _progress_bars()
     try:
         report = audit_states(
             loaded,
@@ -234,8 +263,7 @@ def run(args: argparse.Namespace) -> int:
             lm_head=args.lm_head,
         )
     finally:
-        for bar in bars.values():
-            bar.close()
+        close_bars()
     print(format_report(report))
     if args.json_out:
         write_json_atomic(args.json_out, report.to_dict())

@@ -16,6 +16,7 @@ a rank that knows where its share starts reads only its share.
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import hashlib
 import json
@@ -32,6 +33,8 @@ STREAMED_SUFFIXES = (".txt", ".jsonl")
 _BLOCK_BYTES = 1 << 20
 _HEAD_BYTES = 1 << 16  # checked for binary content and encoding before streaming
 _LINE_BREAK = re.compile(rb"\r\n|\n|\r")
+_LINE_BREAK_TEXT = re.compile(r"\r\n|\n|\r")
+_PROGRESS_BYTES = 8 << 20  # sample() reports progress about this often
 
 
 class TextsHasher:
@@ -47,6 +50,15 @@ class TextsHasher:
             self._hash.update(b", ")
         self._hash.update(json.dumps(text, ensure_ascii=False).encode("utf-8"))
         self.count += 1
+
+    def update_many(self, texts: list[str]) -> None:
+        """:meth:`update` with each of ``texts`` in turn, in one ``json.dumps`` of the list (the same bytes)."""
+        if not texts:
+            return
+        if self.count:
+            self._hash.update(b", ")
+        self._hash.update(json.dumps(texts, ensure_ascii=False)[1:-1].encode("utf-8"))
+        self.count += len(texts)
 
     def hexdigest(self) -> str:
         final = self._hash.copy()
@@ -73,6 +85,26 @@ def _lines(handle, offset: int) -> Iterator[tuple[int, bytes]]:
             if pending:
                 yield position, pending
             return
+
+
+def _line_blocks(handle, offset: int) -> Iterator[tuple[int, bytes]]:
+    """``(byte offset, bytes)`` of runs of whole lines from ``offset`` on, about a block at a time: each
+    run ends at a line break (the last one at the end of the file), so no line or ``\r\n`` is split."""
+    handle.seek(offset)
+    pending, position = b"", offset
+    while True:
+        block = handle.read(_BLOCK_BYTES)
+        data = pending + block
+        if not block:
+            if data:
+                yield position, data
+            return
+        cut = data.rfind(b"\n") + 1
+        if not cut:  # no \n: cut after a \r that is not the last byte (which may start a \r\n)
+            cut = data.rfind(b"\r", 0, len(data) - 1) + 1
+        if cut:
+            yield position, data[:cut]
+        pending, position = data[cut:], position + cut
 
 
 def _check_head(head: bytes, source: str) -> None:
@@ -185,21 +217,66 @@ class TextSource:
             raise TextsError(f"{self.path}: has no text {min(missing) + 1}")
         return [found[index] for index in indices]
 
-    def sample(self, indices: list[int], progress=None) -> tuple[dict[int, str], int, str]:
+    def sample(
+        self, indices: list[int], progress=None, hash_texts: bool = True
+    ) -> tuple[dict[int, str], int, str | None]:
         """``{index: text}`` for those of ``indices`` the file has, the number of texts in the file
-        and their :func:`~extraction.texts.texts_sha256`, from one scan that holds only the texts
-        asked for. ``progress(done_bytes, total_bytes)``, if given, is called every 65,536 texts."""
+        and their :func:`~extraction.texts.texts_sha256` (None without ``hash_texts``: a store that
+        records no hash needs none), from one scan that holds only the texts asked for.
+        ``progress(done_bytes, total_bytes)``, if given, is called every 65,536 texts (a ``.txt``
+        file: every 8 MiB). A streamed ``.txt`` file is read a block of lines at a time
+        (decoded, split and hashed in one call each), with the same texts, count and hash as
+        :meth:`scan` gives; a block that is not UTF-8 is left to :meth:`scan`, whose error names the line."""
+        if self._whole is None and self.suffix == ".txt":
+            try:
+                return self._sample_blocks(indices, progress, hash_texts)
+            except UnicodeDecodeError:
+                pass  # the line-by-line scan below names the line that is not UTF-8
         wanted = set(indices)
         found: dict[int, str] = {}
         hasher = TextsHasher()
         total = self.path.stat().st_size
         for index, text, offset in self.scan():
-            hasher.update(text)
+            hasher.update(text)  # counts even where the hash is not asked for (cheap next to the scan)
             if index in wanted:
                 found[index] = text
             if progress is not None and index % 65536 == 0:
                 progress(offset if self._whole is None else 0, total)
-        return found, hasher.count, hasher.hexdigest()
+        return found, hasher.count, hasher.hexdigest() if hash_texts else None
+
+    def _sample_blocks(
+        self, indices: list[int], progress=None, hash_texts: bool = True
+    ) -> tuple[dict[int, str], int, str | None]:
+        """:meth:`sample` of a streamed ``.txt`` file, a block of whole lines at a time."""
+        wanted = sorted(set(indices))
+        found: dict[int, str] = {}
+        hasher = TextsHasher()
+        total = self.path.stat().st_size
+        index = nul_texts = reported = 0
+        with self.path.open("rb") as handle:
+            for offset, chunk in _line_blocks(handle, self._start):
+                text = chunk.decode("utf-8")
+                lines = _LINE_BREAK_TEXT.split(text) if "\r" in text else text.split("\n")
+                if lines[-1] == "":
+                    lines.pop()  # the chunk ended in a line break
+                if b"\x00" in chunk:
+                    texts = [line.replace("\x00", "") for line in lines if line.replace("\x00", "").strip()]
+                    nul_texts += sum("\x00" in line for line in lines if line.replace("\x00", "").strip())
+                else:
+                    texts = [line for line in lines if line.strip()]
+                if hash_texts:
+                    hasher.update_many(texts)
+                for k in wanted[bisect.bisect_left(wanted, index) : bisect.bisect_left(wanted, index + len(texts))]:
+                    found[k] = texts[k - index]
+                index += len(texts)
+                if progress is not None and offset + len(chunk) - reported >= _PROGRESS_BYTES:
+                    reported = offset + len(chunk)
+                    progress(reported, total)
+        if index == 0:
+            raise TextsError(f"{self.path}: contains no texts")
+        if nul_texts:
+            logger.warning("%s: removed NUL bytes from %d text(s)", self.path, nul_texts)
+        return found, index, hasher.hexdigest() if hash_texts else None
 
 
 __all__ = ["STREAMED_SUFFIXES", "TextSource", "TextsHasher"]

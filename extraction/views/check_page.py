@@ -6,6 +6,8 @@ from __future__ import annotations
 import shlex
 from collections.abc import Mapping, Sequence
 
+from .opt_in import opted_in
+
 #: ``streamlit run app.py -- --allow-running-code`` lets the Check page run an uploaded pipeline.py.
 ALLOW_FLAG = "--allow-running-code"
 #: The same as an environment variable (``PADDING_AUDIT_ALLOW_RUNNING_CODE=1``).
@@ -14,7 +16,7 @@ ALLOW_ENV = "PADDING_AUDIT_ALLOW_RUNNING_CODE"
 
 def code_allowed(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
     """True only with the flag among the app's arguments or the variable set to ``1``."""
-    return ALLOW_FLAG in argv or environ.get(ALLOW_ENV) == "1"
+    return opted_in(argv, environ, ALLOW_FLAG, ALLOW_ENV)
 
 
 def check_command(file_name: str, function: str, texts_file: str = "texts.txt", python: str = "") -> str:
