@@ -14,7 +14,8 @@ template (:func:`~extraction.chat.render_chat`):
   generation prompt added or removed, or the template taken off (the plain text).
 
 Every variant is tried on the worst row (one batched pass), and the one that reproduces it on
-the other tested rows. The evidence names the variant (``variant``, and in words: "chat
+the other tested rows. Formatting changes every text: when some checked row matches, the
+hypothesis does not apply. The evidence names the variant (``variant``, and in words: "chat
 template, system turn included, generation prompt added"), its ``system_turn`` and
 ``generation_prompt``, and the options that audit such a file as exact (``audit_with``). A
 system message outside :data:`SYSTEM_PROMPTS` is not guessed: such a file stays ``unknown``.
@@ -108,6 +109,16 @@ def _user_turn_alone(tokenizer, text: str, generation_prompt: bool) -> str | Non
     return both[len(alone) :]
 
 
+def user_turn_frame(tokenizer, generation_prompt: bool) -> tuple[str, str]:
+    """The text a user turn's content sits between when the template renders it without any system
+    turn: (before, after); ``("", "")`` when it cannot (:func:`_user_turn_alone`)."""
+    alone = _user_turn_alone(tokenizer, MARKER, generation_prompt)
+    if alone is None or MARKER not in alone:
+        return "", ""
+    before, _, after = alone.partition(MARKER)
+    return before, after
+
+
 def _plain_variants(text: str, tokenizer) -> dict[str, str]:
     """A plain text's chat variants (module docstring): ``{variant: rendered text}``, one variant
     per distinct rendering (a template without a system turn of its own renders "default" as "none")."""
@@ -157,6 +168,9 @@ def chat_template_hypothesis(ev: Evidence) -> Hypothesis:
         return Hypothesis("chat-template", TITLE, "not applicable", None, None, [], [], reason)
     if ev.pooling == "tokens":
         reason = "not tested under tokens pooling (other tokens give another row count: it says so)"
+        return Hypothesis("chat-template", TITLE, "not applicable", None, None, [], [], reason)
+    if ev.exact_checked:
+        reason = f"formatting with the chat template changes every text, and {len(ev.exact_checked)} checked rows match"
         return Hypothesis("chat-template", TITLE, "not applicable", None, None, [], [], reason)
     search = RowSearch(ev)
     wanted: str | None = None

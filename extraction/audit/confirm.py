@@ -28,7 +28,7 @@ from .check import subset
 from .evidence import Evidence
 from .report import Hypothesis
 
-CONFIRM_ROWS = 32  # other differing rows the likely cause is confirmed on (spread evenly)
+CONFIRM_ROWS = 16  # other differing rows the likely cause is confirmed on (spread evenly)
 MAX_CONFIRM_RUNS = 8  # runs of the hypothesis spent confirming (a failing group is split in two)
 MAX_LISTED = 24  # rows not confirmed listed by index
 
@@ -52,6 +52,23 @@ def _spread(rows: list[int], count: int) -> list[int]:
     if len(rows) <= count:
         return list(rows)
     return [rows[round(k * (len(rows) - 1) / (count - 1))] for k in range(count)] if count > 1 else rows[:1]
+
+
+def _fresh_rows(ev: Evidence, rows: list[int], every_layer: bool) -> dict:
+    """``{row: fresh states (S, d)}`` for ``rows``: the check's fresh states put at the stored layers
+    (no forward pass; the other hidden states are zeros, which only ``wrong-layer`` reads), or, for
+    ``every_layer`` or a per-token file, one single-sample pass of the rows."""
+    if every_layer or ev.fresh_checked is None:
+        fresh = extract_states(ev.loaded, subset(ev.tokenized, rows), "single", keep_logits=False, pooling=ev.pooling)
+        return {row: fresh.rows_of(k) for k, row in enumerate(rows)}
+    position = {text: k for k, text in enumerate(ev.checked)}
+    num_states = ev.loaded.num_hidden_layers + 1
+    found = {}
+    for row in rows:
+        states = ev.fresh_checked.new_zeros(num_states, ev.fresh_checked.shape[-1])  # (S, d)
+        states[ev.layers] = ev.fresh_checked[position[row]]  # (L, d) at the stored layers
+        found[row] = states
+    return found
 
 
 def _same_parameters(found: Hypothesis, cause: Hypothesis) -> bool:
@@ -83,8 +100,7 @@ def confirmation(ev: Evidence, cause: Hypothesis, hypothesis: Callable[[Evidence
     missed: list[int] = []
     if picked:
         anchor = ev.rows[0]
-        fresh = extract_states(ev.loaded, subset(ev.tokenized, picked), "single", keep_logits=False, pooling=ev.pooling)
-        fresh_rows = {**ev.fresh, **{row: fresh.rows_of(k) for k, row in enumerate(picked)}}
+        fresh_rows = {**ev.fresh, **_fresh_rows(ev, picked, every_layer=cause.name == "wrong-layer")}
         groups, runs = [picked], 0
         while groups and runs < MAX_CONFIRM_RUNS:
             group = groups.pop(0)
