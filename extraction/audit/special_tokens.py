@@ -214,6 +214,8 @@ def special_tokens_hypothesis(ev: Evidence) -> Hypothesis:
     )
     if edit is not None and edit.change == "added" and edit.where == "start" and edit.string is None:
         detail += "; e.g. TransformerLens' prepend_bos, or a template that starts with it"
-    if edit is not None and edit.string is not None and edit.where == "end" and edit.string.strip().startswith("<"):
+    if edit is not None and edit.template_piece:
+        detail += "; a piece of the chat template, written by hand without the rest of it"
+    elif edit is not None and edit.string is not None and edit.where == "end" and edit.string.strip().startswith("<"):
         detail += "; e.g. llm2vec's eos_token pooling, which appends the EOS as text"
     return search.result("special-tokens", TITLE, detail, evidence, "other-tokens")

@@ -158,6 +158,7 @@ def test_a_piece_of_the_chat_template_added_is_special_tokens_with_that_string(t
     edit = best["evidence"]["edit"]
     assert (edit["change"], edit["where"], edit["string"]) == ("added", where, prefix or suffix)
     assert edit["template_piece"] is True
+    assert "a piece of the chat template" in best["detail"] and "llm2vec" not in best["detail"]
 
 
 @pytest.mark.parametrize(("prefix", "suffix"), [("Represent this sentence: ", ""), ("", " [END]")])
