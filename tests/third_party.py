@@ -144,19 +144,36 @@ def prepended_token_states(model, tokenizer, texts: list[str], layer: int, token
 
 
 def chat_formatted_states(
-    model, tokenizer, texts: list[str], layer: int, generation_prompt: bool = True
+    model, tokenizer, texts: list[str], layer: int, generation_prompt: bool = True, system: str | None = None
 ) -> torch.Tensor:
-    """Each text rendered as one user turn with the chat template (``add_generation_prompt``), one
-    text at a time, read at the last token. (N, d)."""
+    """Each text rendered as one user turn with the chat template (``add_generation_prompt``), after
+    a ``system`` message when given (else the template's own system turn, if it has one), one text
+    at a time, read at the last token. (N, d)."""
     rows = []
     for text in texts:
+        messages = [{"role": "system", "content": system}] if system is not None else []
         ids = tokenizer.apply_chat_template(
-            [{"role": "user", "content": text}], add_generation_prompt=generation_prompt, tokenize=True
+            [*messages, {"role": "user", "content": text}], add_generation_prompt=generation_prompt, tokenize=True
         )
         ids = ids["input_ids"] if isinstance(ids, dict) or hasattr(ids, "keys") else ids
         with torch.no_grad():
             output = model(torch.tensor([list(ids)]), output_hidden_states=True)
         rows.append(output.hidden_states[layer][0, -1].float())
+    return torch.stack(rows)
+
+
+def hand_written_chat_states(
+    model, tokenizer, texts: list[str], layer: int, generation_prompt: bool = False
+) -> torch.Tensor:
+    """Each text in a ChatML user turn written by hand (no system turn, as scripts that format
+    their own prompts do), the assistant's header after it with ``generation_prompt``, one text at a
+    time, read at the last token. (N, d)."""
+    rows = []
+    for text in texts:
+        prompt = f"<|im_start|>user\n{text}<|im_end|>\n" + ("<|im_start|>assistant\n" if generation_prompt else "")
+        ids = torch.tensor([tokenizer(prompt)["input_ids"]])
+        with torch.no_grad():
+            rows.append(model(ids, output_hidden_states=True).hidden_states[layer][0, -1].float())
     return torch.stack(rows)
 
 

@@ -9,6 +9,8 @@ script against the tree of commit c791ea8 (its tests/third_party.py replaced by 
 import json
 import sys
 
+import torch
+
 from extraction.audit import audit_states
 from extraction.models import load_model
 from extraction.samples import SAMPLE_TEXTS
@@ -32,6 +34,27 @@ def cases(model, tokenizer) -> dict:
         "s</s>": (TEXTS, lambda: tp.string_added_states(model, tokenizer, TEXTS, -1, suffix=" </s>"), {}),
         "query": (TEXTS, lambda: tp.string_added_states(model, tokenizer, TEXTS, -1, prefix="query: "), {}),
         "dropfirst": (chat, lambda: tp.edited_ids_states(model, tokenizer, chat, -1, lambda ids: ids[1:]), {}),
+        # Wave 5: the chat template's variants, its pieces, strings no pipeline piece gives, two sources.
+        "chat+system": (
+            TEXTS[:6],
+            lambda: tp.chat_formatted_states(model, tokenizer, TEXTS[:6], -1, True, "You are a helpful assistant."),
+            {},
+        ),
+        "chat-nosystem": (TEXTS[:6], lambda: tp.hand_written_chat_states(model, tokenizer, TEXTS[:6], -1, True), {}),
+        "im_end": (TEXTS, lambda: tp.string_added_states(model, tokenizer, TEXTS, -1, suffix="<|im_end|>\n"), {}),
+        "represent": (
+            TEXTS,
+            lambda: tp.string_added_states(model, tokenizer, TEXTS, -1, prefix="Represent this sentence: "),
+            {},
+        ),
+        "[END]": (TEXTS, lambda: tp.string_added_states(model, tokenizer, TEXTS, -1, suffix=" [END]"), {}),
+        "bos+bf16": (
+            TEXTS,
+            lambda: torch.cat(
+                [tp.prepended_token_states(model, tokenizer, TEXTS[:7], -1), correct[7:].bfloat16().float()]
+            ),
+            {},
+        ),
     }
 
 

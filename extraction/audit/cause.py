@@ -29,12 +29,15 @@ def layout_fits(hypothesis: Hypothesis) -> bool:
 def _rank(hypothesis: Hypothesis) -> tuple:
     """Higher is likelier: a layout the evidence supports; not ``duplicate-rows`` (rows equal because
     their texts were made equal are explained by what made them so); not a cut to one token (that is
-    the first token read: ``read-position``); then the reproduction cosine."""
+    the first token read: ``read-position``); not a piece of the chat template added as a string
+    (``chat-template`` names the option that adds it); then the reproduction cosine."""
     first_token_cut = hypothesis.name == "truncated" and hypothesis.evidence.get("max_length") == 1
+    edit = hypothesis.evidence.get("edit") if hypothesis.name == "special-tokens" else None
     return (
         layout_fits(hypothesis),
         hypothesis.name != "duplicate-rows",
         not first_token_cut,
+        not (edit or {}).get("template_piece", False),
         hypothesis.reproduction_cosine,
     )
 

@@ -37,6 +37,7 @@ from .cause import likely_cause, name_the_others  # noqa: F401 (likely_cause: ru
 from .chat_template import chat_template_hypothesis
 from .check import subset
 from .compound import two_defects
+from .confirm import confirmation, confirmation_words
 from .duplicates import duplicate_rows_hypothesis
 from .evidence import Evidence, RowSearch, row_scores
 from .layers import TITLE as WRONG_LAYER_TITLE
@@ -386,7 +387,8 @@ def run_forensics(
     offsets: torch.Tensor | None = None,
 ) -> list[Hypothesis]:
     """Try every hypothesis in :data:`HYPOTHESES` on the worst affected checked rows, then
-    ``kernels``, which is named by the pattern of the differences when none reproduces them.
+    ``kernels``, which is named by the pattern of the differences when none reproduces them; the
+    likely cause is then confirmed on the other affected rows (:mod:`.confirm`).
     ``stored`` is (N, L, d), or (R, L, d) with ``offsets`` (N + 1,) under ``tokens``."""
     affected_mask = (check.row_min_cosine < EXACT_COSINE) | check.top1_differs | check.corrupted  # (K,)
     if stored_dtype == "float32":  # beyond float32 rounding a row differs, whatever its cosine (a mean's length)
@@ -427,6 +429,12 @@ def run_forensics(
         results = [both if h.name == both.name else h for h in results]
     results.append(kernels_hypothesis(evidence, results))
     name_the_others(results)
+    cause = likely_cause(results)
+    if cause is not None and cause.status == "reproduced" and cause is not both:  # confirmed on the other rows
+        confirmed = confirmation(evidence, cause, HYPOTHESES.get(cause.name))
+        if confirmed is not None:
+            cause.evidence["confirmation"] = confirmed
+            cause.detail += "; " + confirmation_words(confirmed)
     if progress is not None:
         progress("forensics", len(HYPOTHESES), len(HYPOTHESES))
     return results

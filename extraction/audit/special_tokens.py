@@ -6,19 +6,22 @@ The edits tried (:func:`token_edits`): each of the tokenizer's special tokens (B
 text's first or last token dropped where it is a special one, and the strings pipelines add
 (:func:`string_edits`: each special token's text after a space, as llm2vec appends ``" </s>"``,
 other families' end strings, a newline; the instruction prefixes of embedding recipes, ``"query:
-"``...), each tokenized with the text as the pipeline would and named as tokenized. TransformerLens prepends a
+"``...; the chat template's own pieces, :func:`template_pieces`), each tokenized with the text
+as the pipeline would and named as tokenized. TransformerLens prepends a
 BOS by default (``<|im_start|>`` on SmolLM2, whose tokenizer adds none); a pipeline that
 tokenizes with ``add_special_tokens=False`` drops the BOS a Llama tokenizer adds. Every edit
 is tried on the worst row (one batched pass of the edited texts), and the one that reproduces
-it on the other tested rows. An added token changes every text, so the hypothesis is
-rejected when some checked row matches.
+it on the other tested rows. An added token or string changes every text, so when some
+checked row matches only the drops are tried.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..chat import has_chat_template
 from ..texts import TokenizedTexts, tokenize_texts
+from .chat_template import user_turn_frame
 from .evidence import Evidence, RowSearch, fresh_states
 from .report import Hypothesis
 
@@ -48,6 +51,7 @@ class TokenEdit:
     where: str  # "start" or "end"
     token_id: int | None  # the token added (None: whatever special token the text has there, or a string)
     string: str | None = None  # a string added to the text before tokenizing (token_id None)
+    template_piece: bool = False  # the string is a piece of the chat template (``chat-template`` names it better)
 
     def apply(self, ids: list[int], special: set[int]) -> list[int] | None:
         """The edited ids, or None when the edit does not apply (nothing special to drop, or empty,
@@ -73,6 +77,8 @@ class TokenEdit:
         if self.string is not None:
             found["string"] = self.string
             found["tokens"] = tokenizer.convert_ids_to_tokens(added_ids) if added_ids else None
+        if self.template_piece:
+            found["template_piece"] = True
         return found
 
     def describe(self, tokenizer, ids: list[int] | None = None, added_ids: list[int] | None = None) -> str:
@@ -104,13 +110,31 @@ def token_edits(tokenizer) -> list[TokenEdit]:
     return edits + [TokenEdit("dropped", "start", None), TokenEdit("dropped", "end", None)]
 
 
+def template_pieces(tokenizer) -> tuple[list[str], list[str]]:
+    """``(starts, ends)``: the chat template's own pieces, as a pipeline that writes part of a
+    template by hand adds them: the user turn's header before the text, its end (and the
+    generation prompt after it) after the text; empty lists without a template (or one that
+    renders no user turn alone)."""
+    if not has_chat_template(tokenizer):
+        return [], []
+    before, after = user_turn_frame(tokenizer, False)
+    prompted = user_turn_frame(tokenizer, True)[1]
+    starts = [before] if before else []
+    ends = list(dict.fromkeys(piece for piece in (after, prompted, prompted[len(after) :]) if piece))
+    return starts, ends
+
+
 def string_edits(tokenizer) -> list[TokenEdit]:
-    """The strings tried: each special token's text after a space, then :data:`END_STRINGS`, at the
-    end; :data:`START_STRINGS` at the start."""
+    """The strings tried: each special token's text after a space, then :data:`END_STRINGS` and the
+    chat template's pieces (:func:`template_pieces`), at the end; :data:`START_STRINGS` and the
+    template's user-turn header at the start. A string no pipeline could derive from these is not
+    guessed (the file stays ``unknown``, with the nearest source ``read-position`` found)."""
     specials = [tokenizer.convert_ids_to_tokens(t) for t in special_ids(tokenizer)]
-    ends = list(dict.fromkeys([" " + s for s in specials if s] + list(END_STRINGS)))
-    return [TokenEdit("added", "end", None, s) for s in ends] + [
-        TokenEdit("added", "start", None, s) for s in START_STRINGS
+    starts, template_ends = template_pieces(tokenizer)
+    ends = list(dict.fromkeys([" " + s for s in specials if s] + list(END_STRINGS) + template_ends))
+    pieces = {*starts, *template_ends} - {*START_STRINGS, *END_STRINGS}
+    return [TokenEdit("added", "end", None, s, s in pieces) for s in ends] + [
+        TokenEdit("added", "start", None, s, s in pieces) for s in dict.fromkeys([*START_STRINGS, *starts])
     ]
 
 
@@ -160,6 +184,8 @@ def special_tokens_hypothesis(ev: Evidence) -> Hypothesis:
     tokenizer = ev.loaded.tokenizer
     search = RowSearch(ev)
     edits = token_edits(tokenizer) + string_edits(tokenizer)
+    if ev.exact_checked:  # an added token or string changes every text: only a drop leaves rows exact
+        edits = [e for e in edits if e.change == "dropped"]
     added: list[int] | None = None
     for row in ev.rows:
         candidates, applied, new_ids = edited_states(ev, row, edits)
@@ -174,13 +200,12 @@ def special_tokens_hypothesis(ev: Evidence) -> Hypothesis:
             added = added_ids(ev.tokenized.token_ids[row], new_ids[best], applied[best].where)
     edit = edits[0] if len(edits) == 1 and search.reproduced else None
     evidence = {"edit": edit.to_dict(tokenizer, added) if edit else None}
-    if edit is not None and edit.change == "added" and ev.exact_checked:
-        reason = (
-            f"{edit.describe(tokenizer, added_ids=added)} reproduces the tested rows, but an added token changes "
-            f"every text and {len(ev.exact_checked)} checked rows match"
+    if edit is None and ev.exact_checked:
+        result = search.result("special-tokens", TITLE, "-", evidence, "other-tokens")
+        result.detail += (
+            f"; only a dropped special token was tried: an added token or string changes every text and "
+            f"{len(ev.exact_checked)} checked rows match"
         )
-        result = search.result("special-tokens", TITLE, reason, evidence, "other-tokens")
-        result.status, result.detail, result.rows_reproduced = "rejected", reason, []
         return result
     example = ev.tokenized.token_ids[ev.rows[0]]
     detail = (
@@ -189,6 +214,8 @@ def special_tokens_hypothesis(ev: Evidence) -> Hypothesis:
     )
     if edit is not None and edit.change == "added" and edit.where == "start" and edit.string is None:
         detail += "; e.g. TransformerLens' prepend_bos, or a template that starts with it"
-    if edit is not None and edit.string is not None and edit.where == "end" and edit.string.strip().startswith("<"):
+    if edit is not None and edit.template_piece:
+        detail += "; a piece of the chat template, written by hand without the rest of it"
+    elif edit is not None and edit.string is not None and edit.where == "end" and edit.string.strip().startswith("<"):
         detail += "; e.g. llm2vec's eos_token pooling, which appends the EOS as text"
     return search.result("special-tokens", TITLE, detail, evidence, "other-tokens")

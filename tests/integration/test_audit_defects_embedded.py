@@ -102,3 +102,26 @@ def test_issue_29_defects_on_smollm2(embedded_model):
     stored = third_party.string_added_states(model, tokenizer, texts, -1, suffix=" </s>")
     edit = _check(embedded_model, stored, "special-tokens", "other-tokens", texts)["edit"]
     assert edit["string"] == " </s>" and len(edit["tokens"]) >= 2
+
+
+@pytest.mark.integration
+def test_chat_template_variants_and_the_confirmation_on_smollm2(embedded_model):
+    """Issue 29, wave 5: apply_chat_template after a system message; a hand-written user turn
+    (no system turn); a BOS prepended to most texts, the others only rounded: counted, not explained."""
+    model, tokenizer = embedded_model.model, embedded_model.tokenizer
+    texts = TEXTS[:6]
+    stored = third_party.chat_formatted_states(model, tokenizer, texts, -1, False, "You are a helpful assistant.")
+    evidence = _check(embedded_model, stored, "chat-template", "other-tokens", texts)
+    assert (evidence["variant"], evidence["system_turn"], evidence["generation_prompt"]) == (
+        "chat-with-system",
+        "given",
+        False,
+    )
+    stored = third_party.hand_written_chat_states(model, tokenizer, texts, -1, True)
+    evidence = _check(embedded_model, stored, "chat-template", "other-tokens", texts)
+    assert evidence["variant_words"] == "chat template, no system turn, generation prompt added"
+    prepended = third_party.prepended_token_states(model, tokenizer, TEXTS, -1)
+    stored = torch.cat([prepended[:8], _plain_states(model, tokenizer, TEXTS[8:]).bfloat16().float()])
+    evidence = _check(embedded_model, stored, "special-tokens", "other-tokens")
+    confirmation = evidence["confirmation"]
+    assert (confirmation["not_confirmed"], confirmation["not_confirmed_rows"]) == (4, [8, 9, 10, 11])

@@ -89,10 +89,12 @@ def test_chat_formatted_with_the_generation_prompt_is_chat_template_and_audits_e
     stored = third_party.chat_formatted_states(tiny_model.model, tiny_model.tokenizer, texts, -1, True)
     data, best = _audit(tiny_model, stored, texts)
     assert (data["verdict"], data["likely_cause"], data["cause_kind"]) == ("corrupted", "chat-template", "other-tokens")
-    assert best["evidence"] == {
-        "variant": "chat+generation-prompt",
-        "audit_with": "--chat-template --generation-prompt",
-    }
+    evidence = best["evidence"]
+    assert (evidence["variant"], evidence["audit_with"]) == (
+        "chat+generation-prompt",
+        "--chat-template --generation-prompt",
+    )
+    assert evidence["variant_words"] == "chat template, system turn included, generation prompt added"
     formatted = format_texts(texts, tiny_model.tokenizer, as_chat=True, generation_prompt=True)
     assert audit_states(tiny_model, formatted, stored).verdict == "exact"
     # Audited with --chat-template but without the generation prompt: the prompt is what is missing.

@@ -140,3 +140,33 @@ def test_the_defect_picture_marks_the_position_read_and_the_page_line_names_the_
     strip = defect_tokens(best, tokens)
     assert [role for _, role in strip][-2:] == ["read", "text"]
     assert found_source(report).startswith(f"row {row + 1}: text {row + 1}, position -2")
+
+
+@pytest.mark.parametrize(
+    ("prefix", "suffix", "where"),
+    [("", "<|im_end|>\n", "end"), ("<|im_start|>user\n", "", "start")],
+)
+def test_a_piece_of_the_chat_template_added_is_special_tokens_with_that_string(tiny_model, prefix, suffix, where):
+    # A script that writes half a template by hand: the user turn's end, or its header, and no more.
+    stored = third_party.string_added_states(tiny_model.model, tiny_model.tokenizer, TEXTS, -1, prefix, suffix)
+    data, best = _audit(tiny_model, stored)
+    assert (data["verdict"], data["likely_cause"], data["cause_kind"]) == (
+        "corrupted",
+        "special-tokens",
+        "other-tokens",
+    )
+    edit = best["evidence"]["edit"]
+    assert (edit["change"], edit["where"], edit["string"]) == ("added", where, prefix or suffix)
+    assert edit["template_piece"] is True
+    assert "a piece of the chat template" in best["detail"] and "llm2vec" not in best["detail"]
+
+
+@pytest.mark.parametrize(("prefix", "suffix"), [("Represent this sentence: ", ""), ("", " [END]")])
+def test_a_string_no_pipeline_piece_gives_stays_unknown_with_the_nearest_source(tiny_model, prefix, suffix):
+    # Not a special token, a template piece or a listed recipe string: the search does not guess it.
+    stored = third_party.string_added_states(tiny_model.model, tiny_model.tokenizer, TEXTS, -1, prefix, suffix)
+    data, _ = _audit(tiny_model, stored)
+    assert (data["verdict"], data["likely_cause"], data["cause_kind"]) == ("corrupted", "unknown", "unknown")
+    position = next(h for h in data["hypotheses"] if h["name"] == "read-position")
+    assert position["status"] != "reproduced"
+    assert position["evidence"]["nearest"]["cosine"] < 0.999 and "nearest source" in position["detail"]
