@@ -10,8 +10,8 @@ MODEL_FOLDER is a Hugging Face folder (the embedded SmolLM2's converted cache,
 ``~/.cache/padding-audit/smollm2-135m-model-*``); a copy readable by transformers 4 is made in a
 temporary folder (``$PADDING_AUDIT_MODEL``) for the ``--python`` recipes, whose child process
 (start, imports, model load) is timed apart (``start_seconds``). The texts are
-``bench.texts.benchmark_texts(tokenizer, COUNT, 5, 60)`` (COUNT 32). Prints one JSON line per recipe: library, version, function, verdict,
-likely_cause, seconds, start_seconds.
+``bench.texts.benchmark_texts(tokenizer, COUNT, 5, 60)`` (COUNT 32). Prints one JSON line per
+recipe: library, version, function, verdict, likely_cause, seconds, start_seconds.
 """
 
 from __future__ import annotations
