@@ -19,9 +19,23 @@ def code_allowed(argv: Sequence[str], environ: Mapping[str, str]) -> bool:
     return opted_in(argv, environ, ALLOW_FLAG, ALLOW_ENV)
 
 
-def check_command(file_name: str, function: str, texts_file: str = "texts.txt", python: str = "") -> str:
+def check_command(
+    file_name: str, function: str, texts_file: str = "texts.txt", python: str = "", tokenizer: str = ""
+) -> str:
     """The ``padding-audit check`` command that checks ``file_name:function`` from a shell."""
     parts = ["padding-audit", "check", f"{file_name}:{function}", "--texts", texts_file]
     if python:
         parts += ["--python", python]
+    if tokenizer:
+        parts += ["--tokenizer", tokenizer]
     return shlex.join(parts)
+
+
+def load_tokenizer(folder: str):
+    """``AutoTokenizer.from_pretrained(folder)``, or a ``ValueError`` naming the folder (as ``--tokenizer``)."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(folder)
+    except Exception as error:  # noqa: BLE001 - one message, whatever transformers raised
+        raise ValueError(f"tokenizer folder {folder}: cannot load it ({type(error).__name__})") from error

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
-from extraction.views.check_page import ALLOW_ENV, ALLOW_FLAG, check_command, code_allowed
+from extraction.views.check_page import ALLOW_ENV, ALLOW_FLAG, check_command, code_allowed, load_tokenizer
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "7_Check.py")
 
@@ -35,3 +36,11 @@ def test_with_the_opt_in_it_asks_for_a_file(monkeypatch):
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception, [e.value for e in at.exception]
     assert not at.code and any("Upload a pipeline.py" in i.value for i in at.info)
+
+
+def test_the_command_names_the_tokenizer_and_a_bad_folder_is_one_message(tmp_path):
+    assert check_command("p.py", "extract", tokenizer="tok dir") == (
+        "padding-audit check p.py:extract --texts texts.txt --tokenizer 'tok dir'"
+    )
+    with pytest.raises(ValueError, match=f"tokenizer folder {tmp_path}: cannot load it"):
+        load_tokenizer(str(tmp_path))

@@ -35,8 +35,9 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 EMBEDDED_PAGES = {"benchmark.md"}
 #: Pages whose Python examples another test runs as they are written, and why here they cannot.
 TESTED_ELSEWHERE = {
-    # recipes for nnsight and TransformerLens on a model folder: tests/tiny/consistency/test_recipes.py runs
-    # them from examples/nnsight_check.py and examples/transformerlens_check.py
+    # recipes for nnsight, TransformerLens, sentence-transformers, pyvene (and, through --python,
+    # steering-vectors and repe) on a model folder: tests/tiny/consistency/test_recipes*.py run them
+    # from examples/
     "check.md",
 }
 PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)

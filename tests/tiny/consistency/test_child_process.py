@@ -13,15 +13,12 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from extraction import check_extractor, load_model
 from extraction.cli import main
 from extraction.consistency.remote import ChildFunction, ChildProcessFailed
-from extraction.models.embedded import embedded_tokenizer
 from extraction.samples import SAMPLE_TEXTS
-from tests.tiny.consistency.venvs import older_transformers_python, save_for_transformers4
+from tests.tiny.consistency.venvs import older_transformers_python, save_tiny_llama
 
 TEXTS = SAMPLE_TEXTS[:6]
 HERE = Path(__file__).resolve().parent
@@ -170,15 +167,8 @@ def tf4_python() -> Path:
 
 @pytest.fixture(scope="module")
 def llama4(tmp_path_factory) -> Path:
-    """A tiny random Llama and the SmolLM2 tokenizer, saved here and readable by transformers 4.57."""
-    tokenizer = embedded_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, max_position_embeddings=256, initializer_range=0.2, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
-    return save_for_transformers4(LlamaForCausalLM(config).eval(), tokenizer, tmp_path_factory.mktemp("llama4"))
+    """The tiny Llama, saved here and readable by transformers 4.57."""
+    return save_tiny_llama(tmp_path_factory.mktemp("llama4"), for_transformers4=True)
 
 
 @pytest.fixture

@@ -1,6 +1,9 @@
-"""The recipes in examples/ run for real: nnsight's and TransformerLens's extractions checked
-against themselves, on a tiny random Llama saved as a local Hugging Face folder (offline). Each
-test skips, saying why, only when its package cannot be imported (requirements-dev.txt pins them)."""
+"""The recipes in examples/ run for real in this interpreter: nnsight's, TransformerLens's,
+sentence-transformers' and pyvene's extractions checked against themselves (and sentence-transformers
+against this package's single-sample states), on the tiny random Llama with SmolLM2's tokenizer and
+chat template, saved as a local Hugging Face folder (offline). Each test skips, saying why, only when
+its package cannot be imported (requirements-dev.txt pins them). The libraries pinned to
+transformers 4.x run through ``check --python``: test_recipes_transformers4.py."""
 
 from __future__ import annotations
 
@@ -8,12 +11,10 @@ import importlib.util
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
-from extraction import check_extractor
-from extraction.models.embedded import embedded_tokenizer
+from extraction import check_extractor, load_model
 from extraction.samples import SAMPLE_TEXTS
+from tests.tiny.consistency.venvs import save_tiny_llama
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 TEXTS = SAMPLE_TEXTS[:5]
@@ -29,18 +30,7 @@ def _recipe(name: str, package: str):
 
 @pytest.fixture(scope="module")
 def llama_folder(tmp_path_factory) -> str:
-    """A tiny random Llama and the SmolLM2 tokenizer, saved with save_pretrained."""
-    tokenizer = embedded_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=4, max_position_embeddings=256, initializer_range=0.2, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    )  # fmt: skip
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).eval().save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return str(save_tiny_llama(tmp_path_factory.mktemp("tiny-llama")))
 
 
 def test_nnsight_recipe_is_exact(llama_folder):
@@ -66,3 +56,33 @@ def test_transformerlens_default_reads_pads_and_left_padding_fixes_it(llama_fold
     assert "a pad token's state" in default.cause and "no attention mask" in default.cause
     left = check_extractor(recipe.resid_post_extractor(bridge, padding_side="left"), texts=TEXTS)
     assert (left.verdict, left.likely_cause) == ("exact", None)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "lasttoken"])
+def test_sentence_transformers_batches_exactly_but_renders_the_chat_template(llama_folder, pooling):
+    """6.3.0 pads on the right and pools with the mask (exact against itself), and renders each
+    plain string through the tokenizer's chat template: the model-based check names it; popping
+    the ``"message"`` modality embeds the text as it is (exact against single-sample states)."""
+    recipe = _recipe("sentence_transformers_check", "sentence_transformers")
+    checked_as = "mean" if pooling == "mean" else "last"
+    model = load_model(llama_folder)
+    as_loaded = recipe.load(llama_folder, pooling)
+    assert "message" in as_loaded[0].modality_config  # the chat template is used because the tokenizer has one
+    itself = check_extractor(recipe.encoder(as_loaded), texts=TEXTS)
+    assert (itself.verdict, itself.likely_cause) == ("exact", None)
+    against = check_extractor(recipe.encoder(as_loaded), model, TEXTS, pooling=checked_as)
+    assert (against.verdict, against.likely_cause, against.cause_kind) == ("corrupted", "chat-template", "other-tokens")
+    assert "formatted as one user turn with the chat template" in against.cause
+    plain = recipe.encoder(recipe.load(llama_folder, pooling, chat_template=False))
+    fixed = check_extractor(plain, model, TEXTS, pooling=checked_as)
+    assert (fixed.verdict, fixed.likely_cause) == ("exact", None)
+
+
+def test_pyvene_collects_exactly_and_a_padded_length_read_is_padding(llama_folder):
+    recipe = _recipe("pyvene_check", "pyvene")
+    intervenable, tokenizer = recipe.load(llama_folder)
+    exact = check_extractor(recipe.collector(intervenable, tokenizer), texts=TEXTS, tokenizer=tokenizer)
+    assert (exact.verdict, exact.likely_cause) == ("exact", None)
+    padded = recipe.collector(intervenable, tokenizer, read="padded-length")
+    report = check_extractor(padded, texts=TEXTS, tokenizer=tokenizer)
+    assert (report.verdict, report.likely_cause, report.cause_kind) == ("corrupted", "padding", "pad-state")
