@@ -31,6 +31,7 @@ from transformers import AutoTokenizer
 from bench.texts import benchmark_texts
 from extraction import check_extractor
 from extraction.consistency.remote import ChildFunction
+from tests.tiny.consistency.venvs import readable_by_transformers4
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -61,14 +62,7 @@ def _in_process(folder: str):
 
 def _readable_by_transformers4(folder: str, into: Path) -> Path:
     shutil.copytree(folder, into)
-    path = into / "tokenizer_config.json"
-    config = json.loads(path.read_text())
-    if config.get("tokenizer_class") == "TokenizersBackend":
-        config["tokenizer_class"] = "PreTrainedTokenizerFast"
-    for key in ("backend", "is_local", "local_files_only"):
-        config.pop(key, None)
-    path.write_text(json.dumps(config, indent=2))
-    return into
+    return readable_by_transformers4(into)
 
 
 def _line(library: str, function: str, report, seconds: float, start: float | None = None, version=None) -> None:

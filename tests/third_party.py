@@ -23,6 +23,16 @@ CHAT_TURNS = [
 ]
 
 
+def plain_last_states(loaded, texts: list[str]) -> torch.Tensor:
+    """Correct last-layer states, one text at a time with plain transformers: (N, d)."""
+    rows = []
+    with torch.no_grad():
+        for text in texts:
+            ids = torch.tensor([loaded.tokenizer(text)["input_ids"]])
+            rows.append(loaded.model(ids, output_hidden_states=True).hidden_states[-1][0, -1].float())
+    return torch.stack(rows)
+
+
 def chat_texts(count: int = len(CHAT_TURNS)) -> list[str]:
     """``count`` chat-formatted texts (user turn, assistant turn), each ending in ``<|im_end|>``."""
     texts = []

@@ -14,9 +14,9 @@ from extraction.audit.sampling import RowSample, clopper_pearson
 from extraction.extract import extract_states
 from extraction.models import load_model
 from extraction.samples import SAMPLE_TEXTS
-from extraction.storage.safetensors_writer import write_safetensors_atomic
 from extraction.texts import tokenize_texts
 from extraction.views.audit import ALLOW_PATHS_ENV, ALLOW_PATHS_FLAG, server_paths_allowed
+from tests.stores import partly_right_store
 
 PAGE = str(Path(__file__).resolve().parents[2] / "pages" / "4_Audit.py")
 TIMEOUT = 300
@@ -29,15 +29,10 @@ def _offline(monkeypatch):
 
 
 def _store(tmp_path: Path, rows_made: list[int]) -> tuple[Path, Path]:
-    """N texts and a last-layer store of tiny-random-llama whose ``rows_made`` rows are right (the rest zeros)."""
-    loaded = load_model("tiny-random-llama")
-    texts = [f"{SAMPLE_TEXTS[i % len(SAMPLE_TEXTS)]} (number {i})" for i in range(N)]
-    texts_file = tmp_path / "texts.txt"
-    texts_file.write_text("\n".join(texts) + "\n")
-    stored = torch.zeros(N, loaded.hidden_size)
-    made = tokenize_texts(loaded.tokenizer, [texts[i] for i in rows_made])
-    stored[rows_made] = extract_states(loaded, made, "single", keep_logits=False).hidden[:, -1]
-    return write_safetensors_atomic(tmp_path / "states.safetensors", {"hidden_states": stored}), texts_file
+    """(states, texts) of N texts and a last-layer store of tiny-random-llama whose ``rows_made`` rows are right
+    (the rest zeros)."""
+    texts_file, states_file = partly_right_store(load_model("tiny-random-llama"), tmp_path, N, rows_made)
+    return states_file, texts_file
 
 
 def _audit_paths(states: Path, texts: Path | str, sample: int, max_corrupted: float = 0.0) -> AppTest:

@@ -18,16 +18,6 @@ from tests import third_party
 TEXTS = SAMPLE_TEXTS + [text + " and then some more words" for text in SAMPLE_TEXTS[:2]]
 
 
-def _plain_states(loaded, texts: list[str]) -> torch.Tensor:
-    """Correct last-layer states, one text at a time with plain transformers: (N, d)."""
-    rows = []
-    with torch.no_grad():
-        for text in texts:
-            ids = torch.tensor([loaded.tokenizer(text)["input_ids"]])
-            rows.append(loaded.model(ids, output_hidden_states=True).hidden_states[-1][0, -1].float())
-    return torch.stack(rows)
-
-
 def _audit(loaded, stored, texts=TEXTS):
     data = json.loads(json.dumps(audit_states(loaded, texts, stored).to_dict()))  # the JSON contract, as written
     assert data["likely_cause"] in CAUSES and data["cause_kind"] in CAUSE_KINDS
@@ -115,7 +105,7 @@ def test_rows_of_another_source_are_not_confirmed_and_counted(tiny_model):
     bfloat16 (they differ, by far less): the search finds the BOS on the worst rows, the confirmation
     reproduces it on the other BOS rows and not on the rounded ones, which are counted, not explained."""
     prepended = third_party.prepended_token_states(tiny_model.model, tiny_model.tokenizer, TEXTS, -1)
-    stored = torch.cat([prepended[:8], _plain_states(tiny_model, TEXTS[8:]).bfloat16().float()])
+    stored = torch.cat([prepended[:8], third_party.plain_last_states(tiny_model, TEXTS[8:]).bfloat16().float()])
     data, best = _audit(tiny_model, stored)
     assert data["likely_cause"] == "special-tokens"
     confirmation = best["evidence"]["confirmation"]

@@ -21,16 +21,6 @@ from tests import third_party
 TEXTS = SAMPLE_TEXTS + [text + " and then some more words" for text in SAMPLE_TEXTS[:2]]
 
 
-def _plain_states(loaded, texts: list[str]) -> torch.Tensor:
-    """Correct last-layer states, one text at a time with plain transformers: (N, d)."""
-    rows = []
-    with torch.no_grad():
-        for text in texts:
-            ids = torch.tensor([loaded.tokenizer(text)["input_ids"]])
-            rows.append(loaded.model(ids, output_hidden_states=True).hidden_states[-1][0, -1].float())
-    return torch.stack(rows)
-
-
 def _audit(loaded, stored, texts=TEXTS):
     report = audit_states(loaded, texts, stored)
     data = json.loads(json.dumps(report.to_dict()))  # the JSON contract, as written
@@ -103,7 +93,7 @@ def test_chat_formatted_with_the_generation_prompt_is_chat_template_and_audits_e
 
 
 def test_a_reused_buffer_is_duplicate_rows(tiny_model):
-    stored = third_party.reused_buffer(_plain_states(tiny_model, TEXTS), [4, 5, 6, 7, 8])
+    stored = third_party.reused_buffer(third_party.plain_last_states(tiny_model, TEXTS), [4, 5, 6, 7, 8])
     data, best = _audit(tiny_model, stored)
     assert (data["verdict"], data["likely_cause"], data["cause_kind"]) == ("corrupted", "duplicate-rows", "other-row")
     assert best["evidence"]["groups"] == [[4, 5, 6, 7, 8]] and best["evidence"]["bit_exact"] is True
@@ -142,7 +132,7 @@ def test_texts_concatenated_without_resetting_positions_are_packed_naive(tiny_mo
 def test_pre_norm_and_wrong_layer_have_a_cause_kind(tiny_llama):
     captured = []
     handle = tiny_llama.final_norm.register_forward_pre_hook(lambda m, a: captured.append(a[0][0, -1].float()))
-    _plain_states(tiny_llama, TEXTS[:6])
+    third_party.plain_last_states(tiny_llama, TEXTS[:6])
     handle.remove()
     data, _ = _audit(tiny_llama, torch.stack(captured), TEXTS[:6])
     assert (data["likely_cause"], data["cause_kind"]) == ("pre-norm", "other-layer")

@@ -4,19 +4,16 @@ is interrupted."""
 
 from __future__ import annotations
 
-import torch
-
 from extraction.audit import audit_states
 from extraction.audit.inputs import READING_TEXTS
 from extraction.audit.report import SAMPLING_ROUND
 from extraction.audit.sampling import RowSample
 from extraction.cli import main
-from extraction.extract import extract_states
-from extraction.samples import SAMPLE_TEXTS
 from extraction.storage.lazy_states import open_states
 from extraction.storage.safetensors_writer import write_safetensors_atomic
 from extraction.storage.text_stream import TextSource
-from extraction.texts import texts_sha256, tokenize_texts
+from extraction.texts import texts_sha256
+from tests.stores import partly_right_store
 
 N = 300  # texts in the store
 
@@ -32,13 +29,7 @@ class CountingSource(TextSource):
 
 
 def _store(loaded, tmp_path, rows_made):
-    texts = [f"{SAMPLE_TEXTS[i % len(SAMPLE_TEXTS)]} (number {i})" for i in range(N)]
-    texts_file = tmp_path / "texts.txt"
-    texts_file.write_text("\n".join(texts) + "\n")
-    stored = torch.zeros(N, loaded.hidden_size)
-    made = tokenize_texts(loaded.tokenizer, [texts[i] for i in rows_made])
-    stored[rows_made] = extract_states(loaded, made, "single", keep_logits=False).hidden[:, -1]
-    return texts_file, write_safetensors_atomic(tmp_path / "states.safetensors", {"hidden_states": stored})
+    return partly_right_store(loaded, tmp_path, N, rows_made)
 
 
 def test_progress_reports_the_scan_each_round_and_the_reextraction(tiny_llama, tmp_path):

@@ -116,6 +116,12 @@ def save_for_transformers4(model, tokenizer, folder: Path) -> Path:
     readable by 4.x (``TokenizersBackend`` -> ``PreTrainedTokenizerFast``, 5-only keys dropped)."""
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    return readable_by_transformers4(folder)
+
+
+def readable_by_transformers4(folder: Path) -> Path:
+    """The tokenizer_config.json of a folder saved by transformers 5 rewritten in place so that 4.x
+    reads it (``TokenizersBackend`` -> ``PreTrainedTokenizerFast``, 5-only keys dropped)."""
     path = folder / "tokenizer_config.json"
     config = json.loads(path.read_text())
     if config.get("tokenizer_class") == "TokenizersBackend":
